@@ -1,0 +1,135 @@
+"""Contracts: the dataset dictionary (every path and key), JSON-Schema packs, and validation of documents and tables."""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ArrivalError
+from .identity import validate_hex64, validate_scenario_id, validate_seed
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONTRACTS_DIR = PROJECT_ROOT / "contracts"
+DEFAULT_CONFIG_DIR = PROJECT_ROOT / "config"
+DICTIONARY_FILE = "dataset_dictionary.layer2.5B.yaml"
+
+_TOKEN_RE = re.compile(r"\{([a-z_]+)\}")
+_STATE_RE = re.compile(r"^(S0|S1|S2|S3|AUDIT)$")
+_RUN_ID_RE = re.compile(r"^[0-9a-zA-Z][0-9a-zA-Z_-]{0,63}$")
+
+
+def _validate_token(name: str, value: object) -> str:
+    """Validate one path token by its identity rule; anything else is IDENTITY_INVALID (no path is built)."""
+    if name == "seed":
+        return str(validate_seed(value))
+    if name == "scenario_id":
+        return validate_scenario_id(value)
+    if name in ("parameter_hash", "manifest_fingerprint"):
+        return validate_hex64(value, name)
+    if name == "state" and isinstance(value, str) and _STATE_RE.match(value):
+        return value
+    if name == "run_id" and isinstance(value, str) and _RUN_ID_RE.match(value):
+        return value
+    raise ArrivalError("5B.IDENTITY_INVALID", f"path token {name}={value!r} is not valid", field=name, value=repr(value))
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One dictionary entry: where a dataset lives, its schema, keys and sealing attributes."""
+
+    id: str
+    owner_segment: str
+    kind: str
+    root: str
+    format: str
+    schema_ref: str
+    path: str
+    partition_keys: tuple[str, ...]
+    status: str
+    raw: Mapping[str, Any]
+
+    @property
+    def primary_key(self) -> tuple[str, ...]:
+        return tuple(self.raw.get("primary_key") or ())
+
+    @property
+    def writer_sort(self) -> tuple[str, ...]:
+        return tuple(self.raw.get("writer_sort") or ())
+
+    @property
+    def read_scope(self) -> str | None:
+        return self.raw.get("read_scope")
+
+    @property
+    def sealed(self) -> bool:
+        return bool(self.raw.get("sealed", False))
+
+    @property
+    def seed_scoped(self) -> bool:
+        return bool(self.raw.get("seed_scoped", False))
+
+    @property
+    def state(self) -> str | None:
+        return self.raw.get("state")
+
+    def tokens_needed(self) -> tuple[str, ...]:
+        """Return the tokens the path template uses, in order of appearance."""
+        return tuple(_TOKEN_RE.findall(self.path))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_dictionary(contracts_dir: Path) -> dict[str, DatasetEntry]:
+    path = contracts_dir / DICTIONARY_FILE
+    try:
+        doc = yaml.safe_load(path.read_text())
+        entries = {}
+        for raw in doc["datasets"]:
+            entries[raw["id"]] = DatasetEntry(
+                id=raw["id"],
+                owner_segment=str(raw["owner_segment"]),
+                kind=raw["kind"],
+                root=raw["root"],
+                format=raw["format"],
+                schema_ref=raw["schema_ref"],
+                path=raw["path"],
+                partition_keys=tuple(raw.get("partition_keys") or ()),
+                status=raw["status"],
+                raw=raw,
+            )
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise ArrivalError("5B.CONTRACT_INVALID", f"dataset dictionary {path} cannot be read: {exc}", file=str(path))
+    return entries
+
+
+def load_dictionary(contracts_dir: Path = DEFAULT_CONTRACTS_DIR) -> dict[str, DatasetEntry]:
+    """Return the dataset dictionary as {dataset id: entry} (cached per contracts dir)."""
+    return _load_dictionary(Path(contracts_dir).resolve())
+
+
+def dataset(dataset_id: str, contracts_dir: Path = DEFAULT_CONTRACTS_DIR) -> DatasetEntry:
+    """Return one dictionary entry, or CONTRACT_INVALID naming the unknown id."""
+    entries = load_dictionary(contracts_dir)
+    if dataset_id not in entries:
+        raise ArrivalError("5B.CONTRACT_INVALID", f"dataset {dataset_id!r} is not in {DICTIONARY_FILE}", dataset=dataset_id)
+    return entries[dataset_id]
+
+
+def resolve_path(
+    entry: DatasetEntry,
+    roots: Mapping[str, Path],
+    tokens: Mapping[str, object],
+) -> Path:
+    """Fill the entry's path template from validated tokens under its root; refuse a path that leaves the root."""
+    values = {name: _validate_token(name, tokens.get(name)) for name in entry.tokens_needed()}
+    relative = entry.path.format(**values)
+    root = Path(roots[entry.root]).resolve()
+    path = (root / relative).resolve()
+    if path != root and root not in path.parents:
+        raise ArrivalError(
+            "5B.IDENTITY_INVALID", f"{entry.id} resolves to {path}, outside its root {root}", dataset=entry.id
+        )
+    return path

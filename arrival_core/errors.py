@@ -1,0 +1,115 @@
+"""The one exception type and the closed catalogue of canonical error codes (`5B.Sn.CATEGORY`)."""
+from __future__ import annotations
+
+from typing import Any
+
+_SHARED_IO = ("IO_WRITE_FAILED", "IO_WRITE_CONFLICT")
+
+# State -> categories. The S2 list is exactly the 18 codes of the S2 spec §9; S1 and S3 mirror its categories.
+CATALOGUE: dict[str, tuple[str, ...]] = {
+    "S0": (
+        "RUN_RECEIPT_MISSING",
+        "RUN_RECEIPT_INVALID",
+        "UPSTREAM_NOT_PASS",
+        "POLICY_INVALID",
+        "SCENARIO_MANIFEST_INVALID",
+        "SEALED_INPUTS_INCOMPLETE",
+        "INPUT_SCHEMA_INVALID",
+        "OUTPUT_SCHEMA_INVALID",
+        *_SHARED_IO,
+    ),
+    "S1": (
+        "S0_GATE_INVALID",
+        "UPSTREAM_NOT_PASS",
+        "POLICY_INVALID",
+        "INPUT_SCHEMA_INVALID",
+        "HORIZON_MISALIGNED",
+        "GRID_GUARDRAIL_BREACH",
+        "DOMAIN_INVALID",
+        "GROUP_ASSIGNMENT_INCOMPLETE",
+        "GROUP_REALISM_FAILED",
+        "TIME_GRID_SCHEMA_INVALID",
+        "GROUPING_SCHEMA_INVALID",
+        *_SHARED_IO,
+    ),
+    "S2": (
+        "S0_GATE_INVALID",
+        "UPSTREAM_NOT_PASS",
+        "S1_OUTPUT_MISSING",
+        "LAMBDA_SOURCE_MISSING",
+        "LGCP_CONFIG_INVALID",
+        "RNG_POLICY_INVALID",
+        "DOMAIN_ALIGN_FAILED",
+        "BUCKET_SET_INCONSISTENT",
+        "KERNEL_CONSTRUCTION_FAILED",
+        "LATENT_DOMAIN_INCOMPLETE",
+        "LATENT_SCHEMA_INVALID",
+        "REALISED_SCHEMA_INVALID",
+        "REALISED_DOMAIN_INCOMPLETE",
+        "REALISED_NUMERIC_INVALID",
+        "RNG_ACCOUNTING_MISMATCH",
+        "NON_DETERMINISTIC_OUTPUT",
+        *_SHARED_IO,
+    ),
+    "S3": (
+        "S0_GATE_INVALID",
+        "UPSTREAM_NOT_PASS",
+        "S1_OUTPUT_MISSING",
+        "S2_OUTPUT_MISSING",
+        "COUNT_CONFIG_INVALID",
+        "RNG_POLICY_INVALID",
+        "DOMAIN_ALIGN_FAILED",
+        "BUCKET_SET_INCONSISTENT",
+        "COUNTS_SCHEMA_INVALID",
+        "COUNTS_DOMAIN_INCOMPLETE",
+        "COUNTS_NUMERIC_INVALID",
+        "RNG_ACCOUNTING_MISMATCH",
+        "NON_DETERMINISTIC_OUTPUT",
+        *_SHARED_IO,
+    ),
+}
+
+# Codes that belong to no single state.
+GLOBAL_CODES: tuple[str, ...] = (
+    "5B.IDENTITY_INVALID",  # a seed / scenario / hex id that fails its rule; raised before any path is built
+    "5B.CONTRACT_INVALID",  # a schema pack or the dataset dictionary itself is broken
+    "5B.WORLD_INVALID",  # the synthetic world generator was given a bad profile or arguments
+)
+
+ALL_CODES: frozenset[str] = frozenset(
+    GLOBAL_CODES + tuple(f"5B.{state}.{cat}" for state, cats in CATALOGUE.items() for cat in cats)
+)
+
+
+def code_for(state: str, category: str) -> str:
+    """Return the canonical code for a state and category, refusing codes outside the catalogue."""
+    code = f"5B.{state}.{category}"
+    if code not in ALL_CODES:
+        raise ValueError(f"{code} is not in the 5B error catalogue")
+    return code
+
+
+class ArrivalError(Exception):
+    """A failure with a canonical code, a message naming the file/column/key at fault, and its context."""
+
+    def __init__(self, code: str, message: str, **context: Any) -> None:
+        if code not in ALL_CODES:
+            raise ValueError(f"{code} is not in the 5B error catalogue (message was: {message})")
+        self.code = code
+        self.message = message
+        self.context = {k: v for k, v in context.items() if v is not None}
+        super().__init__(f"{code}: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the error as a JSON-ready payload for run reports and Dagster metadata."""
+        return {"error_code": self.code, "message": self.message, "context": _jsonable(self.context)}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
