@@ -51,6 +51,11 @@ CATALOGUE: dict[str, tuple[str, ...]] = {
         "NON_DETERMINISTIC_OUTPUT",
         *_SHARED_IO,
     ),
+    "WORLD": (
+        "PROFILE_INVALID",
+        "ARTEFACT_MISSING",
+        *_SHARED_IO,
+    ),
     "S3": (
         "S0_GATE_INVALID",
         "UPSTREAM_NOT_PASS",
@@ -73,7 +78,6 @@ CATALOGUE: dict[str, tuple[str, ...]] = {
 GLOBAL_CODES: tuple[str, ...] = (
     "5B.IDENTITY_INVALID",  # a seed / scenario / hex id that fails its rule; raised before any path is built
     "5B.CONTRACT_INVALID",  # a schema pack or the dataset dictionary itself is broken
-    "5B.WORLD_INVALID",  # the synthetic world generator was given a bad profile or arguments
 )
 
 ALL_CODES: frozenset[str] = frozenset(

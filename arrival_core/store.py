@@ -1,0 +1,240 @@
+"""The store: dictionary-resolved paths, reading inputs, and atomic no-clobber publishing of output sets."""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import contracts
+from .encoding import canonical_json, sha256_file
+from .errors import ArrivalError
+
+ROW_GROUP_ROWS = 1 << 20  # fixed so file bytes never depend on how a writer was fed
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, use_dictionary=True, write_statistics=True)
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published file: where it is, its sha256, its row count (tables) and whether this run created it."""
+
+    dataset_id: str
+    path: Path
+    sha256: str
+    rows: int | None
+    created: bool
+
+
+@dataclass(frozen=True)
+class Store:
+    """Paths through the dataset dictionary under one run root, and the publishing of outputs."""
+
+    run_root: Path
+    contracts_dir: Path = contracts.DEFAULT_CONTRACTS_DIR
+    config_dir: Path = contracts.DEFAULT_CONFIG_DIR
+
+    def entry(self, dataset_id: str) -> contracts.DatasetEntry:
+        """Return the dictionary entry of a dataset."""
+        return contracts.dataset(dataset_id, self.contracts_dir)
+
+    def path(self, dataset_id: str, **tokens: object) -> Path:
+        """Resolve a dataset's path from validated tokens; never leaves its root."""
+        roots = {"run": Path(self.run_root), "config": Path(self.config_dir)}
+        return contracts.resolve_path(self.entry(dataset_id), roots, tokens)
+
+    @contextmanager
+    def transaction(self, state: str) -> Iterator["Transaction"]:
+        """Stage a state's output files, then publish all of them or none (no temp file survives)."""
+        tx = Transaction(self, state)
+        try:
+            yield tx
+        except BaseException:
+            tx.abort()
+            raise
+        tx.commit()
+
+
+class ParquetSink:
+    """Streams frames into a staged parquet file in fixed-size row groups (bytes independent of chunking)."""
+
+    def __init__(self, tmp: Path, schema: pa.Schema) -> None:
+        self._writer = pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS)
+        self._schema = schema
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self.rows = 0
+
+    def write(self, frame: pl.DataFrame | pa.Table) -> None:
+        """Append rows (already in writer order) to the staged file."""
+        table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
+        if table.num_rows == 0:
+            return
+        table = table.select(self._schema.names).cast(self._schema)
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self.rows += table.num_rows
+        if self._pending_rows >= ROW_GROUP_ROWS:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        if not self._pending:
+            return
+        table = pa.concat_tables(self._pending).combine_chunks()
+        full = (table.num_rows // ROW_GROUP_ROWS) * ROW_GROUP_ROWS
+        cut = table.num_rows if final else full
+        for start in range(0, cut, ROW_GROUP_ROWS):
+            self._writer.write_table(table.slice(start, min(ROW_GROUP_ROWS, cut - start)), row_group_size=ROW_GROUP_ROWS)
+        rest = table.slice(cut)
+        self._pending = [rest] if rest.num_rows else []
+        self._pending_rows = rest.num_rows
+
+    def close(self) -> None:
+        """Write what is buffered and close the file."""
+        self._flush(final=True)
+        self._writer.close()
+
+
+@dataclass
+class _Staged:
+    dataset_id: str
+    target: Path
+    tmp: Path
+    rows: int | None
+    sink: ParquetSink | None = None
+
+
+@dataclass
+class Transaction:
+    """A set of staged files for one state execution; see `Store.transaction`."""
+
+    store: Store
+    state: str
+    _staged: list[_Staged] = field(default_factory=list)
+    _made_dirs: list[Path] = field(default_factory=list)
+
+    def _stage_path(self, target: Path) -> Path:
+        missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._io_failed(target, exc) from exc
+        self._made_dirs.extend(missing)
+        return target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+
+    def _io_failed(self, target: Path, exc: BaseException) -> ArrivalError:
+        return ArrivalError(f"5B.{self.state}.IO_WRITE_FAILED", f"cannot write {target}: {exc}", file=str(target))
+
+    def write_bytes(self, dataset_id: str, target: Path, data: bytes, rows: int | None = None) -> None:
+        """Stage raw bytes for a target file."""
+        tmp = self._stage_path(target)
+        self._staged.append(_Staged(dataset_id, target, tmp, rows))
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise self._io_failed(target, exc) from exc
+
+    def write_json(self, dataset_id: str, target: Path, obj: object, rows: int | None = None) -> None:
+        """Stage a JSON document in canonical form (sorted keys, no spaces) plus a newline."""
+        self.write_bytes(dataset_id, target, canonical_json(obj) + b"\n", rows)
+
+    def parquet(self, dataset_id: str, target: Path, schema: pa.Schema) -> ParquetSink:
+        """Open a staged parquet sink for a target file; it is closed and published at commit."""
+        tmp = self._stage_path(target)
+        sink = ParquetSink(tmp, schema)
+        self._staged.append(_Staged(dataset_id, target, tmp, None, sink))
+        return sink
+
+    def write_parquet(self, dataset_id: str, target: Path, frame: pl.DataFrame, schema: pa.Schema | None = None) -> None:
+        """Stage a whole frame as parquet."""
+        arrow = frame.to_arrow()
+        sink = self.parquet(dataset_id, target, schema or arrow.schema)
+        sink.write(arrow)
+
+    def commit(self) -> None:
+        """Publish every staged file with a no-clobber link; identical existing files are a no-op."""
+        self.published: list[Published] = []
+        created: list[Path] = []
+        try:
+            for st in self._staged:
+                if st.sink is not None:
+                    st.sink.close()
+                    st.rows = st.sink.rows
+                    with open(st.tmp, "rb+") as f:
+                        os.fsync(f.fileno())
+            digests = [sha256_file(st.tmp) for st in self._staged]
+            for st, digest in zip(self._staged, digests):  # refuse before publishing anything
+                if st.target.exists() and sha256_file(st.target) != digest:
+                    raise ArrivalError(
+                        f"5B.{self.state}.IO_WRITE_CONFLICT",
+                        f"{st.target} exists with different content; it is left untouched "
+                        f"(a changed input or policy should give a new parameter_hash or fingerprint)",
+                        file=str(st.target),
+                        dataset=st.dataset_id,
+                    )
+            for st, digest in zip(self._staged, digests):
+                try:
+                    os.link(st.tmp, st.target)
+                    created.append(st.target)
+                    made = True
+                except FileExistsError:
+                    if sha256_file(st.target) != digest:
+                        raise ArrivalError(
+                            f"5B.{self.state}.IO_WRITE_CONFLICT",
+                            f"{st.target} appeared with different content during publish; left untouched",
+                            file=str(st.target),
+                            dataset=st.dataset_id,
+                        )
+                    made = False
+                except OSError as exc:
+                    raise self._io_failed(st.target, exc) from exc
+                self.published.append(Published(st.dataset_id, st.target, digest, st.rows, made))
+        except BaseException:
+            for path in created:
+                path.unlink(missing_ok=True)
+            self.abort()
+            raise
+        self._remove_temps()
+
+    def abort(self) -> None:
+        """Remove every staged temp file and any folder this transaction created that is still empty."""
+        for st in self._staged:
+            if st.sink is not None:
+                try:
+                    st.sink._writer.close()
+                except Exception:  # the sink may already be closed or half-written; removal below is what matters
+                    pass
+        self._remove_temps()
+        for d in sorted(set(self._made_dirs), key=lambda p: len(p.parts), reverse=True):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+    def _remove_temps(self) -> None:
+        for st in self._staged:
+            st.tmp.unlink(missing_ok=True)
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
+    """Read a parquet file (or the given columns of it)."""
+    return pl.read_parquet(path, columns=columns)
+
+
+def read_json(path: Path) -> object:
+    """Read a JSON document."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def published_by_id(published: list[Published]) -> Mapping[str, Published]:
+    """Index published files by dataset id."""
+    return {p.dataset_id: p for p in published}

@@ -1,0 +1,99 @@
+"""Publishing is atomic and no-clobber: identical bytes are a no-op, different bytes a conflict, failures leave nothing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from arrival_core.errors import ArrivalError
+from arrival_core.store import ROW_GROUP_ROWS, Store
+
+MF = "b" * 64
+PH = "a" * 64
+
+
+def _store(tmp_path: Path) -> Store:
+    return Store(run_root=tmp_path)
+
+
+def _receipt_path(store: Store) -> Path:
+    return store.path("s0_gate_receipt_5B", parameter_hash=PH, manifest_fingerprint=MF)
+
+
+def _files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def test_identical_bytes_republish_is_a_noop(tmp_path):
+    store = _store(tmp_path)
+    target = _receipt_path(store)
+    with store.transaction("S0") as tx:
+        tx.write_json("s0_gate_receipt_5B", target, {"a": 1})
+    assert tx.published[0].created
+    mtime = target.stat().st_mtime_ns
+    with store.transaction("S0") as tx2:
+        tx2.write_json("s0_gate_receipt_5B", target, {"a": 1})
+    assert not tx2.published[0].created
+    assert target.stat().st_mtime_ns == mtime
+    assert _files_under(tmp_path) == [target]
+
+
+def test_different_bytes_raise_conflict_and_leave_existing_file_untouched(tmp_path):
+    store = _store(tmp_path)
+    target = _receipt_path(store)
+    with store.transaction("S0") as tx:
+        tx.write_json("s0_gate_receipt_5B", target, {"a": 1})
+    before = target.read_bytes()
+    with pytest.raises(ArrivalError) as err:
+        with store.transaction("S0") as tx2:
+            tx2.write_json("s0_gate_receipt_5B", target, {"a": 2})
+    assert err.value.code == "5B.S0.IO_WRITE_CONFLICT"
+    assert str(target) in err.value.message
+    assert target.read_bytes() == before
+    assert _files_under(tmp_path) == [target]
+
+
+def test_conflict_on_second_file_publishes_neither(tmp_path):
+    store = _store(tmp_path)
+    sealed = store.path("sealed_inputs_5B", parameter_hash=PH, manifest_fingerprint=MF)
+    receipt = _receipt_path(store)
+    with store.transaction("S0") as tx:
+        tx.write_json("s0_gate_receipt_5B", receipt, {"a": 1})
+    with pytest.raises(ArrivalError):
+        with store.transaction("S0") as tx2:
+            tx2.write_json("sealed_inputs_5B", sealed, [{"x": 1}])
+            tx2.write_json("s0_gate_receipt_5B", receipt, {"a": 2})
+    assert not sealed.exists()
+    assert _files_under(tmp_path) == [receipt]
+
+
+def test_exception_mid_write_leaves_no_temp_file_and_no_new_folder(tmp_path):
+    store = _store(tmp_path)
+    target = store.path(
+        "s2_latent_field_5B", seed=1, parameter_hash=PH, manifest_fingerprint=MF, scenario_id="baseline_v1"
+    )
+    frame = pl.DataFrame({"x": list(range(10))})
+    with pytest.raises(RuntimeError):
+        with store.transaction("S2") as tx:
+            sink = tx.parquet("s2_latent_field_5B", target, frame.to_arrow().schema)
+            sink.write(frame)
+            raise RuntimeError("simulated crash in the middle of a write")
+    assert _files_under(tmp_path) == []
+    assert not (tmp_path / "data").exists()
+
+
+def test_parquet_bytes_do_not_depend_on_how_the_writer_was_fed(tmp_path):
+    frame = pl.DataFrame({"k": pl.arange(0, ROW_GROUP_ROWS + 1234, eager=True), "v": 1.5})
+    digests = []
+    for i, chunk_rows in enumerate([7_777, 400_000, ROW_GROUP_ROWS + 1234]):
+        store = _store(tmp_path / f"r{i}")
+        target = _receipt_path(store).with_suffix(".parquet")
+        with store.transaction("S2") as tx:
+            sink = tx.parquet("x", target, frame.to_arrow().schema)
+            for start in range(0, frame.height, chunk_rows):
+                sink.write(frame.slice(start, chunk_rows))
+        digests.append(tx.published[0].sha256)
+        assert tx.published[0].rows == frame.height
+    assert len(set(digests)) == 1
+    assert pl.read_parquet(target).equals(frame)
