@@ -1,0 +1,60 @@
+"""The seed × scenario partition grid shared by every asset and check, and parsing of its keys."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from arrival_core.identity import validate_scenario_id, validate_seed
+
+SEED_DIMENSION = "seed"
+SCENARIO_DIMENSION = "scenario"
+
+seeds = dg.DynamicPartitionsDefinition(name=SEED_DIMENSION)
+scenarios = dg.DynamicPartitionsDefinition(name=SCENARIO_DIMENSION)
+grid = dg.MultiPartitionsDefinition({SEED_DIMENSION: seeds, SCENARIO_DIMENSION: scenarios})
+
+
+@dataclass(frozen=True)
+class PartitionIdentity:
+    """The validated (seed, scenario_id) a partition key stands for."""
+
+    seed: int
+    scenario_id: str
+
+
+def parse_partition_key(key: str | dg.MultiPartitionKey) -> PartitionIdentity:
+    """Parse a grid key (`"<scenario>|<seed>"`) through Dagster, then validate both values (IDENTITY_INVALID)."""
+    dims = grid.get_partition_key_from_str(str(key)).keys_by_dimension
+    return PartitionIdentity(
+        seed=validate_seed(dims[SEED_DIMENSION]),
+        scenario_id=validate_scenario_id(dims[SCENARIO_DIMENSION]),
+    )
+
+
+def partition_key(seed: int | str, scenario_id: str) -> dg.MultiPartitionKey:
+    """Return the grid key of a validated (seed, scenario) pair."""
+    return dg.MultiPartitionKey(
+        {SEED_DIMENSION: str(validate_seed(seed)), SCENARIO_DIMENSION: validate_scenario_id(scenario_id)}
+    )
+
+
+def missing_partitions(instance: dg.DagsterInstance, seed_keys: list[str], scenario_ids: list[str]) -> dict[str, list[str]]:
+    """Return the seeds and scenarios (validated, sorted) not yet registered in the instance."""
+    wanted = {
+        SEED_DIMENSION: sorted({str(validate_seed(s)) for s in seed_keys}, key=int),
+        SCENARIO_DIMENSION: sorted({validate_scenario_id(s) for s in scenario_ids}),
+    }
+    return {
+        dim: [k for k in keys if not instance.has_dynamic_partition(dim, k)]
+        for dim, keys in wanted.items()
+    }
+
+
+def register_partitions(instance: dg.DagsterInstance, seed_keys: list[str], scenario_ids: list[str]) -> dict[str, list[str]]:
+    """Add missing seeds and scenarios to the instance; return what was added."""
+    added = missing_partitions(instance, seed_keys, scenario_ids)
+    for dim, keys in added.items():
+        if keys:
+            instance.add_dynamic_partitions(dim, keys)
+    return added

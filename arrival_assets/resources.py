@@ -1,0 +1,77 @@
+"""The `store` resource: one run root (ARRIVAL_RUN_ROOT, default ./.arrival/demo) and the world it holds."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+from pydantic import PrivateAttr
+
+from arrival_core import contracts
+from arrival_core.identity import validate_hex64, validate_scenario_id
+from arrival_core.store import Store, read_json
+
+RUN_ROOT_ENV = "ARRIVAL_RUN_ROOT"
+DEFAULT_RUN_ROOT = Path(".arrival") / "demo"
+DEFAULT_PROFILE = "demo"
+
+
+def resolve_run_root(explicit: str | os.PathLike | None = None) -> Path:
+    """Return the run root: the explicit one, else $ARRIVAL_RUN_ROOT, else ./.arrival/demo (absolute)."""
+    chosen = explicit or os.environ.get(RUN_ROOT_ENV) or DEFAULT_RUN_ROOT
+    return Path(chosen).expanduser().resolve()
+
+
+def ensure_world(root: Path, seed: int | None = None) -> Store:
+    """Return the store of a run root, creating the demo world in an absent or empty root and a new seed's 3B file.
+
+    A root that already holds anything is never populated: a real world without a receipt is an error S0 names.
+    """
+    from arrival_core import world  # the generator is only needed on first use
+
+    store = Store(run_root=root)
+    receipt = store.path("run_receipt")
+    if not receipt.exists() and (not root.exists() or not any(root.iterdir())):
+        world.create_world(DEFAULT_PROFILE, root, seeds=tuple(default_seeds()))
+    if seed is not None and receipt.exists():
+        world.ensure_seed(root, seed)
+    return store
+
+
+def default_seeds(config_dir: Path = contracts.DEFAULT_CONFIG_DIR) -> list[int]:
+    """Return the default seeds of config/run_plan.yaml."""
+    import yaml
+
+    plan = yaml.safe_load((Path(config_dir) / "run_plan.yaml").read_text())
+    return [int(s) for s in plan.get("default_seeds") or []]
+
+
+def scenario_ids(store: Store) -> list[str]:
+    """Return the sorted scenario ids of the world's scenario_manifest_5A (validated)."""
+    receipt = read_json(store.path("run_receipt"))
+    mf = validate_hex64(receipt.get("manifest_fingerprint") if isinstance(receipt, dict) else None, "manifest_fingerprint")
+    manifest = store.path("scenario_manifest_5A", manifest_fingerprint=mf)
+    ids = pl.read_parquet(manifest, columns=["scenario_id"])["scenario_id"].to_list()
+    return sorted({validate_scenario_id(s) for s in ids})
+
+
+class StoreResource(dg.ConfigurableResource):
+    """The run root every asset reads and publishes under; empty means $ARRIVAL_RUN_ROOT or ./.arrival/demo."""
+
+    run_root: str = ""
+    _root: Path | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._root = resolve_run_root(self.run_root)
+
+    @property
+    def root(self) -> Path:
+        """The resolved run root (read from the environment at initialisation, never at import)."""
+        if self._root is None:
+            self._root = resolve_run_root(self.run_root)
+        return self._root
+
+    def open(self, seed: int | None = None) -> Store:
+        """Return the store, creating the demo world on first use and a synthetic world's file for a new seed."""
+        return ensure_world(self.root, seed)
