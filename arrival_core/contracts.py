@@ -142,7 +142,7 @@ def resolve_path(
     return path
 
 
-# ---- schema packs ---------------------------------------------------------------------------------------------
+# ---- schema packs ----------------------------------------------------------------------------------------
 
 SCHEMA_PACK_GLOB = "schemas.*.yaml"
 
@@ -154,7 +154,8 @@ def _load_packs(contracts_dir: Path) -> dict[str, dict]:
         try:
             doc = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
-            raise ArrivalError("5B.CONTRACT_INVALID", f"schema pack {path} cannot be read: {exc}", file=str(path))
+            raise ArrivalError("5B.CONTRACT_INVALID", f"schema pack {path} cannot be read: {exc}",
+                               file=str(path))
         if not isinstance(doc, dict):
             raise ArrivalError("5B.CONTRACT_INVALID", f"schema pack {path} is not a mapping", file=str(path))
         packs[path.name] = doc
@@ -176,7 +177,7 @@ def _registry(contracts_dir: Path) -> Registry:
 
 
 def schema_registry(contracts_dir: Path = DEFAULT_CONTRACTS_DIR) -> Registry:
-    """Return the `referencing` registry of all packs, so `schemas.layer1.yaml#/$defs/hex64` resolves anywhere."""
+    """Return the `referencing` registry of all packs, so `schemas.layer1.yaml#/$defs/hex64` resolves."""
     return _registry(Path(contracts_dir).resolve())
 
 
@@ -186,7 +187,8 @@ def _resolve(contracts_dir: Path, schema_ref: str) -> Any:
     try:
         return _registry(contracts_dir).resolver(base_uri=pack).lookup(schema_ref)
     except referencing.exceptions.Unresolvable as exc:
-        raise ArrivalError("5B.CONTRACT_INVALID", f"schema_ref {schema_ref!r} does not resolve: {exc}", schema_ref=schema_ref)
+        raise ArrivalError("5B.CONTRACT_INVALID", f"schema_ref {schema_ref!r} does not resolve: {exc}",
+                           schema_ref=schema_ref)
 
 
 def load_schema(schema_ref: str, contracts_dir: Path = DEFAULT_CONTRACTS_DIR) -> dict:
@@ -203,7 +205,7 @@ def _validator(contracts_dir: Path, schema_ref: str) -> jsonschema.Draft202012Va
 def validate_document(
     doc: Any, schema_ref: str, *, code: str, where: str, contracts_dir: Path = DEFAULT_CONTRACTS_DIR
 ) -> None:
-    """Validate a JSON/YAML document against its schema; raise `code` naming the file, JSON path and reason."""
+    """Validate a JSON/YAML document against its schema; raise `code` naming the file, JSON path, reason."""
     validator = _validator(Path(contracts_dir).resolve(), schema_ref)
     error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
     if error is not None:
@@ -216,7 +218,7 @@ def validate_document(
         )
 
 
-# ---- table schemas compiled to vectorised Polars checks ---------------------------------------------------------
+# ---- table schemas compiled to vectorised Polars checks --------------------------------------------------
 
 _SIMPLE_DTYPES = {
     "String": pl.String, "Boolean": pl.Boolean, "Float64": pl.Float64, "Float32": pl.Float32,
@@ -226,11 +228,10 @@ _SIMPLE_DTYPES = {
 _DTYPE_RE = re.compile(r"^(Datetime)\[(ns|us|ms),([^\]]+)\]$|^List\[(.+)\]$")
 # Keywords a table column may use; anything else could constrain rows in a way the compiler would not check.
 _COLUMN_KEYWORDS = frozenset({
-    "$ref", "type", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern",
-    "not", "minLength", "maxLength", "items", "description", "title", "format", "x-dtype", "x-allow-nonfinite",
+    "$ref", "type", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+    "pattern", "not", "minLength", "maxLength", "items", "description", "title", "format",
+    "x-dtype", "x-allow-nonfinite",
 })
-VIOLATION_KINDS = ("missing_column", "extra_column", "dtype", "null", "enum", "range", "nonfinite", "pattern",
-                   "pk_duplicate", "unsorted")
 
 
 def parse_dtype(name: str) -> pl.DataType:
@@ -302,12 +303,18 @@ def _flatten(schema: dict, resolver: Any, where: str) -> list[tuple[dict, Any]]:
         try:
             resolved = resolver.lookup(schema["$ref"])
         except referencing.exceptions.Unresolvable as exc:
-            raise ArrivalError("5B.CONTRACT_INVALID", f"{where}: $ref {schema['$ref']!r} does not resolve: {exc}")
+            message = f"{where}: $ref {schema['$ref']!r} does not resolve: {exc}"
+            raise ArrivalError("5B.CONTRACT_INVALID", message, schema_ref=where)
         parts += _flatten(resolved.contents, resolved.resolver, where)
     return parts
 
 
-def _compile_column(name: str, schema: dict, resolver: Any, where: str, dtype: pl.DataType | None = None) -> _Column:
+_BOUND_KEYWORDS = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"))
+
+
+def _compile_column(
+    name: str, schema: dict, resolver: Any, where: str, dtype: pl.DataType | None = None
+) -> _Column:
     """Merge a column's constraints across its refs (intersection semantics, as jsonschema applies them)."""
     parts = _flatten(schema, resolver, where)
     dtype_names = [p["x-dtype"] for p, _ in parts if "x-dtype" in p]
@@ -328,14 +335,14 @@ def _compile_column(name: str, schema: dict, resolver: Any, where: str, dtype: p
             if key in part:
                 values = part["enum"] if key == "enum" else [part["const"]]
                 enum = list(values) if enum is None else [v for v in enum if v in values]
-        for key, op in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
+        for key, op in _BOUND_KEYWORDS:
             if key in part:
                 bounds.append((op, part[key]))
         if "pattern" in part:
             patterns.append(part["pattern"])
         if "not" in part:
             if set(part["not"]) != {"pattern"}:
-                raise ArrivalError("5B.CONTRACT_INVALID", f"{where}: column {name!r}: only `not: {{pattern}}` works")
+                raise ArrivalError("5B.CONTRACT_INVALID", f"{where}: {name!r}: only `not: {{pattern}}` works")
             not_patterns.append(part["not"]["pattern"])
         if "minLength" in part:
             min_len = max(min_len or 0, part["minLength"])
@@ -345,7 +352,7 @@ def _compile_column(name: str, schema: dict, resolver: Any, where: str, dtype: p
             item = _compile_column(f"{name}[]", part["items"], part_resolver, where, dtype.inner)
     json_type = _json_type_of(dtype)
     if types is None or json_type not in types:
-        raise ArrivalError("5B.CONTRACT_INVALID", f"{where}: column {name!r}: x-dtype {dtype} needs type {json_type}")
+        raise ArrivalError("5B.CONTRACT_INVALID", f"{where}: column {name!r}: {dtype} needs type {json_type}")
     for pattern in patterns + not_patterns:
         try:
             pl.Series([""]).str.contains(pattern)  # Rust regex: the dialect the checks run in
@@ -364,9 +371,8 @@ def _table_spec(contracts_dir: Path, schema_ref: str) -> _TableSpec:
     schema = resolved.contents
     if not schema.get("x-table"):
         raise ArrivalError("5B.CONTRACT_INVALID", f"{schema_ref} is not a table schema (x-table: true)")
-    columns = tuple(
-        _compile_column(name, col, resolved.resolver, schema_ref) for name, col in schema["properties"].items()
-    )
+    columns = tuple(_compile_column(name, col, resolved.resolver, schema_ref)
+                    for name, col in schema["properties"].items())
     return _TableSpec(schema_ref, columns, frozenset(schema.get("required", ())),
                       schema.get("additionalProperties", True) is not False)
 
@@ -410,18 +416,19 @@ def _out_of_range(expr: pl.Expr, column: _Column) -> pl.Expr:
 
 
 def _bad_values(values: pl.Series, column: _Column) -> tuple[list, str, str]:
-    """Return the distinct values breaking the column's enum / pattern / length rules, the kind and the rule."""
+    """Return the distinct values breaking the column's enum / pattern / length rules, the kind, the rule."""
     values = values.drop_nulls()
     rules: list[tuple[str, str, pl.Series]] = []
     if column.enum is not None:
         rules.append(("enum", f"not in {list(column.enum)}", ~values.is_in(list(column.enum))))
     if values.dtype == pl.String:
+        length = values.str.len_chars()
         rules += [("pattern", f"not matching {p!r}", ~values.str.contains(p)) for p in column.patterns]
-        rules += [("pattern", f"matching the forbidden {p!r}", values.str.contains(p)) for p in column.not_patterns]
+        rules += [("pattern", f"matching {p!r}", values.str.contains(p)) for p in column.not_patterns]
         if column.min_length is not None:
-            rules.append(("pattern", f"shorter than {column.min_length}", values.str.len_chars() < column.min_length))
+            rules.append(("pattern", f"shorter than {column.min_length}", length < column.min_length))
         if column.max_length is not None:
-            rules.append(("pattern", f"longer than {column.max_length}", values.str.len_chars() > column.max_length))
+            rules.append(("pattern", f"longer than {column.max_length}", length > column.max_length))
     for kind, rule, mask in rules:
         if mask.any():
             return values.filter(mask).sort().to_list(), kind, rule
@@ -437,7 +444,7 @@ def _lt_prev(name: str) -> str:
 
 
 def _with_adjacent_masks(df: pl.DataFrame, eq: Sequence[str], lt: Sequence[str]) -> pl.DataFrame:
-    """Add per-column masks "row equals / sorts before the previous row" in one parallel pass (zero-copy df)."""
+    """Add masks "row equals / sorts before the previous row" per column, in one parallel pass."""
     return df.with_columns(
         *[pl.col(n).eq_missing(pl.col(n).shift(1)).alias(_eq_prev(n)) for n in eq],
         *[(pl.col(n) < pl.col(n).shift(1)).fill_null(False).alias(_lt_prev(n)) for n in lt],
@@ -461,12 +468,15 @@ def table_violations(
     limit: int = 5,
     contracts_dir: Path = DEFAULT_CONTRACTS_DIR,
 ) -> list[TableViolation]:
-    """Check every row of a frame against its table schema, keys and writer order; return up to `limit` violations.
+    """Check every row against the table schema, keys and writer order; return up to `limit` violations.
 
     Pass 1 is one select of aggregates (null counts, min/max, non-finite counts, distinct values of run heads,
     writer order and adjacent key repeats); only when something fails does pass 2 count rows and find keys.
     """
     spec = _table_spec(Path(contracts_dir).resolve(), schema_ref)
+    unknown = [c for c in (*primary_key, *writer_sort) if c not in {col.name for col in spec.columns}]
+    if unknown:
+        raise ArrivalError("5B.CONTRACT_INVALID", f"key columns {unknown} are not in {schema_ref}")
     structural: list[TableViolation] = []
     for column in spec.columns:
         if column.name not in df.schema and column.name in spec.required:
@@ -548,7 +558,7 @@ def table_violations(
         label = ", ".join(pk)
         if pk_adjacent and not unsorted and row["pk.adjacent"]:
             mask = pl.all_horizontal([pl.col(_eq_prev(n)) for n in sort[: len(pk)]])
-            found.append((label, "pk_duplicate", f"repeat the primary key ({label}) of the previous row", mask))
+            found.append((label, "pk_duplicate", f"repeat the key ({label}) of the previous row", mask))
         elif (pk_adjacent and unsorted) or row.get("pk.unique", df.height) < df.height:
             found.append((label, "pk_duplicate", f"repeat an earlier primary key ({label})",
                           pl.struct(pk).is_first_distinct().not_()))
@@ -589,7 +599,7 @@ def validate_table(
     writer_sort: Sequence[str] = (),
     contracts_dir: Path = DEFAULT_CONTRACTS_DIR,
 ) -> None:
-    """Validate a frame in full; raise `code` naming the file, the column and the key of the first violations."""
+    """Validate a frame in full; raise `code` naming the file, column and key of the first violation."""
     found = table_violations(df, schema_ref, primary_key=primary_key, writer_sort=writer_sort,
                              contracts_dir=contracts_dir)
     if found:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import zoneinfo
 from datetime import datetime, timezone
 
 import jsonschema
@@ -424,3 +425,18 @@ def test_table_column_with_an_uncompiled_keyword_is_a_contract_error(test_pack_d
     with pytest.raises(ArrivalError) as err:
         contracts.polars_schema("schemas.test.yaml#/model/t", contracts_dir=test_pack_dir)
     assert "multipleOf" in err.value.message
+
+
+def test_key_column_missing_from_the_schema_is_a_contract_error(counts):
+    with pytest.raises(ArrivalError) as err:
+        contracts.table_violations(counts.head(10), COUNTS, primary_key=("scenario_id", "zone"))
+    assert err.value.code == "5B.CONTRACT_INVALID" and "zone" in err.value.message
+
+
+def test_every_iana_zone_matches_the_tzid_pattern():
+    zones = zoneinfo.available_timezones()
+    if not zones:
+        pytest.skip("no IANA time-zone database on this machine")
+    pattern = contracts.load_schema("schemas.layer1.yaml#/$defs/tzid")["pattern"]
+    assert sorted(z for z in zones if not pl.Series([z]).str.contains(pattern)[0]) == []
+    assert not pl.Series(["Europe/../Paris", "/etc", "Europe/"]).str.contains(pattern).any()
