@@ -1,0 +1,89 @@
+"""Stream derivation (one SHA-256 per stream, DESIGN §7) and the Philox blocks of many streams at once."""
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import numba
+import numpy as np
+
+from ..encoding import be64, le64, uer
+from ..errors import ArrivalError, code_for
+from ..identity import validate_hex64, validate_scenario_id, validate_seed
+from .philox import flat_u64, philox_block
+
+DOMAIN_SEP = "5B.arrival.rng.v1"  # the policy's derivation.domain_sep; callers pass the policy value when it differs
+
+
+def _prefix(family_id: str, manifest_fingerprint: str, parameter_hash: str, seed: int, scenario_id: str,
+            domain_sep: str) -> bytes:
+    """The derivation message up to the domain key: UER(sep) ‖ UER(family) ‖ UER(mf) ‖ UER(ph) ‖ LE64(seed) ‖ UER(sid)."""
+    if not isinstance(family_id, str) or not family_id:
+        raise ValueError(f"stream derivation: family_id {family_id!r} must be a non-empty string")
+    return b"".join((
+        uer(domain_sep),
+        uer(family_id),
+        uer(validate_hex64(manifest_fingerprint, "manifest_fingerprint")),
+        uer(validate_hex64(parameter_hash, "parameter_hash")),
+        le64(validate_seed(int(seed) if isinstance(seed, np.integer) else seed)),
+        uer(validate_scenario_id(scenario_id)),
+    ))
+
+
+def stream_base(family_id: str, manifest_fingerprint: str, parameter_hash: str, seed: int, scenario_id: str,
+                domain_key: str, *, domain_sep: str = DOMAIN_SEP) -> tuple[int, int, int]:
+    """Return (key, counter_hi, counter_lo) of one stream: BE64 of bytes 0:8, 8:16, 16:24 of the derivation sha256."""
+    d = hashlib.sha256(_prefix(family_id, manifest_fingerprint, parameter_hash, seed, scenario_id, domain_sep)
+                       + uer(domain_key)).digest()
+    return be64(d[0:8]), be64(d[8:16]), be64(d[16:24])
+
+
+def stream_bases(family_id: str, manifest_fingerprint: str, parameter_hash: str, seed: int, scenario_id: str,
+                 domain_keys: Sequence[str], *, domain_sep: str = DOMAIN_SEP
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return uint64 arrays (key, counter_hi, counter_lo), one entry per domain key, as `stream_base` gives them."""
+    head = hashlib.sha256(_prefix(family_id, manifest_fingerprint, parameter_hash, seed, scenario_id, domain_sep))
+    digests = bytearray()
+    for domain_key in domain_keys:  # one hash per stream (entity or group), never per row
+        h = head.copy()
+        h.update(uer(domain_key))
+        digests += h.digest()
+    words = np.frombuffer(bytes(digests), dtype=">u8").reshape(-1, 4).astype(np.uint64)
+    return words[:, 0].copy(), words[:, 1].copy(), words[:, 2].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _blocks_kernel(key, hi, lo, off, x0, x1):  # pragma: no cover - compiled
+    """Philox block at (hi, lo) + off per element; returns the first wrapped index, or -1."""
+    wrapped = -1
+    top = np.uint64(0xFFFFFFFFFFFFFFFF)
+    for i in range(key.shape[0]):
+        c_lo = lo[i] + off[i]
+        carry = c_lo < lo[i]
+        c_hi = hi[i] + np.uint64(1) if carry else hi[i]
+        if carry and hi[i] == top and wrapped < 0:
+            wrapped = i
+        x0[i], x1[i] = philox_block(c_lo, c_hi, key[i])
+    return wrapped
+
+
+def blocks(key: object, counter_hi: object, counter_lo: object, offsets: object, *, state: str = "S3"
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Return (x0, x1): the Philox block at base + offset for each (stream, offset) pair, broadcast elementwise.
+
+    The Philox counter is (c0, c1) = (lo, hi) of the 128-bit sum; a sum past 2**128 is an accounting failure of
+    `state` ("S2" or "S3"), raised as `5B.<state>.RNG_ACCOUNTING_MISMATCH`.
+    """
+    code = code_for(state, "RNG_ACCOUNTING_MISMATCH")
+    shape, (k, h, lo, off) = flat_u64(key=key, counter_hi=counter_hi, counter_lo=counter_lo, offsets=offsets)
+    x0 = np.empty(k.shape[0], dtype=np.uint64)
+    x1 = np.empty_like(x0)
+    wrapped = _blocks_kernel(k, h, lo, off, x0, x1)
+    if wrapped >= 0:
+        raise ArrivalError(
+            code,
+            f"Philox counter of stream key {int(k[wrapped])} wraps past 2**128 at offset {int(off[wrapped])} "
+            f"(base hi={int(h[wrapped])}, lo={int(lo[wrapped])}); abort_on_wrap",
+            rng_key=int(k[wrapped]), offset=int(off[wrapped]), element=int(wrapped),
+        )
+    return x0.reshape(shape), x1.reshape(shape)
