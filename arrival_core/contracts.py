@@ -561,8 +561,18 @@ def table_violations(
             found.append((label, "pk_duplicate", f"repeat the key ({label}) of the previous row", mask))
         elif (pk_adjacent and unsorted) or row.get("pk.unique", df.height) < df.height:
             found.append((label, "pk_duplicate", f"repeat an earlier primary key ({label})",
-                          pl.struct(pk).is_first_distinct().not_()))
+                          pl.lit(_repeated_keys(df, pk))))
     return structural + _count_rows(work, found, pk, limit - len(structural))
+
+
+def _repeated_keys(df: pl.DataFrame, pk: Sequence[str]) -> pl.Series:
+    """Mask of rows whose key appeared on an earlier row: sorted u64 key hashes find candidates, keys confirm."""
+    hashed = df.select(pl.struct(pk).hash(seed=0)).to_series()
+    ordered = hashed.sort()
+    candidates = hashed.is_in(ordered.filter(ordered == ordered.shift(1)).implode())
+    rows = df.select(pk).with_row_index("__row").filter(candidates)
+    repeats = rows.filter(~pl.struct(pk).is_first_distinct())["__row"]
+    return pl.int_range(df.height, eager=True, dtype=repeats.dtype).is_in(repeats.implode())
 
 
 def _violation(column: str, kind: str, count: int, key: dict, detail: str) -> TableViolation:
