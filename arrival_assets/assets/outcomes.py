@@ -1,0 +1,112 @@
+"""Turning core results into Dagster events: materialisations with digests and metadata, failures with codes."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+import dagster as dg
+
+from arrival_core.errors import ArrivalError
+from arrival_core.store import Published
+
+from ..partitions import PartitionIdentity, parse_partition_key
+
+T = TypeVar("T")
+
+
+def failure_from(context: dg.AssetExecutionContext | dg.OpExecutionContext, err: ArrivalError) -> dg.Failure:
+    """Log an ArrivalError with its canonical code and return the Dagster failure that carries it as metadata."""
+    payload = err.to_dict()
+    context.log.error(f"{err.code}: {err.message}")
+    return dg.Failure(
+        description=f"{err.code}: {err.message}",
+        metadata={
+            "error_code": err.code,
+            "error_message": err.message,
+            "error_context": dg.MetadataValue.json(payload["context"]),
+        },
+    )
+
+
+def call_core(context: dg.AssetExecutionContext | dg.OpExecutionContext, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call into arrival_core, turning an ArrivalError into a Dagster failure that names its code."""
+    try:
+        return fn(*args, **kwargs)
+    except ArrivalError as err:
+        raise failure_from(context, err) from err
+
+
+def partition_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> PartitionIdentity:
+    """Return the validated (seed, scenario) of the running partition; an invalid key fails with IDENTITY_INVALID."""
+    return call_core(context, parse_partition_key, context.partition_key)
+
+
+def scalar_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten a run report's metrics to its scalar leaves ("a.b" names), for metadata and summary tables."""
+    flat: dict[str, Any] = {}
+    for name, value in metrics.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, Mapping):
+            flat.update(scalar_metrics(value, f"{key}."))
+        elif isinstance(value, (bool, int, float, str)) or value is None:
+            flat[key] = value
+    return flat
+
+
+def markdown_table(rows: Iterable[tuple[str, Any]], header: tuple[str, str] = ("field", "value")) -> str:
+    """Render (name, value) pairs as a two-column Markdown table."""
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {name} | {_cell(value)} |" for name, value in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value).replace("|", "\\|")
+
+
+def published_metadata(
+    published: Published,
+    *,
+    identity_tokens: Mapping[str, str],
+    metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Metadata of one published file: path, rows, digest, whether this run created it, metrics, summary table."""
+    flat = scalar_metrics(metrics or {})
+    summary = [
+        ("dataset", published.dataset_id),
+        ("rows", published.rows if published.rows is not None else "—"),
+        ("sha256", published.sha256),
+        ("created by this run", published.created),
+        *identity_tokens.items(),
+        *flat.items(),
+    ]
+    meta: dict[str, Any] = {
+        "path": dg.MetadataValue.path(str(published.path)),
+        "digest": published.sha256,
+        "created": published.created,
+        "summary": dg.MetadataValue.md(markdown_table(summary)),
+    }
+    if published.rows is not None:
+        meta["rows"] = dg.MetadataValue.int(published.rows)
+    if metrics:
+        meta["run_report_metrics"] = dg.MetadataValue.json(dict(metrics))
+    meta.update(extra or {})
+    return meta
+
+
+def materialize(
+    dataset_id: str,
+    published: Published,
+    *,
+    identity_tokens: Mapping[str, str],
+    metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dg.MaterializeResult:
+    """A materialisation whose data version is the file's sha256."""
+    return dg.MaterializeResult(
+        asset_key=dataset_id,
+        data_version=dg.DataVersion(published.sha256),
+        metadata=published_metadata(published, identity_tokens=identity_tokens, metrics=metrics, extra=extra),
+    )

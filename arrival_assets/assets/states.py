@@ -1,0 +1,128 @@
+"""The state assets: thin multi-assets that call `arrival_core.pipeline` for one (scenario, seed) partition."""
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import dagster as dg
+
+from arrival_core import contracts, pipeline
+
+from ..partitions import grid
+from ..resources import StoreResource
+from .outcomes import call_core, materialize, partition_of
+
+# Files published beside an asset's own file and reported in its metadata (the RNG traces beside their events).
+COMPANIONS: dict[str, tuple[str, ...]] = {
+    "rng_event_arrival_lgcp_gaussian": ("rng_trace_arrival_lgcp_gaussian",),
+    "rng_event_arrival_bucket_count": ("rng_trace_arrival_bucket_count",),
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "sealed_inputs_5B": "The closed set of inputs 5B may read, each with its digest, role and read scope.",
+    "s0_gate_receipt_5B": "S0 gate receipt: upstream HashGate results, the scenario set and the sealed-inputs digest.",
+    "s1_time_grid_5B": "Per-scenario bucket grid (UTC bounds, flags, local annotations) every later state aligns to.",
+    "s1_grouping_5B": "Pooling group of every (merchant, zone, channel): entities in a group share one latent field.",
+    "s2_realised_intensity_5B": "Realised per-bucket intensity: λ_target × the group's latent factor ξ.",
+    "s2_latent_field_5B": "Diagnostic latent field per (group, bucket): Z, σ, length scale and the clipped factor.",
+    "rng_event_arrival_lgcp_gaussian": "RNG event log of the latent fields: one Philox event per (scenario, group).",
+    "s3_bucket_counts_5B": "Realised arrival count per (entity, bucket), drawn from λ_realised (Poisson or NB2).",
+    "rng_event_arrival_bucket_count": "RNG event log of the counts: one Philox event per drawing (entity, bucket).",
+    "rng_audit_log_5B": "Per-partition RNG audit record reconciling both families' events, traces and totals.",
+}
+
+# Optional outputs: a policy may switch them off (the latent field is a diagnostic).
+SKIPPABLE = frozenset({"s2_latent_field_5B"})
+
+
+@dataclass(frozen=True)
+class StateStep:
+    """One state as a multi-asset: its pipeline runner, group, output datasets and upstream datasets."""
+
+    name: str
+    runner: str
+    group: str
+    outputs: tuple[str, ...]
+    deps: tuple[str, ...]
+    description: str
+
+
+STEPS: tuple[StateStep, ...] = (
+    StateStep(
+        "s0_gate", "run_s0", "s0_gate", ("sealed_inputs_5B", "s0_gate_receipt_5B"),
+        deps=(),  # every sealed input; filled in by build_state_assets
+        description="S0: verify the upstream HashGates and seal every input with its digest.",
+    ),
+    StateStep(
+        "s1_plan", "run_s1", "s1_plan", ("s1_time_grid_5B", "s1_grouping_5B"),
+        deps=("sealed_inputs_5B", "s0_gate_receipt_5B", "scenario_manifest_5A", "time_grid_policy_5B",
+              "grouping_policy_5B", "merchant_zone_scenario_local_5A", "merchant_zone_profile_5A",
+              "virtual_classification_3B"),
+        description="S1: build the scenario's time grid and assign every entity to a pooling group.",
+    ),
+    StateStep(
+        "s2_latent", "run_s2", "s2_latent",
+        ("s2_realised_intensity_5B", "s2_latent_field_5B", "rng_event_arrival_lgcp_gaussian"),
+        deps=("s0_gate_receipt_5B", "s1_time_grid_5B", "s1_grouping_5B", "merchant_zone_scenario_local_5A",
+              "arrival_lgcp_config_5B", "arrival_rng_policy_5B"),
+        description="S2: sample one correlated log-Gaussian field per group and apply it to λ_target.",
+    ),
+    StateStep(
+        "s3_counts", "run_s3", "s3_counts", ("s3_bucket_counts_5B", "rng_event_arrival_bucket_count"),
+        deps=("s0_gate_receipt_5B", "s1_grouping_5B", "s2_realised_intensity_5B", "arrival_count_config_5B",
+              "arrival_rng_policy_5B"),
+        description="S3: draw a count per (entity, bucket) from the realised intensity.",
+    ),
+    StateStep(
+        "rng_audit", "run_audit", "rng_audit", ("rng_audit_log_5B",),
+        deps=("rng_event_arrival_lgcp_gaussian", "rng_event_arrival_bucket_count", "arrival_rng_policy_5B"),
+        description="Audit: reconcile both RNG families' events, traces and totals for the partition.",
+    ),
+)
+
+
+def build_state_asset(step: StateStep, sealed_input_keys: tuple[str, ...]) -> dg.AssetsDefinition:
+    """Build the multi-asset of one state; its body resolves the partition and calls the pipeline runner."""
+    deps = step.deps or sealed_input_keys
+    specs = [
+        dg.AssetSpec(
+            key=out,
+            group_name=step.group,
+            description=DESCRIPTIONS[out],
+            deps=[d for d in deps if d not in step.outputs],
+            skippable=out in SKIPPABLE,
+            kinds={contracts.dataset(out).format},
+        )
+        for out in step.outputs
+    ]
+
+    @dg.multi_asset(name=step.name, specs=specs, partitions_def=grid, description=step.description)
+    def _state(context: dg.AssetExecutionContext, store: StoreResource) -> Iterator[dg.MaterializeResult]:
+        part = partition_of(context)
+        st = call_core(context, store.open, part.seed)
+        runner = getattr(pipeline, step.runner)
+        result = call_core(context, runner, st, seed=part.seed, scenario_id=part.scenario_id, run_id=context.run_id)
+        by_id = {p.dataset_id: p for p in result.published}
+        metrics = result.report.get("metrics") or {}
+        tokens = result.identity.tokens()
+        for out in step.outputs:
+            if out not in by_id:
+                continue  # only skippable outputs may be absent; Dagster fails the step otherwise
+            extra: dict[str, object] = {"run_report": dg.MetadataValue.path(str(result.report_path))}
+            for companion in COMPANIONS.get(out, ()):
+                if companion in by_id:
+                    extra[f"{companion}.path"] = dg.MetadataValue.path(str(by_id[companion].path))
+                    extra[f"{companion}.digest"] = by_id[companion].sha256
+                    extra[f"{companion}.rows"] = by_id[companion].rows or 0
+            yield materialize(out, by_id[out], identity_tokens=tokens, metrics=metrics, extra=extra)
+
+    return _state
+
+
+def state_output_keys() -> tuple[str, ...]:
+    """Every dataset a state asset materialises."""
+    return tuple(out for step in STEPS for out in step.outputs)
+
+
+def build_state_assets(sealed_input_keys: tuple[str, ...]) -> list[dg.AssetsDefinition]:
+    """Build the five state assets; S0 depends on every sealed input."""
+    return [build_state_asset(step, sealed_input_keys) for step in STEPS]

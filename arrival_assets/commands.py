@@ -1,0 +1,196 @@
+"""The `arrival partitions add`, `arrival run` and `arrival verify` commands (argument parsing lives in cli.py)."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import dagster as dg
+
+from arrival_core import checks as core_checks
+from arrival_core import contracts, pipeline
+from arrival_core.errors import ArrivalError
+from arrival_core.identity import validate_scenario_id, validate_seed
+from arrival_core.store import Store, read_json
+
+from .jobs import JOB_NAME
+from .partitions import partition_key, register_partitions
+from .resources import StoreResource, ensure_world, resolve_run_root, scenario_ids
+
+DAGSTER_HOME_ENV = "DAGSTER_HOME"
+DEFAULT_DAGSTER_HOME = Path(".arrival") / "dagster_home"
+SHIPPED_INSTANCE_CONFIG = Path(__file__).resolve().parent / "dagster_home" / "dagster.yaml"
+AUDIT_DATASET = "rng_audit_log_5B"
+
+Printer = Callable[[str], None]
+
+
+def prepare_dagster_home(explicit: str | os.PathLike | None = None) -> Path:
+    """Return $DAGSTER_HOME (default ./.arrival/dagster_home), creating it with the shipped dagster.yaml if absent."""
+    home = Path(explicit or os.environ.get(DAGSTER_HOME_ENV) or DEFAULT_DAGSTER_HOME).expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copyfile(SHIPPED_INSTANCE_CONFIG, home / "dagster.yaml")
+    return home
+
+
+def _scenarios_for(store: Store, requested: Sequence[str] | None) -> list[str]:
+    known = scenario_ids(store)
+    if not requested:
+        return known
+    chosen = [validate_scenario_id(s) for s in requested]
+    unknown = [s for s in chosen if s not in known]
+    if unknown:
+        raise ArrivalError(
+            "5B.IDENTITY_INVALID", f"scenario(s) {unknown} are not in scenario_manifest_5A (known: {known})",
+            field="scenario_id", value=repr(unknown),
+        )
+    return chosen
+
+
+def add_partitions(
+    *, root: str | None, seeds: Sequence[str], scenarios: Sequence[str] | None, out: Printer = print
+) -> int:
+    """Register seeds (and the world's scenarios, or the given ones) as partitions in the instance at DAGSTER_HOME."""
+    seed_keys = [str(validate_seed(s)) for s in seeds]
+    store = ensure_world(resolve_run_root(root))
+    scenario_list = _scenarios_for(store, scenarios)
+    with dg.DagsterInstance.from_config(str(prepare_dagster_home())) as instance:
+        added = register_partitions(instance, seed_keys, scenario_list)
+    out(f"seeds: {', '.join(seed_keys)} (added: {', '.join(added['seed']) or 'none'})")
+    out(f"scenarios: {', '.join(scenario_list)} (added: {', '.join(added['scenario']) or 'none'})")
+    return 0
+
+
+@dataclass
+class PartitionRun:
+    """What one partition's run did: per-step outcomes, RNG totals, check results and the first error."""
+
+    key: str
+    run_id: str
+    success: bool
+    seconds: float
+    materialized: dict[str, dict] = field(default_factory=dict)  # asset -> metadata values
+    steps_failed: dict[str, str] = field(default_factory=dict)  # step -> "code: message"
+    error_code: str | None = None
+    checks_passed: int = 0
+    checks_failed: list[str] = field(default_factory=list)
+    checks_warned: list[str] = field(default_factory=list)
+    rng: dict[str, dict] = field(default_factory=dict)
+
+
+def _metadata_values(metadata: dict) -> dict:
+    return {k: getattr(v, "value", v) for k, v in metadata.items()}
+
+
+def summarise(result: dg.ExecuteInProcessResult, key: str, seconds: float) -> PartitionRun:
+    """Collect a partition run's materialisations, failures (with their codes) and check results."""
+    run = PartitionRun(key=key, run_id=result.run_id, success=result.success, seconds=seconds)
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        run.materialized[mat.asset_key.to_user_string()] = _metadata_values(mat.metadata)
+    for evaluation in result.get_asset_check_evaluations():
+        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        if evaluation.passed:
+            run.checks_passed += 1
+        elif evaluation.severity == dg.AssetCheckSeverity.WARN:
+            run.checks_warned.append(name)
+        else:
+            run.checks_failed.append(name)
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        meta = _metadata_values(data.user_failure_data.metadata) if data.user_failure_data else {}
+        code = meta.get("error_code")
+        message = meta.get("error_message") or (data.error.message.strip().splitlines()[0] if data.error else "failed")
+        run.steps_failed[event.step_key] = f"{code}: {message}" if code else message
+        run.error_code = run.error_code or code
+    audit = run.materialized.get(AUDIT_DATASET)
+    if audit and audit.get("path"):
+        families = read_json(Path(audit["path"])).get("families") or {}
+        run.rng = {fid: {k: fam.get(k) for k in ("events", "draws", "blocks")} for fid, fam in sorted(families.items())}
+    return run
+
+
+def format_run(run: PartitionRun) -> list[str]:
+    """Render a partition run as the lines `arrival run` prints."""
+    status = "PASS" if run.success else "FAIL"
+    lines = [f"== {run.key}  {status}  ({run.seconds:.1f} s, run {run.run_id})"]
+    sealed = [k for k, m in run.materialized.items() if "present" in m]
+    absent = [k for k in sealed if not run.materialized[k]["present"]]
+    if sealed:
+        lines.append(f"   {'sealed inputs':<16}{len(sealed)} verified" + (f", optional absent: {', '.join(absent)}" if absent else ""))
+    for asset, meta in run.materialized.items():
+        if asset in sealed:
+            continue
+        rows = f"{meta['rows']:,} rows" if isinstance(meta.get("rows"), int) else "—"
+        state = contracts.dataset(asset).state or ""
+        lines.append(f"   {state:<6}{asset:<34}{rows:>16}  sha256 {str(meta.get('digest', ''))[:12]}")
+    for fid, totals in run.rng.items():
+        lines.append(f"   {'rng':<6}{fid:<34}" + ", ".join(f"{k} {v:,}" for k, v in totals.items() if isinstance(v, int)))
+    lines.append(
+        f"   checks: {run.checks_passed} passed, {len(run.checks_failed)} failed, {len(run.checks_warned)} warned"
+        + "".join(f"\n     FAILED {c}" for c in run.checks_failed)
+        + "".join(f"\n     WARN   {c}" for c in run.checks_warned)
+    )
+    for step, why in run.steps_failed.items():
+        lines.append(f"   step {step} failed: {why}")
+    return lines
+
+
+def run_partitions(
+    *, root: str | None, seed: str, scenario: str | None, out: Printer = print, err: Printer = print
+) -> int:
+    """Ensure the world, register the partitions, materialise the graph for each (scenario, seed); 0 if all pass."""
+    from .definitions import defs
+
+    seed_value = validate_seed(seed)
+    run_root = resolve_run_root(root)
+    store = ensure_world(run_root, seed_value)
+    scenario_list = _scenarios_for(store, [scenario] if scenario else None)
+    job = defs.resolve_job_def(JOB_NAME)
+    out(f"run root {run_root}")
+    failures: list[PartitionRun] = []
+    with dg.DagsterInstance.from_config(str(prepare_dagster_home())) as instance:
+        register_partitions(instance, [str(seed_value)], scenario_list)
+        for sid in scenario_list:
+            key = partition_key(seed_value, sid)
+            started = time.perf_counter()
+            result = job.execute_in_process(
+                partition_key=key,
+                instance=instance,
+                raise_on_error=False,
+                resources={"store": StoreResource(run_root=str(run_root))},
+            )
+            run = summarise(result, str(key), time.perf_counter() - started)
+            for line in format_run(run):
+                out(line)
+            if not run.success:
+                failures.append(run)
+    for run in failures:
+        if run.error_code:
+            err(f"error: {run.key}: {run.steps_failed and next(iter(v for v in run.steps_failed.values() if v.startswith(run.error_code)))}")
+        else:
+            err(f"error: {run.key}: blocking check(s) failed: {', '.join(run.checks_failed) or 'see the run log'}")
+    if any(r.error_code for r in failures):
+        return 2
+    return 1 if failures else 0
+
+
+def verify_partition(*, root: str | None, seed: str, scenario: str, out: Printer = print) -> int:
+    """Run every check over a partition's stored outputs with a full RNG replay; 1 if any ERROR check fails."""
+    store = Store(run_root=resolve_run_root(root))
+    seed_value, sid = validate_seed(seed), validate_scenario_id(scenario)
+    failed = 0
+    datasets = list(dict.fromkeys(spec.dataset_id for spec in core_checks.CHECKS))
+    for dataset_id in datasets:
+        state = contracts.dataset(dataset_id).state or "S0"
+        identity = pipeline.resolve_identity(store, seed=seed_value, scenario_id=sid, state=state)
+        for outcome in core_checks.evaluate(store, identity, dataset_id, replay="full"):
+            mark = "ok  " if outcome.passed else ("FAIL" if outcome.severity == "ERROR" else "warn")
+            failed += (not outcome.passed) and outcome.severity == "ERROR"
+            out(f"{mark}  {outcome.severity:<5} {dataset_id:<34} {outcome.name:<36} {outcome.summary}")
+    out(f"{failed} ERROR check(s) failed" if failed else "all ERROR checks passed")
+    return 1 if failed else 0

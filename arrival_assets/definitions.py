@@ -1,0 +1,19 @@
+"""The code location: composes assets, checks, the job, the sensor and the store resource."""
+from __future__ import annotations
+
+import dagster as dg
+
+from .assets import build_assets
+from .checks import build_checks
+from .jobs import arrival_5b
+from .resources import StoreResource
+from .sensors import register_partitions
+
+defs = dg.Definitions(
+    assets=build_assets(),
+    asset_checks=build_checks(),
+    jobs=[arrival_5b],
+    sensors=[register_partitions],
+    resources={"store": StoreResource()},
+    executor=dg.in_process_executor,
+)
