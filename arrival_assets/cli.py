@@ -57,9 +57,64 @@ def _add_world(sub: argparse._SubParsersAction) -> None:
     create.set_defaults(handler=world_create)
 
 
+# ---- arrival partitions add ----------------------------------------------------------------------------------
+
+def partitions_add(args: argparse.Namespace) -> int:
+    """Register seeds (and the world's scenarios) as partitions in the Dagster instance at $DAGSTER_HOME."""
+    from .commands import add_partitions
+
+    return add_partitions(root=args.root, seeds=args.seed, scenarios=args.scenario)
+
+
+def _add_partitions(sub: argparse._SubParsersAction) -> None:
+    partitions = sub.add_parser("partitions", help="seed x scenario partitions of the Dagster instance")
+    partitions_sub = partitions.add_subparsers(dest="partitions_command", required=True)
+    add = partitions_sub.add_parser("add", help="register seeds (and scenarios) as partitions")
+    add.add_argument("--seed", action="append", required=True, help="seed to register (repeatable)")
+    add.add_argument("--scenario", action="append", help="scenario to register (repeatable; default: all)")
+    add.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
+    add.set_defaults(handler=partitions_add)
+
+
+# ---- arrival run ----------------------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace) -> int:
+    """Materialise the whole graph for each (scenario, seed) partition and print a summary per partition."""
+    from .commands import run_partitions
+
+    return run_partitions(root=args.root, seed=args.seed, scenario=args.scenario, err=_err)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("run", help="materialise S0-S3 and the audit, with every check, into the Dagster instance")
+    parser.add_argument("--seed", required=True, help="seed to realise")
+    parser.add_argument("--scenario", help="one scenario (default: every scenario of the world)")
+    parser.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
+    parser.set_defaults(handler=run)
+
+
+# ---- arrival verify -------------------------------------------------------------------------------------------
+
+def verify(args: argparse.Namespace) -> int:
+    """Run every check over a partition's stored outputs, replaying every RNG event."""
+    from .commands import verify_partition
+
+    return verify_partition(root=args.root, seed=args.seed, scenario=args.scenario)
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("verify", help="all checks over stored outputs, with a full RNG replay")
+    parser.add_argument("--seed", required=True, help="seed of the partition")
+    parser.add_argument("--scenario", required=True, help="scenario of the partition")
+    parser.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
+    parser.set_defaults(handler=verify)
+
+
 # ---- the parser and the entry point ---------------------------------------------------------------------------
 
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_world,)
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_world, _add_partitions, _add_run, _add_verify,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

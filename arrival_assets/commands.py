@@ -24,6 +24,8 @@ DAGSTER_HOME_ENV = "DAGSTER_HOME"
 DEFAULT_DAGSTER_HOME = Path(".arrival") / "dagster_home"
 SHIPPED_INSTANCE_CONFIG = Path(__file__).resolve().parent / "dagster_home" / "dagster.yaml"
 AUDIT_DATASET = "rng_audit_log_5B"
+# The summary is the command's output; the step-by-step event log stays in the instance (and the UI).
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 Printer = Callable[[str], None]
 
@@ -76,6 +78,7 @@ class PartitionRun:
     materialized: dict[str, dict] = field(default_factory=dict)  # asset -> metadata values
     steps_failed: dict[str, str] = field(default_factory=dict)  # step -> "code: message"
     error_code: str | None = None
+    error: str | None = None  # "code: message" of the first failure that carried a code
     checks_passed: int = 0
     checks_failed: list[str] = field(default_factory=list)
     checks_warned: list[str] = field(default_factory=list)
@@ -106,7 +109,8 @@ def summarise(result: dg.ExecuteInProcessResult, key: str, seconds: float) -> Pa
         code = meta.get("error_code")
         message = meta.get("error_message") or (data.error.message.strip().splitlines()[0] if data.error else "failed")
         run.steps_failed[event.step_key] = f"{code}: {message}" if code else message
-        run.error_code = run.error_code or code
+        if code and run.error_code is None:
+            run.error_code, run.error = code, f"{code}: {message}"
     audit = run.materialized.get(AUDIT_DATASET)
     if audit and audit.get("path"):
         families = read_json(Path(audit["path"])).get("families") or {}
@@ -144,13 +148,13 @@ def run_partitions(
     *, root: str | None, seed: str, scenario: str | None, out: Printer = print, err: Printer = print
 ) -> int:
     """Ensure the world, register the partitions, materialise the graph for each (scenario, seed); 0 if all pass."""
-    from .definitions import defs
+    from .definitions import build_definitions
 
     seed_value = validate_seed(seed)
     run_root = resolve_run_root(root)
     store = ensure_world(run_root, seed_value)
     scenario_list = _scenarios_for(store, [scenario] if scenario else None)
-    job = defs.resolve_job_def(JOB_NAME)
+    job = build_definitions(StoreResource(run_root=str(run_root))).resolve_job_def(JOB_NAME)
     out(f"run root {run_root}")
     failures: list[PartitionRun] = []
     with dg.DagsterInstance.from_config(str(prepare_dagster_home())) as instance:
@@ -159,10 +163,7 @@ def run_partitions(
             key = partition_key(seed_value, sid)
             started = time.perf_counter()
             result = job.execute_in_process(
-                partition_key=key,
-                instance=instance,
-                raise_on_error=False,
-                resources={"store": StoreResource(run_root=str(run_root))},
+                partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE
             )
             run = summarise(result, str(key), time.perf_counter() - started)
             for line in format_run(run):
@@ -170,8 +171,8 @@ def run_partitions(
             if not run.success:
                 failures.append(run)
     for run in failures:
-        if run.error_code:
-            err(f"error: {run.key}: {run.steps_failed and next(iter(v for v in run.steps_failed.values() if v.startswith(run.error_code)))}")
+        if run.error:
+            err(f"error: {run.key}: {run.error}")
         else:
             err(f"error: {run.key}: blocking check(s) failed: {', '.join(run.checks_failed) or 'see the run log'}")
     if any(r.error_code for r in failures):

@@ -9,11 +9,17 @@ from .jobs import arrival_5b
 from .resources import StoreResource
 from .sensors import register_partitions
 
-defs = dg.Definitions(
-    assets=build_assets(),
-    asset_checks=build_checks(),
-    jobs=[arrival_5b],
-    sensors=[register_partitions],
-    resources={"store": StoreResource()},
-    executor=dg.in_process_executor,
-)
+
+def build_definitions(store: StoreResource | None = None) -> dg.Definitions:
+    """The whole graph bound to a store (default: the run root of $ARRIVAL_RUN_ROOT or ./.arrival/demo)."""
+    return dg.Definitions(
+        assets=build_assets(),
+        asset_checks=build_checks(),
+        jobs=[arrival_5b],
+        sensors=[register_partitions],
+        resources={"store": store or StoreResource()},
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()
