@@ -23,14 +23,14 @@ def resolve_run_root(explicit: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
-def ensure_world(root: Path, seed: int | None = None) -> Store:
+def ensure_world(root: Path, seed: int | None = None, config_dir: Path = contracts.DEFAULT_CONFIG_DIR) -> Store:
     """Return the store of a run root, creating the demo world in an absent or empty root and a new seed's 3B file.
 
     A root that already holds anything is never populated: a real world without a receipt is an error S0 names.
     """
     from arrival_core import world  # the generator is only needed on first use
 
-    store = Store(run_root=root)
+    store = Store(run_root=root, config_dir=Path(config_dir))
     receipt = store.path("run_receipt")
     if not receipt.exists() and (not root.exists() or not any(root.iterdir())):
         world.create_world(DEFAULT_PROFILE, root, seeds=tuple(default_seeds()))
@@ -60,6 +60,7 @@ class StoreResource(dg.ConfigurableResource):
     """The run root every asset reads and publishes under; empty means $ARRIVAL_RUN_ROOT or ./.arrival/demo."""
 
     run_root: str = ""
+    config_dir: str = ""  # the policy files; empty means the project's config/
     _root: Path | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -74,4 +75,4 @@ class StoreResource(dg.ConfigurableResource):
 
     def open(self, seed: int | None = None) -> Store:
         """Return the store, creating the demo world on first use and a synthetic world's file for a new seed."""
-        return ensure_world(self.root, seed)
+        return ensure_world(self.root, seed, Path(self.config_dir) if self.config_dir else contracts.DEFAULT_CONFIG_DIR)

@@ -100,7 +100,7 @@ def build_state_asset(step: StateStep, sealed_input_keys: tuple[str, ...]) -> dg
         part = partition_of(context)
         st = call_core(context, store.open, part.seed)
         runner = getattr(pipeline, step.runner)
-        result = call_core(context, runner, st, seed=part.seed, scenario_id=part.scenario_id, run_id=context.run_id)
+        result = call_core(context, runner, st, seed=part.seed, scenario_id=part.scenario_id, run_id=context.run.run_id)
         by_id = {p.dataset_id: p for p in result.published}
         metrics = result.report.get("metrics") or {}
         tokens = result.identity.tokens()
