@@ -8,9 +8,10 @@ import dagster as dg
 import polars as pl
 from pydantic import PrivateAttr
 
-from arrival_core import contracts
-from arrival_core.identity import validate_hex64, validate_scenario_id
-from arrival_core.store import Store, read_json
+from arrival_core import contracts, gate
+from arrival_core.errors import ArrivalError
+from arrival_core.identity import validate_scenario_id
+from arrival_core.store import Store
 
 RUN_ROOT_ENV = "ARRIVAL_RUN_ROOT"
 DEFAULT_RUN_ROOT = Path(".arrival") / "demo"
@@ -47,12 +48,24 @@ def default_seeds(config_dir: Path = contracts.DEFAULT_CONFIG_DIR) -> list[int]:
     return [int(s) for s in plan.get("default_seeds") or []]
 
 
+def manifest_fingerprint(store: Store) -> str:
+    """The world's manifest_fingerprint from its validated run receipt (S0's codes when it is missing or invalid)."""
+    path = store.path("run_receipt")
+    if not path.is_file():
+        raise ArrivalError("5B.S0.RUN_RECEIPT_MISSING", f"{path} does not exist: the run root holds no world",
+                           file=str(path))
+    receipt = gate.parse_run_receipt(path.read_bytes(), where=str(path), code="5B.S0.RUN_RECEIPT_INVALID",
+                                     contracts_dir=store.contracts_dir)
+    return receipt["manifest_fingerprint"]
+
+
 def scenario_ids(store: Store) -> list[str]:
-    """Return the sorted scenario ids of the world's scenario_manifest_5A (validated)."""
-    receipt = read_json(store.path("run_receipt"))
-    mf = validate_hex64(receipt.get("manifest_fingerprint") if isinstance(receipt, dict) else None, "manifest_fingerprint")
-    manifest = store.path("scenario_manifest_5A", manifest_fingerprint=mf)
-    ids = pl.read_parquet(manifest, columns=["scenario_id"])["scenario_id"].to_list()
+    """The sorted scenario ids of the world's scenario_manifest_5A (validated)."""
+    path = store.path("scenario_manifest_5A", manifest_fingerprint=manifest_fingerprint(store))
+    try:
+        ids = pl.read_parquet(path, columns=["scenario_id"])["scenario_id"].to_list()
+    except Exception as exc:  # polars raises several unrelated types for a missing or corrupt file
+        raise ArrivalError("5B.S0.SCENARIO_MANIFEST_INVALID", f"{path} cannot be read: {exc}", file=str(path))
     return sorted({validate_scenario_id(s) for s in ids})
 
 

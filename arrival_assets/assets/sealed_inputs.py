@@ -14,7 +14,7 @@ from arrival_core.errors import ArrivalError
 from arrival_core.store import Store
 
 from ..partitions import grid
-from ..resources import StoreResource
+from ..resources import StoreResource, manifest_fingerprint
 from .outcomes import call_core, markdown_table, partition_of
 
 GROUP = "sealed_inputs"
@@ -28,16 +28,6 @@ class VerifiedInput:
     present: bool
     sha256: str | None
     rows: int | None
-
-
-def _manifest_fingerprint(store: Store) -> str:
-    """The world's manifest_fingerprint from its validated run receipt."""
-    path = store.path("run_receipt")
-    if not path.is_file():
-        raise ArrivalError("5B.S0.RUN_RECEIPT_MISSING", f"{path} does not exist", file=str(path))
-    receipt = gate.parse_run_receipt(path.read_bytes(), where=str(path), code="5B.S0.RUN_RECEIPT_INVALID",
-                                     contracts_dir=store.contracts_dir)
-    return receipt["manifest_fingerprint"]
 
 
 def _verify_bundle(store: Store, entry: DatasetEntry, folder: Path, manifest_fingerprint: str) -> str:
@@ -101,7 +91,7 @@ def _verify_policy(store: Store, entry: DatasetEntry, path: Path) -> None:
 
 def verify_sealed_input(store: Store, entry: DatasetEntry, *, seed: int, scenario_id: str) -> VerifiedInput:
     """Resolve one sealed artefact for a partition and verify it exists, fits its schema, and digest it."""
-    tokens = {"manifest_fingerprint": _manifest_fingerprint(store), "seed": seed, "scenario_id": scenario_id}
+    tokens = {"manifest_fingerprint": manifest_fingerprint(store), "seed": seed, "scenario_id": scenario_id}
     path = store.path(entry.id, **{k: tokens[k] for k in entry.tokens_needed()})
     if not path.exists():
         if entry.status == "OPTIONAL":
