@@ -278,7 +278,7 @@ def _hash_members(folder: Path, paths: Sequence[str]) -> tuple[dict[str, str | N
     return digests, bundle.hexdigest()
 
 
-def _verify_bundle(store: Store, entry: contracts.DatasetEntry, mf: str) -> SegmentGate:
+def verify_bundle(store: Store, entry: contracts.DatasetEntry, mf: str) -> SegmentGate:
     """Verify one upstream HashGate bundle (§3.1): index, members, flag; MISSING when index or flag is absent."""
     folder = store.path(entry.id, manifest_fingerprint=mf)
     index_path, flag_path = folder / entry.raw["index_file"], folder / entry.raw["flag_file"]
@@ -337,7 +337,7 @@ def _s0_body(run: StateRun) -> Sequence[Published]:
         mf = world.manifest_fingerprint
         run.identity = identity = Identity(world.parameter_hash, mf, run.seed, run.scenario_id)
         bundles = [e for e in gate.sealed_entries(cd) if e.kind == "bundle"]
-        gates = [_verify_bundle(store, e, mf) for e in bundles]
+        gates = [verify_bundle(store, e, mf) for e in bundles]
         run.metrics["upstream_segments"] = {g.segment: g.status for g in gates}
         gate.require_all_pass(gates)
         for entry in gate.policy_entries(cd):
