@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from worldlib import files, path, read
@@ -147,3 +150,12 @@ def test_ensure_seed_rejects_an_invalid_seed_before_building_a_path(tiny_world):
     with pytest.raises(ArrivalError) as err:
         ensure_seed(tiny_world.root, "../7")
     assert err.value.code == "5B.IDENTITY_INVALID"
+
+
+def test_files_do_not_depend_on_the_thread_count(tiny_world, tmp_path):
+    root = tmp_path / "one_thread"
+    code = ("import sys; from arrival_core.world import create_world; "
+            "create_world('tiny', sys.argv[1], seeds=(1, 42))")
+    env = {**os.environ, "POLARS_MAX_THREADS": "1", "RAYON_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-c", code, str(root)], env=env, check=True, timeout=120)
+    assert files(root) == files(tiny_world.root)
