@@ -181,7 +181,7 @@ def test_hashgate_index_accepts_nested_member_paths():
                                 code="5B.S0.UPSTREAM_NOT_PASS", where="index.json")
 
 
-def test_run_report_fail_needs_an_error_code():
+def test_run_report_fail_needs_an_error_payload():
     report = {
         "state_id": "5B.S2", "parameter_hash": PH, "manifest_fingerprint": MF, "seed": 42,
         "scenario_id": "baseline_v1", "run_id": "abc123", "scenario_set": ["baseline_v1"], "status": "FAIL",
@@ -191,7 +191,10 @@ def test_run_report_fail_needs_an_error_code():
     ref = "schemas.5B.yaml#/report/run_report_5B"
     with pytest.raises(ArrivalError) as err:
         contracts.validate_document(report, ref, code="5B.S2.IO_WRITE_FAILED", where="run_report_5B.json")
-    assert "error_code" in err.value.message
+    assert "error" in err.value.message
+    unexpected = {"error_code": None, "message": "RuntimeError: disk on fire", "context": {}}
+    contracts.validate_document({**report, "error": unexpected}, ref,
+                                code="5B.S2.IO_WRITE_FAILED", where="run_report_5B.json")
     error = {"error_code": "5B.S2.DOMAIN_ALIGN_FAILED", "message": "m", "context": {}}
     contracts.validate_document({**report, "error_code": error["error_code"], "error": error}, ref,
                                 code="5B.S2.IO_WRITE_FAILED", where="run_report_5B.json")
