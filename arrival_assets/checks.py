@@ -1,7 +1,8 @@
 """Asset checks: one multi-asset check per output dataset, built from `arrival_core.checks.CHECKS`."""
 
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 
@@ -16,7 +17,9 @@ from .resources import StoreResource
 
 SEVERITY = {"ERROR": dg.AssetCheckSeverity.ERROR, "WARN": dg.AssetCheckSeverity.WARN}
 # A companion file (an RNG trace) is checked as part of the asset it is published beside.
-ASSET_OF_COMPANION = {companion: owner for owner, companions in COMPANIONS.items() for companion in companions}
+ASSET_OF_COMPANION = {
+    companion: owner for owner, companions in COMPANIONS.items() for companion in companions
+}
 
 
 def asset_key_of(dataset_id: str) -> dg.AssetKey:
@@ -70,7 +73,9 @@ def build_dataset_checks(dataset_id: str, specs: tuple[CheckSpec, ...]) -> dg.As
         specs=[check_spec(s) for s in specs],
         description=f"Checks of {dataset_id}: " + ", ".join(s.name for s in specs),
     )
-    def _checks(context: dg.AssetCheckExecutionContext, store: StoreResource) -> Iterator[dg.AssetCheckResult]:
+    def _checks(
+        context: dg.AssetCheckExecutionContext, store: StoreResource
+    ) -> Iterator[dg.AssetCheckResult]:
         part = partition_of(context)
         st = call_core(context, store.open, part.seed)
         state = contracts.dataset(dataset_id).state or "S0"

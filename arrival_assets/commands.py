@@ -1,12 +1,13 @@
 """The `arrival partitions add`, `arrival run` and `arrival verify` commands (argument parsing lives in cli.py)."""
+
 from __future__ import annotations
 
 import os
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import dagster as dg
 
@@ -47,8 +48,10 @@ def _scenarios_for(store: Store, requested: Sequence[str] | None) -> list[str]:
     unknown = [s for s in chosen if s not in known]
     if unknown:
         raise ArrivalError(
-            "5B.IDENTITY_INVALID", f"scenario(s) {unknown} are not in scenario_manifest_5A (known: {known})",
-            field="scenario_id", value=repr(unknown),
+            "5B.IDENTITY_INVALID",
+            f"scenario(s) {unknown} are not in scenario_manifest_5A (known: {known})",
+            field="scenario_id",
+            value=repr(unknown),
         )
     return chosen
 
@@ -107,14 +110,19 @@ def summarise(result: dg.ExecuteInProcessResult, key: str, seconds: float) -> Pa
         data = event.step_failure_data
         meta = _metadata_values(data.user_failure_data.metadata) if data.user_failure_data else {}
         code = meta.get("error_code")
-        message = meta.get("error_message") or (data.error.message.strip().splitlines()[0] if data.error else "failed")
+        message = meta.get("error_message") or (
+            data.error.message.strip().splitlines()[0] if data.error else "failed"
+        )
         run.steps_failed[event.step_key] = f"{code}: {message}" if code else message
         if code and run.error_code is None:
             run.error_code, run.error = code, f"{code}: {message}"
     audit = run.materialized.get(AUDIT_DATASET)
     if audit and audit.get("path"):
         families = read_json(Path(audit["path"])).get("families") or {}
-        run.rng = {fid: {k: fam.get(k) for k in ("events", "draws", "blocks")} for fid, fam in sorted(families.items())}
+        run.rng = {
+            fid: {k: fam.get(k) for k in ("events", "draws", "blocks")}
+            for fid, fam in sorted(families.items())
+        }
     return run
 
 
@@ -125,7 +133,10 @@ def format_run(run: PartitionRun) -> list[str]:
     sealed = [k for k, m in run.materialized.items() if "present" in m]
     absent = [k for k in sealed if not run.materialized[k]["present"]]
     if sealed:
-        lines.append(f"   {'sealed inputs':<16}{len(sealed)} verified" + (f", optional absent: {', '.join(absent)}" if absent else ""))
+        lines.append(
+            f"   {'sealed inputs':<16}{len(sealed)} verified"
+            + (f", optional absent: {', '.join(absent)}" if absent else "")
+        )
     for asset, meta in run.materialized.items():
         if asset in sealed:
             continue
@@ -133,7 +144,10 @@ def format_run(run: PartitionRun) -> list[str]:
         state = contracts.dataset(asset).state or ""
         lines.append(f"   {state:<6}{asset:<34}{rows:>16}  sha256 {str(meta.get('digest', ''))[:12]}")
     for fid, totals in run.rng.items():
-        lines.append(f"   {'rng':<6}{fid:<34}" + ", ".join(f"{k} {v:,}" for k, v in totals.items() if isinstance(v, int)))
+        lines.append(
+            f"   {'rng':<6}{fid:<34}"
+            + ", ".join(f"{k} {v:,}" for k, v in totals.items() if isinstance(v, int))
+        )
     lines.append(
         f"   checks: {run.checks_passed} passed, {len(run.checks_failed)} failed, {len(run.checks_warned)} warned"
         + "".join(f"\n     FAILED {c}" for c in run.checks_failed)
@@ -174,7 +188,9 @@ def run_partitions(
         if run.error:
             err(f"error: {run.key}: {run.error}")
         else:
-            err(f"error: {run.key}: blocking check(s) failed: {', '.join(run.checks_failed) or 'see the run log'}")
+            err(
+                f"error: {run.key}: blocking check(s) failed: {', '.join(run.checks_failed) or 'see the run log'}"
+            )
     if any(r.error_code for r in failures):
         return 2
     return 1 if failures else 0

@@ -1,4 +1,5 @@
 """The code location: composes assets, checks, the job, the sensor and the store resource."""
+
 from __future__ import annotations
 
 import dagster as dg

@@ -1,4 +1,5 @@
 """The `arrival_5b` job: the whole graph (assets and checks); partitioned by the grid its assets share."""
+
 from __future__ import annotations
 
 import dagster as dg

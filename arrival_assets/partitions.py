@@ -1,4 +1,5 @@
 """The seed × scenario partition grid shared by every asset and check, and parsing of its keys."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,19 +40,22 @@ def partition_key(seed: int | str, scenario_id: str) -> dg.MultiPartitionKey:
     )
 
 
-def missing_partitions(instance: dg.DagsterInstance, seed_keys: list[str], scenario_ids: list[str]) -> dict[str, list[str]]:
+def missing_partitions(
+    instance: dg.DagsterInstance, seed_keys: list[str], scenario_ids: list[str]
+) -> dict[str, list[str]]:
     """Return the seeds and scenarios (validated, sorted) not yet registered in the instance."""
     wanted = {
         SEED_DIMENSION: sorted({str(validate_seed(s)) for s in seed_keys}, key=int),
         SCENARIO_DIMENSION: sorted({validate_scenario_id(s) for s in scenario_ids}),
     }
     return {
-        dim: [k for k in keys if not instance.has_dynamic_partition(dim, k)]
-        for dim, keys in wanted.items()
+        dim: [k for k in keys if not instance.has_dynamic_partition(dim, k)] for dim, keys in wanted.items()
     }
 
 
-def register_partitions(instance: dg.DagsterInstance, seed_keys: list[str], scenario_ids: list[str]) -> dict[str, list[str]]:
+def register_partitions(
+    instance: dg.DagsterInstance, seed_keys: list[str], scenario_ids: list[str]
+) -> dict[str, list[str]]:
     """Add missing seeds and scenarios to the instance; return what was added."""
     added = missing_partitions(instance, seed_keys, scenario_ids)
     for dim, keys in added.items():

@@ -1,4 +1,5 @@
 """The `store` resource: one run root (ARRIVAL_RUN_ROOT, default ./.arrival/demo) and the world it holds."""
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,9 @@ def resolve_run_root(explicit: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
-def ensure_world(root: Path, seed: int | None = None, config_dir: Path = contracts.DEFAULT_CONFIG_DIR) -> Store:
+def ensure_world(
+    root: Path, seed: int | None = None, config_dir: Path = contracts.DEFAULT_CONFIG_DIR
+) -> Store:
     """Return the store of a run root, creating the demo world in an absent or empty root and a new seed's 3B file.
 
     A root that already holds anything is never populated: a real world without a receipt is an error S0 names.
@@ -52,10 +55,15 @@ def manifest_fingerprint(store: Store) -> str:
     """The world's manifest_fingerprint from its validated run receipt (S0's codes when it is missing or invalid)."""
     path = store.path("run_receipt")
     if not path.is_file():
-        raise ArrivalError("5B.S0.RUN_RECEIPT_MISSING", f"{path} does not exist: the run root holds no world",
-                           file=str(path))
-    receipt = gate.parse_run_receipt(path.read_bytes(), where=str(path), code="5B.S0.RUN_RECEIPT_INVALID",
-                                     contracts_dir=store.contracts_dir)
+        raise ArrivalError(
+            "5B.S0.RUN_RECEIPT_MISSING", f"{path} does not exist: the run root holds no world", file=str(path)
+        )
+    receipt = gate.parse_run_receipt(
+        path.read_bytes(),
+        where=str(path),
+        code="5B.S0.RUN_RECEIPT_INVALID",
+        contracts_dir=store.contracts_dir,
+    )
     return receipt["manifest_fingerprint"]
 
 
@@ -88,4 +96,6 @@ class StoreResource(dg.ConfigurableResource):
 
     def open(self, seed: int | None = None) -> Store:
         """Return the store, creating the demo world on first use and a synthetic world's file for a new seed."""
-        return ensure_world(self.root, seed, Path(self.config_dir) if self.config_dir else contracts.DEFAULT_CONFIG_DIR)
+        return ensure_world(
+            self.root, seed, Path(self.config_dir) if self.config_dir else contracts.DEFAULT_CONFIG_DIR
+        )

@@ -14,7 +14,9 @@ from .resources import StoreResource, default_seeds, scenario_ids
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Adds the scenarios of scenario_manifest_5A and the default seeds of run_plan.yaml as partitions.",
 )
-def register_partitions(context: dg.SensorEvaluationContext, store: StoreResource) -> dg.SensorResult | dg.SkipReason:
+def register_partitions(
+    context: dg.SensorEvaluationContext, store: StoreResource
+) -> dg.SensorResult | dg.SkipReason:
     """Register whatever scenarios and default seeds the instance does not know yet."""
     try:
         scenario_list = scenario_ids(store.open())

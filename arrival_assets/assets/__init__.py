@@ -1,4 +1,5 @@
 """The asset graph: sealed inputs from the dataset dictionary, then one multi-asset per state."""
+
 from __future__ import annotations
 
 import dagster as dg

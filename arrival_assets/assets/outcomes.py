@@ -1,7 +1,9 @@
 """Turning core results into Dagster events: materialisations with digests and metadata, failures with codes."""
+
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import dagster as dg
 
@@ -27,7 +29,9 @@ def failure_from(context: dg.AssetExecutionContext | dg.OpExecutionContext, err:
     )
 
 
-def call_core(context: dg.AssetExecutionContext | dg.OpExecutionContext, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def call_core(
+    context: dg.AssetExecutionContext | dg.OpExecutionContext, fn: Callable[..., T], *args: Any, **kwargs: Any
+) -> T:
     """Call into arrival_core, turning an ArrivalError into a Dagster failure that names its code."""
     try:
         return fn(*args, **kwargs)

@@ -7,9 +7,9 @@ import dagster as dg
 import polars as pl
 import yaml
 
-from arrival_core import contracts, gate
+from arrival_core import contracts, gate, pipeline
 from arrival_core.contracts import DatasetEntry
-from arrival_core.encoding import sha256_file, sha256_hex
+from arrival_core.encoding import sha256_file
 from arrival_core.errors import ArrivalError
 from arrival_core.store import Store
 
@@ -30,33 +30,12 @@ class VerifiedInput:
     rows: int | None
 
 
-def _verify_bundle(store: Store, entry: DatasetEntry, folder: Path, manifest_fingerprint: str) -> str:
-    """Judge a HashGate bundle with the gate's rules (§3.1) and return its digest; else UPSTREAM_NOT_PASS."""
-    index_path, flag_path = folder / entry.raw["index_file"], folder / entry.raw["flag_file"]
-    try:
-        for required in (index_path, flag_path):
-            if not required.is_file():
-                raise gate.BundleNotPass("MISSING", f"{required} is missing")
-        members = gate.parse_bundle_index(entry, index_path.read_bytes(), manifest_fingerprint,
-                                          where=str(index_path), contracts_dir=store.contracts_dir)
-        blobs = {m.path: _member_bytes(folder, m.path) for m in members}
-        gate.check_members(members, {p: sha256_hex(b) if b is not None else None for p, b in blobs.items()},
-                           folder=str(folder))
-        digest = sha256_hex(b"".join(blobs[m.path] for m in members))
-        claimed = gate.parse_flag(entry, flag_path.read_bytes(), where=str(flag_path),
-                                  contracts_dir=store.contracts_dir)
-        gate.check_flag(claimed, digest, where=str(flag_path))
-    except gate.BundleNotPass as not_pass:
-        verdict = gate.SegmentGate(entry.owner_segment, not_pass.status, None, not_pass.reason)
-    else:
-        return digest
-    gate.require_all_pass([verdict])  # raises UPSTREAM_NOT_PASS naming the segment and why
-    raise AssertionError("unreachable")
-
-
-def _member_bytes(folder: Path, relative: str) -> bytes | None:
-    path = (folder / relative).resolve()
-    return path.read_bytes() if folder.resolve() in path.parents and path.is_file() else None
+def _verify_bundle(store: Store, entry: DatasetEntry, manifest_fingerprint: str) -> str:
+    """Judge a HashGate bundle exactly as S0 does and return its digest; anything but PASS is UPSTREAM_NOT_PASS."""
+    verdict = pipeline.verify_bundle(store, entry, manifest_fingerprint)
+    gate.require_all_pass([verdict])
+    assert verdict.bundle_digest_sha256 is not None
+    return verdict.bundle_digest_sha256
 
 
 def _verify_table(store: Store, entry: DatasetEntry, path: Path) -> int:
@@ -66,7 +45,9 @@ def _verify_table(store: Store, entry: DatasetEntry, path: Path) -> int:
         found = dict(pl.read_parquet_schema(path))
         rows = pl.scan_parquet(path).select(pl.len()).collect().item()
     except Exception as exc:  # polars raises several unrelated types for a corrupt file
-        raise ArrivalError("5B.S0.INPUT_SCHEMA_INVALID", f"{path} is not a readable parquet file: {exc}", file=str(path))
+        raise ArrivalError(
+            "5B.S0.INPUT_SCHEMA_INVALID", f"{path} is not a readable parquet file: {exc}", file=str(path)
+        )
     wrong = {c: (str(found.get(c)), str(t)) for c, t in expected.items() if found.get(c) != t}
     extra = sorted(set(found) - set(expected))
     if wrong or extra:
@@ -75,7 +56,8 @@ def _verify_table(store: Store, entry: DatasetEntry, path: Path) -> int:
             f"{path}: columns differ from {entry.schema_ref}: "
             + "; ".join(f"{c} is {got}, expected {want}" for c, (got, want) in sorted(wrong.items()))
             + (f"; unexpected columns {extra}" if extra else ""),
-            file=str(path), column=(sorted(wrong) or extra)[0],
+            file=str(path),
+            column=(sorted(wrong) or extra)[0],
         )
     return int(rows)
 
@@ -85,8 +67,9 @@ def _verify_policy(store: Store, entry: DatasetEntry, path: Path) -> None:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ArrivalError("5B.S0.POLICY_INVALID", f"{path} is not YAML: {exc}", file=str(path))
-    contracts.validate_document(doc, entry.schema_ref, code="5B.S0.POLICY_INVALID", where=str(path),
-                                contracts_dir=store.contracts_dir)
+    contracts.validate_document(
+        doc, entry.schema_ref, code="5B.S0.POLICY_INVALID", where=str(path), contracts_dir=store.contracts_dir
+    )
 
 
 def verify_sealed_input(store: Store, entry: DatasetEntry, *, seed: int, scenario_id: str) -> VerifiedInput:
@@ -97,9 +80,11 @@ def verify_sealed_input(store: Store, entry: DatasetEntry, *, seed: int, scenari
         if entry.status == "OPTIONAL":
             return VerifiedInput(path, False, None, None)
         code = "5B.S0.UPSTREAM_NOT_PASS" if entry.kind == "bundle" else "5B.S0.SEALED_INPUTS_INCOMPLETE"
-        raise ArrivalError(code, f"required {entry.kind} {entry.id} is missing at {path}", dataset=entry.id, file=str(path))
+        raise ArrivalError(
+            code, f"required {entry.kind} {entry.id} is missing at {path}", dataset=entry.id, file=str(path)
+        )
     if entry.kind == "bundle":
-        return VerifiedInput(path, True, _verify_bundle(store, entry, path, tokens["manifest_fingerprint"]), None)
+        return VerifiedInput(path, True, _verify_bundle(store, entry, tokens["manifest_fingerprint"]), None)
     if entry.kind == "policy":
         _verify_policy(store, entry, path)
         return VerifiedInput(path, True, sha256_file(path), None)
@@ -116,14 +101,25 @@ def build_sealed_input_asset(entry: DatasetEntry) -> dg.AssetsDefinition:
         partitions_def=grid,
         description=f"Sealed {entry.kind} from segment {entry.owner_segment} ({entry.status.lower()}): {entry.path}",
         kinds={entry.format if entry.format != "hashgate_bundle" else "hashgate"},
-        metadata={"schema_ref": entry.schema_ref, "path_template": entry.path, "read_scope": entry.read_scope or ""},
+        metadata={
+            "schema_ref": entry.schema_ref,
+            "path_template": entry.path,
+            "read_scope": entry.read_scope or "",
+        },
     )
     def _sealed(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
         part = partition_of(context)
         st = call_core(context, store.open, part.seed)
-        found = call_core(context, verify_sealed_input, st, entry, seed=part.seed, scenario_id=part.scenario_id)
-        summary = [("artefact", entry.id), ("present", found.present), ("sha256", found.sha256 or "—"),
-                   ("rows", found.rows if found.rows is not None else "—"), ("path", found.path)]
+        found = call_core(
+            context, verify_sealed_input, st, entry, seed=part.seed, scenario_id=part.scenario_id
+        )
+        summary = [
+            ("artefact", entry.id),
+            ("present", found.present),
+            ("sha256", found.sha256 or "—"),
+            ("rows", found.rows if found.rows is not None else "—"),
+            ("path", found.path),
+        ]
         metadata: dict[str, object] = {
             "path": dg.MetadataValue.path(str(found.path)),
             "present": found.present,

@@ -1,7 +1,7 @@
 """The state assets: thin multi-assets that call `arrival_core.pipeline` for one (scenario, seed) partition."""
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import dagster as dg
 
@@ -48,32 +48,64 @@ class StateStep:
 
 STEPS: tuple[StateStep, ...] = (
     StateStep(
-        "s0_gate", "run_s0", "s0_gate", ("sealed_inputs_5B", "s0_gate_receipt_5B"),
+        "s0_gate",
+        "run_s0",
+        "s0_gate",
+        ("sealed_inputs_5B", "s0_gate_receipt_5B"),
         deps=(),  # every sealed input; filled in by build_state_assets
         description="S0: verify the upstream HashGates and seal every input with its digest.",
     ),
     StateStep(
-        "s1_plan", "run_s1", "s1_plan", ("s1_time_grid_5B", "s1_grouping_5B"),
-        deps=("sealed_inputs_5B", "s0_gate_receipt_5B", "scenario_manifest_5A", "time_grid_policy_5B",
-              "grouping_policy_5B", "merchant_zone_scenario_local_5A", "merchant_zone_profile_5A",
-              "virtual_classification_3B"),
+        "s1_plan",
+        "run_s1",
+        "s1_plan",
+        ("s1_time_grid_5B", "s1_grouping_5B"),
+        deps=(
+            "sealed_inputs_5B",
+            "s0_gate_receipt_5B",
+            "scenario_manifest_5A",
+            "time_grid_policy_5B",
+            "grouping_policy_5B",
+            "merchant_zone_scenario_local_5A",
+            "merchant_zone_profile_5A",
+            "virtual_classification_3B",
+        ),
         description="S1: build the scenario's time grid and assign every entity to a pooling group.",
     ),
     StateStep(
-        "s2_latent", "run_s2", "s2_latent",
+        "s2_latent",
+        "run_s2",
+        "s2_latent",
         ("s2_realised_intensity_5B", "s2_latent_field_5B", "rng_event_arrival_lgcp_gaussian"),
-        deps=("s0_gate_receipt_5B", "s1_time_grid_5B", "s1_grouping_5B", "merchant_zone_scenario_local_5A",
-              "arrival_lgcp_config_5B", "arrival_rng_policy_5B"),
+        deps=(
+            "s0_gate_receipt_5B",
+            "s1_time_grid_5B",
+            "s1_grouping_5B",
+            "merchant_zone_scenario_local_5A",
+            "arrival_lgcp_config_5B",
+            "arrival_rng_policy_5B",
+        ),
         description="S2: sample one correlated log-Gaussian field per group and apply it to λ_target.",
     ),
     StateStep(
-        "s3_counts", "run_s3", "s3_counts", ("s3_bucket_counts_5B", "rng_event_arrival_bucket_count"),
-        deps=("s0_gate_receipt_5B", "s1_grouping_5B", "s2_realised_intensity_5B", "arrival_count_config_5B",
-              "arrival_rng_policy_5B"),
+        "s3_counts",
+        "run_s3",
+        "s3_counts",
+        ("s3_bucket_counts_5B", "rng_event_arrival_bucket_count"),
+        deps=(
+            "s0_gate_receipt_5B",
+            "s1_grouping_5B",
+            "s2_realised_intensity_5B",
+            "arrival_count_config_5B",
+            "arrival_rng_policy_5B",
+        ),
         description="S3: draw a count per (entity, bucket) from the realised intensity.",
     ),
     StateStep(
-        "rng_audit", "run_audit", "rng_audit", ("rng_audit_log_5B",),
+        "rng_audit",
+        "run_audit",
+        "rng_audit",
+        ("rng_audit_log_5B",),
         deps=("rng_event_arrival_lgcp_gaussian", "rng_event_arrival_bucket_count", "arrival_rng_policy_5B"),
         description="Audit: reconcile both RNG families' events, traces and totals for the partition.",
     ),
@@ -100,7 +132,9 @@ def build_state_asset(step: StateStep, sealed_input_keys: tuple[str, ...]) -> dg
         part = partition_of(context)
         st = call_core(context, store.open, part.seed)
         runner = getattr(pipeline, step.runner)
-        result = call_core(context, runner, st, seed=part.seed, scenario_id=part.scenario_id, run_id=context.run.run_id)
+        result = call_core(
+            context, runner, st, seed=part.seed, scenario_id=part.scenario_id, run_id=context.run.run_id
+        )
         by_id = {p.dataset_id: p for p in result.published}
         metrics = result.report.get("metrics") or {}
         tokens = result.identity.tokens()

@@ -1,4 +1,5 @@
 """Fixtures of the Dagster tests: tiny worlds to run the graph in."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,4 +1,5 @@
 """Helpers for the Dagster tests: the graph bound to a run root, and in-process runs of one partition."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,7 +27,11 @@ def run_partition(
     part = parse_partition_key(key)
     register_partitions(instance, [str(part.seed)], [part.scenario_id])
     return defs.resolve_job_def(JOB_NAME).execute_in_process(
-        partition_key=key, instance=instance, raise_on_error=False, asset_selection=selection, run_config=QUIET_CONSOLE
+        partition_key=key,
+        instance=instance,
+        raise_on_error=False,
+        asset_selection=selection,
+        run_config=QUIET_CONSOLE,
     )
 
 

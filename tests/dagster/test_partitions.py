@@ -1,4 +1,5 @@
 """The seed × scenario grid: keys print as "<scenario>|<seed>", parse through Dagster and validate both values."""
+
 import dagster as dg
 import pytest
 
@@ -26,7 +27,14 @@ def test_largest_seed_parses_as_unsigned_64_bit():
 
 @pytest.mark.parametrize(
     "key",
-    ["../etc|42", "baseline_v1|042", "baseline_v1|-1", f"baseline_v1|{2**64}", "Baseline|1", "baseline_v1|1.0"],
+    [
+        "../etc|42",
+        "baseline_v1|042",
+        "baseline_v1|-1",
+        f"baseline_v1|{2**64}",
+        "Baseline|1",
+        "baseline_v1|1.0",
+    ],
 )
 def test_invalid_values_are_identity_invalid(key):
     with pytest.raises(ArrivalError) as info:

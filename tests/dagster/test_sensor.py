@@ -1,4 +1,5 @@
 """The partition sensor registers the world's scenarios and the run plan's default seeds, once."""
+
 from __future__ import annotations
 
 import dagster as dg
@@ -9,7 +10,9 @@ from arrival_assets.sensors import register_partitions
 
 
 def _evaluate(instance: dg.DagsterInstance, root) -> dg.SensorResult | dg.SkipReason:
-    with dg.build_sensor_context(instance=instance, resources={"store": StoreResource(run_root=str(root))}) as context:
+    with dg.build_sensor_context(
+        instance=instance, resources={"store": StoreResource(run_root=str(root))}
+    ) as context:
         return register_partitions(context)
 
 
