@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import queue
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -15,15 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import yaml
 
-from . import contracts, gate, grid, grouping, reports
+from . import audit, contracts, counts, gate, grid, grouping, latent, reports
+from . import store as store_module
 from .encoding import sha256_file, sha256_hex
 from .errors import ALL_CODES, ArrivalError
 from .gate import Gate, SegmentGate, state_code
 from .identity import Identity, compute_parameter_hash, validate_scenario_id, validate_seed
+from .rng import streams
 from .store import Published, Store
 
 _FILE_CHUNK = 1 << 20
@@ -485,3 +490,583 @@ def _s1_body(run: StateRun) -> Sequence[Published]:
 def run_s1(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None) -> StateResult:
     """S1: build the scenario's time grid and pooling groups (seed-invariant outputs per (ph, mf, scenario))."""
     return execute_state(store, "S1", seed=seed, scenario_id=scenario_id, run_id=run_id, body=_s1_body)
+
+
+# ---- S2 / S3: streaming helpers ------------------------------------------------------------------------------------
+
+DEFAULT_CHUNK_ROWS = 4_000_000  # rows per streamed chunk (bounds memory); any chunk size gives the same bytes
+
+
+def default_chunk_entities(buckets: int) -> int:
+    """Entities per chunk so that a chunk holds about DEFAULT_CHUNK_ROWS rows."""
+    return max(1, DEFAULT_CHUNK_ROWS // max(1, buckets))
+
+
+def _sink_schema(store: Store, dataset_id: str) -> pa.Schema:
+    """The contract's Arrow schema; string columns stay dictionary-encoded when the store keeps no Arrow schema
+    in the file (readers then see plain strings), so constant and low-cardinality columns are never expanded."""
+    schema = arrow_schema(store, dataset_id)
+    if store_module.PARQUET_OPTIONS.get("store_schema", True):
+        return schema
+    dictionary = pa.dictionary(pa.int32(), pa.string())
+    return pa.schema([pa.field(f.name, dictionary) if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                      else f for f in schema])
+
+
+class _BackgroundSink:
+    """Feeds one parquet sink from a worker thread, so encoding a chunk overlaps computing the next one."""
+
+    def __init__(self, sink) -> None:
+        self._sink = sink
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (table := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._sink.write(table)
+                except BaseException as exc:  # handed to the producer at its next write or at finish
+                    self._error = exc
+
+    def write(self, table: pa.Table) -> None:
+        """Queue a table (blocks while the previous one is still being encoded)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(table)
+
+    def finish(self) -> None:
+        """Wait until every queued table is written; re-raise a failure of the worker."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+@contextmanager
+def _background(*sinks) -> Iterator[list[_BackgroundSink]]:
+    """Background writers that are always drained before the transaction commits or aborts."""
+    writers = [_BackgroundSink(s) for s in sinks]
+    try:
+        yield writers
+    except BaseException:
+        for w in writers:
+            try:
+                w.finish()
+            except BaseException:  # the original failure is the one to report
+                pass
+        raise
+    for w in writers:
+        w.finish()
+
+
+def _identity_columns(identity: Identity, n: int, *, seeded: bool = True) -> dict[str, pa.Array]:
+    cols = {"manifest_fingerprint": latent.constant(identity.manifest_fingerprint, n),
+            "parameter_hash": latent.constant(identity.parameter_hash, n)}
+    if seeded:
+        cols["seed"] = pa.array(np.full(n, identity.seed, dtype=np.uint64))
+    cols["scenario_id"] = latent.constant(identity.scenario_id, n)
+    return cols
+
+
+def _read_s1(store: Store, identity: Identity, state: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The scenario's time grid and grouping, present and schema-valid, else `S1_OUTPUT_MISSING`."""
+    code = state_code(state, "S1_OUTPUT_MISSING")
+    frames = []
+    for dataset_id in ("s1_time_grid_5B", "s1_grouping_5B"):
+        path = store.path(dataset_id, **identity.tokens())
+        try:
+            frame = pl.read_parquet(path)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise ArrivalError(code, f"{dataset_id} for scenario {identity.scenario_id} cannot be read at {path}: "
+                                     f"{exc}; run S1 first", file=str(path), dataset=dataset_id)
+        validate_output(store, dataset_id, frame, code=code, path=path)
+        _require_identity(frame, identity, path, code=code)
+        frames.append(frame)
+    grid_frame, groups = frames
+    if not np.array_equal(grid_frame["bucket_index"].to_numpy(), np.arange(grid_frame.height)):
+        raise ArrivalError(code, f"s1_time_grid_5B for {identity.scenario_id}: bucket_index is not 0..H-1")
+    return grid_frame, groups
+
+
+def _require_identity(frame: pl.DataFrame, identity: Identity, path: Path, *, code: str) -> None:
+    """Every identity column a frame carries must equal the partition's value."""
+    values = {"manifest_fingerprint": identity.manifest_fingerprint, "parameter_hash": identity.parameter_hash,
+              "seed": identity.seed, "scenario_id": identity.scenario_id}
+    for column, value in values.items():
+        if column in frame.columns and frame.height and (frame[column] != value).any():
+            raise ArrivalError(code, f"{path}: column {column} holds {frame.filter(pl.col(column) != value)[column][0]!r},"
+                                     f" expected {value!r}", file=str(path), column=column)
+
+
+def surface_path(g: Gate, identity: Identity) -> Path:
+    """The scenario's λ surface, still matching the digest S0 sealed (over every scenario's file)."""
+    code = "5B.S2.LAMBDA_SOURCE_MISSING"
+    artifact = "merchant_zone_scenario_local_5A"
+    row = g.sealed(artifact, code=code)
+    files = [(sid, g.path(artifact, code=code, scenario_id=sid)) for sid in g.scenario_set]
+    for sid, path in files:
+        if not path.is_file():
+            raise ArrivalError(code, f"λ surface {artifact} for scenario {sid} is missing at {path}",
+                               file=str(path), artifact_id=artifact)
+    digest = gate.scenario_surface_digest([(sid, sha256_file(path)) for sid, path in files])
+    if digest != row["sha256_hex"]:
+        raise ArrivalError("5B.S2.S0_GATE_INVALID", f"{artifact} changed since S0 sealed it (digest {digest}, "
+                                                    f"sealed {row['sha256_hex']})", artifact_id=artifact)
+    return dict(files)[identity.scenario_id]
+
+
+def _stream_chunks(path: Path, columns: list[str], domain: latent.Domain, chunk_entities: int, *, bucket_column: str,
+                   group_column: str | None, state: str, surface: str) -> Iterator[tuple[int, int, pl.DataFrame]]:
+    """Yield (e0, e1, rows) of whole entities in writer order, refusing a file that does not tile the domain."""
+    scan = pl.scan_parquet(path)
+    try:
+        total = scan.select(pl.len()).collect().item()
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise ArrivalError(state_code(state, "DOMAIN_ALIGN_FAILED"), f"{path} cannot be read: {exc}", file=str(path))
+    if total != domain.rows:
+        raise _alignment_error(scan, domain, bucket_column, state=state, where=str(path), surface=surface)
+    for e0, e1 in latent.chunk_bounds(domain, chunk_entities):
+        chunk = scan.select(columns).slice(e0 * domain.buckets, (e1 - e0) * domain.buckets).collect()
+        bad_key, bad_group = latent.chunk_misaligned(chunk, domain, e0, e1, bucket_column, group_column=group_column)
+        if bad_key is not None:
+            raise _alignment_error(scan, domain, bucket_column, state=state, where=str(path), surface=surface)
+        if bad_group is not None:
+            key = chunk.select(*grouping.ENTITY_KEYS, bucket_column).row(bad_group, named=True)
+            expected = domain.group_ids[domain.entity_group[e0 + bad_group // domain.buckets]]
+            raise ArrivalError(state_code(state, "DOMAIN_ALIGN_FAILED"),
+                               f"{path}: the row at {key} carries {group_column} {chunk[group_column][bad_group]!r} "
+                               f"but s1_grouping_5B assigns {expected!r}", file=str(path), key=key)
+        yield e0, e1, chunk
+
+
+def _alignment_error(scan: pl.LazyFrame, domain: latent.Domain, bucket_column: str, *, state: str, where: str,
+                     surface: str) -> ArrivalError:
+    """Summarise the file per entity (only when it failed to align) and explain the first defect."""
+    b = pl.col(bucket_column)
+    summary = scan.group_by(list(grouping.ENTITY_KEYS)).agg(
+        pl.len().alias("rows"), b.n_unique().alias("distinct"), b.min().alias("min_bucket"),
+        b.max().alias("max_bucket"), b.cast(pl.Int64).sum().alias("sum_bucket")).collect()
+    return latent.alignment_error(summary, domain, state=state, where=where, surface=surface)
+
+
+# ---- S2: latent intensity ------------------------------------------------------------------------------------------
+
+def _latent_field_table(field: latent.LatentField, domain: latent.Domain, identity: Identity) -> pa.Table:
+    """s2_latent_field_5B: one row per (group, bucket), groups in group_id order."""
+    g, h = len(field.group_id), field.buckets
+    n = g * h
+    cols = _identity_columns(identity, n)
+    cols["group_id"] = pa.DictionaryArray.from_arrays(pa.array(np.repeat(np.arange(g, dtype=np.int32), h)),
+                                                      domain.dictionaries["group_id"])
+    cols |= {
+        "bucket_index": pa.array(np.tile(np.arange(h, dtype=np.int32), g)),
+        "latent_value": pa.array(field.latent.ravel()),
+        "latent_mean": pa.array(np.zeros(n)),
+        "latent_std": pa.array(np.repeat(field.sigma, h)),
+        "length_scale_buckets": pa.array(np.repeat(field.length_scale, h)),
+        "lambda_random_component": pa.array(field.factor.ravel()),
+        "clipped": pa.array(field.clipped.ravel()),
+    }
+    return pa.table(cols)
+
+
+def _latent_events_table(field: latent.LatentField, domain: latent.Domain, identity: Identity,
+                         rng: audit.RngPolicy) -> pa.Table:
+    """rng_event_arrival_lgcp_gaussian: one event per group (H blocks, 2H draws) in group_id order."""
+    n = field.events
+    fid = latent.FAMILY_ID
+    cols = {"module": latent.constant(rng.module(fid), n), "substream_label": latent.constant(rng.substream(fid), n),
+            "family_id": latent.constant(fid, n)}
+    cols |= _identity_columns(identity, n)
+    cols["group_id"] = pa.DictionaryArray.from_arrays(pa.array(np.arange(n, dtype=np.int32)),
+                                                      domain.dictionaries["group_id"])
+    cols |= {
+        "rng_key": pa.array(field.rng_key),
+        "rng_counter_before_lo": pa.array(field.counter_before[1]),
+        "rng_counter_before_hi": pa.array(field.counter_before[0]),
+        "rng_counter_after_lo": pa.array(field.counter_after[1]),
+        "rng_counter_after_hi": pa.array(field.counter_after[0]),
+        "draws": pa.array(np.full(n, 2 * field.buckets, dtype=np.int64)),
+        "blocks": pa.array(np.full(n, field.buckets, dtype=np.int64)),
+    }
+    return pa.table(cols)
+
+
+def _trace_table(trace: pl.DataFrame, identity: Identity, rng: audit.RngPolicy, family_id: str) -> pa.Table:
+    n = trace.height
+    cols = {"module": latent.constant(rng.module(family_id), n),
+            "substream_label": latent.constant(rng.substream(family_id), n)}
+    cols |= _identity_columns(identity, n)
+    for name in trace.columns:
+        cols[name] = trace[name].to_arrow()
+    return pa.table(cols)
+
+
+def _realised_table(domain: latent.Domain, e0: int, e1: int, identity: Identity, lgcp: latent.LgcpPolicy,
+                    target: np.ndarray, factor: np.ndarray, realised: np.ndarray) -> pa.Table:
+    """s2_realised_intensity_5B rows of entities e0..e1 (bucket order within each entity)."""
+    n = len(target)
+    cols = _identity_columns(identity, n) | latent.entity_columns(domain, e0, e1, with_group=True)
+    cols |= {"lambda_baseline": pa.array(target), "lambda_random_component": pa.array(factor),
+             "lambda_realised": pa.array(realised), "kernel_id": latent.constant(lgcp.kernel_id, n),
+             "config_version": latent.constant(lgcp.version, n)}
+    return pa.table(cols)
+
+
+@dataclass
+class _Summary:
+    """Running min / max / sum / count of a value over streamed chunks."""
+
+    count: int = 0
+    total: float = 0.0
+    low: float = float("inf")
+    high: float = float("-inf")
+
+    def add(self, values: np.ndarray) -> None:
+        if len(values):
+            self.count += len(values)
+            self.total += float(values.sum())
+            self.low = min(self.low, float(values.min()))
+            self.high = max(self.high, float(values.max()))
+
+    def metrics(self, name: str) -> dict[str, float | None]:
+        empty = self.count == 0
+        return {f"{name}_min": None if empty else self.low, f"{name}_max": None if empty else self.high,
+                f"{name}_mean": None if empty else self.total / self.count}
+
+
+def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
+    store = run.store
+    run.metrics |= {"scenario_count_requested": 1, "scenario_count_succeeded": 0, "scenario_count_failed": 1}
+    with run.timed("load"):
+        run.identity = identity = resolve_identity(store, seed=run.seed, scenario_id=run.scenario_id, state="S2")
+        g = load_gate(store, identity, state="S2")
+        run.scenario_set = g.scenario_set
+        lgcp = latent.parse_lgcp_policy(g.policy("arrival_lgcp_config_5B"))
+        rng = audit.parse_rng_policy(g.policy("arrival_rng_policy_5B"))
+        time_grid, groups = _read_s1(store, identity, "S2")
+        surface = surface_path(g, identity)
+        params = latent.group_parameters(groups, lgcp)
+        domain = latent.build_domain(groups, time_grid.height, tuple(params["group_id"].to_list()))
+    h = domain.buckets
+    run.metrics |= {"total_bucket_count": h, "total_entity_bucket_count": domain.rows,
+                    "total_entity_count": domain.size, "total_group_count": len(domain.group_ids),
+                    "total_latent_values": len(domain.group_ids) * h, "latent_model_id": lgcp.latent_model_id}
+    with run.timed("latent"):
+        field = latent.sample_latent(params, lgcp, h, manifest_fingerprint=identity.manifest_fingerprint,
+                                     parameter_hash=identity.parameter_hash, seed=identity.seed,
+                                     scenario_id=identity.scenario_id, domain_sep=rng.domain_sep)
+        trace = audit.uniform_trace_frame(field.events, 2 * h, h, append_events=rng.trace_append_events)
+    tokens = identity.tokens()
+    paths = {d: store.path(d, **tokens) for d in ("s2_realised_intensity_5B", "s2_latent_field_5B",
+                                                  "rng_event_arrival_lgcp_gaussian", "rng_trace_arrival_lgcp_gaussian")}
+    target_stats, realised_stats = _Summary(), _Summary()
+    capped = 0
+    columns = [*grouping.ENTITY_KEYS, "local_horizon_bucket_index", "lambda_local_scenario", "manifest_fingerprint",
+               "scenario_id"]
+    where = str(surface)
+    with run.timed("stream"), store.transaction("S2") as tx:
+        if lgcp.emit_latent_field:
+            tx.parquet("s2_latent_field_5B", paths["s2_latent_field_5B"], _sink_schema(store, "s2_latent_field_5B")
+                       ).write(_latent_field_table(field, domain, identity))
+        tx.parquet("rng_event_arrival_lgcp_gaussian", paths["rng_event_arrival_lgcp_gaussian"],
+                   _sink_schema(store, "rng_event_arrival_lgcp_gaussian")
+                   ).write(_latent_events_table(field, domain, identity, rng))
+        tx.parquet("rng_trace_arrival_lgcp_gaussian", paths["rng_trace_arrival_lgcp_gaussian"],
+                   _sink_schema(store, "rng_trace_arrival_lgcp_gaussian")
+                   ).write(_trace_table(trace, identity, rng, latent.FAMILY_ID))
+        sink = tx.parquet("s2_realised_intensity_5B", paths["s2_realised_intensity_5B"],
+                          _sink_schema(store, "s2_realised_intensity_5B"))
+        with _background(sink) as (writer,):
+            for e0, e1, chunk in _stream_chunks(surface, columns, domain, chunk_entities or default_chunk_entities(h),
+                                                bucket_column="local_horizon_bucket_index", group_column=None,
+                                                state="S2", surface="merchant_zone_scenario_local_5A"):
+                _require_identity(chunk.select("manifest_fingerprint", "scenario_id"), identity, surface,
+                                  code="5B.S2.DOMAIN_ALIGN_FAILED")
+                target = chunk["lambda_local_scenario"].to_numpy()
+                error = latent.numeric_error(target, chunk, "local_horizon_bucket_index", column="lambda_local_scenario",
+                                             code="5B.S2.REALISED_NUMERIC_INVALID", where=where)
+                if error is not None:
+                    raise error
+                factor, realised = latent.realise(target, domain.entity_group[e0:e1], field, lgcp.lambda_max)
+                if lgcp.lambda_max is not None:
+                    capped += int((target * factor > lgcp.lambda_max).sum())
+                error = latent.numeric_error(realised, chunk, "local_horizon_bucket_index", column="lambda_realised",
+                                             code="5B.S2.REALISED_NUMERIC_INVALID", where=where)
+                if error is not None:
+                    raise error
+                target_stats.add(target)
+                realised_stats.add(realised)
+                writer.write(_realised_table(domain, e0, e1, identity, lgcp, target, factor, realised))
+    factor_stats = _Summary()
+    factor_stats.add(field.factor.ravel())
+    run.metrics |= {
+        "scenario_count_succeeded": 1, "scenario_count_failed": 0,
+        "latent_field_rows_written": field.factor.size if lgcp.emit_latent_field else 0,
+        "latent_rng_event_count": field.events, "latent_rng_total_draws": 2 * h * field.events,
+        "latent_rng_total_blocks": h * field.events, "rng_trace_appends": trace.height,
+        **factor_stats.metrics("lambda_random_component"),
+        "latent_gaussian_mean": float(field.latent.mean()), "latent_gaussian_var": float(field.latent.var()),
+        "latent_values_clipped": int(field.clipped.sum()),
+        "latent_values_clipped_low": int((field.clipped & (field.factor == lgcp.min_factor)).sum()),
+        "latent_values_clipped_high": int((field.clipped & (field.factor == lgcp.max_factor)).sum()),
+        "lambda_max_capped_rows": capped,
+        **target_stats.metrics("lambda_target"), **realised_stats.metrics("lambda_realised"),
+        "chunk_entities": chunk_entities or default_chunk_entities(h),
+    }
+    return tx.published
+
+
+def run_s2(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
+           chunk_entities: int | None = None) -> StateResult:
+    """S2: sample one latent field per group and publish λ_realised, the field and the RNG log (per seed)."""
+    return execute_state(store, "S2", seed=seed, scenario_id=scenario_id, run_id=run_id,
+                         body=lambda run: _s2_body(run, chunk_entities))
+
+
+# ---- S3: bucket counts ---------------------------------------------------------------------------------------------
+
+_S2_COLUMNS = ["manifest_fingerprint", "parameter_hash", "seed", "scenario_id", *grouping.ENTITY_KEYS, "bucket_index",
+               "group_id", "lambda_realised"]
+
+
+def _counts_table(domain: latent.Domain, e0: int, e1: int, identity: Identity, policy: counts.CountPolicy,
+                  mu: np.ndarray, draws: counts.CountDraws) -> pa.Table:
+    """s3_bucket_counts_5B rows of entities e0..e1; μ is λ_realised itself (never rescaled)."""
+    n = len(mu)
+    cols = _identity_columns(identity, n) | latent.entity_columns(domain, e0, e1, with_group=True)
+    cols |= {"lambda_realised": pa.array(mu), "mu": pa.array(mu), "count_N": pa.array(draws.count),
+             "count_law_id": latent.constant(policy.law, n), "count_capped": pa.array(draws.capped)}
+    return pa.table(cols)
+
+
+def _count_events_table(domain: latent.Domain, e0: int, e1: int, identity: Identity, policy: counts.CountPolicy,
+                        rng: audit.RngPolicy, draws: counts.CountDraws) -> pa.Table:
+    """rng_event_arrival_bucket_count rows: one per drawing (entity, bucket), in writer order."""
+    n = len(draws.key)
+    fid = counts.FAMILY_ID
+    entity = latent.entity_columns(domain, e0, e1, with_group=False)
+    keep = pa.array(draws.drew)
+    cols = {"module": latent.constant(rng.module(fid), n), "substream_label": latent.constant(rng.substream(fid), n),
+            "family_id": latent.constant(fid, n)}
+    cols |= _identity_columns(identity, n)
+    cols |= {name: column.filter(keep) for name, column in entity.items()}
+    cols |= {
+        "rng_key": pa.array(draws.key),
+        "rng_counter_before_lo": pa.array(draws.before_lo),
+        "rng_counter_before_hi": pa.array(draws.before_hi),
+        "rng_counter_after_lo": pa.array(draws.after_lo),
+        "rng_counter_after_hi": pa.array(draws.after_hi),
+        "draws": pa.array(np.full(n, policy.draws_per_event, dtype=np.int64)),
+        "blocks": pa.array(np.ones(n, dtype=np.int64)),
+    }
+    return pa.table(cols)
+
+
+def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
+    store = run.store
+    run.metrics |= {"scenario_count_requested": 1, "scenario_count_succeeded": 0, "scenario_count_failed": 1}
+    with run.timed("load"):
+        run.identity = identity = resolve_identity(store, seed=run.seed, scenario_id=run.scenario_id, state="S3")
+        g = load_gate(store, identity, state="S3")
+        run.scenario_set = g.scenario_set
+        policy = counts.parse_count_policy(g.policy("arrival_count_config_5B"))
+        rng = audit.parse_rng_policy(g.policy("arrival_rng_policy_5B"))
+        time_grid, groups = _read_s1(store, identity, "S3")
+        domain = latent.build_domain(groups, time_grid.height, tuple(groups["group_id"].unique().sort().to_list()))
+        kappa = counts.entity_kappa(groups, policy) if policy.law == "nb2" else None
+        source = store.path("s2_realised_intensity_5B", **identity.tokens())
+        if not source.is_file():
+            raise ArrivalError("5B.S3.S2_OUTPUT_MISSING", f"s2_realised_intensity_5B is missing at {source}; run S2 "
+                                                          f"for seed {identity.seed} first", file=str(source))
+    h = domain.buckets
+    step = chunk_entities or default_chunk_entities(h)
+    run.metrics |= {"total_bucket_count": h, "total_entity_bucket_count": domain.rows, "total_entity_count": domain.size,
+                    "total_group_count": len(domain.group_ids), "count_law_id": policy.law, "chunk_entities": step}
+    tokens = identity.tokens()
+    paths = {d: store.path(d, **tokens) for d in ("s3_bucket_counts_5B", "rng_event_arrival_bucket_count",
+                                                  "rng_trace_arrival_bucket_count")}
+    mu_stats, count_stats = _Summary(), _Summary()
+    events = capped = 0
+    with run.timed("stream"), store.transaction("S3") as tx:
+        sinks = [tx.parquet(d, paths[d], _sink_schema(store, d))
+                 for d in ("s3_bucket_counts_5B", "rng_event_arrival_bucket_count")]
+        with _background(*sinks) as (count_writer, event_writer):
+            for e0, e1, chunk in _stream_chunks(source, _S2_COLUMNS, domain, step, bucket_column="bucket_index",
+                                                group_column="group_id", state="S3",
+                                                surface="s2_realised_intensity_5B"):
+                _require_identity(chunk.select(_S2_COLUMNS[:4]), identity, source, code="5B.S3.S2_OUTPUT_MISSING")
+                mu = chunk["lambda_realised"].to_numpy()
+                error = latent.numeric_error(mu, chunk, "bucket_index", column="lambda_realised",
+                                             code="5B.S3.S2_OUTPUT_MISSING", where=str(source))
+                if error is not None:
+                    raise error
+                entities = domain.entities.slice(e0, e1 - e0)
+                bases = streams.stream_bases(counts.FAMILY_ID, identity.manifest_fingerprint, identity.parameter_hash,
+                                             identity.seed, identity.scenario_id, counts.domain_keys(entities),
+                                             domain_sep=rng.domain_sep)
+                draws = counts.draw_counts(mu, np.repeat(np.arange(e1 - e0), h),
+                                           np.tile(np.arange(h, dtype=np.int32), e1 - e0), bases,
+                                           None if kappa is None else kappa[e0:e1], policy)
+                events += len(draws.key)
+                capped += int(draws.capped.sum())
+                mu_stats.add(mu)
+                count_stats.add(draws.count.astype(np.float64))
+                count_writer.write(_counts_table(domain, e0, e1, identity, policy, mu, draws))
+                event_writer.write(_count_events_table(domain, e0, e1, identity, policy, rng, draws))
+        trace = audit.uniform_trace_frame(events, policy.draws_per_event, 1, append_events=rng.trace_append_events)
+        tx.parquet("rng_trace_arrival_bucket_count", paths["rng_trace_arrival_bucket_count"],
+                   _sink_schema(store, "rng_trace_arrival_bucket_count")
+                   ).write(_trace_table(trace, identity, rng, counts.FAMILY_ID))
+    run.metrics |= {
+        "scenario_count_succeeded": 1, "scenario_count_failed": 0,
+        "count_rng_event_count": events, "count_rng_total_draws": events * policy.draws_per_event,
+        "count_rng_total_blocks": events, "rng_trace_appends": trace.height,
+        "zero_intensity_rows": domain.rows - events, "capped_count_rows": capped,
+        **mu_stats.metrics("lambda_realised"), **count_stats.metrics("count_N"),
+        "count_N_total": int(round(count_stats.total)),
+    }
+    return tx.published
+
+
+def run_s3(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
+           chunk_entities: int | None = None) -> StateResult:
+    """S3: draw a count per (entity, bucket) from λ_realised and publish the counts and their RNG log (per seed)."""
+    return execute_state(store, "S3", seed=seed, scenario_id=scenario_id, run_id=run_id,
+                         body=lambda run: _s3_body(run, chunk_entities))
+
+
+# ---- audit: RNG accounting per partition ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FamilyLedger:
+    """One RNG family of a partition as published: event-log totals, its trace, and what the outputs imply."""
+
+    family_id: str
+    events: audit.FamilyTotals
+    trace: pl.DataFrame
+    expected: audit.FamilyTotals
+    event_path: Path
+    trace_path: Path
+
+
+def _scan_existing(store: Store, dataset_id: str, identity: Identity, *, code: str) -> tuple[pl.LazyFrame, Path]:
+    path = store.path(dataset_id, **identity.tokens())
+    if not path.is_file():
+        raise ArrivalError(code, f"{dataset_id} is missing at {path}; run its state for seed {identity.seed} first",
+                           file=str(path), dataset=dataset_id)
+    return pl.scan_parquet(path), path
+
+
+def _event_totals(scan: pl.LazyFrame) -> audit.FamilyTotals:
+    row = scan.select(pl.len().alias("events"), pl.col("draws").sum().alias("draws"),
+                      pl.col("blocks").sum().alias("blocks")).collect().row(0)
+    return audit.FamilyTotals(*(int(v or 0) for v in row))
+
+
+def read_ledgers(g: Gate) -> tuple[FamilyLedger, FamilyLedger]:
+    """Both families' published logs and traces, and the totals S2's and S3's outputs imply under the policies."""
+    store, identity = g.store, g.identity
+    lgcp = latent.parse_lgcp_policy(g.policy("arrival_lgcp_config_5B"))
+    policy = counts.parse_count_policy(g.policy("arrival_count_config_5B"))
+    s2_code, s3_code = "5B.S3.S2_OUTPUT_MISSING", "5B.S3.RNG_ACCOUNTING_MISMATCH"
+    realised, _ = _scan_existing(store, "s2_realised_intensity_5B", identity, code=s2_code)
+    groups, buckets = realised.select(pl.col("group_id").n_unique(), pl.col("bucket_index").n_unique()).collect().row(0)
+    if lgcp.latent_model_id == "none":
+        groups = 0
+    ledgers = []
+    for family_id, events_id, trace_id, code, expected in (
+        (latent.FAMILY_ID, "rng_event_arrival_lgcp_gaussian", "rng_trace_arrival_lgcp_gaussian", s2_code,
+         lambda: audit.FamilyTotals(groups, 2 * buckets * groups, buckets * groups)),
+        (counts.FAMILY_ID, "rng_event_arrival_bucket_count", "rng_trace_arrival_bucket_count", s3_code,
+         lambda: _count_expectation(store, identity, policy)),
+    ):
+        events, event_path = _scan_existing(store, events_id, identity, code=code)
+        trace, trace_path = _scan_existing(store, trace_id, identity, code=code)
+        ledgers.append(FamilyLedger(family_id, _event_totals(events), trace.collect(), expected(), event_path,
+                                    trace_path))
+    return ledgers[0], ledgers[1]
+
+
+def _count_expectation(store: Store, identity: Identity, policy: counts.CountPolicy) -> audit.FamilyTotals:
+    scan, _ = _scan_existing(store, "s3_bucket_counts_5B", identity, code="5B.S3.RNG_ACCOUNTING_MISMATCH")
+    drawing = int(scan.select((pl.col("mu") > policy.lambda_zero_eps).sum()).collect().item())
+    return audit.FamilyTotals(drawing, drawing * policy.draws_per_event, drawing)
+
+
+def _audit_body(run: StateRun) -> Sequence[Published]:
+    store = run.store
+    with run.timed("load"):
+        run.identity = identity = resolve_identity(store, seed=run.seed, scenario_id=run.scenario_id, state="AUDIT")
+        g = load_gate(store, identity, state="AUDIT")
+        run.scenario_set = g.scenario_set
+        rng = audit.parse_rng_policy(g.policy("arrival_rng_policy_5B"))
+        ledgers = read_ledgers(g)
+    with run.timed("reconcile"):
+        families = {}
+        for ledger in ledgers:
+            audit.reconcile(ledger.family_id, events=ledger.events, trace=audit.trace_totals(ledger.trace),
+                            expected=ledger.expected,
+                            trace_issues=audit.trace_problems(ledger.trace, append_events=rng.trace_append_events),
+                            code="5B.S3.RNG_ACCOUNTING_MISMATCH", where=str(ledger.event_path))
+            families[ledger.family_id] = (ledger.events, ledger.trace.height)
+            run.metrics[ledger.family_id] = {"events": ledger.events.events, "draws": ledger.events.draws,
+                                             "blocks": ledger.events.blocks, "trace_appends": ledger.trace.height}
+        record = audit.audit_record(rng, g.sealed("arrival_rng_policy_5B")["sha256_hex"], identity, families)
+        path = store.path("rng_audit_log_5B", **identity.tokens())
+        contracts.validate_document(record, store.entry("rng_audit_log_5B").schema_ref,
+                                    code="5B.S3.RNG_ACCOUNTING_MISMATCH", where=str(path),
+                                    contracts_dir=store.contracts_dir)
+    with run.timed("publish"), store.transaction("S3") as tx:
+        tx.write_json("rng_audit_log_5B", path, record)
+    return tx.published
+
+
+def run_audit(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None) -> StateResult:
+    """Audit: reconcile both RNG families (events ↔ trace ↔ outputs) and publish the partition's audit record."""
+    return execute_state(store, "AUDIT", seed=seed, scenario_id=scenario_id, run_id=run_id, body=_audit_body)
+
+
+# ---- reading published outputs (for checks and `arrival verify`) ---------------------------------------------------
+
+def output_path(store: Store, dataset_id: str, identity: Identity) -> Path:
+    """Where a 5B output of a partition lives."""
+    return store.path(dataset_id, **identity.tokens())
+
+
+def table_rows(path: Path) -> int:
+    """Row count of a parquet file, from its footer."""
+    return pl.scan_parquet(path).select(pl.len()).collect().item()
+
+
+def read_slices(path: Path, length: int, columns: Sequence[str] | None = None) -> Iterator[tuple[int, pl.DataFrame]]:
+    """Consecutive row slices of a parquet file, `length` rows each, as (first row, frame)."""
+    scan = pl.scan_parquet(path)
+    total = table_rows(path)
+    for start in range(0, total, max(1, length)):
+        part = scan if columns is None else scan.select(columns)
+        yield start, part.slice(start, length).collect()
+
+
+def read_table(path: Path, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """A whole (small) parquet table."""
+    return pl.read_parquet(path, columns=list(columns) if columns else None)
+
+
+def read_document(path: Path) -> object:
+    """A JSON document."""
+    return json.loads(Path(path).read_bytes())
+
+
+def read_entity_keys(path: Path) -> pl.DataFrame:
+    """The distinct entities of a λ surface (key columns only)."""
+    return _read_domain(path, code="5B.S1.DOMAIN_INVALID")
+
+
+def read_rows(path: Path, start: int, length: int) -> pl.DataFrame:
+    """Rows [start, start + length) of a parquet file."""
+    return pl.scan_parquet(path).slice(start, length).collect()

@@ -1,0 +1,130 @@
+"""S3 bucket counts: one Philox block per drawing (entity, bucket) at its stream's base + bucket_index."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import polars as pl
+
+from .errors import ArrivalError
+from .rng import streams
+
+FAMILY_ID = "S3.bucket_count.v1"
+LAWS = ("poisson", "nb2")
+DRAWS_PER_EVENT = {"poisson": 1, "nb2": 2}
+_U64_MAX = np.uint64(2**64 - 1)
+
+
+@dataclass(frozen=True)
+class CountPolicy:
+    """The parsed `arrival_count_config_5B`: the count law, the zero threshold, the cap and the NB2 κ law."""
+
+    version: str
+    law: str
+    lambda_zero_eps: float
+    max_count: int
+    kappa_base: Mapping[str, float]
+    kappa_demand: Mapping[str, float]
+    kappa_bounds: tuple[float, float]
+
+    @property
+    def draws_per_event(self) -> int:
+        return DRAWS_PER_EVENT[self.law]
+
+
+def parse_count_policy(doc: Mapping) -> CountPolicy:
+    """Read a schema-valid count config; refuse what the schema cannot express (κ bounds out of order)."""
+    nb2 = doc["nb2"]
+    policy = CountPolicy(
+        version=doc["version"],
+        law=doc["count_law_id"],
+        lambda_zero_eps=float(doc["lambda_zero_eps"]),
+        max_count=int(doc["max_count_per_bucket"]),
+        kappa_base=dict(nb2["kappa_base_by_scenario_band"]),
+        kappa_demand=dict(nb2["demand_class_multipliers"]),
+        kappa_bounds=(float(nb2["kappa_bounds"][0]), float(nb2["kappa_bounds"][1])),
+    )
+    if policy.law not in LAWS or not policy.kappa_bounds[0] <= policy.kappa_bounds[1]:
+        raise ArrivalError("5B.S3.COUNT_CONFIG_INVALID",
+                           f"arrival_count_config_5B: count_law_id {policy.law!r} must be one of {list(LAWS)} and "
+                           f"kappa_bounds {list(policy.kappa_bounds)} must be ordered", policy="arrival_count_config_5B")
+    return policy
+
+
+def entity_kappa(grouping: pl.DataFrame, policy: CountPolicy) -> np.ndarray:
+    """NB2 shape κ = clamp(κ_base[band] · m_demand, bounds) per grouping row (entity order)."""
+    try:
+        kappa = grouping.select(
+            (pl.col("scenario_band").replace_strict(dict(policy.kappa_base), return_dtype=pl.Float64)
+             * pl.col("demand_class").replace_strict(dict(policy.kappa_demand), return_dtype=pl.Float64))
+            .clip(*policy.kappa_bounds)
+        ).to_series()
+    except pl.exceptions.InvalidOperationError as exc:
+        raise ArrivalError("5B.S3.COUNT_CONFIG_INVALID",
+                           f"arrival_count_config_5B has no κ for a stratum of s1_grouping_5B: {exc}",
+                           policy="arrival_count_config_5B") from exc
+    return kappa.to_numpy()
+
+
+def domain_keys(entities: pl.DataFrame) -> list[str]:
+    """The S3 stream domain key of each entity, exactly as the RNG policy's template spells it."""
+    return entities.select(
+        pl.format("merchant_id={}|legal_country_iso={}|tzid={}|channel_group={}",
+                  "merchant_id", "legal_country_iso", "tzid", "channel_group")
+    ).to_series().to_list()
+
+
+@dataclass(frozen=True)
+class CountDraws:
+    """Counts of a chunk of whole entities, and the envelope of each RNG event (rows with μ > eps, in row order)."""
+
+    count: np.ndarray  # Int64, per row
+    capped: np.ndarray  # bool, per row
+    drew: np.ndarray  # bool, per row: μ > lambda_zero_eps, i.e. an event was emitted
+    key: np.ndarray  # per event
+    before_hi: np.ndarray
+    before_lo: np.ndarray
+    after_hi: np.ndarray
+    after_lo: np.ndarray
+
+
+def draw_counts(
+    mu: np.ndarray,
+    entity: np.ndarray,
+    bucket: np.ndarray,
+    bases: tuple[np.ndarray, np.ndarray, np.ndarray],
+    kappa: np.ndarray | None,
+    policy: CountPolicy,
+) -> CountDraws:
+    """Draw N per row from μ: Poisson `PoissonInv(μ, u(x0))`, or NB2 `PoissonInv(GammaInv(κ, u(x0))·μ/κ, u(x1))`.
+
+    `entity` indexes each row's stream in `bases` = (key, hi, lo) and, for NB2, its κ; `bucket` is the block offset.
+    """
+    drew = mu > policy.lambda_zero_eps
+    rows = np.flatnonzero(drew)
+    ent = entity[rows]
+    key, base_hi, base_lo = (b[ent] for b in bases)
+    offset = bucket[rows].astype(np.uint64)
+    before_lo = base_lo + offset
+    before_hi = base_hi + (before_lo < base_lo).astype(np.uint64)
+    after_lo = before_lo + np.uint64(1)
+    after_hi = before_hi + (after_lo == 0).astype(np.uint64)
+    wrapped = (before_hi < base_hi) | (after_hi < before_hi)
+    if wrapped.any():
+        raise ArrivalError("5B.S3.RNG_ACCOUNTING_MISMATCH",
+                           f"the count stream of row {int(rows[np.argmax(wrapped)])} wraps the 128-bit Philox counter")
+    from .rng import variates  # lands with the RNG core
+    x0, x1 = streams.blocks(key, base_hi, base_lo, offset)
+    m = mu[rows]
+    if policy.law == "poisson":
+        n = variates.poisson_inv(m, variates.u01(x0))
+    else:
+        k = kappa[ent]
+        n = variates.poisson_inv(variates.gamma_inv(k, variates.u01(x0)) * (m / k), variates.u01(x1))
+    n = np.asarray(n, dtype=np.int64)
+    count = np.zeros(len(mu), dtype=np.int64)
+    capped = np.zeros(len(mu), dtype=bool)
+    count[rows] = np.minimum(n, policy.max_count)
+    capped[rows] = n > policy.max_count
+    return CountDraws(count, capped, drew, key, before_hi, before_lo, after_hi, after_lo)
