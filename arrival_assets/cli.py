@@ -1,10 +1,10 @@
-"""The `arrival` console script: one small function per subcommand; Dagster is imported only inside commands."""
+"""The `arrival` console script: one small function per subcommand; Dagster is imported inside commands."""
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from arrival_core.errors import ArrivalError
 from arrival_core.identity import validate_seed
@@ -26,12 +26,13 @@ def _seed_list(text: str) -> list[int]:
 # ---- arrival world create -------------------------------------------------------------------------------------
 
 def world_create(args: argparse.Namespace) -> int:
-    """Create (or confirm, byte for byte) a synthetic world and print where it is, its fingerprint and row counts."""
+    """Create (or confirm byte for byte) a synthetic world; print its root, fingerprint and row counts."""
     from arrival_core.world import create_world
 
     root = Path(args.root) if args.root else DEFAULT_ROOT_PARENT / args.profile
     world_seed = None if args.world_seed is None else validate_seed(args.world_seed)
-    info = create_world(args.profile, root, world_seed=world_seed, seeds=_seed_list(args.seeds), progress=_err)
+    info = create_world(args.profile, root, world_seed=world_seed, seeds=_seed_list(args.seeds),
+                        progress=_err)
     print(f"run root             {info.root}")
     print(f"profile              {info.profile} (world_seed {info.world_seed})")
     print(f"manifest_fingerprint {info.manifest_fingerprint}")
@@ -53,7 +54,7 @@ def _add_world(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--profile", required=True, choices=available_profiles())
     create.add_argument("--root", help="run root (default ./.arrival/<profile>)")
     create.add_argument("--world-seed", help="world seed (default: the profile's)")
-    create.add_argument("--seeds", default="42", help="comma-separated seeds to write 3B files for (default 42)")
+    create.add_argument("--seeds", default="42", help="comma-separated seeds to write 3B files for (42)")
     create.set_defaults(handler=world_create)
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny and demo synthetic worlds, made once per session, and fresh copies to tamper with."""
+"""Shared fixtures: the tiny and demo synthetic worlds, made once per session, and copies to tamper with."""
 from __future__ import annotations
 
 import shutil
@@ -20,7 +20,7 @@ def _copy(world: WorldInfo, root: Path) -> WorldInfo:
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> WorldInfo:
-    """The tiny world (default world_seed, 3B files for seeds 1 and 42); read-only — tamper with `tiny_world_copy`."""
+    """The tiny world (default world_seed, 3B files for seeds 1 and 42); read-only, see `tiny_world_copy`."""
     return create_world("tiny", tmp_path_factory.mktemp("tiny_world"), seeds=TINY_SEEDS)
 
 
@@ -32,7 +32,7 @@ def tiny_world_copy(tiny_world: WorldInfo, tmp_path: Path) -> WorldInfo:
 
 @pytest.fixture(scope="session")
 def demo_world(tmp_path_factory: pytest.TempPathFactory) -> WorldInfo:
-    """The demo world (default world_seed, 3B file for seed 42); read-only — tamper with `demo_world_copy`."""
+    """The demo world (default world_seed, 3B file for seed 42); read-only, see `demo_world_copy`."""
     return create_world("demo", tmp_path_factory.mktemp("demo_world"), seeds=DEMO_SEEDS)
 
 

@@ -1,4 +1,4 @@
-"""The synthetic upstream world: profiles, population, λ surfaces and HashGate bundles, written through the store."""
+"""The synthetic upstream world: profiles, population, λ surfaces and HashGate bundles, via the store."""
 from .generate import WorldInfo, create_world, ensure_seed, world_identity
 from .profiles import available_profiles, load_profile
 

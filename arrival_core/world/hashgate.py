@@ -1,8 +1,8 @@
-"""HashGate bundles (DESIGN §3.1): members, an index of their sha256 sorted by path, and a PASS flag over their bytes."""
+"""HashGate bundles (DESIGN §3.1): members, an index of their sha256 by path, a PASS flag over their bytes."""
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..contracts import DatasetEntry
 from ..encoding import canonical_json, sha256_hex
@@ -18,14 +18,16 @@ def bundle_digest(members: Mapping[str, bytes]) -> str:
     return h.hexdigest()
 
 
-def bundle_files(entry: DatasetEntry, manifest_fingerprint: str, members: Mapping[str, bytes]) -> dict[str, bytes]:
-    """Return {file name: bytes} of a passing bundle: the members, the index and the flag the dictionary names.
+def bundle_files(
+    entry: DatasetEntry, manifest_fingerprint: str, members: Mapping[str, bytes]
+) -> dict[str, bytes]:
+    """Return {file name: bytes} of a passing bundle: its members, index and flag (names from the dictionary).
 
-    The flag is text (`sha256_hex = <hex>`) or JSON (`{"bundle_digest_sha256": ...}`) as the entry's flag schema says.
+    The flag is text (`sha256_hex = <hex>`) or JSON (`{"bundle_digest_sha256": ...}`) as its schema says.
     """
     reserved = {entry.raw["index_file"], entry.raw["flag_file"]} & set(members)
     if reserved:
-        raise ValueError(f"bundle {entry.id}: member names {sorted(reserved)} are reserved for the index and flag")
+        raise ValueError(f"bundle {entry.id}: member names {sorted(reserved)} are the index and flag names")
     index = {
         "segment": entry.owner_segment,
         "manifest_fingerprint": manifest_fingerprint,

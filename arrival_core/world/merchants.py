@@ -1,4 +1,4 @@
-"""The merchant population: heavy-tailed sizes, demand classes, virtual modes, zones and channels, as entity tables."""
+"""The merchant population: heavy-tailed sizes, demand classes, virtual modes, zones and channels."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ class Population:
 
 
 def draw_population(spec: PopulationSpec, zones: Zones, n_entities: int, world_key: str) -> Population:
-    """Draw merchants until exactly `n_entities` entities exist (the last merchant may lose trailing entities)."""
+    """Draw merchants until exactly `n_entities` entities exist (the last one may lose trailing entities)."""
     m = n_entities  # every merchant has at least one entity, so this many candidates always suffice
     size = spec.median_weekly * np.exp(spec.sigma * generator(world_key, "merchant.size").standard_normal(m))
     quantile = np.argsort(np.argsort(size, kind="stable"), kind="stable") / m
@@ -83,16 +83,18 @@ def _draw_virtual_modes(spec: PopulationSpec, cls: np.ndarray, world_key: str) -
 def _draw_zones(
     spec: PopulationSpec, zones: Zones, quantile: np.ndarray, world_key: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return each merchant's zones (home first, drawn by weight without replacement), volume shares and zone count."""
+    """Return each merchant's zones (home first, by weight, no repeats), volume shares and zone count."""
     m = quantile.size
     rng = generator(world_key, "merchant.zones")
     starts = np.asarray([t[0] for t in spec.zone_tiers])
     lo = np.asarray([t[1] for t in spec.zone_tiers])
     hi = np.asarray([t[2] for t in spec.zone_tiers])
     tier = np.searchsorted(starts, quantile, side="right") - 1
-    count = np.minimum(lo[tier] + np.floor(rng.random(m) * (hi[tier] - lo[tier] + 1)).astype(np.int64), len(zones))
+    drawn = lo[tier] + np.floor(rng.random(m) * (hi[tier] - lo[tier] + 1)).astype(np.int64)
+    count = np.minimum(drawn, len(zones))
     weights = np.asarray(zones.weights)
-    keys = np.log(weights)[None, :] + rng.gumbel(size=(m, len(zones)))  # Gumbel top-k = weighted, no replacement
+    # Gumbel top-k: the k largest keys are a weighted draw of k zones without replacement.
+    keys = np.log(weights)[None, :] + rng.gumbel(size=(m, len(zones)))
     width = int(count.max())
     zone = np.argsort(-keys, axis=1, kind="stable")[:, :width]
     raw = rng.exponential(size=(m, width)) * weights[zone]
@@ -104,7 +106,7 @@ def _draw_zones(
 def _draw_channels(
     spec: PopulationSpec, cls: np.ndarray, mode: np.ndarray, quantile: np.ndarray, world_key: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return 0 card_present only, 1 card_not_present only, 2 both per merchant, and the card_present volume share."""
+    """Return 0 card_present only, 1 card_not_present only or 2 both, and the card_present volume share."""
     mixes = np.asarray([c.channels for c in spec.classes])[cls]
     virtual_only = mode == 2
     mixes[virtual_only] = spec.virtual_only_channels

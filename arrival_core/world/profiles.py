@@ -1,11 +1,13 @@
-"""World profiles: load `config/worlds/<profile>.yaml` with its zone and shape catalogues, validated, as frozen specs."""
+"""World profiles: `config/worlds/<profile>.yaml` with its zone and shape catalogues, as frozen specs."""
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jsonschema
 import yaml
@@ -46,7 +48,7 @@ class Horizon:
 
 @dataclass(frozen=True)
 class Surge:
-    """A window of the stress scenario where λ is the baseline times `multiplier` (for some classes or all)."""
+    """A window where λ is the baseline times `multiplier` (for the listed classes, or all)."""
 
     start: datetime
     end: datetime
@@ -94,7 +96,7 @@ class PopulationSpec:
 
 @dataclass(frozen=True)
 class Profile:
-    """A validated world profile with its catalogues; `content` is everything the world depends on, for hashing."""
+    """A validated profile with its catalogues; `content` is everything the world depends on (hashed)."""
 
     name: str
     description: str
@@ -127,7 +129,8 @@ def load_profile(name: str, config_dir: Path = contracts.DEFAULT_CONFIG_DIR) -> 
     """Load, validate and resolve a profile by name; PROFILE_INVALID names the file and field at fault."""
     folder = worlds_dir(config_dir)
     if name not in available_profiles(config_dir):
-        raise invalid(folder / f"{name}.yaml", f"no profile {name!r}; available: {', '.join(available_profiles(config_dir))}")
+        known = ", ".join(available_profiles(config_dir))
+        raise invalid(folder / f"{name}.yaml", f"no profile {name!r}; available: {known}")
     path = folder / f"{name}.yaml"
     doc = _read_yaml(path)
     _check_schema(doc, path, folder / PROFILE_SCHEMA_FILE)
@@ -171,7 +174,7 @@ def _check_schema(doc: Any, path: Path, schema_path: Path) -> None:
 
 def parse_instant(text: str) -> datetime:
     """Parse a profile instant (`YYYY-MM-DDTHH:MM:00Z`) as an aware UTC datetime."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 def _aligned(instant: datetime, bucket_seconds: int) -> bool:
@@ -181,7 +184,7 @@ def _aligned(instant: datetime, bucket_seconds: int) -> bool:
 def _horizon(raw: Mapping[str, Any], path: Path) -> Horizon:
     horizon = Horizon(parse_instant(raw["start_utc"]), int(raw["days"]), int(raw["bucket_seconds"]))
     if not _aligned(horizon.start, horizon.bucket_seconds):
-        raise invalid(path, f"horizon.start_utc {raw['start_utc']} is not on a {horizon.bucket_seconds} s boundary")
+        raise invalid(path, f"horizon.start_utc {raw['start_utc']} is not on a bucket boundary")
     return horizon
 
 
@@ -204,9 +207,10 @@ def _population(raw: Mapping[str, Any], path: Path, class_order: tuple[str, ...]
             raise invalid(path, f"{where}.virtual: HYBRID + VIRTUAL_ONLY exceeds 1")
         classes.append(DemandClassSpec(name, float(spec["share"]), _mix(spec["channels"], path, where),
                                        float(spec["card_present_share"]), hybrid, virtual_only))
-    tiers = tuple((float(t["from_quantile"]), int(t["min"]), int(t["max"])) for t in raw["zones_per_merchant"])
+    tiers = tuple((float(t["from_quantile"]), int(t["min"]), int(t["max"]))
+                  for t in raw["zones_per_merchant"])
     starts = [t[0] for t in tiers]
-    if starts[0] != 0.0 or any(b <= a for a, b in zip(starts, starts[1:])):
+    if starts[0] != 0.0 or any(b <= a for a, b in itertools.pairwise(starts)):
         raise invalid(path, "merchants.zones_per_merchant: from_quantile must start at 0 and increase")
     if any(lo > hi for _, lo, hi in tiers):
         raise invalid(path, "merchants.zones_per_merchant: a tier has min > max")

@@ -1,9 +1,10 @@
-"""Weekly demand shapes per demand class: a (class, local weekday*24 + hour) table of weights summing to 1 per class."""
+"""Weekly demand shapes: a (class, local weekday*24 + hour) table of weights summing to 1 per class."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -31,7 +32,7 @@ class Shapes:
 
 
 def load_shapes(path: Path, classes: Sequence[str]) -> tuple[Shapes, Any]:
-    """Read the shape catalogue for the given classes (contract order); return the shapes and the raw document."""
+    """Read the shapes of the given classes (contract order); return them and the raw document."""
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         specs = doc["demand_classes"]

@@ -1,11 +1,12 @@
-"""The zone catalogue (countries, IANA zones, weights) and each zone's local clock over the horizon, DST included."""
+"""The zone catalogue (countries, IANA zones, weights) and each zone's local clock, DST included."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -31,7 +32,7 @@ class Zones:
 def load_zones(
     path: Path, countries: Sequence[str] | None = None, tzids: Sequence[str] | None = None
 ) -> tuple[Zones, Any]:
-    """Read the catalogue, keep the given countries and zones (all when None); return the zones and the document."""
+    """Read the catalogue, keep the given countries and zones (all when None); return them and the doc."""
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         rows = [(str(z["country"]), str(z["tzid"]), float(z["weight"])) for z in doc["zones"]]
@@ -39,7 +40,8 @@ def load_zones(
         raise _invalid(path, f"cannot be read as a zone catalogue: {exc}") from exc
     bad = [c for c, _, _ in rows if not _COUNTRY_RE.match(c)]
     if bad:
-        raise _invalid(path, f"country {bad[0]!r} is not an ISO 3166-1 alpha-2 code (quote NO, which YAML reads as false)")
+        raise _invalid(path, f"country {bad[0]!r} is not an ISO 3166-1 alpha-2 code "
+                             "(quote NO, which YAML reads as false)")
     pairs = [(c, t) for c, t, _ in rows]
     if len(set(pairs)) != len(pairs):
         raise _invalid(path, "a (country, tzid) pair is listed twice")
@@ -58,18 +60,20 @@ def load_zones(
 
 
 def local_slots(tzids: Sequence[str], start: datetime, buckets: int, bucket_seconds: int) -> np.ndarray:
-    """Return the local weekly slot (weekday*24 + hour, Monday 00h = 0) of each bucket start, per zone: (Z, H) int16.
+    """Return the local weekly slot (weekday*24 + hour, Monday 00h = 0) of each bucket start, (zones, H).
 
-    Computed once per distinct zone with the time-zone database Polars ships, so DST shifts are where they belong.
+    One vector conversion per zone with the time-zone database Polars ships, so DST shifts fall where they do.
     """
     step = timedelta(seconds=bucket_seconds)
-    utc = pl.datetime_range(start, start + (buckets - 1) * step, step, time_unit="us", time_zone="UTC", eager=True)
+    utc = pl.datetime_range(start, start + (buckets - 1) * step, step, time_unit="us", time_zone="UTC",
+                            eager=True)
     slots = np.empty((len(tzids), buckets), dtype=np.int16)
     for z, tzid in enumerate(tzids):  # one vector conversion per zone
         try:
             local = utc.dt.convert_time_zone(tzid)
-        except Exception as exc:  # noqa: BLE001 - Polars raises its own error kinds for an unknown zone
-            raise ArrivalError("5B.WORLD.PROFILE_INVALID", f"time zone {tzid!r} is not known: {exc}", tzid=tzid)
+        except Exception as exc:  # Polars raises its own error kinds for an unknown zone
+            raise ArrivalError("5B.WORLD.PROFILE_INVALID", f"time zone {tzid!r} is not known: {exc}",
+                               tzid=tzid) from exc
         weekday = local.dt.weekday().to_numpy().astype(np.int16) - 1  # ISO 1..7 -> 0..6
         slots[z] = weekday * 24 + local.dt.hour().to_numpy().astype(np.int16)
     return slots

@@ -1,4 +1,4 @@
-"""The seven HashGate bundles verify as DESIGN §3.1 states it, and the 5A bundle vouches for every 5A table file."""
+"""The seven HashGate bundles verify per DESIGN §3.1; the 5A bundle vouches for every 5A table file."""
 from __future__ import annotations
 
 import hashlib
@@ -21,11 +21,11 @@ def test_layer1_flags_are_one_text_line_and_the_5a_flag_is_json(tiny_world):
         entry = contracts.dataset(f"validation_bundle_{segment}")
         flag = (path(tiny_world, entry.id) / entry.raw["flag_file"]).read_bytes()
         if segment == "5A":
-            contracts.validate_document(json.loads(flag), entry.raw["flag_schema_ref"], code="5B.S0.UPSTREAM_NOT_PASS",
-                                        where="5A flag")
+            contracts.validate_document(json.loads(flag), entry.raw["flag_schema_ref"],
+                                        code="5B.S0.UPSTREAM_NOT_PASS", where="5A flag")
         else:
-            contracts.validate_document(flag.decode(), entry.raw["flag_schema_ref"], code="5B.S0.UPSTREAM_NOT_PASS",
-                                        where=f"{segment} flag")
+            contracts.validate_document(flag.decode(), entry.raw["flag_schema_ref"],
+                                        code="5B.S0.UPSTREAM_NOT_PASS", where=f"{segment} flag")
             assert flag.count(b"\n") == 1
 
 
@@ -39,8 +39,8 @@ def test_5a_bundle_lists_the_sha256_and_rows_of_every_5a_table_file(tiny_world):
     for t in listing:
         data = (tiny_world.root / t["path"]).read_bytes()
         assert t["sha256_hex"] == hashlib.sha256(data).hexdigest(), t["path"]
-    rows = {t["dataset_id"] if t["scenario_id"] is None else f"{t['dataset_id']}[scenario_id={t['scenario_id']}]": t["rows"]
-            for t in listing}
+    label = "{dataset_id}[scenario_id={scenario_id}]"
+    rows = {t["dataset_id"] if t["scenario_id"] is None else label.format(**t): t["rows"] for t in listing}
     assert rows == {k: v for k, v in tiny_world.rows.items() if not k.startswith("virtual_classification_3B")}
 
 

@@ -1,4 +1,4 @@
-"""`arrival world create`: prints the run root, fingerprint and row counts; errors print their code and exit 2."""
+"""`arrival world create` prints the run root, fingerprint and row counts; errors print a code and exit 2."""
 from __future__ import annotations
 
 import subprocess

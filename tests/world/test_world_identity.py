@@ -1,4 +1,4 @@
-"""World identity and publishing: byte-reproducible, seed lists touch only 3B files, no clobbering, ensure_seed."""
+"""World identity and publishing: byte-reproducible, seeds touch only 3B files, no clobbering, ensure_seed."""
 from __future__ import annotations
 
 import json
@@ -55,7 +55,8 @@ def test_identity_is_a_domain_separated_sha256_of_profile_content_and_world_seed
     spec = load_profile("tiny")
     content = canonical_json(spec.content)
     ident = world_identity(spec, 5)
-    assert ident.manifest_fingerprint == sha256_hex(uer(MANIFEST_DOMAIN) + uer(GENERATOR_VERSION) + uer(content) + le64(5))
+    expected = sha256_hex(uer(MANIFEST_DOMAIN) + uer(GENERATOR_VERSION) + uer(content) + le64(5))
+    assert ident.manifest_fingerprint == expected
     assert ident.parameter_hash == sha256_hex(uer(PARAMETER_DOMAIN) + uer(content) + le64(5))
     assert ident.manifest_fingerprint != ident.parameter_hash
     assert world_identity(spec, 6).manifest_fingerprint != ident.manifest_fingerprint
@@ -64,8 +65,8 @@ def test_identity_is_a_domain_separated_sha256_of_profile_content_and_world_seed
 
 def test_receipt_marks_the_world_synthetic_and_validates(tiny_world):
     receipt = json.loads(path(tiny_world, "run_receipt").read_text())
-    contracts.validate_document(receipt, contracts.dataset("run_receipt").schema_ref, code="5B.S0.RUN_RECEIPT_INVALID",
-                                where="run_receipt.json")
+    contracts.validate_document(receipt, contracts.dataset("run_receipt").schema_ref,
+                                code="5B.S0.RUN_RECEIPT_INVALID", where="run_receipt.json")
     assert receipt == {
         "run_id": tiny_world.run_id, "parameter_hash": tiny_world.parameter_hash,
         "manifest_fingerprint": tiny_world.manifest_fingerprint, "spec_version": receipt["spec_version"],

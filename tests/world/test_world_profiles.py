@@ -1,9 +1,9 @@
-"""Profiles, catalogues and the generator's building blocks: validation, local clocks, shapes, population, bundles."""
+"""Profiles, catalogues and the generator's parts: validation, local clocks, shapes, population, bundles."""
 from __future__ import annotations
 
 import hashlib
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -17,8 +17,6 @@ from arrival_core.world.merchants import ENTITY_KEY, draw_population
 from arrival_core.world.seeding import generator, mix64
 from arrival_core.world.surface import surge_multipliers
 from arrival_core.world.zones import local_slots
-
-UTC = timezone.utc
 
 
 @pytest.fixture
@@ -38,7 +36,8 @@ def _edit(config_dir, name, change):
 
 def test_the_three_profiles_are_available_and_load():
     assert available_profiles() == ("demo", "reference", "tiny")
-    sizes = {name: (load_profile(name).entities, load_profile(name).horizon.buckets) for name in available_profiles()}
+    specs = {name: load_profile(name) for name in available_profiles()}
+    sizes = {name: (spec.entities, spec.horizon.buckets) for name, spec in specs.items()}
     assert sizes == {"tiny": (100, 168), "demo": (1_500, 672), "reference": (14_661, 2_160)}
 
 
@@ -110,7 +109,7 @@ def test_local_slots_follow_the_new_york_dst_switch():
     slots = local_slots(["America/New_York", "Asia/Kolkata"], datetime(2026, 3, 8, 5, tzinfo=UTC), 4, 3600)
     sunday = 6 * 24
     assert slots[0].tolist() == [sunday + 0, sunday + 1, sunday + 3, sunday + 4]
-    assert slots[1].tolist() == [sunday + 10, sunday + 11, sunday + 12, sunday + 13]  # +05:30, bucket starts at :30
+    assert slots[1].tolist() == [sunday + 10, sunday + 11, sunday + 12, sunday + 13]  # +05:30: starts at :30
 
 
 def test_an_unknown_time_zone_is_profile_invalid():
@@ -158,7 +157,7 @@ def test_named_generators_are_independent_and_reproducible():
 
 
 def test_mix64_is_splitmix64s_finaliser():
-    # SplitMix64 seeded with 0 outputs mix(k * golden) for k = 1, 2, 3 (Steele, Lea & Flood 2014; Vigna's reference).
+    # SplitMix64 seeded with 0 outputs mix(k * golden), k = 1, 2, 3 (Steele, Lea & Flood 2014; Vigna's code).
     golden = 0x9E3779B97F4A7C15
     states = np.array([golden, (2 * golden) % 2**64, (3 * golden) % 2**64], dtype=np.uint64)
     assert [int(v) for v in mix64(states)] == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
@@ -174,5 +173,5 @@ def test_bundle_files_index_members_by_path_and_flag_their_concatenated_digest()
     as_json = bundle_files(contracts.dataset("validation_bundle_5A"), "f" * 64, members)
     assert as_json["_passed.flag"] == b'{"bundle_digest_sha256":"' + digest.encode() + b'"}\n'
     assert "validation_bundle_index_5A.json" in as_json
-    with pytest.raises(ValueError, match="reserved"):
+    with pytest.raises(ValueError, match="are the index and flag names"):
         bundle_files(contracts.dataset("validation_bundle_1A"), "f" * 64, {"index.json": b""})

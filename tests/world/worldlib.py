@@ -1,9 +1,9 @@
-"""Test-side readers and independent re-implementations (HashGate §3.1, grouping law §6, local clocks) for world tests."""
+"""Readers and independent re-implementations (HashGate §3.1, grouping law §6, local clocks) for tests."""
 from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -41,7 +41,7 @@ def files(root: Path) -> dict[str, bytes]:
 
 
 def bundle_problem(world: WorldInfo, segment: str) -> str | None:
-    """Re-check one HashGate bundle exactly as DESIGN §3.1 states it; return what is wrong, or None if it PASSes."""
+    """Re-check one bundle exactly as DESIGN §3.1 states it; return what is wrong, or None if it PASSes."""
     entry = contracts.dataset(f"validation_bundle_{segment}")
     folder = path(world, entry.id)
     index_path, flag_path = folder / entry.raw["index_file"], folder / entry.raw["flag_file"]
@@ -49,7 +49,8 @@ def bundle_problem(world: WorldInfo, segment: str) -> str | None:
         return f"{segment}: index or flag missing"
     index = json.loads(index_path.read_text())
     try:
-        contracts.validate_document(index, entry.schema_ref, code="5B.S0.UPSTREAM_NOT_PASS", where=str(index_path))
+        contracts.validate_document(index, entry.schema_ref, code="5B.S0.UPSTREAM_NOT_PASS",
+                                    where=str(index_path))
     except Exception as exc:  # noqa: BLE001 - reported as the problem
         return f"{segment}: index invalid: {exc}"
     if index["segment"] != segment or index["manifest_fingerprint"] != world.manifest_fingerprint:
@@ -76,7 +77,7 @@ def bundle_problem(world: WorldInfo, segment: str) -> str | None:
     return None
 
 
-# ---- the grouping law of DESIGN §6, written independently of arrival_core.grouping --------------------------------
+# ---- the grouping law of DESIGN §6, written independently of arrival_core.grouping ---------------------
 
 def grouping_policy() -> dict:
     return yaml.safe_load((contracts.DEFAULT_CONFIG_DIR / "grouping_policy_5B.yaml").read_text())
@@ -85,19 +86,21 @@ def grouping_policy() -> dict:
 def group_ids(domain: pl.DataFrame, band: str, policy: dict) -> pl.Series:
     """group_id per row of a domain with ENTITY, demand_class and virtual_mode columns."""
     zg_n, b_n = policy["zone_group_buckets"], policy["in_stratum_buckets"]
-    zone_group = {t: "zg%02d" % (hashlib.sha256(b"5B.zone_group|" + t.encode()).digest()[0] % zg_n)
+    zone_group = {t: f"zg{hashlib.sha256(b'5B.zone_group|' + t.encode()).digest()[0] % zg_n:02d}"
                   for t in domain["tzid"].unique().to_list()}
-    bucket = {m: int.from_bytes(hashlib.sha256(b"5B.group_bucket|" + str(m).encode()).digest()[:8], "big") % b_n
+    bucket = {m: int.from_bytes(hashlib.sha256(b"5B.group_bucket|" + str(m).encode()).digest()[:8], "big")
+              % b_n
               for m in domain["merchant_id"].unique().to_list()}
     vband = policy["virtual_band_map"]
     return pl.Series("group_id", [
         f"{band}|{d}|{c}|{vband[v]}|{zone_group[t]}|b{bucket[m]:02d}"
-        for m, t, c, d, v in domain.select("merchant_id", "tzid", "channel_group", "demand_class", "virtual_mode").iter_rows()
+        for m, t, c, d, v in domain.select(
+            "merchant_id", "tzid", "channel_group", "demand_class", "virtual_mode").iter_rows()
     ])
 
 
 def realism(groups: pl.Series) -> dict:
-    """Groups per scenario, median members, largest group share and fraction of groups with two or more members."""
+    """Groups per scenario, median members, largest group share, fraction of groups with 2+ members."""
     sizes = groups.value_counts()["count"]
     return {
         "groups": sizes.len(),
@@ -122,7 +125,7 @@ def meets_targets(metrics: dict, targets: dict) -> list[str]:
     return misses
 
 
-# ---- local clocks from the system zoneinfo database (independent of the generator's Polars conversion) ---------------
+# ---- local clocks from the system zoneinfo database (independent of the generator's Polars conversion) ---
 
 def local_clock(tzids: list[str], start: datetime, buckets: int, bucket_seconds: int = 3600) -> pl.DataFrame:
     """Rows (tzid, bucket_index, utc_hour, local_date, local_hour, local_weekday 1..7, utc_offset_minutes)."""
@@ -142,4 +145,4 @@ def local_clock(tzids: list[str], start: datetime, buckets: int, bucket_seconds:
 
 def horizon_start(world: WorldInfo) -> datetime:
     start = read(world, "scenario_manifest_5A")["horizon_start_utc"][0]
-    return start.astimezone(timezone.utc)
+    return start.astimezone(UTC)
