@@ -17,6 +17,7 @@ from arrival_core.errors import ArrivalError
 from arrival_core.identity import validate_scenario_id, validate_seed
 from arrival_core.store import Store, read_json
 
+from .assets.states import STEPS
 from .jobs import JOB_NAME
 from .partitions import partition_key, register_partitions
 from .resources import StoreResource, ensure_world, resolve_run_root, scenario_ids
@@ -26,7 +27,7 @@ DEFAULT_DAGSTER_HOME = Path(".arrival") / "dagster_home"
 SHIPPED_INSTANCE_CONFIG = Path(__file__).resolve().parent / "dagster_home" / "dagster.yaml"
 AUDIT_DATASET = "rng_audit_log_5B"
 # The summary is the command's output; the step-by-step event log stays in the instance (and the UI).
-QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 Printer = Callable[[str], None]
 
@@ -80,6 +81,7 @@ class PartitionRun:
     seconds: float
     materialized: dict[str, dict] = field(default_factory=dict)  # asset -> metadata values
     steps_failed: dict[str, str] = field(default_factory=dict)  # step -> "code: message"
+    steps_not_run: list[str] = field(default_factory=list)  # stopped by an upstream failure or blocking check
     error_code: str | None = None
     error: str | None = None  # "code: message" of the first failure that carried a code
     checks_passed: int = 0
@@ -90,6 +92,15 @@ class PartitionRun:
 
 def _metadata_values(metadata: dict) -> dict:
     return {k: getattr(v, "value", v) for k, v in metadata.items()}
+
+
+def _innermost_message(error: object) -> str:
+    """The first line of the deepest cause of a step error (the exception the asset body raised)."""
+    if error is None:
+        return "failed"
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return (getattr(error, "message", "") or "failed").strip().splitlines()[0]
 
 
 def summarise(result: dg.ExecuteInProcessResult, key: str, seconds: float) -> PartitionRun:
@@ -110,12 +121,12 @@ def summarise(result: dg.ExecuteInProcessResult, key: str, seconds: float) -> Pa
         data = event.step_failure_data
         meta = _metadata_values(data.user_failure_data.metadata) if data.user_failure_data else {}
         code = meta.get("error_code")
-        message = meta.get("error_message") or (
-            data.error.message.strip().splitlines()[0] if data.error else "failed"
-        )
+        message = meta.get("error_message") or _innermost_message(data.error)
         run.steps_failed[event.step_key] = f"{code}: {message}" if code else message
         if code and run.error_code is None:
             run.error_code, run.error = code, f"{code}: {message}"
+    done = {e.step_key for e in result.get_step_success_events()} | set(run.steps_failed)
+    run.steps_not_run = [n for n in result.job_def.graph.node_names() if n not in done]
     audit = run.materialized.get(AUDIT_DATASET)
     if audit and audit.get("path"):
         families = read_json(Path(audit["path"])).get("families") or {}
@@ -155,6 +166,10 @@ def format_run(run: PartitionRun) -> list[str]:
     )
     for step, why in run.steps_failed.items():
         lines.append(f"   step {step} failed: {why}")
+    if run.steps_not_run:
+        states = [s.name for s in STEPS if s.name in run.steps_not_run]
+        others = len(run.steps_not_run) - len(states)
+        lines.append(f"   not run: {', '.join(states) or '—'}" + (f" (and {others} other steps)" if others else ""))
     return lines
 
 
