@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from .. import contracts
@@ -18,7 +17,7 @@ from .shapes import Shapes, load_shapes
 from .zones import Zones, load_zones
 
 WORLDS_DIR = "worlds"
-PROFILE_SCHEMA_FILE = "profile_schema.yaml"
+PROFILE_SCHEMA_REF = "schemas.world.yaml#"
 CHANNELS = ("card_present", "card_not_present")
 VIRTUAL_MODES = ("NON_VIRTUAL", "HYBRID", "VIRTUAL_ONLY")
 _SHARE_TOLERANCE = 1e-9
@@ -133,7 +132,7 @@ def load_profile(name: str, config_dir: Path = contracts.DEFAULT_CONFIG_DIR) -> 
         raise invalid(folder / f"{name}.yaml", f"no profile {name!r}; available: {known}")
     path = folder / f"{name}.yaml"
     doc = _read_yaml(path)
-    _check_schema(doc, path, folder / PROFILE_SCHEMA_FILE)
+    contracts.validate_document(doc, PROFILE_SCHEMA_REF, code="5B.WORLD.PROFILE_INVALID", where=str(path))
     classes = demand_class_names()
     zones, zones_doc = load_zones(folder / doc["zones"]["catalogue"], doc["zones"].get("countries"),
                                   doc["zones"].get("tzids"))
@@ -163,13 +162,6 @@ def _read_yaml(path: Path) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise invalid(path, f"cannot be read: {exc}") from exc
-
-
-def _check_schema(doc: Any, path: Path, schema_path: Path) -> None:
-    validator = jsonschema.Draft202012Validator(_read_yaml(schema_path))
-    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
-    if error is not None:
-        raise invalid(path, f"{error.json_path}: {error.message}", json_path=error.json_path)
 
 
 def parse_instant(text: str) -> datetime:
