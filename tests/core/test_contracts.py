@@ -44,9 +44,9 @@ def _table_refs() -> list[str]:
 # ---- schema packs ----------------------------------------------------------------------------------------------
 
 
-def test_the_four_packs_exist():
+def test_the_five_packs_exist():
     assert set(contracts.schema_packs()) == {
-        "schemas.layer1.yaml", "schemas.5A.yaml", "schemas.3B.yaml", "schemas.5B.yaml",
+        "schemas.layer1.yaml", "schemas.5A.yaml", "schemas.3B.yaml", "schemas.5B.yaml", "schemas.world.yaml",
     }
 
 
