@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 
 from .errors import ArrivalError
-from .rng import streams
+from .rng import streams, variates
 
 FAMILY_ID = "S3.bucket_count.v1"
 LAWS = ("poisson", "nb2")
@@ -114,7 +114,6 @@ def draw_counts(
     if wrapped.any():
         raise ArrivalError("5B.S3.RNG_ACCOUNTING_MISMATCH",
                            f"the count stream of row {int(rows[np.argmax(wrapped)])} wraps the 128-bit Philox counter")
-    from .rng import variates  # lands with the RNG core
     x0, x1 = streams.blocks(key, base_hi, base_lo, offset)
     m = mu[rows]
     if policy.law == "poisson":

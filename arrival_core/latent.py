@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from .errors import ArrivalError
 from .grouping import ENTITY_KEYS
-from .rng import streams
+from .rng import streams, variates
 
 FAMILY_ID = "S2.latent_vector.v1"
 MODELS = ("none", "log_gaussian_ou_v1", "log_gaussian_iid_v1")
@@ -128,7 +128,6 @@ def latent_normals(key: np.ndarray, hi: np.ndarray, lo: np.ndarray, buckets: int
     """Standard normals (G×H): block j of each group's stream gives z_j by Box–Muller (cosine) of (x0, x1)."""
     groups = len(key)
     offsets = np.tile(np.arange(buckets, dtype=np.uint64), groups)
-    from .rng import variates  # lands with the RNG core
     x0, x1 = streams.blocks(np.repeat(key, buckets), np.repeat(hi, buckets), np.repeat(lo, buckets), offsets,
                             state="S2")
     return variates.box_muller(x0, x1).reshape(groups, buckets)

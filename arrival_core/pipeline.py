@@ -514,11 +514,16 @@ def _sink_schema(store: Store, dataset_id: str) -> pa.Schema:
 
 
 class _BackgroundSink:
-    """Feeds one parquet sink from a worker thread, so encoding a chunk overlaps computing the next one."""
+    """Feeds one parquet sink from a worker thread, so encoding overlaps computing the next chunk.
+
+    The producer casts each table to the sink's schema and cuts it at the file's row-group boundaries, so the
+    worker only encodes (whole row groups pass through the sink without being copied)."""
 
     def __init__(self, sink) -> None:
         self._sink = sink
-        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._schema = sink._schema
+        self._offset = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, daemon=True)
         self._thread.start()
@@ -532,10 +537,17 @@ class _BackgroundSink:
                     self._error = exc
 
     def write(self, table: pa.Table) -> None:
-        """Queue a table (blocks while the previous one is still being encoded)."""
+        """Queue a table's rows (blocks while the worker is more than a few row groups behind)."""
         if self._error is not None:
             raise self._error
-        self._queue.put(table)
+        table = table.select(self._schema.names).cast(self._schema)
+        step = store_module.ROW_GROUP_ROWS
+        start = 0
+        while start < table.num_rows:
+            length = min(table.num_rows - start, step - (self._offset + start) % step)
+            self._queue.put(table.slice(start, length))
+            start += length
+        self._offset += table.num_rows
 
     def finish(self) -> None:
         """Wait until every queued table is written; re-raise a failure of the worker."""
@@ -769,19 +781,20 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     columns = [*grouping.ENTITY_KEYS, "local_horizon_bucket_index", "lambda_local_scenario", "manifest_fingerprint",
                "scenario_id"]
     where = str(surface)
+    emit = int(lgcp.emit_latent_field)
     with run.timed("stream"), store.transaction("S2") as tx:
-        if lgcp.emit_latent_field:
-            tx.parquet("s2_latent_field_5B", paths["s2_latent_field_5B"], _sink_schema(store, "s2_latent_field_5B")
-                       ).write(_latent_field_table(field, domain, identity))
         tx.parquet("rng_event_arrival_lgcp_gaussian", paths["rng_event_arrival_lgcp_gaussian"],
                    _sink_schema(store, "rng_event_arrival_lgcp_gaussian")
                    ).write(_latent_events_table(field, domain, identity, rng))
         tx.parquet("rng_trace_arrival_lgcp_gaussian", paths["rng_trace_arrival_lgcp_gaussian"],
                    _sink_schema(store, "rng_trace_arrival_lgcp_gaussian")
                    ).write(_trace_table(trace, identity, rng, latent.FAMILY_ID))
-        sink = tx.parquet("s2_realised_intensity_5B", paths["s2_realised_intensity_5B"],
-                          _sink_schema(store, "s2_realised_intensity_5B"))
-        with _background(sink) as (writer,):
+        sinks = [tx.parquet(d, paths[d], _sink_schema(store, d)) for d in ("s2_realised_intensity_5B",
+                                                                             "s2_latent_field_5B")[:1 + emit]]
+        with _background(*sinks) as writers:
+            writer = writers[0]
+            if lgcp.emit_latent_field:
+                writers[1].write(_latent_field_table(field, domain, identity))
             for e0, e1, chunk in _stream_chunks(surface, columns, domain, chunk_entities or default_chunk_entities(h),
                                                 bucket_column="local_horizon_bucket_index", group_column=None,
                                                 state="S2", surface="merchant_zone_scenario_local_5A"):
