@@ -307,7 +307,11 @@ def _check_costs(family_id: str, events: pl.DataFrame, expected: Mapping[str, An
         if key not in expected:
             continue
         got = events[column].to_numpy()
-        want = np.broadcast_to(np.asarray(expected[key], dtype=np.int64), got.shape)
+        want = np.asarray(expected[key], dtype=np.int64)
+        if want.ndim and len(want) != len(got):
+            out.append(f"{family_id}: {key} is given for {len(want)} events but {len(got)} are logged")
+            continue
+        want = np.broadcast_to(want, got.shape)
         bad = np.flatnonzero(got != want)
         if len(bad):
             out.append(f"{family_id}: {len(bad)} events have {column} != {key} "
@@ -354,6 +358,9 @@ def _check_counters(family_id: str, events: pl.DataFrame, expected: Mapping[str,
                    f"(rows {_examples(rows.tolist())}; key {int(key[rows[0]])})")
     if "stream_key" in expected:
         s_key = np.asarray(expected["stream_key"], dtype=np.uint64)
+        if len(s_key) != len(key):
+            out.append(f"{family_id}: stream bases are given for {len(s_key)} events but {len(key)} are logged")
+            return out
         offset = np.asarray(expected.get("block_offset", 0), dtype=np.uint64)
         base_hi, base_lo, _ = philox.add_counter(expected["stream_counter_hi"], expected["stream_counter_lo"], offset)
         bad = np.flatnonzero((s_key != key) | (base_hi != b_hi) | (base_lo != b_lo))

@@ -59,7 +59,7 @@ def as_u64(name: str, value: object) -> np.ndarray:
             raise ValueError(f"{name} holds negative values; expected unsigned 64-bit integers")
         return arr.astype(np.uint64)
     if arr.dtype == object:
-        ints = [v for v in arr.ravel().tolist()]
+        ints = arr.ravel().tolist()
         if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 64 for v in ints):
             raise ValueError(f"{name} holds values that are not integers in [0, 2**64)")
         return np.array(ints, dtype=np.uint64).reshape(arr.shape)
@@ -67,9 +67,15 @@ def as_u64(name: str, value: object) -> np.ndarray:
 
 
 def flat_u64(**arrays: object) -> tuple[tuple[int, ...], list[np.ndarray]]:
-    """Broadcast named uint64 inputs together; return the common shape and contiguous 1-D copies for the kernels."""
-    parts = np.broadcast_arrays(*(as_u64(name, a) for name, a in arrays.items()))
-    return parts[0].shape, [np.ascontiguousarray(p).reshape(-1) for p in parts]
+    """Broadcast named uint64 inputs together; return the common shape and contiguous 1-D arrays for the kernels."""
+    return broadcast_flat([as_u64(name, a) for name, a in arrays.items()])
+
+
+def broadcast_flat(parts: list[np.ndarray]) -> tuple[tuple[int, ...], list[np.ndarray]]:
+    """The common shape of arrays and each as a contiguous 1-D array (broadcast ones materialised, others as is)."""
+    shape = np.broadcast_shapes(*(p.shape for p in parts))
+    flat = [np.ascontiguousarray(p if p.shape == shape else np.broadcast_to(p, shape)).reshape(-1) for p in parts]
+    return shape, flat
 
 
 def philox2x64_10(c0: object, c1: object, key: object) -> tuple[np.ndarray, np.ndarray]:

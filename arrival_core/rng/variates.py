@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ArrivalError
 from . import _kernels
-from .philox import as_u64
+from .philox import as_u64, broadcast_flat
 
 POISSON_LAMBDA_MAX = 1.0e7  # the range over which poisson_inv is exact (and tested)
 _SHAPE_LIMIT = 4096         # distinct gamma shapes factorised in one pass; more fall back to np.unique
@@ -26,10 +26,10 @@ def u01(x: object) -> np.ndarray:
 
 def box_muller(x0: object, x1: object) -> np.ndarray:
     """Standard normals √(-2 ln u01(x0)) · cos(2π u01(x1)), one per Philox block (the sine is discarded)."""
-    a, b = np.broadcast_arrays(as_u64("box_muller: x0", x0), as_u64("box_muller: x1", x1))
+    shape, (a, b) = broadcast_flat([as_u64("box_muller: x0", x0), as_u64("box_muller: x1", x1)])
     out = np.empty(a.size, dtype=np.float64)
-    _kernels.box_muller_array(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1), out)
-    return out.reshape(a.shape)
+    _kernels.box_muller_array(a, b, out)
+    return out.reshape(shape)
 
 
 def normal_icdf(u: object) -> np.ndarray:
@@ -123,9 +123,8 @@ def _factorize_small(values, limit):  # pragma: no cover - compiled
 
 def _float_pair(func: str, name: str, values: object, u: object) -> tuple[np.ndarray, np.ndarray]:
     """Broadcast (values, u) to contiguous float64 arrays and require every u strictly inside (0, 1)."""
-    v, uu = np.broadcast_arrays(np.asarray(values, dtype=np.float64), np.asarray(u, dtype=np.float64))
-    v = np.ascontiguousarray(v)
-    uu = np.ascontiguousarray(uu)
+    shape, (v, uu) = broadcast_flat([np.asarray(values, dtype=np.float64), np.asarray(u, dtype=np.float64)])
+    v, uu = v.reshape(shape), uu.reshape(shape)
     bad = ~((uu > 0.0) & (uu < 1.0))
     if bad.any():
         _raise_invalid("5B.S3.COUNTS_NUMERIC_INVALID", func, "u", "strictly inside (0, 1)", uu, bad)
