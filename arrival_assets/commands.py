@@ -27,6 +27,7 @@ DEFAULT_DAGSTER_HOME = Path(".arrival") / "dagster_home"
 SHIPPED_INSTANCE_CONFIG = Path(__file__).resolve().parent / "dagster_home" / "dagster.yaml"
 AUDIT_DATASET = "rng_audit_log_5B"
 # The summary is the command's output; the step-by-step event log stays in the instance (and the UI).
+STEP_OF_OUTPUT = {out: step.name for step in STEPS for out in step.outputs}
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 Printer = Callable[[str], None]
@@ -103,6 +104,11 @@ def _innermost_message(error: object) -> str:
     return (getattr(error, "message", "") or "failed").strip().splitlines()[0]
 
 
+def _shorten(text: str, limit: int = 160) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def summarise(result: dg.ExecuteInProcessResult, key: str, seconds: float) -> PartitionRun:
     """Collect a partition run's materialisations, failures (with their codes) and check results."""
     run = PartitionRun(key=key, run_id=result.run_id, success=result.success, seconds=seconds)
@@ -111,6 +117,8 @@ def summarise(result: dg.ExecuteInProcessResult, key: str, seconds: float) -> Pa
         run.materialized[mat.asset_key.to_user_string()] = _metadata_values(mat.metadata)
     for evaluation in result.get_asset_check_evaluations():
         name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        if evaluation.description and not evaluation.passed:
+            name += f" — {_shorten(evaluation.description)}"
         if evaluation.passed:
             run.checks_passed += 1
         elif evaluation.severity == dg.AssetCheckSeverity.WARN:
@@ -119,6 +127,9 @@ def summarise(result: dg.ExecuteInProcessResult, key: str, seconds: float) -> Pa
             run.checks_failed.append(name)
     for event in result.get_step_failure_events():
         data = event.step_failure_data
+        if data.error is not None and data.error.cls_name == "DagsterAssetCheckFailedError":
+            run.steps_failed[event.step_key] = "blocking check(s) failed"
+            continue
         meta = _metadata_values(data.user_failure_data.metadata) if data.user_failure_data else {}
         code = meta.get("error_code")
         message = meta.get("error_message") or _innermost_message(data.error)
@@ -145,18 +156,18 @@ def format_run(run: PartitionRun) -> list[str]:
     absent = [k for k in sealed if not run.materialized[k]["present"]]
     if sealed:
         lines.append(
-            f"   {'sealed inputs':<16}{len(sealed)} verified"
+            f"   {'sealed':<11}{len(sealed)} inputs verified"
             + (f", optional absent: {', '.join(absent)}" if absent else "")
         )
     for asset, meta in run.materialized.items():
         if asset in sealed:
             continue
         rows = f"{meta['rows']:,} rows" if isinstance(meta.get("rows"), int) else "—"
-        state = contracts.dataset(asset).state or ""
-        lines.append(f"   {state:<6}{asset:<34}{rows:>16}  sha256 {str(meta.get('digest', ''))[:12]}")
+        step = STEP_OF_OUTPUT.get(asset, "")
+        lines.append(f"   {step:<11}{asset:<34}{rows:>16}  sha256 {str(meta.get('digest', ''))[:12]}")
     for fid, totals in run.rng.items():
         lines.append(
-            f"   {'rng':<6}{fid:<34}"
+            f"   {'rng':<11}{fid:<34}"
             + ", ".join(f"{k} {v:,}" for k, v in totals.items() if isinstance(v, int))
         )
     lines.append(
@@ -204,7 +215,8 @@ def run_partitions(
             err(f"error: {run.key}: {run.error}")
         else:
             err(
-                f"error: {run.key}: blocking check(s) failed: {', '.join(run.checks_failed) or 'see the run log'}"
+                f"error: {run.key}: blocking check(s) failed: "
+                + (", ".join(c.split(" — ")[0] for c in run.checks_failed) or "see the run log")
             )
     if any(r.error_code for r in failures):
         return 2
