@@ -9,9 +9,9 @@ import math
 import numba
 import numpy as np
 
-_JIT = dict(cache=True, nogil=True)
+_JIT = {"cache": True, "nogil": True}
 _LN_SQRT_2PI = 0.9189385332046728  # ln √(2π)
-_SQRT_2PI = 2.5066282746310002
+_EPS = 2.220446049250313e-16
 
 # ---- Φ⁻¹: Wichura (1988), Algorithm AS 241, PPND16 --------------------------------------------------------
 _A = np.array([3.3871328727963666080e0, 1.3314166789178437745e+2, 1.9715909503065514427e+3,
@@ -264,7 +264,8 @@ def continuous_quantile(lam, w):
 
 @numba.njit(**_JIT)
 def poisson_inv_one(lam, u, fast):
-    """Smallest n ≥ 0 with F(n; λ) ≥ u (λ ≥ 0, 0 < u < 1); `fast` allows the certified no-CDF path."""
+    """Smallest n ≥ 0 with F(n; λ) ≥ u (λ ≥ 0, 0 < u < 1); `fast` allows the certified shortcuts (tests
+    compare it with `fast=False`, which evaluates the CDF on the small tail for every upper-side draw)."""
     if lam == 0.0:
         return 0.0
     lower = u <= 0.5
@@ -272,12 +273,21 @@ def poisson_inv_one(lam, u, fast):
     if lam <= LAM_SMALL:
         p = math.exp(-lam)
         f = p
+        f_prev = 0.0
         n = 0.0
         while f < u and (lower or p >= 1e-18):
             n += 1.0
             p *= lam / n
+            f_prev = f
             f += p
-        return n if lower else search_upper(n, lam, v)
+        if lower:
+            return n
+        # near 1 the summed F carries an absolute error below 4(n+2)ε; decide only with twice that margin,
+        # and otherwise (deep upper tail, or u at a CDF step) search on the accurately computed upper tail
+        margin = 8.0 * (n + 2.0) * _EPS
+        if fast and f - u > margin and u - f_prev > margin:
+            return n
+        return search_upper(n, lam, v)
     w = ndtri(u)
     if w / math.sqrt(lam) < S_MIN:
         return search_lower(0.0, lam, u)
@@ -301,7 +311,6 @@ def poisson_inv_array(lam, u, fast, out):  # pragma: no cover - compiled
 
 
 # ---- gamma: regularised incomplete gamma and its inverse in x ---------------------------------------------
-_EPS = 2.220446049250313e-16
 HALLEY_DONE = 1e-6   # a Halley step this small (relative) leaves an error ~1e-18: stop without another P(a,x)
 NEWTON_DONE = 1e-9
 _FPMIN = 1e-300
@@ -457,7 +466,7 @@ def gamma_table(a):
             t = math.cos(math.pi * m / n)
             err = abs(_clenshaw(coef[piece], t) - _ln_quantile_at_w(a, w_lo + 0.5 * (t + 1.0) * h))
             if not err <= worst:
-                worst = err if err == err else math.inf
+                worst = math.inf if math.isnan(err) else err
         ok[piece] = worst <= TABLE_TOL
     return coef, ok
 
@@ -469,7 +478,7 @@ def gamma_inv_table_array(ids, u, shapes, coefs, oks, out):  # pragma: no cover 
     for i in numba.prange(u.shape[0]):
         s = ids[i]
         w = ndtri(u[i])
-        piece = int(math.floor((w + TABLE_W) / h)) if abs(w) < TABLE_W else -1
+        piece = math.floor((w + TABLE_W) / h) if abs(w) < TABLE_W else -1
         if piece >= 0 and piece < TABLE_PIECES and oks[s, piece]:
             t = 2.0 * (w + TABLE_W - piece * h) / h - 1.0
             out[i] = math.exp(_clenshaw(coefs[s, piece], t))

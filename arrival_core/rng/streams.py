@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numba
 import numpy as np
@@ -54,17 +54,15 @@ def stream_bases(family_id: str, manifest_fingerprint: str, parameter_hash: str,
 
 @numba.njit(cache=True, nogil=True)
 def _blocks_kernel(key, hi, lo, off, x0, x1):  # pragma: no cover - compiled
-    """Philox block at (hi, lo) + off per element; returns the first wrapped index, or -1."""
-    wrapped = -1
+    """Philox block at (hi, lo) + off per element (branch-free, so it vectorises); returns how many wrapped."""
+    wraps = 0
     top = np.uint64(0xFFFFFFFFFFFFFFFF)
     for i in range(key.shape[0]):
         c_lo = lo[i] + off[i]
-        carry = c_lo < lo[i]
-        c_hi = hi[i] + np.uint64(1) if carry else hi[i]
-        if carry and hi[i] == top and wrapped < 0:
-            wrapped = i
-        x0[i], x1[i] = philox_block(c_lo, c_hi, key[i])
-    return wrapped
+        carry = np.uint64(c_lo < lo[i])
+        wraps += np.int64(carry & np.uint64(hi[i] == top))
+        x0[i], x1[i] = philox_block(c_lo, hi[i] + carry, key[i])
+    return wraps
 
 
 def blocks(key: object, counter_hi: object, counter_lo: object, offsets: object, *, state: str = "S3"
@@ -78,8 +76,8 @@ def blocks(key: object, counter_hi: object, counter_lo: object, offsets: object,
     shape, (k, h, lo, off) = flat_u64(key=key, counter_hi=counter_hi, counter_lo=counter_lo, offsets=offsets)
     x0 = np.empty(k.shape[0], dtype=np.uint64)
     x1 = np.empty_like(x0)
-    wrapped = _blocks_kernel(k, h, lo, off, x0, x1)
-    if wrapped >= 0:
+    if _blocks_kernel(k, h, lo, off, x0, x1):
+        wrapped = int(np.argmax((lo + off < lo) & (h == np.uint64(0xFFFFFFFFFFFFFFFF))))
         raise ArrivalError(
             code,
             f"Philox counter of stream key {int(k[wrapped])} wraps past 2**128 at offset {int(off[wrapped])} "

@@ -62,7 +62,7 @@ def test_event_trace_and_audit_conform_to_their_schemas(policy):
 
 
 def test_trace_rows_are_batches_of_append_events_with_running_totals(policy):
-    events, trace, audit, _ = s3_ledger(policy, append_events=4)
+    _, trace, audit, _ = s3_ledger(policy, append_events=4)
     assert trace["append_index"].to_list() == [0, 1, 2, 3]
     assert trace["events"].to_list() == [4, 4, 4, 2]
     assert trace["events_total"].to_list() == [4, 8, 12, 14]

@@ -41,8 +41,8 @@ def test_stream_base_follows_the_derivation_law_and_pinned_values():
 
 @pytest.mark.parametrize("field", ["family", "mf", "ph", "seed", "scenario", "domain_key", "domain_sep"])
 def test_every_field_of_the_law_changes_the_stream(field):
-    args = dict(family_id=S3_FAMILY, manifest_fingerprint=MF, parameter_hash=PH, seed=42,
-                scenario_id="baseline_v1", domain_key=S3_KEY)
+    args = {"family_id": S3_FAMILY, "manifest_fingerprint": MF, "parameter_hash": PH, "seed": 42,
+            "scenario_id": "baseline_v1", "domain_key": S3_KEY}
     changed = dict(args)
     extra = {}
     if field == "family":
