@@ -120,7 +120,7 @@ def draw_counts(
         n = variates.poisson_inv(m, variates.u01(x0))
     else:
         k = kappa[ent]
-        n = variates.poisson_inv(variates.gamma_inv(k, variates.u01(x0)) * (m / k), variates.u01(x1))
+        n = variates.poisson_inv(variates.gamma_inv(k, variates.u01(x0)) * m / k, variates.u01(x1))  # (G·μ)/κ
     n = np.asarray(n, dtype=np.int64)
     count = np.zeros(len(mu), dtype=np.int64)
     capped = np.zeros(len(mu), dtype=bool)

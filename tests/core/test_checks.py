@@ -1,0 +1,88 @@
+"""The check catalogue and its statistical corridors on synthetic data with fixed keys."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from arrival_core import checks, contracts
+from arrival_core.checks import CHECKS, checks_for
+
+# Files checked as part of the asset they are published beside (their check names must not collide).
+COMPANIONS = {"rng_trace_arrival_lgcp_gaussian": "rng_event_arrival_lgcp_gaussian",
+              "rng_trace_arrival_bucket_count": "rng_event_arrival_bucket_count"}
+
+
+def test_every_output_dataset_has_checks_and_only_outputs_do():
+    outputs = {e.id for e in contracts.load_dictionary().values() if e.kind == "output"}
+    assert {s.dataset_id for s in CHECKS} == outputs
+
+
+def test_check_names_are_unique_per_asset_and_identifiers():
+    seen = set()
+    for spec in CHECKS:
+        asset = COMPANIONS.get(spec.dataset_id, spec.dataset_id)
+        assert (asset, spec.name) not in seen, (asset, spec.name)
+        seen.add((asset, spec.name))
+        assert spec.name.isidentifier() and spec.description
+
+
+def test_error_checks_block_and_corridors_warn_with_their_false_alarm_rate():
+    for spec in CHECKS:
+        assert spec.severity in ("ERROR", "WARN")
+        assert spec.blocking == (spec.severity == "ERROR")
+        if spec.severity == "WARN":
+            assert spec.name in (checks.LATENT_CORRIDOR, checks.COUNT_CORRIDOR) and "1e-6" in spec.description
+    for dataset_id in ("s2_realised_intensity_5B", "s3_bucket_counts_5B", "rng_event_arrival_bucket_count"):
+        names = {s.name for s in checks_for(dataset_id)}
+        assert {checks.SCHEMA_VALID, checks.PRIMARY_KEY_UNIQUE, checks.RNG_REPLAY} <= names
+
+
+def test_unknown_dataset_or_replay_mode_is_refused():
+    with pytest.raises(ValueError):
+        checks.evaluate(None, None, "merchant_zone_profile_5A")
+    with pytest.raises(ValueError):
+        checks.evaluate(None, None, "s3_bucket_counts_5B", replay="most")
+
+
+def _ou(rng: np.random.Generator, sigma: np.ndarray, phi: np.ndarray, h: int) -> np.ndarray:
+    z = rng.standard_normal((len(sigma), h))
+    out = np.empty_like(z)
+    out[:, 0] = sigma * z[:, 0]
+    for t in range(1, h):
+        out[:, t] = phi * out[:, t - 1] + sigma * np.sqrt(1 - phi * phi) * z[:, t]
+    return out
+
+
+def test_latent_corridor_accepts_its_model_and_rejects_a_wrong_sigma_or_phi():
+    # Fixed key: the corridor's false alarm is ≤ 1e-6, so this passes for all but a 1e-6 share of keys.
+    rng = np.random.default_rng(20260323)
+    sigma = rng.uniform(0.1, 0.5, 300)
+    phi = np.exp(-1.0 / rng.uniform(4, 20, 300))
+    z = _ou(rng, sigma, phi, 500)
+    assert checks.latent_corridor(z, sigma, phi, 1e-6)["variance_ok"]
+    assert checks.latent_corridor(z, sigma, phi, 1e-6)["lag1_ok"]
+    assert not checks.latent_corridor(z, sigma * 1.15, phi, 1e-6)["variance_ok"]
+    assert not checks.latent_corridor(z, sigma, phi * 0.8, 1e-6)["lag1_ok"]
+    iid = sigma[:, None] * rng.standard_normal((300, 500))
+    stats = checks.latent_corridor(iid, sigma, np.zeros(300), 1e-6)
+    assert stats["variance_ok"] and stats["lag1_ok"]
+
+
+def _moments(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None) -> checks._CountMoments:
+    m = checks._CountMoments()
+    for part in range(0, len(mu), 100_000):  # streamed, as the check sees chunks
+        sl = slice(part, part + 100_000)
+        m.add(mu[sl], n[sl].astype(float), None if kappa is None else kappa[sl])
+    return m
+
+
+def test_count_corridor_accepts_poisson_and_flags_overdispersion():
+    rng = np.random.default_rng(7)
+    mu = rng.lognormal(0.0, 1.5, 400_000)
+    poisson = rng.poisson(mu)
+    assert checks.count_corridor(_moments(mu, poisson, None), "poisson", 1e-6)["passed"]
+    kappa = np.full(len(mu), 5.0)
+    mixed = rng.poisson(rng.gamma(kappa, mu / kappa))
+    assert not checks.count_corridor(_moments(mu, mixed, None), "poisson", 1e-6)["dispersion_ok"]
+    stats = checks.count_corridor(_moments(mu, mixed, kappa), "nb2", 1e-6)
+    assert stats["passed"] and 0.9 < stats["variance_ratio"] < 1.1

@@ -1,0 +1,67 @@
+"""Test-side helpers for S2/S3: run the states on a world, read their outputs, edit policies in a config copy."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+import yaml
+
+from arrival_core import contracts, pipeline
+from arrival_core.identity import Identity
+from arrival_core.store import Store
+from arrival_core.world import WorldInfo
+
+RUNNERS = (pipeline.run_s0, pipeline.run_s1, pipeline.run_s2, pipeline.run_s3, pipeline.run_audit)
+TABLES = ("s2_realised_intensity_5B", "s2_latent_field_5B", "rng_event_arrival_lgcp_gaussian",
+          "rng_trace_arrival_lgcp_gaussian", "s3_bucket_counts_5B", "rng_event_arrival_bucket_count",
+          "rng_trace_arrival_bucket_count")
+ENTITY = ["merchant_id", "legal_country_iso", "tzid", "channel_group"]
+
+
+def store(world: WorldInfo | Path, config_dir: Path | None = None) -> Store:
+    root = world.root if isinstance(world, WorldInfo) else world
+    return Store(run_root=Path(root), config_dir=config_dir or contracts.DEFAULT_CONFIG_DIR)
+
+
+def run_all(st: Store, *, seed: int = 42, scenario_id: str = "baseline_v1", chunk_entities: int | None = None,
+            upto: str = "run_audit") -> Identity:
+    """Run S0 → audit (or up to a named runner) for one partition; return its identity."""
+    for runner in RUNNERS:
+        extra = {"chunk_entities": chunk_entities} if runner in (pipeline.run_s2, pipeline.run_s3) else {}
+        result = runner(st, seed=seed, scenario_id=scenario_id, **extra)
+        if runner.__name__ == upto:
+            break
+    return result.identity
+
+
+def identity(st: Store, *, seed: int = 42, scenario_id: str = "baseline_v1") -> Identity:
+    return pipeline.resolve_identity(st, seed=seed, scenario_id=scenario_id, state="S2")
+
+
+def path(st: Store, dataset_id: str, ident: Identity) -> Path:
+    return st.path(dataset_id, **ident.tokens())
+
+
+def read(st: Store, dataset_id: str, ident: Identity) -> pl.DataFrame:
+    return pl.read_parquet(path(st, dataset_id, ident))
+
+
+def outputs(root: Path) -> dict[str, bytes]:
+    """Every 5B output file under a run root (run reports excluded), by relative path."""
+    base = Path(root) / "data" / "layer2" / "5B"
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(base.rglob("*"))
+            if p.is_file() and "run_report" not in p.parts}
+
+
+def edited_config(tmp_path: Path, policy_id: str, change: Callable[[dict], None], name: str = "config") -> Path:
+    """A copy of the shipped config dir with one policy edited (so a new parameter_hash)."""
+    config = tmp_path / name
+    if not config.exists():
+        shutil.copytree(contracts.DEFAULT_CONFIG_DIR, config)
+    file = config / f"{policy_id}.yaml"
+    doc = yaml.safe_load(file.read_text())
+    change(doc)
+    file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return config
