@@ -138,10 +138,10 @@ def dpois(x, lam):
 LAM_SMALL = 10.0   # λ at or below: search from 0 (bottom-up summation)
 S_MIN = -0.978     # s = w/√λ below F(0.2): continuous-quantile guess not trusted; exact search from n = 0
 S_SERIES = 1.0     # |s| up to here: r(s) and Δ(s) by their Taylor series; above: Newton on r
-CORR_A = 0.0223    # O(1/λ) correction -c(r)/λ, c ≈ CORR_A / (λ (r + CORR_B)), fitted to mpmath continuous quantiles
-CORR_B = 0.129
-DELTA_K = 0.1      # fast path when the guess is farther than DELTA_K/λ (+ rounding) from an integer; the
-#                    fitted residual is ≤ 0.009/λ for r ≥ 0.2, λ ≥ 6, so DELTA_K has an 11× margin
+CORR_A = 0.0223    # the O(1/λ) term is -c(r)/λ with c(r) ≈ CORR_A / (r + CORR_B) (c(1) ≈ 8/405, the median's),
+CORR_B = 0.129     # fitted to continuous quantiles a* (Q(a*, λ) = u) computed with mpmath for λ ≥ 300
+DELTA_K = 0.1      # fast path when the guess is farther than DELTA_K/λ (+ rounding) from an integer: on ~4,800
+#                    mpmath points with λ in [6, 1e4] and r ≥ 0.2 the residual |x - a*| is ≤ 0.009/λ (11× margin)
 _TINY_REL = 1e-17
 # Taylor coefficients in s of r(s) - 1, where F(r) = sign(r-1) √(2(1 - r + r ln r)) = s, and of
 # Δ(s) = ln(√r F(r)/(r-1)) / ln r: exact rationals from series reversion (tests/core/test_rng_variates.py
@@ -225,6 +225,8 @@ def search_upper(g, lam, v):
         if t <= v:
             return g
     while g > 0.0:
+        if p == 0.0:
+            p = dpois(g, lam)
         t1 = t + p
         if t1 > v:
             return g
