@@ -140,7 +140,7 @@ S_MIN = -0.978     # s = w/√λ below F(0.2): continuous-quantile guess not tru
 S_SERIES = 1.0     # |s| up to here: r(s) and Δ(s) by their Taylor series; above: Newton on r
 CORR_A = 0.0223    # the O(1/λ) term is -c(r)/λ with c(r) ≈ CORR_A / (r + CORR_B) (c(1) ≈ 8/405, the median's),
 CORR_B = 0.129     # fitted to continuous quantiles a* (Q(a*, λ) = u) computed with mpmath for λ ≥ 300
-DELTA_K = 0.1      # fast path when the guess is farther than DELTA_K/λ (+ rounding) from an integer: on ~4,800
+DELTA_K = 0.1      # fast path when the guess is farther than DELTA_K/λ (+ rounding) from an integer: on ~4,000
 #                    mpmath points with λ in [6, 1e4] and r ≥ 0.2 the residual |x - a*| is ≤ 0.009/λ (11× margin)
 _TINY_REL = 1e-17
 # Taylor coefficients in s of r(s) - 1, where F(r) = sign(r-1) √(2(1 - r + r ln r)) = s, and of
