@@ -1083,3 +1083,14 @@ def read_entity_keys(path: Path) -> pl.DataFrame:
 def read_rows(path: Path, start: int, length: int) -> pl.DataFrame:
     """Rows [start, start + length) of a parquet file."""
     return pl.scan_parquet(path).slice(start, length).collect()
+
+
+def world_scenarios(store: Store) -> list[str]:
+    """The scenario ids of a world's scenario manifest, sorted (validated as S0 validates them)."""
+    world = read_world(store, "S0")
+    path = store.path("scenario_manifest_5A", manifest_fingerprint=world.manifest_fingerprint)
+    try:
+        manifest = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise ArrivalError("5B.S0.SCENARIO_MANIFEST_INVALID", f"{path} cannot be read: {exc}", file=str(path))
+    return gate.check_scenario_manifest(manifest, where=str(path), contracts_dir=store.contracts_dir)
