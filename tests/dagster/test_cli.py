@@ -1,0 +1,142 @@
+"""The commands in subprocesses on a temp run root: `arrival run/partitions/verify` and the plain Dagster CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from arrival_core import pipeline
+from arrival_core.contracts import PROJECT_ROOT
+from arrival_core.store import Store
+
+BIN = Path(sys.executable).parent
+TIMEOUT = 300
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def _env(root: Path, home: Path) -> dict[str, str]:
+    return {**os.environ, "ARRIVAL_RUN_ROOT": str(root), "DAGSTER_HOME": str(home)}
+
+
+def _outputs(root: Path, seed: int, scenario: str) -> list[Path]:
+    """The partition's seed-scoped output files, resolved through the dictionary."""
+    store = Store(run_root=root)
+    tokens = pipeline.resolve_identity(store, seed=seed, scenario_id=scenario, state="S2").tokens()
+    return [
+        store.path(d, **tokens)
+        for d in ("s2_realised_intensity_5B", "s3_bucket_counts_5B", "rng_audit_log_5B")
+    ]
+
+
+@pytest.fixture(scope="module")
+def cli_world(tiny_world, tmp_path_factory):
+    """A tiny world copy and a fresh DAGSTER_HOME on which `arrival run --root R --seed 1` has run once."""
+    base = tmp_path_factory.mktemp("cli")
+    root, home = base / "world", base / "dagster_home"
+    shutil.copytree(tiny_world.root, root)
+    env = _env(root, home)
+    env.pop("ARRIVAL_RUN_ROOT")  # --root alone must be enough
+    result = _run([str(BIN / "arrival"), "run", "--root", str(root), "--seed", "1"], env)
+    return root, home, result
+
+
+def test_arrival_run_exits_zero_and_writes_every_partition(cli_world):
+    root, home, result = cli_world
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "baseline_v1|1  PASS" in result.stdout and "stress_v1|1  PASS" in result.stdout
+    assert "0 failed" in result.stdout
+    for scenario in ("baseline_v1", "stress_v1"):
+        assert all(p.is_file() for p in _outputs(root, 1, scenario))
+    assert (home / "dagster.yaml").is_file()  # the shipped instance config was copied in
+
+
+def test_arrival_verify_replays_every_event_and_passes(cli_world):
+    root, home, _ = cli_world
+    result = _run(
+        [str(BIN / "arrival"), "verify", "--root", str(root), "--seed", "1", "--scenario", "stress_v1"],
+        _env(root, home),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all ERROR checks passed" in result.stdout
+
+
+def test_dagster_asset_materialize_with_a_partition_exits_zero(cli_world):
+    root, home, _ = cli_world
+    env = _env(root, home)
+    added = _run([str(BIN / "arrival"), "partitions", "add", "--seed", "7"], env)
+    assert added.returncode == 0, added.stderr
+    result = _run(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "arrival_assets.definitions",
+            "--select",
+            "*",
+            "--partition",
+            "baseline_v1|7",
+        ],
+        env,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert all(p.is_file() for p in _outputs(root, 7, "baseline_v1"))
+
+
+def test_dagster_job_execute_with_partition_tags_exits_zero(cli_world):
+    root, home, _ = cli_world
+    tags = {
+        "dagster/partition": "stress_v1|1",
+        "dagster/partition/scenario": "stress_v1",
+        "dagster/partition/seed": "1",
+    }
+    result = _run(
+        [
+            str(BIN / "dagster"),
+            "job",
+            "execute",
+            "-m",
+            "arrival_assets.definitions",
+            "-j",
+            "arrival_5b",
+            "--tags",
+            json.dumps(tags),
+        ],
+        _env(root, home),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "RUN_SUCCESS" in result.stdout + result.stderr
+
+
+def test_failing_run_exits_nonzero_and_prints_the_code(tiny_world_copy, tmp_path):
+    root = tiny_world_copy.root
+    flag = next((root / "data/layer2/5A/validation").glob("fingerprint=*/_passed.flag"))
+    flag.write_text(json.dumps({"bundle_digest_sha256": "f" * 64}))
+    result = _run(
+        [str(BIN / "arrival"), "run", "--root", str(root), "--seed", "1", "--scenario", "baseline_v1"],
+        _env(root, tmp_path / "home"),
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "error: baseline_v1|1: 5B.S0.UPSTREAM_NOT_PASS" in result.stderr
+    assert "FAIL" in result.stdout
+    assert not (root / "data/layer2/5B").exists()
+
+
+def test_unknown_scenario_is_refused_before_anything_runs(tiny_world_copy, tmp_path):
+    root = tiny_world_copy.root
+    result = _run(
+        [str(BIN / "arrival"), "run", "--root", str(root), "--seed", "1", "--scenario", "nope_v9"],
+        _env(root, tmp_path / "home"),
+    )
+    assert result.returncode == 2
+    assert "5B.IDENTITY_INVALID" in result.stderr
+    assert not (tmp_path / "home").exists()
