@@ -85,7 +85,7 @@ def build_dataset_checks(dataset_id: str, specs: tuple[CheckSpec, ...]) -> dg.As
         context: dg.AssetCheckExecutionContext, store: StoreResource
     ) -> Iterator[dg.AssetCheckResult]:
         part = partition_of(context)
-        st = call_core(context, store.open, part.seed)
+        st = call_core(context, store.open)
         state = contracts.dataset(dataset_id).state or "S0"
         identity = call_core(
             context, pipeline.resolve_identity, st, seed=part.seed, scenario_id=part.scenario_id, state=state

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import yaml
 from pydantic import PrivateAttr
 
 from arrival_core import contracts, gate
@@ -25,12 +26,10 @@ def resolve_run_root(explicit: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
-def ensure_world(
-    root: Path, seed: int | None = None, config_dir: Path = contracts.DEFAULT_CONFIG_DIR
-) -> Store:
-    """Return the store of a run root, creating the demo world in an absent or empty root and a new seed's 3B file.
-
-    A root that already holds anything is never populated: a real world without a receipt is an error S0 names.
+def ensure_world(root: Path, seed: int | None = None, config_dir: Path = contracts.DEFAULT_CONFIG_DIR) -> Store:
+    """Return the store of a run root: the demo world is created in an absent or empty root, and a synthetic
+    world writes a new seed's 3B file. A root holding anything else is never written into as a world, and a
+    real world never invents a seed's file (its sealed-input asset names what is missing).
     """
     from arrival_core import world  # the generator is only needed on first use
 
@@ -38,33 +37,31 @@ def ensure_world(
     receipt = store.path("run_receipt")
     if not receipt.exists() and (not root.exists() or not any(root.iterdir())):
         world.create_world(DEFAULT_PROFILE, root, seeds=tuple(default_seeds()))
-    if seed is not None and receipt.exists():
+    if seed is not None and receipt.is_file() and _read_receipt(store).get("synthetic") is True:
         world.ensure_seed(root, seed)
     return store
 
 
 def default_seeds(config_dir: Path = contracts.DEFAULT_CONFIG_DIR) -> list[int]:
     """Return the default seeds of config/run_plan.yaml."""
-    import yaml
-
     plan = yaml.safe_load((Path(config_dir) / "run_plan.yaml").read_text())
     return [int(s) for s in plan.get("default_seeds") or []]
 
 
-def manifest_fingerprint(store: Store) -> str:
-    """The world's manifest_fingerprint from its validated run receipt (S0's codes when it is missing or invalid)."""
+def _read_receipt(store: Store) -> dict:
     path = store.path("run_receipt")
     if not path.is_file():
         raise ArrivalError(
             "5B.S0.RUN_RECEIPT_MISSING", f"{path} does not exist: the run root holds no world", file=str(path)
         )
-    receipt = gate.parse_run_receipt(
-        path.read_bytes(),
-        where=str(path),
-        code="5B.S0.RUN_RECEIPT_INVALID",
-        contracts_dir=store.contracts_dir,
+    return gate.parse_run_receipt(
+        path.read_bytes(), where=str(path), code="5B.S0.RUN_RECEIPT_INVALID", contracts_dir=store.contracts_dir
     )
-    return receipt["manifest_fingerprint"]
+
+
+def manifest_fingerprint(store: Store) -> str:
+    """The world's manifest_fingerprint from its validated run receipt (S0's codes when it is missing or invalid)."""
+    return _read_receipt(store)["manifest_fingerprint"]
 
 
 def scenario_ids(store: Store) -> list[str]:
@@ -95,7 +92,7 @@ class StoreResource(dg.ConfigurableResource):
         return self._root
 
     def open(self, seed: int | None = None) -> Store:
-        """Return the store, creating the demo world on first use and a synthetic world's file for a new seed."""
+        """Return the store, creating the demo world on first use (and a synthetic world's file for `seed`)."""
         return ensure_world(
             self.root, seed, Path(self.config_dir) if self.config_dir else contracts.DEFAULT_CONFIG_DIR
         )

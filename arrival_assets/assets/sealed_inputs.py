@@ -109,7 +109,7 @@ def build_sealed_input_asset(entry: DatasetEntry) -> dg.AssetsDefinition:
     )
     def _sealed(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
         part = partition_of(context)
-        st = call_core(context, store.open, part.seed)
+        st = call_core(context, store.open, part.seed if entry.seed_scoped else None)
         found = call_core(
             context, verify_sealed_input, st, entry, seed=part.seed, scenario_id=part.scenario_id
         )

@@ -130,7 +130,7 @@ def build_state_asset(step: StateStep, sealed_input_keys: tuple[str, ...]) -> dg
     @dg.multi_asset(name=step.name, specs=specs, partitions_def=grid, description=step.description)
     def _state(context: dg.AssetExecutionContext, store: StoreResource) -> Iterator[dg.MaterializeResult]:
         part = partition_of(context)
-        st = call_core(context, store.open, part.seed)
+        st = call_core(context, store.open)
         runner = getattr(pipeline, step.runner)
         result = call_core(
             context, runner, st, seed=part.seed, scenario_id=part.scenario_id, run_id=context.run.run_id
