@@ -21,8 +21,8 @@ ASSET_OF_COMPANION = {
     companion: owner for owner, companions in COMPANIONS.items() for companion in companions
 }
 
-# What a dataset's core checks read besides that dataset and its upstream: the S2 RNG-log checks reconcile through
-# `pipeline.read_ledgers`, which reads both families' logs and S3's counts, so those check steps wait for S3.
+# What a dataset's core checks read besides the dataset and its upstream: the S2 RNG-log checks reconcile
+# through `pipeline.read_ledgers`, which reads both families' logs and S3's counts, so they wait for S3.
 ALSO_READS: dict[str, tuple[str, ...]] = {
     "rng_event_arrival_lgcp_gaussian": ("s3_bucket_counts_5B", "rng_event_arrival_bucket_count"),
     "rng_trace_arrival_lgcp_gaussian": ("s3_bucket_counts_5B", "rng_event_arrival_bucket_count"),

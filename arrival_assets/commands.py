@@ -1,4 +1,4 @@
-"""The `arrival partitions add`, `arrival run` and `arrival verify` commands (argument parsing lives in cli.py)."""
+"""The `arrival partitions add`, `run` and `verify` commands (their argument parsing is in cli.py)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ Printer = Callable[[str], None]
 
 
 def prepare_dagster_home(explicit: str | os.PathLike | None = None) -> Path:
-    """Return $DAGSTER_HOME (default ./.arrival/dagster_home), creating it with the shipped dagster.yaml if absent."""
+    """$DAGSTER_HOME (default ./.arrival/dagster_home), created with the shipped dagster.yaml if absent."""
     home = Path(explicit or os.environ.get(DAGSTER_HOME_ENV) or DEFAULT_DAGSTER_HOME).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
@@ -61,7 +61,7 @@ def _scenarios_for(store: Store, requested: Sequence[str] | None) -> list[str]:
 def add_partitions(
     *, root: str | None, seeds: Sequence[str], scenarios: Sequence[str] | None, out: Printer = print
 ) -> int:
-    """Register seeds (and the world's scenarios, or the given ones) as partitions in the instance at DAGSTER_HOME."""
+    """Register seeds and scenarios (default: the world's) as partitions in the instance at DAGSTER_HOME."""
     seed_keys = [str(validate_seed(s)) for s in seeds]
     store = ensure_world(resolve_run_root(root))
     scenario_list = _scenarios_for(store, scenarios)
@@ -171,7 +171,8 @@ def format_run(run: PartitionRun) -> list[str]:
             + ", ".join(f"{k} {v:,}" for k, v in totals.items() if isinstance(v, int))
         )
     lines.append(
-        f"   checks: {run.checks_passed} passed, {len(run.checks_failed)} failed, {len(run.checks_warned)} warned"
+        f"   checks: {run.checks_passed} passed, {len(run.checks_failed)} failed, "
+        f"{len(run.checks_warned)} warned"
         + "".join(f"\n     FAILED {c}" for c in run.checks_failed)
         + "".join(f"\n     WARN   {c}" for c in run.checks_warned)
     )
@@ -180,14 +181,16 @@ def format_run(run: PartitionRun) -> list[str]:
     if run.steps_not_run:
         states = [s.name for s in STEPS if s.name in run.steps_not_run]
         others = len(run.steps_not_run) - len(states)
-        lines.append(f"   not run: {', '.join(states) or '—'}" + (f" (and {others} other steps)" if others else ""))
+        lines.append(
+            f"   not run: {', '.join(states) or '—'}" + (f" (and {others} other steps)" if others else "")
+        )
     return lines
 
 
 def run_partitions(
     *, root: str | None, seed: str, scenario: str | None, out: Printer = print, err: Printer = print
 ) -> int:
-    """Ensure the world, register the partitions, materialise the graph for each (scenario, seed); 0 if all pass."""
+    """Ensure the world, register partitions, materialise the graph per (scenario, seed); 0 if all pass."""
     from .definitions import build_definitions
 
     seed_value = validate_seed(seed)
@@ -224,7 +227,7 @@ def run_partitions(
 
 
 def verify_partition(*, root: str | None, seed: str, scenario: str, out: Printer = print) -> int:
-    """Run every check over a partition's stored outputs with a full RNG replay; 1 if any ERROR check fails."""
+    """Every check over a partition's stored outputs with a full RNG replay; 1 if an ERROR check fails."""
     store = Store(run_root=resolve_run_root(root))
     seed_value, sid = validate_seed(seed), validate_scenario_id(scenario)
     failed = 0

@@ -9,5 +9,5 @@ JOB_NAME = "arrival_5b"
 arrival_5b = dg.define_asset_job(
     JOB_NAME,
     selection=dg.AssetSelection.all(),
-    description="Sealed inputs, S0 gate, S1 plan, S2 latent field, S3 counts and the RNG audit, with every check.",
+    description="Sealed inputs, S0 gate, S1 plan, S2 latent fields, S3 counts, RNG audit; all checked.",
 )

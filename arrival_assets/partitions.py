@@ -25,7 +25,7 @@ class PartitionIdentity:
 
 
 def parse_partition_key(key: str | dg.MultiPartitionKey) -> PartitionIdentity:
-    """Parse a grid key (`"<scenario>|<seed>"`) through Dagster, then validate both values (IDENTITY_INVALID)."""
+    """Parse a grid key (`"<scenario>|<seed>"`) through Dagster, then validate both (IDENTITY_INVALID)."""
     dims = grid.get_partition_key_from_str(str(key)).keys_by_dimension
     return PartitionIdentity(
         seed=validate_seed(dims[SEED_DIMENSION]),

@@ -26,7 +26,9 @@ def resolve_run_root(explicit: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
-def ensure_world(root: Path, seed: int | None = None, config_dir: Path = contracts.DEFAULT_CONFIG_DIR) -> Store:
+def ensure_world(
+    root: Path, seed: int | None = None, config_dir: Path = contracts.DEFAULT_CONFIG_DIR
+) -> Store:
     """Return the store of a run root: the demo world is created in an absent or empty root, and a synthetic
     world writes a new seed's 3B file. A root holding anything else is never written into as a world, and a
     real world never invents a seed's file (its sealed-input asset names what is missing).
@@ -55,12 +57,15 @@ def _read_receipt(store: Store) -> dict:
             "5B.S0.RUN_RECEIPT_MISSING", f"{path} does not exist: the run root holds no world", file=str(path)
         )
     return gate.parse_run_receipt(
-        path.read_bytes(), where=str(path), code="5B.S0.RUN_RECEIPT_INVALID", contracts_dir=store.contracts_dir
+        path.read_bytes(),
+        where=str(path),
+        code="5B.S0.RUN_RECEIPT_INVALID",
+        contracts_dir=store.contracts_dir,
     )
 
 
 def manifest_fingerprint(store: Store) -> str:
-    """The world's manifest_fingerprint from its validated run receipt (S0's codes when it is missing or invalid)."""
+    """The world's manifest_fingerprint from its validated run receipt (S0's codes if missing or invalid)."""
     return _read_receipt(store)["manifest_fingerprint"]
 
 
@@ -70,12 +75,14 @@ def scenario_ids(store: Store) -> list[str]:
     try:
         ids = pl.read_parquet(path, columns=["scenario_id"])["scenario_id"].to_list()
     except Exception as exc:  # polars raises several unrelated types for a missing or corrupt file
-        raise ArrivalError("5B.S0.SCENARIO_MANIFEST_INVALID", f"{path} cannot be read: {exc}", file=str(path))
+        raise ArrivalError(
+            "5B.S0.SCENARIO_MANIFEST_INVALID", f"{path} cannot be read: {exc}", file=str(path)
+        ) from exc
     return sorted({validate_scenario_id(s) for s in ids})
 
 
 class StoreResource(dg.ConfigurableResource):
-    """The run root every asset reads and publishes under; empty means $ARRIVAL_RUN_ROOT or ./.arrival/demo."""
+    """The run root assets read and publish under; empty means $ARRIVAL_RUN_ROOT or ./.arrival/demo."""
 
     run_root: str = ""
     config_dir: str = ""  # the policy files; empty means the project's config/
@@ -92,7 +99,7 @@ class StoreResource(dg.ConfigurableResource):
         return self._root
 
     def open(self, seed: int | None = None) -> Store:
-        """Return the store, creating the demo world on first use (and a synthetic world's file for `seed`)."""
+        """The store; creates the demo world on first use (and a synthetic world's file for `seed`)."""
         return ensure_world(
             self.root, seed, Path(self.config_dir) if self.config_dir else contracts.DEFAULT_CONFIG_DIR
         )

@@ -12,7 +12,7 @@ from .resources import StoreResource, default_seeds, scenario_ids
     name="register_partitions",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds the scenarios of scenario_manifest_5A and the default seeds of run_plan.yaml as partitions.",
+    description="Adds the scenarios of scenario_manifest_5A and run_plan.yaml's default seeds as partitions.",
 )
 def register_partitions(
     context: dg.SensorEvaluationContext, store: StoreResource

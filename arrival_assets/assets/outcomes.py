@@ -1,4 +1,4 @@
-"""Turning core results into Dagster events: materialisations with digests and metadata, failures with codes."""
+"""Core results as Dagster events: materialisations with digests and metadata, failures with codes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 
 def failure_from(context: dg.AssetExecutionContext | dg.OpExecutionContext, err: ArrivalError) -> dg.Failure:
-    """Log an ArrivalError with its canonical code and return the Dagster failure that carries it as metadata."""
+    """Log an ArrivalError with its code and return the Dagster failure carrying it as metadata."""
     payload = err.to_dict()
     context.log.error(f"{err.code}: {err.message}")
     return dg.Failure(
@@ -40,7 +40,7 @@ def call_core(
 
 
 def partition_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> PartitionIdentity:
-    """Return the validated (seed, scenario) of the running partition; an invalid key fails with IDENTITY_INVALID."""
+    """The validated (seed, scenario) of the running partition; a bad key fails with IDENTITY_INVALID."""
     return call_core(context, parse_partition_key, context.partition_key)
 
 
@@ -76,7 +76,7 @@ def published_metadata(
     metrics: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Metadata of one published file: path, rows, digest, whether this run created it, metrics, summary table."""
+    """Metadata of one published file: path, rows, digest, whether this run created it, metrics, table."""
     flat = scalar_metrics(metrics or {})
     summary = [
         ("dataset", published.dataset_id),

@@ -31,7 +31,7 @@ class VerifiedInput:
 
 
 def _verify_bundle(store: Store, entry: DatasetEntry, manifest_fingerprint: str) -> str:
-    """Judge a HashGate bundle exactly as S0 does and return its digest; anything but PASS is UPSTREAM_NOT_PASS."""
+    """Judge a HashGate bundle as S0 does and return its digest; anything but PASS is UPSTREAM_NOT_PASS."""
     verdict = pipeline.verify_bundle(store, entry, manifest_fingerprint)
     gate.require_all_pass([verdict])
     assert verdict.bundle_digest_sha256 is not None
@@ -47,7 +47,7 @@ def _verify_table(store: Store, entry: DatasetEntry, path: Path) -> int:
     except Exception as exc:  # polars raises several unrelated types for a corrupt file
         raise ArrivalError(
             "5B.S0.INPUT_SCHEMA_INVALID", f"{path} is not a readable parquet file: {exc}", file=str(path)
-        )
+        ) from exc
     wrong = {c: (str(found.get(c)), str(t)) for c, t in expected.items() if found.get(c) != t}
     extra = sorted(set(found) - set(expected))
     if wrong or extra:
@@ -66,7 +66,7 @@ def _verify_policy(store: Store, entry: DatasetEntry, path: Path) -> None:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ArrivalError("5B.S0.POLICY_INVALID", f"{path} is not YAML: {exc}", file=str(path))
+        raise ArrivalError("5B.S0.POLICY_INVALID", f"{path} is not YAML: {exc}", file=str(path)) from exc
     contracts.validate_document(
         doc, entry.schema_ref, code="5B.S0.POLICY_INVALID", where=str(path), contracts_dir=store.contracts_dir
     )
@@ -99,7 +99,7 @@ def build_sealed_input_asset(entry: DatasetEntry) -> dg.AssetsDefinition:
         name=entry.id,
         group_name=GROUP,
         partitions_def=grid,
-        description=f"Sealed {entry.kind} from segment {entry.owner_segment} ({entry.status.lower()}): {entry.path}",
+        description=f"Sealed {entry.kind} of {entry.owner_segment} ({entry.status.lower()}): {entry.path}",
         kinds={entry.format if entry.format != "hashgate_bundle" else "hashgate"},
         metadata={
             "schema_ref": entry.schema_ref,

@@ -1,4 +1,4 @@
-"""The state assets: thin multi-assets that call `arrival_core.pipeline` for one (scenario, seed) partition."""
+"""The state assets: thin multi-assets calling `arrival_core.pipeline` for one (scenario, seed) partition."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,7 +11,7 @@ from ..partitions import grid
 from ..resources import StoreResource
 from .outcomes import call_core, materialize, partition_of
 
-# Files published beside an asset's own file and reported in its metadata (the RNG traces beside their events).
+# Files published beside an asset's own file, reported in its metadata (the RNG traces beside their events).
 COMPANIONS: dict[str, tuple[str, ...]] = {
     "rng_event_arrival_lgcp_gaussian": ("rng_trace_arrival_lgcp_gaussian",),
     "rng_event_arrival_bucket_count": ("rng_trace_arrival_bucket_count",),
@@ -19,15 +19,15 @@ COMPANIONS: dict[str, tuple[str, ...]] = {
 
 DESCRIPTIONS: dict[str, str] = {
     "sealed_inputs_5B": "The closed set of inputs 5B may read, each with its digest, role and read scope.",
-    "s0_gate_receipt_5B": "S0 gate receipt: upstream HashGate results, the scenario set and the sealed-inputs digest.",
-    "s1_time_grid_5B": "Per-scenario bucket grid (UTC bounds, flags, local annotations) every later state aligns to.",
-    "s1_grouping_5B": "Pooling group of every (merchant, zone, channel): entities in a group share one latent field.",
+    "s0_gate_receipt_5B": "S0 receipt: upstream HashGate verdicts, scenario set and sealed-inputs digest.",
+    "s1_time_grid_5B": "Per-scenario bucket grid (UTC bounds, flags, local annotations).",
+    "s1_grouping_5B": "Pooling group of every (merchant, zone, channel); a group shares one latent field.",
     "s2_realised_intensity_5B": "Realised per-bucket intensity: λ_target × the group's latent factor ξ.",
-    "s2_latent_field_5B": "Diagnostic latent field per (group, bucket): Z, σ, length scale and the clipped factor.",
-    "rng_event_arrival_lgcp_gaussian": "RNG event log of the latent fields: one Philox event per (scenario, group).",
-    "s3_bucket_counts_5B": "Realised arrival count per (entity, bucket), drawn from λ_realised (Poisson or NB2).",
-    "rng_event_arrival_bucket_count": "RNG event log of the counts: one Philox event per drawing (entity, bucket).",
-    "rng_audit_log_5B": "Per-partition RNG audit record reconciling both families' events, traces and totals.",
+    "s2_latent_field_5B": "Diagnostic latent field per (group, bucket): Z, σ, length scale, clipped factor.",
+    "rng_event_arrival_lgcp_gaussian": "RNG log of the latent fields: one event per (scenario, group).",
+    "s3_bucket_counts_5B": "Arrival count per (entity, bucket), drawn from λ_realised (Poisson or NB2).",
+    "rng_event_arrival_bucket_count": "RNG log of the counts: one Philox event per drawing (entity, bucket).",
+    "rng_audit_log_5B": "RNG audit record reconciling both families' events, traces and totals.",
 }
 
 # Optional outputs: a policy may switch them off (the latent field is a diagnostic).

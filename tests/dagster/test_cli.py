@@ -1,4 +1,4 @@
-"""The commands in subprocesses on a temp run root: `arrival run/partitions/verify` and the plain Dagster CLI."""
+"""Commands in subprocesses on a temp run root: `arrival run/partitions/verify` and the Dagster CLI."""
 
 from __future__ import annotations
 

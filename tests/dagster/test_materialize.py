@@ -1,4 +1,4 @@
-"""The whole graph in process on the tiny world: materialisations, per-partition check results, failure paths."""
+"""The whole graph in process on the tiny world: materialisations, per-partition checks, failures."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ OUTPUTS_5B = {
 
 @pytest.fixture(scope="module")
 def graph_runs(shared_world_root):
-    """The four partitions (2 seeds × 2 scenarios) of the tiny world, each one run, in one ephemeral instance."""
+    """The four partitions (2 seeds × 2 scenarios) of the tiny world, one run each, in one instance."""
     defs = graph_for(shared_world_root)
     with dg.DagsterInstance.ephemeral() as instance:
         results = {key: run_partition(defs, instance, key) for key in PARTITIONS}
@@ -76,8 +76,12 @@ def test_data_version_is_the_content_digest(graph_runs):
             assert values["digest"] == sha256_file(values["path"]), asset
         assert "summary" in values
     folder = Path(meta["validation_bundle_3A"]["path"])
-    members = json.loads((folder / "index.json").read_text())["entries"]  # §3.1: digest of members in index order
-    assert meta["validation_bundle_3A"]["digest"] == sha256_hex(b"".join((folder / m["path"]).read_bytes() for m in members))
+    members = json.loads((folder / "index.json").read_text())[
+        "entries"
+    ]  # §3.1: digest of members in index order
+    assert meta["validation_bundle_3A"]["digest"] == sha256_hex(
+        b"".join((folder / m["path"]).read_bytes() for m in members)
+    )
 
 
 def test_state_materialisations_carry_rows_and_run_report_metrics(graph_runs):
@@ -162,15 +166,21 @@ def test_accounting_mismatch_fails_the_blocking_check_and_stops_downstream(world
     with dg.DagsterInstance.ephemeral() as instance:
         result = run_partition(graph_for(world_root), instance, "stress_v1|42")
     assert not result.success
-    failed_checks = {(e.asset_key.to_user_string(), e.check_name): e.severity
-                     for e in result.get_asset_check_evaluations() if not e.passed}
+    failed_checks = {
+        (e.asset_key.to_user_string(), e.check_name): e.severity
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    }
     assert ("rng_event_arrival_lgcp_gaussian", "trace_consistent") in failed_checks
     assert set(failed_checks.values()) == {dg.AssetCheckSeverity.ERROR}
     assert {asset for asset, _ in failed_checks} == {"rng_event_arrival_lgcp_gaussian"}
     done = set(materialized(result))
     assert "rng_event_arrival_lgcp_gaussian" in done
     assert "rng_audit_log_5B" not in done  # the audit reads the RNG logs; a failed log check stops it
-    assert failures(result).keys() == {"check_rng_event_arrival_lgcp_gaussian", "check_rng_trace_arrival_lgcp_gaussian"}
+    assert failures(result).keys() == {
+        "check_rng_event_arrival_lgcp_gaussian",
+        "check_rng_trace_arrival_lgcp_gaussian",
+    }
 
 
 def test_warn_checks_never_block(world_root, monkeypatch):

@@ -1,4 +1,4 @@
-"""The seed × scenario grid: keys print as "<scenario>|<seed>", parse through Dagster and validate both values."""
+"""The seed × scenario grid: keys print as "<scenario>|<seed>", parse through Dagster, validate both."""
 
 import dagster as dg
 import pytest

@@ -15,7 +15,9 @@ SEED_SCOPED = [dg.AssetKey("virtual_classification_3B")]
 
 def _seed_file(root, seed: int):
     store = Store(run_root=root)
-    return store.path("virtual_classification_3B", seed=seed, manifest_fingerprint=manifest_fingerprint(store))
+    return store.path(
+        "virtual_classification_3B", seed=seed, manifest_fingerprint=manifest_fingerprint(store)
+    )
 
 
 def test_new_seed_of_a_synthetic_world_gets_its_file_on_first_use(world_root):
@@ -44,10 +46,15 @@ def test_tampered_table_fails_its_schema_check_naming_the_column(world_root):
 
     store = Store(run_root=world_root)
     path = store.path("merchant_zone_profile_5A", manifest_fingerprint=manifest_fingerprint(store))
-    pl.read_parquet(path).with_columns(pl.col("expected_weekly_arrivals").cast(pl.Float32)).write_parquet(path)
+    pl.read_parquet(path).with_columns(pl.col("expected_weekly_arrivals").cast(pl.Float32)).write_parquet(
+        path
+    )
     with dg.DagsterInstance.ephemeral() as instance:
         result = run_partition(
-            graph_for(world_root), instance, "baseline_v1|1", selection=[dg.AssetKey("merchant_zone_profile_5A")]
+            graph_for(world_root),
+            instance,
+            "baseline_v1|1",
+            selection=[dg.AssetKey("merchant_zone_profile_5A")],
         )
     failed = failures(result)["merchant_zone_profile_5A"]
     assert failed["error_code"] == "5B.S0.INPUT_SCHEMA_INVALID"
