@@ -475,7 +475,7 @@ def _realised(ctx: _Context) -> dict[str, _Result]:
             return
         e0 = start // h
         e1 = e0 + frame.height // h
-        bad_key, bad_group = latent.chunk_misaligned(frame, d, e0, e1, "bucket_index", group_column="group_id")
+        bad_key, bad_group = latent.chunk_misaligned(frame.to_arrow(), d, e0, e1, "bucket_index", group_column="group_id")
         if bad_key is not None or bad_group is not None:
             row = bad_key if bad_key is not None else bad_group
             domain.fail(f"row {start + row} breaks grid × grouping", _key_of(frame, row, (*ENTITY_KEYS, "bucket_index")))
@@ -773,7 +773,7 @@ def _counts(ctx: _Context) -> dict[str, _Result]:
         e0 = start // h
         e1 = e0 + frame.height // h
         _, s2 = next(source)
-        bad_key, bad_group = latent.chunk_misaligned(frame, d, e0, e1, "bucket_index", group_column="group_id")
+        bad_key, bad_group = latent.chunk_misaligned(frame.to_arrow(), d, e0, e1, "bucket_index", group_column="group_id")
         same = all(frame[c].equals(s2[c]) for c in (*ENTITY_KEYS, "bucket_index"))
         if bad_key is not None or bad_group is not None or not same:
             domain.fail(f"rows from {start} are not the rows of s2_realised_intensity_5B / grid × grouping")

@@ -4,11 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+import numba
 import numpy as np
 import polars as pl
 
 from .errors import ArrivalError
-from .rng import streams, variates
+from .rng import variates
+from .rng.philox import philox_block
 
 FAMILY_ID = "S3.bucket_count.v1"
 LAWS = ("poisson", "nb2")
@@ -77,16 +79,32 @@ def domain_keys(entities: pl.DataFrame) -> list[str]:
 
 @dataclass(frozen=True)
 class CountDraws:
-    """Counts of a chunk of whole entities, and the envelope of each RNG event (rows with μ > eps, in row order)."""
+    """Counts of a set of rows, and the envelope of each RNG event (rows with μ > eps, in row order)."""
 
     count: np.ndarray  # Int64, per row
     capped: np.ndarray  # bool, per row
-    drew: np.ndarray  # bool, per row: μ > lambda_zero_eps, i.e. an event was emitted
+    event_rows: np.ndarray  # positions of the rows that drew (μ > lambda_zero_eps), ascending
     key: np.ndarray  # per event
     before_hi: np.ndarray
     before_lo: np.ndarray
     after_hi: np.ndarray
     after_lo: np.ndarray
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _count_blocks(rows, entity, bucket, key, hi, lo, before_hi, before_lo, x0, x1, wrapped):  # pragma: no cover
+    """Block at the row's stream base + bucket for each drawing row (the RNG core's Philox round function)."""
+    top = np.uint64(0xFFFFFFFFFFFFFFFF)
+    for j in numba.prange(rows.shape[0]):
+        i = rows[j]
+        e = entity[i]
+        c_lo = lo[e] + np.uint64(bucket[i])
+        carry = c_lo < lo[e]
+        c_hi = hi[e] + np.uint64(1) if carry else hi[e]
+        wrapped[j] = (carry and hi[e] == top) or (c_lo == top and c_hi == top)  # base + b or its successor wraps
+        before_hi[j] = c_hi
+        before_lo[j] = c_lo
+        x0[j], x1[j] = philox_block(c_lo, c_hi, key[e])
 
 
 def draw_counts(
@@ -101,29 +119,26 @@ def draw_counts(
 
     `entity` indexes each row's stream in `bases` = (key, hi, lo) and, for NB2, its κ; `bucket` is the block offset.
     """
-    drew = mu > policy.lambda_zero_eps
-    rows = np.flatnonzero(drew)
-    ent = entity[rows]
-    key, base_hi, base_lo = (b[ent] for b in bases)
-    offset = bucket[rows].astype(np.uint64)
-    before_lo = base_lo + offset
-    before_hi = base_hi + (before_lo < base_lo).astype(np.uint64)
-    after_lo = before_lo + np.uint64(1)
-    after_hi = before_hi + (after_lo == 0).astype(np.uint64)
-    wrapped = (before_hi < base_hi) | (after_hi < before_hi)
+    rows = np.flatnonzero(mu > policy.lambda_zero_eps)
+    key, hi, lo = (np.ascontiguousarray(b, dtype=np.uint64) for b in bases)
+    n_events = len(rows)
+    before_hi, before_lo, x0, x1 = (np.empty(n_events, dtype=np.uint64) for _ in range(4))
+    wrapped = np.empty(n_events, dtype=np.bool_)
+    _count_blocks(rows, np.ascontiguousarray(entity), np.ascontiguousarray(bucket), key, hi, lo,
+                  before_hi, before_lo, x0, x1, wrapped)
     if wrapped.any():
         raise ArrivalError("5B.S3.RNG_ACCOUNTING_MISMATCH",
                            f"the count stream of row {int(rows[np.argmax(wrapped)])} wraps the 128-bit Philox counter")
-    x0, x1 = streams.blocks(key, base_hi, base_lo, offset)
     m = mu[rows]
     if policy.law == "poisson":
         n = variates.poisson_inv(m, variates.u01(x0))
     else:
-        k = kappa[ent]
+        k = kappa[entity[rows]]
         n = variates.poisson_inv(variates.gamma_inv(k, variates.u01(x0)) * m / k, variates.u01(x1))  # (G·μ)/κ
-    n = np.asarray(n, dtype=np.int64)
     count = np.zeros(len(mu), dtype=np.int64)
     capped = np.zeros(len(mu), dtype=bool)
     count[rows] = np.minimum(n, policy.max_count)
     capped[rows] = n > policy.max_count
-    return CountDraws(count, capped, drew, key, before_hi, before_lo, after_hi, after_lo)
+    after_lo = before_lo + np.uint64(1)
+    after_hi = before_hi + (after_lo == 0).astype(np.uint64)
+    return CountDraws(count, capped, rows, key[entity[rows]], before_hi, before_lo, after_hi, after_lo)

@@ -7,6 +7,7 @@ from typing import Mapping
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import ArrivalError
 from .grouping import ENTITY_KEYS
@@ -259,27 +260,55 @@ def chunk_bounds(domain: Domain, chunk_entities: int) -> list[tuple[int, int]]:
     return [(e0, min(e0 + step, domain.size)) for e0 in range(0, domain.size, step)]
 
 
-def chunk_misaligned(chunk: pl.DataFrame, domain: Domain, e0: int, e1: int, bucket_column: str,
+def dictionary_codes(column: pa.ChunkedArray, dictionary: pa.Array) -> np.ndarray:
+    """Position in `dictionary` of each value of a string column (−1 where absent or null).
+
+    Dictionary-encoded chunks map their own small dictionary once, so no per-row string is compared."""
+    lookup = {v: i for i, v in enumerate(dictionary.to_pylist())}
+    parts = []
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            mapping = np.array([lookup.get(v, -1) for v in chunk.dictionary.to_pylist()] + [-1], dtype=np.int32)
+            parts.append(mapping[chunk.indices.fill_null(len(chunk.dictionary)).to_numpy()])
+        else:
+            parts.append(pc.index_in(chunk, value_set=dictionary).fill_null(-1).to_numpy().astype(np.int32))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+
+def first_mismatch(column: pa.ChunkedArray, value: object) -> int | None:
+    """Index of the first row of a column that is null or differs from `value`, else None."""
+    if isinstance(value, str):
+        bad = dictionary_codes(column, pa.array([value], pa.string())) < 0
+    else:
+        bad = ~pc.equal(column, pa.scalar(value, column.type)).fill_null(False).to_numpy()
+    return int(np.argmax(bad)) if bad.any() else None
+
+
+def chunk_misaligned(chunk: pa.Table, domain: Domain, e0: int, e1: int, bucket_column: str,
                      *, group_column: str | None = None) -> tuple[int | None, int | None]:
     """First row of a chunk that is not entity e0..e1 × bucket 0..H-1 in writer order, and first row whose
     `group_column` differs from the entity's group (None when there is none)."""
     h = domain.buckets
     n = (e1 - e0) * h
-    if chunk.height != n:
-        return min(chunk.height, n), None
+    if chunk.num_rows != n:
+        return min(chunk.num_rows, n), None
+    entity = np.repeat(np.arange(e0, e1), h)
     bad = chunk[bucket_column].to_numpy() != np.tile(np.arange(h, dtype=np.int32), e1 - e0)
-    bad |= chunk["merchant_id"].to_numpy() != np.repeat(domain.merchant_id[e0:e1], h)
-    expected = domain.entities.slice(e0, e1 - e0)
-    gather = pl.Series(np.repeat(np.arange(e1 - e0, dtype=np.int32), h))
+    bad |= chunk["merchant_id"].to_numpy() != domain.merchant_id[entity]
     for column in _STRING_KEYS:
-        bad |= (chunk[column] != expected[column].gather(gather)).to_numpy()
+        bad |= dictionary_codes(chunk[column], domain.dictionaries[column]) != domain.codes[column][entity]
     if bad.any():
         return int(np.argmax(bad)), None
     if group_column is not None:
-        wrong = (chunk[group_column] != expected["group_id"].gather(gather)).to_numpy()
+        wrong = dictionary_codes(chunk[group_column], domain.dictionaries["group_id"]) != domain.entity_group[entity]
         if wrong.any():
             return None, int(np.argmax(wrong))
     return None, None
+
+
+def row_key(chunk: pa.Table, row: int, columns: tuple[str, ...]) -> dict:
+    """The named columns of one row, as Python values."""
+    return {c: chunk[c][row].as_py() for c in columns}
 
 
 def alignment_error(summary: pl.DataFrame, domain: Domain, *, state: str, where: str, surface: str) -> ArrivalError:
@@ -321,14 +350,14 @@ def alignment_error(summary: pl.DataFrame, domain: Domain, *, state: str, where:
                         f"aligned to s1_grouping_5B chunk by chunk", file=where)
 
 
-def numeric_error(values: np.ndarray, chunk: pl.DataFrame, bucket_column: str, *, column: str, code: str,
+def numeric_error(values: np.ndarray, chunk: pa.Table, bucket_column: str, *, column: str, code: str,
                   where: str) -> ArrivalError | None:
     """An error naming the first entity/bucket whose value is NaN, infinite or negative, else None."""
     bad = ~np.isfinite(values) | (values < 0)
     if not bad.any():
         return None
     i = int(np.argmax(bad))
-    key = {k: chunk[k][i] for k in (*ENTITY_KEYS, bucket_column)}
+    key = row_key(chunk, i, (*ENTITY_KEYS, bucket_column))
     return ArrivalError(code, f"{where}: {int(bad.sum())} row(s) have {column} NaN, infinite or negative "
                               f"(first {values[i]!r} at {key})", file=where, column=column, key=key)
 
@@ -338,12 +367,18 @@ def constant(value: str, n: int) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value], pa.string()))
 
 
-def entity_columns(domain: Domain, e0: int, e1: int, *, with_group: bool) -> dict[str, pa.Array]:
-    """The entity key columns (and group_id) of entities e0..e1, each repeated over its H buckets."""
+def entity_columns(domain: Domain, e0: int, e1: int, *, with_group: bool,
+                   rows: np.ndarray | None = None) -> dict[str, pa.Array]:
+    """The entity key columns (and group_id) of entities e0..e1 over their H buckets, or of the chosen `rows`
+    (positions within that chunk) only."""
     h = domain.buckets
-    cols: dict[str, pa.Array] = {"merchant_id": pa.array(np.repeat(domain.merchant_id[e0:e1], h))}
+    if rows is None:
+        entity, bucket = np.repeat(np.arange(e0, e1), h), np.tile(np.arange(h, dtype=np.int32), e1 - e0)
+    else:
+        entity, bucket = e0 + rows // h, (rows % h).astype(np.int32)
+    cols: dict[str, pa.Array] = {"merchant_id": pa.array(domain.merchant_id[entity])}
     for column in (*_STRING_KEYS, *(("group_id",) if with_group else ())):
-        codes = pa.array(np.repeat(domain.codes[column][e0:e1], h))
-        cols[column] = pa.DictionaryArray.from_arrays(codes, domain.dictionaries[column])
-    cols["bucket_index"] = pa.array(np.tile(np.arange(h, dtype=np.int32), e1 - e0))
+        cols[column] = pa.DictionaryArray.from_arrays(pa.array(domain.codes[column][entity]),
+                                                      domain.dictionaries[column])
+    cols["bucket_index"] = pa.array(bucket)
     return cols

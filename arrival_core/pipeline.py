@@ -20,6 +20,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import yaml
 
 from . import audit, contracts, counts, gate, grid, grouping, latent, reports
@@ -513,6 +515,11 @@ def _sink_schema(store: Store, dataset_id: str) -> pa.Schema:
                       else f for f in schema])
 
 
+# Expanding dictionary strings for a plain-string sink allocates ~300 MB per row group that lives only until it is
+# encoded; the system allocator hands such blocks back and forth faster here than Arrow's default pool.
+_CAST_POOL = pa.system_memory_pool()
+
+
 class _BackgroundSink:
     """Feeds one parquet sink from a worker thread, so encoding overlaps computing the next chunk.
 
@@ -540,12 +547,13 @@ class _BackgroundSink:
         """Queue a table's rows (blocks while the worker is more than a few row groups behind)."""
         if self._error is not None:
             raise self._error
-        table = table.select(self._schema.names).cast(self._schema)
         step = store_module.ROW_GROUP_ROWS
         start = 0
         while start < table.num_rows:
             length = min(table.num_rows - start, step - (self._offset + start) % step)
-            self._queue.put(table.slice(start, length))
+            piece = table.slice(start, length)
+            self._queue.put(pa.table([pc.cast(piece[f.name], f.type, memory_pool=_CAST_POOL) for f in self._schema],
+                                     schema=self._schema))
             start += length
         self._offset += table.num_rows
 
@@ -604,12 +612,17 @@ def _read_s1(store: Store, identity: Identity, state: str) -> tuple[pl.DataFrame
     return grid_frame, groups
 
 
-def _require_identity(frame: pl.DataFrame, identity: Identity, path: Path, *, code: str) -> None:
-    """Every identity column a frame carries must equal the partition's value."""
+def _identity_values(identity: Identity, columns: Sequence[str]) -> dict[str, object]:
+    """The partition's value of each identity column among `columns`."""
     values = {"manifest_fingerprint": identity.manifest_fingerprint, "parameter_hash": identity.parameter_hash,
               "seed": identity.seed, "scenario_id": identity.scenario_id}
-    for column, value in values.items():
-        if column in frame.columns and frame.height and (frame[column] != value).any():
+    return {c: values[c] for c in columns if c in values}
+
+
+def _require_identity(frame: pl.DataFrame, identity: Identity, path: Path, *, code: str) -> None:
+    """Every identity column a frame carries must equal the partition's value."""
+    for column, value in _identity_values(identity, frame.columns).items():
+        if frame.height and (frame[column] != value).any():
             raise ArrivalError(code, f"{path}: column {column} holds {frame.filter(pl.col(column) != value)[column][0]!r},"
                                      f" expected {value!r}", file=str(path), column=column)
 
@@ -631,27 +644,63 @@ def surface_path(g: Gate, identity: Identity) -> Path:
     return dict(files)[identity.scenario_id]
 
 
-def _stream_chunks(path: Path, columns: list[str], domain: latent.Domain, chunk_entities: int, *, bucket_column: str,
-                   group_column: str | None, state: str, surface: str) -> Iterator[tuple[int, int, pl.DataFrame]]:
-    """Yield (e0, e1, rows) of whole entities in writer order, refusing a file that does not tile the domain."""
+def _read_whole_entities(path: Path, columns: list[str], strings: list[str], buckets: int, chunk_entities: int
+                         ) -> Iterator[tuple[int, pa.Table]]:
+    """(first entity, rows) of at most `chunk_entities` whole entities, reading each row group once with the
+    string columns dictionary-encoded (the file's row count is a multiple of `buckets`, checked by the caller)."""
+    source = pq.ParquetFile(path, read_dictionary=strings)
+    step = max(1, chunk_entities) * buckets
+    pending: list[pa.Table] = []
+    held, entity = 0, 0
+    for group in range(source.num_row_groups):  # row groups, not rows
+        part = source.read_row_group(group, columns=columns)
+        pending.append(part)
+        held += part.num_rows
+        last = group == source.num_row_groups - 1
+        if held < step and not last:
+            continue
+        table = pa.concat_tables(pending)
+        start = 0
+        while table.num_rows - start >= step or (last and start < table.num_rows):
+            length = min(step, table.num_rows - start)
+            yield entity, table.slice(start, length)
+            entity += length // buckets
+            start += length
+        pending, held = [table.slice(start)], table.num_rows - start
+
+
+def _stream_chunks(store: Store, dataset_id: str, path: Path, columns: list[str], domain: latent.Domain,
+                   chunk_entities: int, *, bucket_column: str, group_column: str | None,
+                   identity: Mapping[str, object], identity_code: str, state: str) -> Iterator[tuple[int, int, pa.Table]]:
+    """Yield (e0, e1, rows) of whole entities in writer order, refusing a file that does not tile the domain or
+    whose identity columns differ from the partition's."""
+    surface = dataset_id
+    dtypes = contracts.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
+    strings = [c for c in columns if dtypes.get(c) == pl.String]
     scan = pl.scan_parquet(path)
     try:
-        total = scan.select(pl.len()).collect().item()
-    except (OSError, pl.exceptions.PolarsError) as exc:
+        total = pq.ParquetFile(path).metadata.num_rows
+    except (OSError, pa.ArrowException) as exc:
         raise ArrivalError(state_code(state, "DOMAIN_ALIGN_FAILED"), f"{path} cannot be read: {exc}", file=str(path))
     if total != domain.rows:
         raise _alignment_error(scan, domain, bucket_column, state=state, where=str(path), surface=surface)
-    for e0, e1 in latent.chunk_bounds(domain, chunk_entities):
-        chunk = scan.select(columns).slice(e0 * domain.buckets, (e1 - e0) * domain.buckets).collect()
+    for e0, chunk in _read_whole_entities(path, columns, strings, domain.buckets, chunk_entities):
+        e1 = e0 + chunk.num_rows // domain.buckets
         bad_key, bad_group = latent.chunk_misaligned(chunk, domain, e0, e1, bucket_column, group_column=group_column)
         if bad_key is not None:
             raise _alignment_error(scan, domain, bucket_column, state=state, where=str(path), surface=surface)
         if bad_group is not None:
-            key = chunk.select(*grouping.ENTITY_KEYS, bucket_column).row(bad_group, named=True)
+            key = latent.row_key(chunk, bad_group, (*grouping.ENTITY_KEYS, bucket_column))
             expected = domain.group_ids[domain.entity_group[e0 + bad_group // domain.buckets]]
             raise ArrivalError(state_code(state, "DOMAIN_ALIGN_FAILED"),
-                               f"{path}: the row at {key} carries {group_column} {chunk[group_column][bad_group]!r} "
+                               f"{path}: the row at {key} carries {group_column} {chunk[group_column][bad_group]} "
                                f"but s1_grouping_5B assigns {expected!r}", file=str(path), key=key)
+        for column, value in identity.items():
+            if (row := latent.first_mismatch(chunk[column], value)) is not None:
+                key = latent.row_key(chunk, row, (*grouping.ENTITY_KEYS, bucket_column))
+                raise ArrivalError(identity_code,
+                                   f"{path}: the row at {key} has {column} {chunk[column][row]}, the partition's is "
+                                   f"{value!r}", file=str(path), column=column, key=key)
         yield e0, e1, chunk
 
 
@@ -795,11 +844,11 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
             writer = writers[0]
             if lgcp.emit_latent_field:
                 writers[1].write(_latent_field_table(field, domain, identity))
-            for e0, e1, chunk in _stream_chunks(surface, columns, domain, chunk_entities or default_chunk_entities(h),
-                                                bucket_column="local_horizon_bucket_index", group_column=None,
-                                                state="S2", surface="merchant_zone_scenario_local_5A"):
-                _require_identity(chunk.select("manifest_fingerprint", "scenario_id"), identity, surface,
-                                  code="5B.S2.DOMAIN_ALIGN_FAILED")
+            for e0, e1, chunk in _stream_chunks(
+                    store, "merchant_zone_scenario_local_5A", surface, columns, domain,
+                    chunk_entities or default_chunk_entities(h), bucket_column="local_horizon_bucket_index",
+                    group_column=None, identity=_identity_values(identity, columns),
+                    identity_code="5B.S2.DOMAIN_ALIGN_FAILED", state="S2"):
                 target = chunk["lambda_local_scenario"].to_numpy()
                 error = latent.numeric_error(target, chunk, "local_horizon_bucket_index", column="lambda_local_scenario",
                                              code="5B.S2.REALISED_NUMERIC_INVALID", where=where)
@@ -862,12 +911,10 @@ def _count_events_table(domain: latent.Domain, e0: int, e1: int, identity: Ident
     """rng_event_arrival_bucket_count rows: one per drawing (entity, bucket), in writer order."""
     n = len(draws.key)
     fid = counts.FAMILY_ID
-    entity = latent.entity_columns(domain, e0, e1, with_group=False)
-    keep = pa.array(draws.drew)
     cols = {"module": latent.constant(rng.module(fid), n), "substream_label": latent.constant(rng.substream(fid), n),
             "family_id": latent.constant(fid, n)}
     cols |= _identity_columns(identity, n)
-    cols |= {name: column.filter(keep) for name, column in entity.items()}
+    cols |= latent.entity_columns(domain, e0, e1, with_group=False, rows=draws.event_rows)
     cols |= {
         "rng_key": pa.array(draws.key),
         "rng_counter_before_lo": pa.array(draws.before_lo),
@@ -909,10 +956,10 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
         sinks = [tx.parquet(d, paths[d], _sink_schema(store, d))
                  for d in ("s3_bucket_counts_5B", "rng_event_arrival_bucket_count")]
         with _background(*sinks) as (count_writer, event_writer):
-            for e0, e1, chunk in _stream_chunks(source, _S2_COLUMNS, domain, step, bucket_column="bucket_index",
-                                                group_column="group_id", state="S3",
-                                                surface="s2_realised_intensity_5B"):
-                _require_identity(chunk.select(_S2_COLUMNS[:4]), identity, source, code="5B.S3.S2_OUTPUT_MISSING")
+            for e0, e1, chunk in _stream_chunks(
+                    store, "s2_realised_intensity_5B", source, _S2_COLUMNS, domain, step, bucket_column="bucket_index",
+                    group_column="group_id", identity=_identity_values(identity, _S2_COLUMNS),
+                    identity_code="5B.S3.S2_OUTPUT_MISSING", state="S3"):
                 mu = chunk["lambda_realised"].to_numpy()
                 error = latent.numeric_error(mu, chunk, "bucket_index", column="lambda_realised",
                                              code="5B.S3.S2_OUTPUT_MISSING", where=str(source))

@@ -70,9 +70,9 @@ def test_poisson_draws_use_block_base_plus_bucket_and_skip_zero_intensity():
     entity = np.array([0, 0, 0, 0, 1, 1])
     bucket = np.array([0, 1, 2, 3, 0, 1], dtype=np.int32)
     draws = counts.draw_counts(mu, entity, bucket, _bases(*streams_), None, _policy())
-    assert draws.drew.tolist() == [False, True, False, True, True, False]
+    assert draws.event_rows.tolist() == [1, 3, 4]
     assert draws.count[[0, 2, 5]].tolist() == [0, 0, 0]
-    for event, row in enumerate(np.flatnonzero(draws.drew)):
+    for event, row in enumerate(draws.event_rows):
         key, hi, lo = streams_[entity[row]]
         x0, _, c_hi, c_lo = _by_hand(key, hi, lo, int(bucket[row]))
         assert (draws.key[event], draws.before_hi[event], draws.before_lo[event]) == (key, c_hi, c_lo)

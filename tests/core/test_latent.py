@@ -177,13 +177,15 @@ def _surface(domain: latent.Domain) -> pl.DataFrame:
 def test_a_chunk_of_whole_entities_aligns_and_a_broken_row_is_found():
     d = _domain()
     chunk = _surface(d)
-    assert latent.chunk_misaligned(chunk, d, 0, 2, "b") == (None, None)
-    assert latent.chunk_misaligned(chunk.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("XX"))
-                                                      .otherwise("legal_country_iso").alias("legal_country_iso")),
-                                   d, 0, 2, "b") == (4, None)
+    assert latent.chunk_misaligned(chunk.to_arrow(), d, 0, 2, "b") == (None, None)
+    recoded = chunk.with_columns(pl.col("tzid").cast(pl.Categorical)).to_arrow()  # dictionary-encoded strings
+    assert latent.chunk_misaligned(recoded, d, 0, 2, "b") == (None, None)
+    moved = chunk.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("XX")).otherwise("legal_country_iso")
+                               .alias("legal_country_iso"))
+    assert latent.chunk_misaligned(moved.to_arrow(), d, 0, 2, "b") == (4, None)
     regrouped = chunk.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(pl.lit("g1")).otherwise("group_id")
                                    .alias("group_id"))
-    assert latent.chunk_misaligned(regrouped, d, 0, 2, "b", group_column="group_id") == (None, 5)
+    assert latent.chunk_misaligned(regrouped.to_arrow(), d, 0, 2, "b", group_column="group_id") == (None, 5)
 
 
 def _summary(frame: pl.DataFrame) -> pl.DataFrame:
