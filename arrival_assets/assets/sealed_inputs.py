@@ -1,5 +1,6 @@
 """Sealed-input assets: one per input, bundle and policy of the dataset dictionary, verified per partition."""
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from arrival_core.store import Store
 
 from ..partitions import grid
 from ..resources import StoreResource, manifest_fingerprint
-from .outcomes import call_core, markdown_table, partition_of
+from .outcomes import call_core, failure_from, markdown_table, partition_of
 
 GROUP = "sealed_inputs"
 
@@ -92,13 +93,11 @@ def verify_sealed_input(store: Store, entry: DatasetEntry, *, seed: int, scenari
     return VerifiedInput(path, True, sha256_file(path), rows)
 
 
-def build_sealed_input_asset(entry: DatasetEntry) -> dg.AssetsDefinition:
-    """Build the asset of one sealed artefact: materialising it verifies the artefact for the partition."""
-
-    @dg.asset(
-        name=entry.id,
+def sealed_input_spec(entry: DatasetEntry) -> dg.AssetSpec:
+    """The asset of one sealed artefact."""
+    return dg.AssetSpec(
+        key=entry.id,
         group_name=GROUP,
-        partitions_def=grid,
         description=f"Sealed {entry.kind} of {entry.owner_segment} ({entry.status.lower()}): {entry.path}",
         kinds={entry.format if entry.format != "hashgate_bundle" else "hashgate"},
         metadata={
@@ -107,33 +106,71 @@ def build_sealed_input_asset(entry: DatasetEntry) -> dg.AssetsDefinition:
             "read_scope": entry.read_scope or "",
         },
     )
-    def _sealed(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
+
+
+def sealed_input_result(entry: DatasetEntry, found: VerifiedInput) -> dg.MaterializeResult:
+    """A verified artefact's materialisation; its digest is the data version ("absent": missing optional)."""
+    summary = [
+        ("artefact", entry.id),
+        ("present", found.present),
+        ("sha256", found.sha256 or "—"),
+        ("rows", found.rows if found.rows is not None else "—"),
+        ("path", found.path),
+    ]
+    metadata: dict[str, object] = {
+        "path": dg.MetadataValue.path(str(found.path)),
+        "present": found.present,
+        "digest": found.sha256 or "",
+        "summary": dg.MetadataValue.md(markdown_table(summary)),
+    }
+    if found.rows is not None:
+        metadata["rows"] = dg.MetadataValue.int(found.rows)
+    return dg.MaterializeResult(
+        asset_key=entry.id, data_version=dg.DataVersion(found.sha256 or "absent"), metadata=metadata
+    )
+
+
+def _combined(errors: list[ArrivalError]) -> ArrivalError:
+    """One failure for several artefacts: the first one's code, every artefact's reason in the message."""
+    if len(errors) == 1:
+        return errors[0]
+    first = errors[0]
+    return ArrivalError(
+        first.code,
+        f"{len(errors)} sealed inputs failed: " + "; ".join(f"{e.code}: {e.message}" for e in errors),
+        **first.context,
+        failures=[e.to_dict() for e in errors],
+    )
+
+
+def build_sealed_inputs_asset() -> dg.AssetsDefinition:
+    """One asset per sealed artefact of the dataset dictionary, verified together in one step per partition.
+
+    Every artefact that verifies is materialised; the step then fails naming every one that did not.
+    """
+    entries = gate.sealed_entries()
+
+    @dg.multi_asset(
+        name=GROUP,
+        specs=[sealed_input_spec(e) for e in entries],
+        partitions_def=grid,
+        can_subset=True,
+        description="Resolve and verify every sealed input of the partition: exists, schema, digest.",
+    )
+    def _sealed(context: dg.AssetExecutionContext, store: StoreResource) -> Iterator[dg.MaterializeResult]:
         part = partition_of(context)
-        st = call_core(context, store.open, part.seed if entry.seed_scoped else None)
-        found = call_core(
-            context, verify_sealed_input, st, entry, seed=part.seed, scenario_id=part.scenario_id
-        )
-        summary = [
-            ("artefact", entry.id),
-            ("present", found.present),
-            ("sha256", found.sha256 or "—"),
-            ("rows", found.rows if found.rows is not None else "—"),
-            ("path", found.path),
-        ]
-        metadata: dict[str, object] = {
-            "path": dg.MetadataValue.path(str(found.path)),
-            "present": found.present,
-            "digest": found.sha256 or "",
-            "summary": dg.MetadataValue.md(markdown_table(summary)),
-        }
-        if found.rows is not None:
-            metadata["rows"] = dg.MetadataValue.int(found.rows)
-        version = found.sha256 or "absent"
-        return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=metadata)
+        chosen = [e for e in entries if dg.AssetKey(e.id) in context.selected_asset_keys]
+        seed_file_needed = any(e.seed_scoped for e in chosen)
+        st = call_core(context, store.open, part.seed if seed_file_needed else None)
+        errors: list[ArrivalError] = []
+        for entry in chosen:
+            try:
+                found = verify_sealed_input(st, entry, seed=part.seed, scenario_id=part.scenario_id)
+            except ArrivalError as err:
+                errors.append(err)
+                continue
+            yield sealed_input_result(entry, found)
+        if errors:
+            raise failure_from(context, _combined(errors)) from errors[0]
 
     return _sealed
-
-
-def build_sealed_input_assets() -> list[dg.AssetsDefinition]:
-    """One asset per sealed artefact of the dataset dictionary."""
-    return [build_sealed_input_asset(e) for e in gate.sealed_entries()]

@@ -106,11 +106,10 @@ def test_job_sensor_resource_and_executor():
     assert set(defs.resources) == {"store"}
 
 
-def test_one_check_step_per_dataset_and_one_step_per_state():
+def test_one_step_for_the_sealed_inputs_one_per_state_and_one_per_checked_dataset():
     job = defs.resolve_job_def("arrival_5b")
     steps = set(job.graph.node_names())
-    states = {"s0_gate", "s1_plan", "s2_latent", "s3_counts", "rng_audit"}
+    states = {"sealed_inputs", "s0_gate", "s1_plan", "s2_latent", "s3_counts", "rng_audit"}
     check_steps = {s for s in steps if s.startswith("check_")}
-    assert states <= steps
     assert len(check_steps) == 12  # ten output datasets and two RNG traces
-    assert len(steps) == len(GROUPS["sealed_inputs"]) + len(states) + len(check_steps)
+    assert steps == states | check_steps

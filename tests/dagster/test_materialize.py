@@ -110,10 +110,12 @@ def test_tampered_upstream_flag_fails_at_its_sealed_input_and_nothing_downstream
         result = run_partition(graph_for(world_root), instance, "baseline_v1|1")
     assert not result.success
     failed = failures(result)
-    assert set(failed) == {"validation_bundle_2B"}
-    assert failed["validation_bundle_2B"]["error_code"] == "5B.S0.UPSTREAM_NOT_PASS"
-    assert "2B" in failed["validation_bundle_2B"]["error_message"]
-    assert not OUTPUTS_5B & set(materialized(result))
+    assert set(failed) == {"sealed_inputs"}
+    assert failed["sealed_inputs"]["error_code"] == "5B.S0.UPSTREAM_NOT_PASS"
+    assert failed["sealed_inputs"]["error_context"]["segment"] == "2B"
+    done = set(materialized(result))
+    assert "validation_bundle_2B" not in done and "validation_bundle_2A" in done  # the others still verified
+    assert not OUTPUTS_5B & done
     assert not (world_root / "data/layer2/5B").exists()
 
 
@@ -133,8 +135,9 @@ def test_policy_failing_its_schema_fails_at_its_sealed_input_with_the_code(world
     with dg.DagsterInstance.ephemeral() as instance:
         result = run_partition(graph_for(world_root, config), instance, "baseline_v1|1")
     failed = failures(result)
-    assert set(failed) == {"time_grid_policy_5B"}
-    assert failed["time_grid_policy_5B"]["error_code"] == "5B.S0.POLICY_INVALID"
+    assert set(failed) == {"sealed_inputs"}
+    assert failed["sealed_inputs"]["error_code"] == "5B.S0.POLICY_INVALID"
+    assert "time_grid_policy_5B.yaml" in failed["sealed_inputs"]["error_message"]
     assert not OUTPUTS_5B & set(materialized(result))
 
 

@@ -35,7 +35,7 @@ def test_real_world_never_invents_a_seed_file_and_names_what_is_missing(world_ro
     receipt_path.write_text(json.dumps({**receipt, "synthetic": False}))
     with dg.DagsterInstance.ephemeral() as instance:
         result = run_partition(graph_for(world_root), instance, "baseline_v1|7", selection=SEED_SCOPED)
-    failed = failures(result)["virtual_classification_3B"]
+    failed = failures(result)["sealed_inputs"]
     assert failed["error_code"] == "5B.S0.SEALED_INPUTS_INCOMPLETE"
     assert str(_seed_file(world_root, 7)) in failed["error_message"]
     assert not _seed_file(world_root, 7).exists()
@@ -56,6 +56,6 @@ def test_tampered_table_fails_its_schema_check_naming_the_column(world_root):
             "baseline_v1|1",
             selection=[dg.AssetKey("merchant_zone_profile_5A")],
         )
-    failed = failures(result)["merchant_zone_profile_5A"]
+    failed = failures(result)["sealed_inputs"]
     assert failed["error_code"] == "5B.S0.INPUT_SCHEMA_INVALID"
     assert "expected_weekly_arrivals" in failed["error_message"]
