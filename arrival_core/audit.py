@@ -1,14 +1,17 @@
-"""RNG accounting: the per-append trace of an event log, the per-partition audit record, and their reconciliation."""
+"""RNG accounting of the streamed states: the policy view, uniform traces and reconciliation of family totals.
+
+Row-level ledgers (event frames, audit records, replay) live in `rng.ledger`; this module covers what S2/S3
+need while streaming, where an event log is never held whole.
+"""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import polars as pl
 
 from .errors import ArrivalError
-from .identity import Identity
 
 FAMILIES = ("S2.latent_vector.v1", "S3.bucket_count.v1")
 
@@ -51,22 +54,13 @@ class FamilyTotals:
     draws: int = 0
     blocks: int = 0
 
-    def __add__(self, other: "FamilyTotals") -> "FamilyTotals":
+    def __add__(self, other: FamilyTotals) -> FamilyTotals:
         return FamilyTotals(self.events + other.events, self.draws + other.draws, self.blocks + other.blocks)
 
 
-def trace_frame(event_draws: np.ndarray, event_blocks: np.ndarray, *, append_events: int) -> pl.DataFrame:
-    """One trace row per append of `append_events` consecutive events (writer order) with running totals."""
-    n = len(event_draws)
-    append = np.arange(n, dtype=np.int64) // append_events
-    per = pl.DataFrame({"append_index": append.astype(np.int32), "draws": event_draws.astype(np.int64),
-                        "blocks": event_blocks.astype(np.int64)})
-    return _with_totals(per.group_by("append_index", maintain_order=True).agg(
-        pl.len().cast(pl.Int64).alias("events"), pl.col("draws").sum(), pl.col("blocks").sum()))
-
-
 def uniform_trace_frame(events: int, draws_per_event: int, blocks_per_event: int, *, append_events: int) -> pl.DataFrame:
-    """The trace of `events` events that each cost the same draws and blocks (no per-event arrays needed)."""
+    """The trace columns of `events` events of equal cost, as `ledger.trace_from_events` would give them, without
+    the per-event frame (S3 logs tens of millions of events and streams them)."""
     appends = -(-events // append_events)
     sizes = np.full(appends, append_events, dtype=np.int64)
     if appends:
@@ -99,7 +93,7 @@ def trace_problems(trace: pl.DataFrame, *, append_events: int) -> list[str]:
     if trace.height == 0:
         return []
     problems = []
-    if not trace["append_index"].to_numpy().tolist() == list(range(trace.height)):
+    if trace["append_index"].to_numpy().tolist() != list(range(trace.height)):
         problems.append("append_index is not 0, 1, 2, ...")
     sizes = trace["events"].to_numpy()
     if (sizes > append_events).any() or (sizes[:-1] != append_events).any():
@@ -108,26 +102,6 @@ def trace_problems(trace: pl.DataFrame, *, append_events: int) -> list[str]:
         if not np.array_equal(np.cumsum(trace[column].to_numpy()), trace[f"{column}_total"].to_numpy()):
             problems.append(f"{column}_total is not the running sum of {column}")
     return problems
-
-
-def audit_record(policy: RngPolicy, policy_sha256: str, identity: Identity,
-                 families: Mapping[str, tuple[FamilyTotals, int]]) -> dict:
-    """The `rng_audit_log_5B` record: policy, identity and per-family totals with their trace append counts."""
-    return {
-        "algorithm": policy.algorithm,
-        "policy_id": "arrival_rng_policy_5B",
-        "policy_version": policy.version,
-        "policy_sha256": policy_sha256,
-        "manifest_fingerprint": identity.manifest_fingerprint,
-        "parameter_hash": identity.parameter_hash,
-        "seed": identity.seed,
-        "scenario_id": identity.scenario_id,
-        "families": {
-            fid: {"module": policy.module(fid), "substream_label": policy.substream(fid), "events": totals.events,
-                  "draws": totals.draws, "blocks": totals.blocks, "trace_appends": appends}
-            for fid, (totals, appends) in sorted(families.items())
-        },
-    }
 
 
 def reconcile(family_id: str, *, events: FamilyTotals, trace: FamilyTotals, expected: FamilyTotals,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 import resource
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 from . import pipeline
 from .store import Store
@@ -100,8 +100,8 @@ def run_bench(store: Store, *, profile: str, count_law: str, seed: int, scenario
 
 def format_table(result: BenchResult) -> str:
     """The per-state table the CLI prints."""
-    lines = [f"bench {result.profile} · count law {result.count_law} · seed {result.seed} · "
-             f"scenarios {', '.join(result.scenarios)}",
+    lines = [(f"bench {result.profile} · count law {result.count_law} · seed {result.seed} · "
+              f"scenarios {', '.join(result.scenarios)}"),
              f"{'state':<6} {'rows':>12} {'seconds':>9} {'cpu s':>8} {'rows/s':>12} {'peak RSS':>10}"]
     for t in result.states:
         lines.append(f"{t.state:<6} {t.rows:>12,} {t.seconds:>9.2f} {t.cpu_seconds:>8.2f} {t.rows_per_second:>12,.0f} "

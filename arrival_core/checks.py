@@ -7,9 +7,9 @@ functions below so tests can call them on arrays.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Mapping
 
 import numpy as np
 import polars as pl
@@ -19,7 +19,7 @@ from .errors import ArrivalError
 from .gate import Gate
 from .grouping import ENTITY_KEYS
 from .identity import Identity
-from .rng import streams
+from .rng import ledger, streams, variates
 from .rng.philox import add_counter
 from .store import Store
 
@@ -378,7 +378,7 @@ def _sealed_inputs(ctx: _Context) -> dict[str, _Result]:
             key.fail("rows are not sorted by (owner_segment, artifact_id)")
         key.facts["rows"] = len(rows)
     try:
-        ctx.gate
+        _ = ctx.gate  # loading the gate recomputes the digest and re-checks every sealed policy
     except ArrivalError as err:
         consistent.fail(f"{err.code}: {err.message}")
     return {SCHEMA_VALID: _document_schema(ctx, "sealed_inputs_5B", rows), PRIMARY_KEY_UNIQUE: key,
@@ -624,9 +624,9 @@ def _ledger_result(ctx: _Context, family_id: str, events: audit.FamilyTotals, ex
 
 def _latent_events(ctx: _Context) -> dict[str, _Result]:
     results = _scan_table(ctx, "rng_event_arrival_lgcp_gaussian", pipeline.DEFAULT_CHUNK_ROWS)
-    ledger, _ = pipeline.read_ledgers(ctx.gate)
+    family, _ = pipeline.read_ledgers(ctx.gate)
     table = pipeline.read_table(ctx.path("rng_event_arrival_lgcp_gaussian"))
-    accounting = _ledger_result(ctx, latent.FAMILY_ID, ledger.events, ledger.expected, ledger.trace)
+    accounting = _ledger_result(ctx, latent.FAMILY_ID, family.events, family.expected, family.trace)
     replay = _Result(facts={"mode": ctx.replay})
     d, h = ctx.domain, ctx.domain.buckets
     if ctx.lgcp.latent_model_id != "none":
@@ -658,12 +658,12 @@ def _trace(ctx: _Context, dataset_id: str, family_index: int) -> dict[str, _Resu
     path = ctx.path(dataset_id)
     _require(path)
     scan.feed(0, pipeline.read_table(path))
-    ledger = pipeline.read_ledgers(ctx.gate)[family_index]
-    consistent = _Result(facts={"appends": ledger.trace.height})
-    for p in audit.trace_problems(ledger.trace, append_events=ctx.rng.trace_append_events):
+    family = pipeline.read_ledgers(ctx.gate)[family_index]
+    consistent = _Result(facts={"appends": family.trace.height})
+    for p in audit.trace_problems(family.trace, append_events=ctx.rng.trace_append_events):
         consistent.fail(p)
-    if audit.trace_totals(ledger.trace) != ledger.events:
-        consistent.fail(f"trace totals {audit.trace_totals(ledger.trace)} differ from the event log {ledger.events}")
+    if audit.trace_totals(family.trace) != family.events:
+        consistent.fail(f"trace totals {audit.trace_totals(family.trace)} differ from the event log {family.events}")
     results = scan.results()
     return {TRACE_SCHEMA_VALID: _merge(results[SCHEMA_VALID], results[PRIMARY_KEY_UNIQUE]), TRACE_CONSISTENT: consistent}
 
@@ -820,42 +820,74 @@ def _count_events(ctx: _Context) -> dict[str, _Result]:
     h = d.buckets
     path = ctx.path("rng_event_arrival_bucket_count")
     _require(path)
-    _, ledger = pipeline.read_ledgers(ctx.gate)
-    accounting = _ledger_result(ctx, counts.FAMILY_ID, ledger.events, ledger.expected, ledger.trace)
-    replay = _Result(facts={"mode": "every event's counters"})
+    _, family = pipeline.read_ledgers(ctx.gate)
+    accounting = _ledger_result(ctx, counts.FAMILY_ID, family.events, family.expected, family.trace)
+    replay = _Result(facts={"mode": ctx.replay})
     scan = _TableScan(ctx, "rng_event_arrival_bucket_count")
-    step = pipeline.default_chunk_entities(h)
+    kappa = counts.entity_kappa(ctx.grouping, policy) if policy.law == "nb2" else None
+    sample = ctx.sample(family.events.events)
+    chosen: list[pl.DataFrame] = []
     offset, ident = 0, ctx.identity
     keys = (*ENTITY_KEYS, "bucket_index")
-    for start, frame in pipeline.read_slices(ctx.path("s3_bucket_counts_5B"), step * h, [*keys, "mu"]):
+    step = pipeline.default_chunk_entities(h)
+    for start, frame in pipeline.read_slices(ctx.path("s3_bucket_counts_5B"), step * h, [*keys, "mu", "count_N"]):
         e0, e1 = start // h, (start + frame.height) // h
         drew = frame["mu"].to_numpy() > policy.lambda_zero_eps
-        expected = frame.filter(pl.Series(drew)).select(keys)
+        expected = frame.filter(pl.Series(drew))
         events = pipeline.read_rows(path, offset, expected.height)
         scan.feed(offset, events)
-        offset += expected.height
-        if not events.select(keys).equals(expected):
-            accounting.fail(f"events from row {start} are not the count rows with μ > lambda_zero_eps (same order)")
+        if not events.select(keys).equals(expected.select(keys)):
+            accounting.fail(f"events from row {offset} are not the count rows with μ > lambda_zero_eps (same order)")
             break
-        entity = np.repeat(np.arange(e1 - e0), h)[drew]
+        entity = np.repeat(np.arange(e0, e1), h)[drew]
         key, hi, lo = streams.stream_bases(counts.FAMILY_ID, ident.manifest_fingerprint, ident.parameter_hash,
-                                           ident.seed, ident.scenario_id,
-                                           counts.domain_keys(d.entities.slice(e0, e1 - e0)),
+                                           ident.seed, ident.scenario_id, counts.domain_keys(d.entities[np.unique(entity)]),
                                            domain_sep=ctx.rng.domain_sep)
+        local = np.searchsorted(np.unique(entity), entity)
         bucket = expected["bucket_index"].to_numpy().astype(np.uint64)
-        before_hi, before_lo, _ = add_counter(hi[entity], lo[entity], bucket)
+        before_hi, before_lo, _ = add_counter(hi[local], lo[local], bucket)
         after_hi, after_lo, _ = add_counter(before_hi, before_lo, np.ones_like(bucket))
-        for column, want in (("rng_key", key[entity]), ("rng_counter_before_hi", before_hi),
+        for column, want in (("rng_key", key[local]), ("rng_counter_before_hi", before_hi),
                              ("rng_counter_before_lo", before_lo), ("rng_counter_after_hi", after_hi),
                              ("rng_counter_after_lo", after_lo),
                              ("draws", np.full(len(bucket), policy.draws_per_event)), ("blocks", np.ones(len(bucket)))):
             bad = events[column].to_numpy() != want
             if (i := _first(bad)) is not None:
-                replay.fail(f"{int(bad.sum())} event(s): {column} does not replay", _key_of(events, i, keys))
+                accounting.fail(f"{int(bad.sum())} event(s): {column} is not the stream base + bucket_index",
+                                _key_of(events, i, keys))
+        rows = sample[(sample >= offset) & (sample < offset + events.height)] - offset
+        if len(rows):
+            chosen.append(events[rows].with_columns(
+                mu=expected["mu"].gather(rows), count_N=expected["count_N"].gather(rows),
+                kappa=pl.Series(np.ones(len(rows)) if kappa is None else kappa[entity[rows]])))
+        offset += events.height
     if offset != pipeline.table_rows(path):
         accounting.fail(f"the event log has {pipeline.table_rows(path)} rows, the counts imply {offset}")
-    replay.facts["events_compared"] = offset
+    if chosen:
+        _replay_count_events(ctx, pl.concat(chosen), policy, replay)
     return scan.results() | {RNG_ACCOUNTING: accounting, RNG_REPLAY: replay}
+
+
+def _replay_count_events(ctx: _Context, events: pl.DataFrame, policy: counts.CountPolicy, result: _Result) -> None:
+    """Re-derive sampled events with the ledger (policy template → stream → blocks) and recompute their counts."""
+    replayed = ledger.replay(ctx.gate.policy("arrival_rng_policy_5B"), counts.FAMILY_ID, events,
+                             ctx.identity.tokens())
+    for mismatch in replayed.mismatches:
+        result.fail(mismatch)
+    first = replayed.event_start[:-1]
+    mu, kappa = events["mu"].to_numpy(), events["kappa"].to_numpy()
+    u0 = variates.u01(replayed.x0[first])
+    if policy.law == "poisson":
+        n = variates.poisson_inv(mu, u0)
+    else:
+        n = variates.poisson_inv(variates.gamma_inv(kappa, u0) * mu / kappa, variates.u01(replayed.x1[first]))
+    n = np.minimum(n, policy.max_count)
+    bad = n != events["count_N"].to_numpy()
+    if (i := _first(bad)) is not None:
+        result.fail(f"{int(bad.sum())} of {len(bad)} replayed event(s) give another count",
+                    _key_of(events, i, (*ENTITY_KEYS, "bucket_index")) | {"count_N": int(events["count_N"][i]),
+                                                                           "replayed": int(n[i])})
+    result.facts["events_replayed"] = events.height
 
 
 def _audit_log(ctx: _Context) -> dict[str, _Result]:
@@ -864,8 +896,9 @@ def _audit_log(ctx: _Context) -> dict[str, _Result]:
     record = pipeline.read_document(path)
     accounting = _Result()
     ledgers = pipeline.read_ledgers(ctx.gate)
-    expected = audit.audit_record(ctx.rng, ctx.gate.sealed("arrival_rng_policy_5B")["sha256_hex"], ctx.identity,
-                                  {lg.family_id: (lg.events, lg.trace.height) for lg in ledgers})
+    expected = ledger.audit_record(ctx.gate.policy("arrival_rng_policy_5B"),
+                                   ctx.gate.sealed("arrival_rng_policy_5B")["sha256_hex"], ctx.identity.tokens(),
+                                   {lg.family_id: lg.trace for lg in ledgers})
     if record != expected:
         differing = sorted(k for k in set(expected) | set(record if isinstance(record, dict) else {})
                            if not isinstance(record, dict) or record.get(k) != expected.get(k))

@@ -1,8 +1,8 @@
 """S3 bucket counts: one Philox block per drawing (entity, bucket) at its stream's base + bucket_index."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numba
 import numpy as np

@@ -1,8 +1,8 @@
 """S2 latent intensity: one log-Gaussian field per (scenario, group) from Philox normals, λ_realised = λ_target · ξ."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import polars as pl

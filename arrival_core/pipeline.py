@@ -5,6 +5,7 @@ built, runs the state body, and writes one run report per execution (PASS or FAI
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -30,7 +31,7 @@ from .encoding import sha256_file, sha256_hex
 from .errors import ALL_CODES, ArrivalError
 from .gate import Gate, SegmentGate, state_code
 from .identity import Identity, compute_parameter_hash, validate_scenario_id, validate_seed
-from .rng import streams
+from .rng import ledger, streams
 from .store import Published, Store
 
 _FILE_CHUNK = 1 << 20
@@ -531,7 +532,7 @@ class _BackgroundSink:
         self._schema = sink._schema
         self._offset = 0
         self._queue: queue.Queue = queue.Queue(maxsize=4)
-        self._error: BaseException | None = None
+        self._error: Exception | None = None
         self._thread = threading.Thread(target=self._work, daemon=True)
         self._thread.start()
 
@@ -540,7 +541,7 @@ class _BackgroundSink:
             if self._error is None:
                 try:
                     self._sink.write(table)
-                except BaseException as exc:  # handed to the producer at its next write or at finish
+                except Exception as exc:  # noqa: BLE001 - any writer failure is re-raised by the producer
                     self._error = exc
 
     def write(self, table: pa.Table) -> None:
@@ -574,10 +575,8 @@ def _background(*sinks) -> Iterator[list[_BackgroundSink]]:
         yield writers
     except BaseException:
         for w in writers:
-            try:
+            with contextlib.suppress(Exception):  # the original failure is the one to report
                 w.finish()
-            except BaseException:  # the original failure is the one to report
-                pass
         raise
     for w in writers:
         w.finish()
@@ -988,7 +987,7 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
         "count_rng_total_blocks": events, "rng_trace_appends": trace.height,
         "zero_intensity_rows": domain.rows - events, "capped_count_rows": capped,
         **mu_stats.metrics("lambda_realised"), **count_stats.metrics("count_N"),
-        "count_N_total": int(round(count_stats.total)),
+        "count_N_total": round(count_stats.total),
     }
     return tx.published
 
@@ -1067,16 +1066,14 @@ def _audit_body(run: StateRun) -> Sequence[Published]:
         rng = audit.parse_rng_policy(g.policy("arrival_rng_policy_5B"))
         ledgers = read_ledgers(g)
     with run.timed("reconcile"):
-        families = {}
-        for ledger in ledgers:
-            audit.reconcile(ledger.family_id, events=ledger.events, trace=audit.trace_totals(ledger.trace),
-                            expected=ledger.expected,
-                            trace_issues=audit.trace_problems(ledger.trace, append_events=rng.trace_append_events),
-                            code="5B.S3.RNG_ACCOUNTING_MISMATCH", where=str(ledger.event_path))
-            families[ledger.family_id] = (ledger.events, ledger.trace.height)
-            run.metrics[ledger.family_id] = {"events": ledger.events.events, "draws": ledger.events.draws,
-                                             "blocks": ledger.events.blocks, "trace_appends": ledger.trace.height}
-        record = audit.audit_record(rng, g.sealed("arrival_rng_policy_5B")["sha256_hex"], identity, families)
+        for lg in ledgers:
+            audit.reconcile(lg.family_id, events=lg.events, trace=audit.trace_totals(lg.trace), expected=lg.expected,
+                            trace_issues=audit.trace_problems(lg.trace, append_events=rng.trace_append_events),
+                            code="5B.S3.RNG_ACCOUNTING_MISMATCH", where=str(lg.event_path))
+            run.metrics[lg.family_id] = {"events": lg.events.events, "draws": lg.events.draws,
+                                         "blocks": lg.events.blocks, "trace_appends": lg.trace.height}
+        record = ledger.audit_record(g.policy("arrival_rng_policy_5B"), g.sealed("arrival_rng_policy_5B")["sha256_hex"],
+                                     identity.tokens(), {lg.family_id: lg.trace for lg in ledgers})
         path = store.path("rng_audit_log_5B", **identity.tokens())
         contracts.validate_document(record, store.entry("rng_audit_log_5B").schema_ref,
                                     code="5B.S3.RNG_ACCOUNTING_MISMATCH", where=str(path),

@@ -98,7 +98,7 @@ def test_every_check_passes_with_a_full_replay(tiny_run):
 
 
 def test_rerunning_a_partition_publishes_nothing_new(tiny_run):
-    st, idents = tiny_run
+    st, _ = tiny_run
     before = outputs(st.run_root)
     for runner in (pipeline.run_s2, pipeline.run_s3, pipeline.run_audit):
         result = runner(st, seed=42, scenario_id="baseline_v1")
@@ -107,7 +107,7 @@ def test_rerunning_a_partition_publishes_nothing_new(tiny_run):
 
 
 def test_chunk_size_changes_no_byte(tiny_run, tiny_world: WorldInfo, tmp_path: Path):
-    st, idents = tiny_run
+    st, _ = tiny_run
     reference = {k: v for k, v in outputs(st.run_root).items() if "seed=42" in k and "stress_v1" in k}
     for chunk in (1, 1000):
         root = tmp_path / f"chunk{chunk}"
