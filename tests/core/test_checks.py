@@ -86,3 +86,19 @@ def test_count_corridor_accepts_poisson_and_flags_overdispersion():
     assert not checks.count_corridor(_moments(mu, mixed, None), "poisson", 1e-6)["dispersion_ok"]
     stats = checks.count_corridor(_moments(mu, mixed, kappa), "nb2", 1e-6)
     assert stats["passed"] and 0.9 < stats["variance_ratio"] < 1.1
+
+
+@pytest.mark.parametrize("events, draws", [(0, 1), (1, 2), (65_536, 1), (200_001, 2)])
+def test_streamed_trace_equals_the_ledger_trace_of_the_same_events(events, draws):
+    import polars as pl
+
+    from arrival_core import audit
+    from arrival_core.rng import ledger
+
+    frame = pl.DataFrame({"draws": np.full(events, draws, dtype=np.int64), "blocks": np.ones(events, dtype=np.int64)})
+    full = ledger.trace_from_events(frame, append_events=65_536, module="5B.S3", substream_label="bucket_count",
+                                    manifest_fingerprint="a" * 64, parameter_hash="b" * 64, seed=1, scenario_id="s")
+    streamed = audit.uniform_trace_frame(events, draws, 1, append_events=65_536)
+    assert streamed.equals(full.select(streamed.columns))
+    assert audit.trace_problems(streamed, append_events=65_536) == []
+    assert audit.trace_totals(streamed) == audit.FamilyTotals(events, events * draws, events)
