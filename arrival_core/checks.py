@@ -249,9 +249,10 @@ class _Context:
         buckets = pipeline.table_rows(self.path("s1_time_grid_5B"))
         return latent.build_domain(self.grouping, buckets, tuple(self.params["group_id"].to_list()))
 
-    def sample(self, total: int) -> np.ndarray:
+    def sample(self, total: int, *, full: bool | None = None) -> np.ndarray:
         """Deterministic replay positions: all under `full`, else replay_sample_events evenly spaced ones."""
-        m = total if self.replay == "full" else min(total, self.rng.replay_sample_events)
+        everything = self.replay == "full" if full is None else full
+        m = total if everything else min(total, self.rng.replay_sample_events)
         return np.unique((np.arange(m) * total) // max(m, 1)).astype(np.int64)
 
     def replay_groups(self) -> tuple[np.ndarray, latent.LatentField]:
@@ -825,7 +826,7 @@ def _count_events(ctx: _Context) -> dict[str, _Result]:
     replay = _Result(facts={"mode": ctx.replay})
     scan = _TableScan(ctx, "rng_event_arrival_bucket_count")
     kappa = counts.entity_kappa(ctx.grouping, policy) if policy.law == "nb2" else None
-    sample = ctx.sample(family.events.events)
+    sample = ctx.sample(family.events.events, full=False)  # under `full` the counts' own check replays them all
     chosen: list[pl.DataFrame] = []
     offset, ident = 0, ctx.identity
     keys = (*ENTITY_KEYS, "bucket_index")

@@ -516,20 +516,65 @@ def _sink_schema(store: Store, dataset_id: str) -> pa.Schema:
                       else f for f in schema])
 
 
-# Expanding dictionary strings for a plain-string sink allocates ~300 MB per row group that lives only until it is
-# encoded; the system allocator hands such blocks back and forth faster here than Arrow's default pool.
+# Expanding dictionary strings for a plain-string sink allocates a few hundred MB per row group that live only until
+# they are encoded; the system allocator hands such blocks back and forth faster here than Arrow's default pool.
 _CAST_POOL = pa.system_memory_pool()
 
 
-class _BackgroundSink:
-    """Feeds one parquet sink from a worker thread, so encoding overlaps computing the next chunk.
+class _ValueSets:
+    """The value set of every column of a streamed table: each string column's dictionary values and each other
+    column's extremes. Checking these against the contract checks every row's column rules (enums, patterns,
+    ranges) without materialising the rows; nulls are refused as they arrive."""
+
+    def __init__(self, store: Store, dataset_id: str, path: Path, code: str) -> None:
+        self._store, self._dataset_id, self._path, self._code = store, dataset_id, path, code
+        self._values: dict[str, set] = {}
+
+    def add(self, table: pa.Table) -> None:
+        for name in table.column_names:
+            column = table[name]
+            if column.null_count:
+                raise ArrivalError(self._code, f"{self._path}: column {name} holds {column.null_count} null(s)",
+                                   file=str(self._path), column=name)
+            seen = self._values.setdefault(name, set())
+            if pa.types.is_dictionary(column.type):
+                for chunk in column.chunks:
+                    seen.update(chunk.dictionary.take(pc.unique(chunk.indices)).to_pylist())
+            elif pa.types.is_boolean(column.type) or pa.types.is_string(column.type) or \
+                    pa.types.is_large_string(column.type):
+                seen.update(pc.unique(column).to_pylist())
+            elif len(column):
+                extremes = pc.min_max(column)  # skips NaN, so non-finite values are added below
+                seen.update((extremes["min"].as_py(), extremes["max"].as_py()))
+                if pa.types.is_floating(column.type) and not pc.all(pc.is_finite(column)).as_py():
+                    seen.update(pc.unique(pc.filter(column, pc.invert(pc.is_finite(column)))).to_pylist())
+
+    def validate(self) -> None:
+        """Raise the state's schema code naming the column and value that break the contract."""
+        dtypes = contracts.polars_schema(self._store.entry(self._dataset_id).schema_ref, self._store.contracts_dir)
+        if not self._values:
+            return
+        width = max(len(v) for v in self._values.values())
+        frame = pl.DataFrame({name: pl.Series(name, _padded(sorted(self._values.get(name, ()), key=repr), width),
+                                              dtype=dtype, strict=False) for name, dtype in dtypes.items()})
+        contracts.validate_table(frame, self._store.entry(self._dataset_id).schema_ref, code=self._code,
+                                 where=str(self._path), contracts_dir=self._store.contracts_dir)
+
+
+def _padded(values: list, width: int) -> list:
+    return values + values[-1:] * (width - len(values)) if values else [None] * width
+
+
+class _Output:
+    """One streamed output file: its value sets are checked before commit, its rows encoded on a worker thread.
 
     The producer casts each table to the sink's schema and cuts it at the file's row-group boundaries, so the
-    worker only encodes (whole row groups pass through the sink without being copied)."""
+    worker only encodes (whole row groups pass through the store's sink without being copied)."""
 
-    def __init__(self, sink) -> None:
-        self._sink = sink
-        self._schema = sink._schema
+    def __init__(self, tx, store: Store, dataset_id: str, path: Path, code: str) -> None:
+        self._schema = _sink_schema(store, dataset_id)
+        self._sink = tx.parquet(dataset_id, path, self._schema)
+        self.values = _ValueSets(store, dataset_id, path, code)
         self._offset = 0
         self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._error: Exception | None = None
@@ -545,9 +590,10 @@ class _BackgroundSink:
                     self._error = exc
 
     def write(self, table: pa.Table) -> None:
-        """Queue a table's rows (blocks while the worker is more than a few row groups behind)."""
+        """Check and queue a table's rows (blocks while the worker is more than a few row groups behind)."""
         if self._error is not None:
             raise self._error
+        self.values.add(table)
         step = store_module.ROW_GROUP_ROWS
         start = 0
         while start < table.num_rows:
@@ -568,18 +614,20 @@ class _BackgroundSink:
 
 
 @contextmanager
-def _background(*sinks) -> Iterator[list[_BackgroundSink]]:
-    """Background writers that are always drained before the transaction commits or aborts."""
-    writers = [_BackgroundSink(s) for s in sinks]
+def _outputs(tx, store: Store, specs: Sequence[tuple[str, Path, str]]) -> Iterator[list[_Output]]:
+    """Streamed outputs (dataset, path, schema code) that are drained and checked before the transaction commits,
+    and always drained before it aborts."""
+    outputs = [_Output(tx, store, *spec) for spec in specs]
     try:
-        yield writers
+        yield outputs
     except BaseException:
-        for w in writers:
+        for out in outputs:
             with contextlib.suppress(Exception):  # the original failure is the one to report
-                w.finish()
+                out.finish()
         raise
-    for w in writers:
-        w.finish()
+    for out in outputs:
+        out.finish()
+        out.values.validate()
 
 
 def _identity_columns(identity: Identity, n: int, *, seeded: bool = True) -> dict[str, pa.Array]:
@@ -829,40 +877,38 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     columns = [*grouping.ENTITY_KEYS, "local_horizon_bucket_index", "lambda_local_scenario", "manifest_fingerprint",
                "scenario_id"]
     where = str(surface)
-    emit = int(lgcp.emit_latent_field)
-    with run.timed("stream"), store.transaction("S2") as tx:
-        tx.parquet("rng_event_arrival_lgcp_gaussian", paths["rng_event_arrival_lgcp_gaussian"],
-                   _sink_schema(store, "rng_event_arrival_lgcp_gaussian")
-                   ).write(_latent_events_table(field, domain, identity, rng))
-        tx.parquet("rng_trace_arrival_lgcp_gaussian", paths["rng_trace_arrival_lgcp_gaussian"],
-                   _sink_schema(store, "rng_trace_arrival_lgcp_gaussian")
-                   ).write(_trace_table(trace, identity, rng, latent.FAMILY_ID))
-        sinks = [tx.parquet(d, paths[d], _sink_schema(store, d)) for d in ("s2_realised_intensity_5B",
-                                                                             "s2_latent_field_5B")[:1 + emit]]
-        with _background(*sinks) as writers:
-            writer = writers[0]
-            if lgcp.emit_latent_field:
-                writers[1].write(_latent_field_table(field, domain, identity))
-            for e0, e1, chunk in _stream_chunks(
-                    store, "merchant_zone_scenario_local_5A", surface, columns, domain,
-                    chunk_entities or default_chunk_entities(h), bucket_column="local_horizon_bucket_index",
-                    group_column=None, identity=_identity_values(identity, columns),
-                    identity_code="5B.S2.DOMAIN_ALIGN_FAILED", state="S2"):
-                target = chunk["lambda_local_scenario"].to_numpy()
-                error = latent.numeric_error(target, chunk, "local_horizon_bucket_index", column="lambda_local_scenario",
-                                             code="5B.S2.REALISED_NUMERIC_INVALID", where=where)
-                if error is not None:
-                    raise error
-                factor, realised = latent.realise(target, domain.entity_group[e0:e1], field, lgcp.lambda_max)
-                if lgcp.lambda_max is not None:
-                    capped += int((target * factor > lgcp.lambda_max).sum())
-                error = latent.numeric_error(realised, chunk, "local_horizon_bucket_index", column="lambda_realised",
-                                             code="5B.S2.REALISED_NUMERIC_INVALID", where=where)
-                if error is not None:
-                    raise error
-                target_stats.add(target)
-                realised_stats.add(realised)
-                writer.write(_realised_table(domain, e0, e1, identity, lgcp, target, factor, realised))
+    specs = [("s2_realised_intensity_5B", "REALISED_SCHEMA_INVALID"),
+             ("rng_event_arrival_lgcp_gaussian", "RNG_ACCOUNTING_MISMATCH"),
+             ("rng_trace_arrival_lgcp_gaussian", "RNG_ACCOUNTING_MISMATCH")]
+    if lgcp.emit_latent_field:
+        specs.append(("s2_latent_field_5B", "LATENT_SCHEMA_INVALID"))
+    with run.timed("stream"), store.transaction("S2") as tx, \
+            _outputs(tx, store, [(d, paths[d], f"5B.S2.{category}") for d, category in specs]) as outputs:
+        writer, events_out, trace_out, *field_out = outputs
+        events_out.write(_latent_events_table(field, domain, identity, rng))
+        trace_out.write(_trace_table(trace, identity, rng, latent.FAMILY_ID))
+        for out in field_out:
+            out.write(_latent_field_table(field, domain, identity))
+        for e0, e1, chunk in _stream_chunks(
+                store, "merchant_zone_scenario_local_5A", surface, columns, domain,
+                chunk_entities or default_chunk_entities(h), bucket_column="local_horizon_bucket_index",
+                group_column=None, identity=_identity_values(identity, columns),
+                identity_code="5B.S2.DOMAIN_ALIGN_FAILED", state="S2"):
+            target = chunk["lambda_local_scenario"].to_numpy()
+            error = latent.numeric_error(target, chunk, "local_horizon_bucket_index", column="lambda_local_scenario",
+                                         code="5B.S2.REALISED_NUMERIC_INVALID", where=where)
+            if error is not None:
+                raise error
+            factor, realised = latent.realise(target, domain.entity_group[e0:e1], field, lgcp.lambda_max)
+            if lgcp.lambda_max is not None:
+                capped += int((target * factor > lgcp.lambda_max).sum())
+            error = latent.numeric_error(realised, chunk, "local_horizon_bucket_index", column="lambda_realised",
+                                         code="5B.S2.REALISED_NUMERIC_INVALID", where=where)
+            if error is not None:
+                raise error
+            target_stats.add(target)
+            realised_stats.add(realised)
+            writer.write(_realised_table(domain, e0, e1, identity, lgcp, target, factor, realised))
     factor_stats = _Summary()
     factor_stats.add(field.factor.ravel())
     run.metrics |= {
@@ -951,36 +997,35 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
                                                   "rng_trace_arrival_bucket_count")}
     mu_stats, count_stats = _Summary(), _Summary()
     events = capped = 0
-    with run.timed("stream"), store.transaction("S3") as tx:
-        sinks = [tx.parquet(d, paths[d], _sink_schema(store, d))
-                 for d in ("s3_bucket_counts_5B", "rng_event_arrival_bucket_count")]
-        with _background(*sinks) as (count_writer, event_writer):
-            for e0, e1, chunk in _stream_chunks(
-                    store, "s2_realised_intensity_5B", source, _S2_COLUMNS, domain, step, bucket_column="bucket_index",
-                    group_column="group_id", identity=_identity_values(identity, _S2_COLUMNS),
-                    identity_code="5B.S3.S2_OUTPUT_MISSING", state="S3"):
-                mu = chunk["lambda_realised"].to_numpy()
-                error = latent.numeric_error(mu, chunk, "bucket_index", column="lambda_realised",
-                                             code="5B.S3.S2_OUTPUT_MISSING", where=str(source))
-                if error is not None:
-                    raise error
-                entities = domain.entities.slice(e0, e1 - e0)
-                bases = streams.stream_bases(counts.FAMILY_ID, identity.manifest_fingerprint, identity.parameter_hash,
-                                             identity.seed, identity.scenario_id, counts.domain_keys(entities),
-                                             domain_sep=rng.domain_sep)
-                draws = counts.draw_counts(mu, np.repeat(np.arange(e1 - e0), h),
-                                           np.tile(np.arange(h, dtype=np.int32), e1 - e0), bases,
-                                           None if kappa is None else kappa[e0:e1], policy)
-                events += len(draws.key)
-                capped += int(draws.capped.sum())
-                mu_stats.add(mu)
-                count_stats.add(draws.count.astype(np.float64))
-                count_writer.write(_counts_table(domain, e0, e1, identity, policy, mu, draws))
-                event_writer.write(_count_events_table(domain, e0, e1, identity, policy, rng, draws))
+    specs = [(d, paths[d], f"5B.S3.{category}") for d, category in (
+        ("s3_bucket_counts_5B", "COUNTS_SCHEMA_INVALID"), ("rng_event_arrival_bucket_count", "RNG_ACCOUNTING_MISMATCH"),
+        ("rng_trace_arrival_bucket_count", "RNG_ACCOUNTING_MISMATCH"))]
+    with run.timed("stream"), store.transaction("S3") as tx, _outputs(tx, store, specs) as outputs:
+        count_out, event_out, trace_out = outputs
+        for e0, e1, chunk in _stream_chunks(
+                store, "s2_realised_intensity_5B", source, _S2_COLUMNS, domain, step, bucket_column="bucket_index",
+                group_column="group_id", identity=_identity_values(identity, _S2_COLUMNS),
+                identity_code="5B.S3.S2_OUTPUT_MISSING", state="S3"):
+            mu = chunk["lambda_realised"].to_numpy()
+            error = latent.numeric_error(mu, chunk, "bucket_index", column="lambda_realised",
+                                         code="5B.S3.S2_OUTPUT_MISSING", where=str(source))
+            if error is not None:
+                raise error
+            bases = streams.stream_bases(counts.FAMILY_ID, identity.manifest_fingerprint, identity.parameter_hash,
+                                         identity.seed, identity.scenario_id,
+                                         counts.domain_keys(domain.entities.slice(e0, e1 - e0)),
+                                         domain_sep=rng.domain_sep)
+            draws = counts.draw_counts(mu, np.repeat(np.arange(e1 - e0), h),
+                                       np.tile(np.arange(h, dtype=np.int32), e1 - e0), bases,
+                                       None if kappa is None else kappa[e0:e1], policy)
+            events += len(draws.key)
+            capped += int(draws.capped.sum())
+            mu_stats.add(mu)
+            count_stats.add(draws.count.astype(np.float64))
+            count_out.write(_counts_table(domain, e0, e1, identity, policy, mu, draws))
+            event_out.write(_count_events_table(domain, e0, e1, identity, policy, rng, draws))
         trace = audit.uniform_trace_frame(events, policy.draws_per_event, 1, append_events=rng.trace_append_events)
-        tx.parquet("rng_trace_arrival_bucket_count", paths["rng_trace_arrival_bucket_count"],
-                   _sink_schema(store, "rng_trace_arrival_bucket_count")
-                   ).write(_trace_table(trace, identity, rng, counts.FAMILY_ID))
+        trace_out.write(_trace_table(trace, identity, rng, counts.FAMILY_ID))
     run.metrics |= {
         "scenario_count_succeeded": 1, "scenario_count_failed": 0,
         "count_rng_event_count": events, "count_rng_total_draws": events * policy.draws_per_event,
