@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import queue
 import threading
 import time
@@ -537,16 +538,17 @@ class _ValueSets:
                 raise ArrivalError(self._code, f"{self._path}: column {name} holds {column.null_count} null(s)",
                                    file=str(self._path), column=name)
             seen = self._values.setdefault(name, set())
-            if pa.types.is_dictionary(column.type):
+            if pa.types.is_dictionary(column.type):  # every dictionary entry is a domain value, used or not
                 for chunk in column.chunks:
-                    seen.update(chunk.dictionary.take(pc.unique(chunk.indices)).to_pylist())
+                    if len(chunk):
+                        seen.update(chunk.dictionary.to_pylist())
             elif pa.types.is_boolean(column.type) or pa.types.is_string(column.type) or \
                     pa.types.is_large_string(column.type):
                 seen.update(pc.unique(column).to_pylist())
             elif len(column):
                 extremes = pc.min_max(column)  # skips NaN, so non-finite values are added below
                 seen.update((extremes["min"].as_py(), extremes["max"].as_py()))
-                if pa.types.is_floating(column.type) and not pc.all(pc.is_finite(column)).as_py():
+                if pa.types.is_floating(column.type) and not math.isfinite(pc.sum(column).as_py()):
                     seen.update(pc.unique(pc.filter(column, pc.invert(pc.is_finite(column)))).to_pylist())
 
     def validate(self) -> None:
@@ -558,7 +560,7 @@ class _ValueSets:
         frame = pl.DataFrame({name: pl.Series(name, _padded(sorted(self._values.get(name, ()), key=repr), width),
                                               dtype=dtype, strict=False) for name, dtype in dtypes.items()})
         contracts.validate_table(frame, self._store.entry(self._dataset_id).schema_ref, code=self._code,
-                                 where=str(self._path), contracts_dir=self._store.contracts_dir)
+                                 where=f"{self._path} (value sets of its rows)", contracts_dir=self._store.contracts_dir)
 
 
 def _padded(values: list, width: int) -> list:
