@@ -203,3 +203,51 @@ def test_an_event_log_that_lost_a_row_fails_the_audit(tiny_world_copy: WorldInfo
     _rewrite(path(st, "rng_event_arrival_bucket_count", ident), lambda f: f.filter(pl.int_range(pl.len()) != 7))
     err = _expect_failure(st, pipeline.run_audit, "5B.S3.RNG_ACCOUNTING_MISMATCH")
     assert "S3.bucket_count.v1" in err.message
+
+
+def _counts_rows(**changes):
+    """Three valid s3_bucket_counts_5B rows (strings dictionary-encoded, as S3 streams them), some columns changed."""
+    import numpy as np
+    import pyarrow as pa
+
+    def text(value: str) -> pa.Array:
+        return pa.DictionaryArray.from_arrays(pa.array(np.zeros(3, np.int32)), pa.array([value]))
+
+    columns = {
+        "manifest_fingerprint": text("a" * 64), "parameter_hash": text("b" * 64),
+        "seed": pa.array([42] * 3, pa.uint64()), "scenario_id": text("baseline_v1"),
+        "merchant_id": pa.array([7] * 3, pa.uint64()), "legal_country_iso": text("GB"), "tzid": text("Europe/London"),
+        "channel_group": text("card_present"), "bucket_index": pa.array([0, 1, 2], pa.int32()),
+        "group_id": text("baseline|retail_daytime|card_present|physical|zg01|b02"),
+        "lambda_realised": pa.array([0.0, 1.5, 2.0]), "mu": pa.array([0.0, 1.5, 2.0]),
+        "count_N": pa.array([0, 1, 2], pa.int64()), "count_law_id": text("poisson"),
+        "count_capped": pa.array([False] * 3),
+    }
+    columns |= {k: (text(v) if isinstance(v, str) else v) for k, v in changes.items()}
+    return pa.table(columns)
+
+
+def test_streamed_value_sets_refuse_nulls_nonfinite_and_off_contract_values(tmp_path: Path):
+    import pyarrow as pa
+
+    def value_sets() -> pipeline._ValueSets:
+        return pipeline._ValueSets(store(tmp_path), "s3_bucket_counts_5B", tmp_path / "f", "5B.S3.COUNTS_SCHEMA_INVALID")
+
+    sets = value_sets()
+    sets.add(_counts_rows())
+    sets.validate()
+    for change, column, kind in (
+        ({"mu": pa.array([0.0, float("nan"), 2.0])}, "mu", "nonfinite"),
+        ({"count_law_id": "zipf"}, "count_law_id", "enum"),
+        ({"count_N": pa.array([0, -4, 2], pa.int64())}, "count_N", "range"),
+        ({"group_id": "not-a-group"}, "group_id", "pattern"),
+    ):
+        sets = value_sets()
+        sets.add(_counts_rows())
+        sets.add(_counts_rows(**change))  # a later chunk breaks the contract
+        with pytest.raises(ArrivalError) as err:
+            sets.validate()
+        assert err.value.code == "5B.S3.COUNTS_SCHEMA_INVALID" and f"column '{column}': {kind}" in err.value.message
+    with pytest.raises(ArrivalError) as err:
+        value_sets().add(_counts_rows(mu=pa.array([0.0, None, 2.0])))
+    assert err.value.context["column"] == "mu"
