@@ -254,12 +254,6 @@ def _codes(values: pl.Series, dictionary: pl.Series) -> np.ndarray:
     return coded.to_numpy().astype(np.int32)
 
 
-def chunk_bounds(domain: Domain, chunk_entities: int) -> list[tuple[int, int]]:
-    """Consecutive [e0, e1) entity ranges of at most `chunk_entities` entities."""
-    step = max(1, int(chunk_entities))
-    return [(e0, min(e0 + step, domain.size)) for e0 in range(0, domain.size, step)]
-
-
 def dictionary_codes(column: pa.ChunkedArray, dictionary: pa.Array) -> np.ndarray:
     """Position in `dictionary` of each value of a string column (−1 where absent or null).
 
