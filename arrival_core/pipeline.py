@@ -507,11 +507,9 @@ def default_chunk_entities(buckets: int) -> int:
 
 
 def _sink_schema(store: Store, dataset_id: str) -> pa.Schema:
-    """The contract's Arrow schema; string columns stay dictionary-encoded when the store keeps no Arrow schema
-    in the file (readers then see plain strings), so constant and low-cardinality columns are never expanded."""
+    """The contract's Arrow schema with string columns dictionary-encoded: the store keeps no Arrow schema in the
+    file, so readers see plain strings, and constant or low-cardinality columns are never expanded."""
     schema = arrow_schema(store, dataset_id)
-    if store_module.PARQUET_OPTIONS.get("store_schema", True):
-        return schema
     dictionary = pa.dictionary(pa.int32(), pa.string())
     return pa.schema([pa.field(f.name, dictionary) if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
                       else f for f in schema])

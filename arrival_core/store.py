@@ -18,7 +18,10 @@ from .encoding import canonical_json, sha256_file
 from .errors import ArrivalError
 
 ROW_GROUP_ROWS = 1 << 20  # fixed so file bytes never depend on how a writer was fed
-PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, use_dictionary=True, write_statistics=True)
+# No Arrow schema is embedded: dictionary-coded strings are then written as they are and read back as plain strings.
+PARQUET_OPTIONS = dict(
+    compression="zstd", compression_level=1, use_dictionary=True, write_statistics=True, store_schema=False
+)
 
 
 @dataclass(frozen=True)
