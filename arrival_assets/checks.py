@@ -21,14 +21,6 @@ ASSET_OF_COMPANION = {
     companion: owner for owner, companions in COMPANIONS.items() for companion in companions
 }
 
-# What a dataset's core checks read besides the dataset and its upstream: the S2 RNG-log checks reconcile
-# through `pipeline.read_ledgers`, which reads both families' logs and S3's counts, so they wait for S3.
-ALSO_READS: dict[str, tuple[str, ...]] = {
-    "rng_event_arrival_lgcp_gaussian": ("s3_bucket_counts_5B", "rng_event_arrival_bucket_count"),
-    "rng_trace_arrival_lgcp_gaussian": ("s3_bucket_counts_5B", "rng_event_arrival_bucket_count"),
-}
-
-
 def asset_key_of(dataset_id: str) -> dg.AssetKey:
     """The asset a dataset's checks attach to."""
     return dg.AssetKey(ASSET_OF_COMPANION.get(dataset_id, dataset_id))
@@ -42,7 +34,6 @@ def check_spec(spec: CheckSpec) -> dg.AssetCheckSpec:
             spec.name,
             asset=asset_key_of(spec.dataset_id),
             description=spec.description,
-            additional_deps=[dg.AssetKey(d) for d in ALSO_READS.get(spec.dataset_id, ())],
             blocking=spec.severity == "ERROR" and spec.blocking,
             partitions_def=grid,
             metadata={"severity": spec.severity, "dataset": spec.dataset_id},

@@ -625,7 +625,7 @@ def _ledger_result(ctx: _Context, family_id: str, events: audit.FamilyTotals, ex
 
 def _latent_events(ctx: _Context) -> dict[str, _Result]:
     results = _scan_table(ctx, "rng_event_arrival_lgcp_gaussian", pipeline.DEFAULT_CHUNK_ROWS)
-    family, _ = pipeline.read_ledgers(ctx.gate)
+    family = pipeline.read_ledger(ctx.gate, latent.FAMILY_ID)
     table = pipeline.read_table(ctx.path("rng_event_arrival_lgcp_gaussian"))
     accounting = _ledger_result(ctx, latent.FAMILY_ID, family.events, family.expected, family.trace)
     replay = _Result(facts={"mode": ctx.replay})
@@ -659,7 +659,7 @@ def _trace(ctx: _Context, dataset_id: str, family_index: int) -> dict[str, _Resu
     path = ctx.path(dataset_id)
     _require(path)
     scan.feed(0, pipeline.read_table(path))
-    family = pipeline.read_ledgers(ctx.gate)[family_index]
+    family = pipeline.read_ledger(ctx.gate, (latent.FAMILY_ID, counts.FAMILY_ID)[family_index])
     consistent = _Result(facts={"appends": family.trace.height})
     for p in audit.trace_problems(family.trace, append_events=ctx.rng.trace_append_events):
         consistent.fail(p)
@@ -821,7 +821,7 @@ def _count_events(ctx: _Context) -> dict[str, _Result]:
     h = d.buckets
     path = ctx.path("rng_event_arrival_bucket_count")
     _require(path)
-    _, family = pipeline.read_ledgers(ctx.gate)
+    family = pipeline.read_ledger(ctx.gate, counts.FAMILY_ID)
     accounting = _ledger_result(ctx, counts.FAMILY_ID, family.events, family.expected, family.trace)
     replay = _Result(facts={"mode": ctx.replay})
     scan = _TableScan(ctx, "rng_event_arrival_bucket_count")

@@ -1072,28 +1072,35 @@ def _event_totals(scan: pl.LazyFrame) -> audit.FamilyTotals:
     return audit.FamilyTotals(*(int(v or 0) for v in row))
 
 
-def read_ledgers(g: Gate) -> tuple[FamilyLedger, FamilyLedger]:
-    """Both families' published logs and traces, and the totals S2's and S3's outputs imply under the policies."""
+def read_ledger(g: Gate, family_id: str) -> FamilyLedger:
+    """One family's published log and trace, and the totals its own state's outputs imply under the policies
+    (the S2 family reads only S2's outputs, so its checks can run before S3)."""
     store, identity = g.store, g.identity
-    lgcp = latent.parse_lgcp_policy(g.policy("arrival_lgcp_config_5B"))
-    policy = counts.parse_count_policy(g.policy("arrival_count_config_5B"))
-    s2_code, s3_code = "5B.S3.S2_OUTPUT_MISSING", "5B.S3.RNG_ACCOUNTING_MISMATCH"
-    realised, _ = _scan_existing(store, "s2_realised_intensity_5B", identity, code=s2_code)
-    groups, buckets = realised.select(pl.col("group_id").n_unique(), pl.col("bucket_index").n_unique()).collect().row(0)
-    if lgcp.latent_model_id == "none":
-        groups = 0
-    ledgers = []
-    for family_id, events_id, trace_id, code, expected in (
-        (latent.FAMILY_ID, "rng_event_arrival_lgcp_gaussian", "rng_trace_arrival_lgcp_gaussian", s2_code,
-         lambda: audit.FamilyTotals(groups, 2 * buckets * groups, buckets * groups)),
-        (counts.FAMILY_ID, "rng_event_arrival_bucket_count", "rng_trace_arrival_bucket_count", s3_code,
-         lambda: _count_expectation(store, identity, policy)),
-    ):
-        events, event_path = _scan_existing(store, events_id, identity, code=code)
-        trace, trace_path = _scan_existing(store, trace_id, identity, code=code)
-        ledgers.append(FamilyLedger(family_id, _event_totals(events), trace.collect(), expected(), event_path,
-                                    trace_path))
-    return ledgers[0], ledgers[1]
+    if family_id == latent.FAMILY_ID:
+        code = "5B.S3.S2_OUTPUT_MISSING"
+        lgcp = latent.parse_lgcp_policy(g.policy("arrival_lgcp_config_5B"))
+        realised, _ = _scan_existing(store, "s2_realised_intensity_5B", identity, code=code)
+        groups, buckets = realised.select(pl.col("group_id").n_unique(),
+                                          pl.col("bucket_index").n_unique()).collect().row(0)
+        if lgcp.latent_model_id == "none":
+            groups = 0
+        events_id, trace_id = "rng_event_arrival_lgcp_gaussian", "rng_trace_arrival_lgcp_gaussian"
+        expected = audit.FamilyTotals(groups, 2 * buckets * groups, buckets * groups)
+    elif family_id == counts.FAMILY_ID:
+        code = "5B.S3.RNG_ACCOUNTING_MISMATCH"
+        policy = counts.parse_count_policy(g.policy("arrival_count_config_5B"))
+        events_id, trace_id = "rng_event_arrival_bucket_count", "rng_trace_arrival_bucket_count"
+        expected = _count_expectation(store, identity, policy)
+    else:
+        raise ArrivalError("5B.S3.RNG_ACCOUNTING_MISMATCH", f"unknown RNG family {family_id!r}", family=family_id)
+    events, event_path = _scan_existing(store, events_id, identity, code=code)
+    trace, trace_path = _scan_existing(store, trace_id, identity, code=code)
+    return FamilyLedger(family_id, _event_totals(events), trace.collect(), expected, event_path, trace_path)
+
+
+def read_ledgers(g: Gate) -> tuple[FamilyLedger, FamilyLedger]:
+    """Both families' ledgers (S2's latent family, then S3's count family)."""
+    return read_ledger(g, latent.FAMILY_ID), read_ledger(g, counts.FAMILY_ID)
 
 
 def _count_expectation(store: Store, identity: Identity, policy: counts.CountPolicy) -> audit.FamilyTotals:

@@ -96,6 +96,7 @@ STEPS: tuple[StateStep, ...] = (
             "s0_gate_receipt_5B",
             "s1_grouping_5B",
             "s2_realised_intensity_5B",
+            "rng_event_arrival_lgcp_gaussian",  # S2's RNG accounting must hold before counts are drawn
             "arrival_count_config_5B",
             "arrival_rng_policy_5B",
         ),

@@ -180,6 +180,7 @@ def test_accounting_mismatch_fails_the_blocking_check_and_stops_downstream(world
     done = set(materialized(result))
     assert "rng_event_arrival_lgcp_gaussian" in done
     assert "rng_audit_log_5B" not in done  # the audit reads the RNG logs; a failed log check stops it
+    assert "s3_bucket_counts_5B" not in done  # no counts are drawn while S2's RNG accounting fails
     assert failures(result).keys() == {
         "check_rng_event_arrival_lgcp_gaussian",
         "check_rng_trace_arrival_lgcp_gaussian",
