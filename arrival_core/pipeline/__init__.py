@@ -1,0 +1,39 @@
+"""The one way through the system: load → compute → validate → publish → report, per state (S0–S3 and the audit).
+
+Both the Dagster assets and the CLI call these runners; this package and the store are where the core does I/O.
+"""
+from .accounting import FamilyLedger, read_ledger, read_ledgers, run_audit
+from .plan import run_s0, run_s1, verify_bundle
+from .readers import (
+    output_path,
+    read_document,
+    read_entity_keys,
+    read_rows,
+    read_slices,
+    read_table,
+    table_rows,
+    world_scenarios,
+)
+from .realise import run_s2, run_s3
+from .shell import (
+    StateResult,
+    StateRun,
+    World,
+    arrow_schema,
+    conform,
+    execute_state,
+    load_gate,
+    read_sealed_table,
+    read_world,
+    resolve_identity,
+    validate_output,
+)
+from .streaming import DEFAULT_CHUNK_ROWS, _ValueSets, default_chunk_entities, surface_path
+
+__all__ = [
+    "DEFAULT_CHUNK_ROWS", "FamilyLedger", "StateResult", "StateRun", "World", "_ValueSets", "arrow_schema", "conform",
+    "default_chunk_entities", "execute_state", "load_gate", "output_path", "read_document", "read_entity_keys",
+    "read_ledger", "read_ledgers", "read_rows", "read_sealed_table", "read_slices", "read_table", "read_world",
+    "resolve_identity", "validate_output", "run_audit", "run_s0", "run_s1", "run_s2", "run_s3", "surface_path", "table_rows",
+    "verify_bundle", "world_scenarios",
+]

@@ -1,0 +1,249 @@
+"""S0 (gate and sealed inputs) and S1 (time grid and grouping): load, compute, validate, publish."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import polars as pl
+import yaml
+
+from .. import contracts, gate, grid, grouping
+from ..encoding import sha256_file, sha256_hex
+from ..errors import ArrivalError
+from ..gate import Gate, SegmentGate
+from ..identity import Identity
+from ..store import Published, Store
+from .shell import StateResult, StateRun, _FILE_CHUNK, _parse_policy, arrow_schema, conform, execute_state, load_gate, read_sealed_table, read_world, resolve_identity, validate_output
+
+
+# ---- S0: gate and sealed inputs -------------------------------------------------------------------------------
+
+def _hash_members(folder: Path, paths: Sequence[str]) -> tuple[dict[str, str | None], str]:
+    """Stream every member once: its own sha256 (None when missing) and the digest of all bytes in index order."""
+    bundle = hashlib.sha256()
+    digests: dict[str, str | None] = {}
+    root = folder.resolve()
+    for rel in paths:
+        path = (root / rel).resolve()
+        if root not in path.parents or not path.is_file():
+            digests[rel] = None
+            continue
+        own = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(_FILE_CHUNK):
+                own.update(chunk)
+                bundle.update(chunk)
+        digests[rel] = own.hexdigest()
+    return digests, bundle.hexdigest()
+
+
+def verify_bundle(store: Store, entry: contracts.DatasetEntry, mf: str) -> SegmentGate:
+    """Verify one upstream HashGate bundle (§3.1): index, members, flag; MISSING when index or flag is absent."""
+    folder = store.path(entry.id, manifest_fingerprint=mf)
+    index_path, flag_path = folder / entry.raw["index_file"], folder / entry.raw["flag_file"]
+    cd = store.contracts_dir
+    try:
+        for path, what in ((index_path, "index"), (flag_path, "flag")):
+            if not path.is_file():
+                raise gate.BundleNotPass("MISSING", f"{what} {path} is missing")
+        members = gate.parse_bundle_index(entry, index_path.read_bytes(), mf, where=str(index_path), contracts_dir=cd)
+        digests, bundle_digest = _hash_members(folder, [m.path for m in members])
+        gate.check_members(members, digests, folder=str(folder))
+        claimed = gate.parse_flag(entry, flag_path.read_bytes(), where=str(flag_path), contracts_dir=cd)
+        gate.check_flag(claimed, bundle_digest, where=str(flag_path))
+    except gate.BundleNotPass as verdict:
+        return SegmentGate(entry.owner_segment, verdict.status, None, verdict.reason)
+    return SegmentGate(entry.owner_segment, "PASS", bundle_digest)
+
+
+def _observe_inputs(store: Store, mf: str, scenario_set: Sequence[str]) -> dict[str, gate.Observed]:
+    """Content digests of the sealed data inputs (scenario-partitioned ones over their per-scenario files)."""
+    observed = {}
+    for entry in gate.sealed_entries(store.contracts_dir):
+        if entry.kind != "input" or entry.seed_scoped:
+            continue
+        scenarios = scenario_set if "scenario_id" in entry.partition_keys else [None]
+        found, missing = [], []
+        for sid in scenarios:
+            path = store.path(entry.id, manifest_fingerprint=mf, scenario_id=sid)
+            if path.is_file():
+                found.append((sid, sha256_file(path)))
+            else:
+                missing.append(str(path))
+        if missing:
+            observed[entry.id] = gate.Observed(None, len(found), tuple(missing))
+        elif scenarios == [None]:
+            observed[entry.id] = gate.Observed(found[0][1])
+        else:
+            observed[entry.id] = gate.Observed(gate.scenario_surface_digest(found), len(found))
+    return observed
+
+
+def _read_registry(store: Store) -> dict:
+    path = store.contracts_dir / "artefact_registry_5B.yaml"
+    try:
+        doc = yaml.safe_load(path.read_bytes())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ArrivalError("5B.CONTRACT_INVALID", f"artefact registry {path} cannot be read: {exc}", file=str(path))
+    return gate.check_registry(doc, gate.sealed_entries(store.contracts_dir), where=str(path),
+                               contracts_dir=store.contracts_dir)
+
+
+def _s0_body(run: StateRun) -> Sequence[Published]:
+    store, cd = run.store, run.store.contracts_dir
+    with run.timed("load"):
+        world = read_world(store, "S0")
+        mf = world.manifest_fingerprint
+        run.identity = identity = Identity(world.parameter_hash, mf, run.seed, run.scenario_id)
+        bundles = [e for e in gate.sealed_entries(cd) if e.kind == "bundle"]
+        gates = [verify_bundle(store, e, mf) for e in bundles]
+        run.metrics["upstream_segments"] = {g.segment: g.status for g in gates}
+        gate.require_all_pass(gates)
+        for entry in gate.policy_entries(cd):
+            _parse_policy(world.policy_bytes[entry.id], entry, world.policy_paths[entry.id],
+                          code="5B.S0.POLICY_INVALID", store=store)
+        manifest_path = store.path("scenario_manifest_5A", manifest_fingerprint=mf)
+        try:
+            manifest = pl.read_parquet(manifest_path)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise ArrivalError("5B.S0.SCENARIO_MANIFEST_INVALID", f"{manifest_path} cannot be read: {exc}",
+                               file=str(manifest_path))
+        run.scenario_set = gate.check_scenario_manifest(manifest, where=str(manifest_path), contracts_dir=cd)
+        if run.scenario_id not in run.scenario_set:
+            raise gate.scenario_not_in_set(run.scenario_id, run.scenario_set)
+        observed = _observe_inputs(store, mf, run.scenario_set)
+        observed |= {e.id: gate.Observed(g.bundle_digest_sha256) for e, g in zip(bundles, gates)}
+        observed |= {pid: gate.Observed(sha256_hex(data)) for pid, data in world.policy_bytes.items()}
+        registry = _read_registry(store)
+    with run.timed("compute"):
+        rows, optional_missing = gate.seal_inputs(gate.sealed_entries(cd), registry, observed)
+        receipt = gate.build_receipt(identity=identity, upstream_parameter_hash=world.upstream_parameter_hash,
+                                     scenario_set=run.scenario_set, gates=gates, rows=rows,
+                                     optional_missing=optional_missing)
+    sealed_path = store.path("sealed_inputs_5B", **identity.tokens())
+    receipt_path = store.path("s0_gate_receipt_5B", **identity.tokens())
+    with run.timed("validate"):
+        code = "5B.S0.OUTPUT_SCHEMA_INVALID"
+        contracts.validate_document(rows, gate.SEALED_INPUTS_SCHEMA, code=code, where=str(sealed_path), contracts_dir=cd)
+        contracts.validate_document(receipt, gate.RECEIPT_SCHEMA, code=code, where=str(receipt_path), contracts_dir=cd)
+    run.metrics |= {
+        "scenario_count": len(run.scenario_set),
+        "sealed_inputs_row_count": len(rows),
+        "sealed_inputs_digest": receipt["sealed_inputs_digest"],
+        "optional_missing": optional_missing,
+    }
+    with run.timed("publish"):
+        with store.transaction("S0") as tx:
+            tx.write_json("sealed_inputs_5B", sealed_path, rows, rows=len(rows))
+            tx.write_json("s0_gate_receipt_5B", receipt_path, receipt)
+    return tx.published
+
+
+def run_s0(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None) -> StateResult:
+    """S0: verify the upstream HashGates and policies and seal every input (seed-invariant outputs per (ph, mf))."""
+    return execute_state(store, "S0", seed=seed, scenario_id=scenario_id, run_id=run_id, body=_s0_body)
+
+
+# ---- S1: time grid and grouping ------------------------------------------------------------------------------
+
+def _read_domain(path: Path, *, code: str) -> pl.DataFrame:
+    """The distinct entities of a scenario's λ surface, reading only the key columns.
+
+    Keeping only rows whose key differs from the previous row first is exact in any row order and, on a
+    writer-sorted surface, leaves one row per entity for the final `unique` (3x faster than hashing every row).
+    """
+    keys = list(grouping.ENTITY_KEYS)
+    run_heads = ~pl.all_horizontal([pl.col(k).eq_missing(pl.col(k).shift(1)) for k in keys])
+    try:
+        return pl.scan_parquet(path).select(keys).filter(run_heads).unique().collect()
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise ArrivalError(code, f"{path}: cannot read the entity keys {list(grouping.ENTITY_KEYS)}: {exc}",
+                           file=str(path))
+
+
+def _read_virtual(g: Gate, identity: Identity) -> tuple[pl.DataFrame, Path]:
+    """The seed's virtual classification: it must exist and carry this seed and fingerprint."""
+    path = g.path("virtual_classification_3B", seed=identity.seed)
+    if not path.is_file():
+        raise ArrivalError(
+            "5B.S1.DOMAIN_INVALID",
+            f"virtual_classification_3B for seed {identity.seed} is missing at {path}; every entity needs a virtual mode",
+            file=str(path), artifact_id="virtual_classification_3B", seed=identity.seed,
+        )
+    frame, path = read_sealed_table(g, "virtual_classification_3B", code="5B.S1.INPUT_SCHEMA_INVALID",
+                                    seed=identity.seed)
+    return frame, path
+
+
+def _check_input(store: Store, dataset_id: str, frame: pl.DataFrame, path: Path, identity: Identity) -> None:
+    """Validate an input table in full and check its identity columns equal the partition's."""
+    code = "5B.S1.INPUT_SCHEMA_INVALID"
+    entry = store.entry(dataset_id)
+    contracts.validate_table(frame, entry.schema_ref, code=code, where=str(path), primary_key=entry.primary_key,
+                             contracts_dir=store.contracts_dir)
+    for column, value in (("manifest_fingerprint", identity.manifest_fingerprint), ("seed", identity.seed)):
+        if column in frame.columns:
+            wrong = frame.filter(pl.col(column) != value)
+            if wrong.height:
+                raise ArrivalError(
+                    code, f"{path}: {wrong.height} row(s) have {column} {wrong[column][0]!r}, expected {value!r}",
+                    file=str(path), column=column, key={k: wrong[k][0] for k in entry.primary_key},
+                )
+
+
+def _s1_body(run: StateRun) -> Sequence[Published]:
+    store = run.store
+    run.metrics |= {"scenario_count_requested": 1, "scenario_count_succeeded": 0}
+    with run.timed("load"):
+        run.identity = identity = resolve_identity(store, seed=run.seed, scenario_id=run.scenario_id, state="S1")
+        g = load_gate(store, identity, state="S1")
+        run.scenario_set = g.scenario_set
+        grid_policy_path = g.path("time_grid_policy_5B")
+        grouping_policy_path = g.path("grouping_policy_5B")
+        grid_policy = grid.parse_time_grid_policy(g.policy("time_grid_policy_5B"), where=str(grid_policy_path))
+        group_policy = grouping.parse_grouping_policy(g.policy("grouping_policy_5B"))
+        manifest, manifest_path = read_sealed_table(g, "scenario_manifest_5A", code="5B.S1.INPUT_SCHEMA_INVALID")
+        _check_input(store, "scenario_manifest_5A", manifest, manifest_path, identity)
+        scenario = manifest.filter(pl.col("scenario_id") == identity.scenario_id).row(0, named=True)
+        profile, profile_path = read_sealed_table(g, "merchant_zone_profile_5A", code="5B.S1.INPUT_SCHEMA_INVALID")
+        _check_input(store, "merchant_zone_profile_5A", profile, profile_path, identity)
+        virtual, virtual_path = _read_virtual(g, identity)
+        _check_input(store, "virtual_classification_3B", virtual, virtual_path, identity)
+        surface_path = g.path("merchant_zone_scenario_local_5A")
+        domain = _read_domain(surface_path, code="5B.S1.DOMAIN_INVALID")
+        if domain.height == 0:
+            raise ArrivalError("5B.S1.DOMAIN_INVALID", f"{surface_path}: the λ surface has no entities",
+                               file=str(surface_path))
+    with run.timed("compute"):
+        time_grid = conform(store, "s1_time_grid_5B", grid.build_grid(scenario, grid_policy,
+                                                                       where=str(grid_policy_path)), identity)
+        features = grouping.attach_features(domain, profile, virtual, policy=group_policy,
+                                            where_profile=str(profile_path), where_virtual=str(virtual_path))
+        groups = conform(store, "s1_grouping_5B", grouping.assign_groups(
+            features, scenario_band=grid.scenario_band(scenario), policy=group_policy), identity)
+        realism = grouping.measure_realism(groups, group_policy.realism)
+    run.metrics |= {
+        "bucket_count": time_grid.height,
+        "bucket_duration_seconds": grid_policy.bucket_duration_seconds,
+        **realism.metrics(),
+    }
+    grid_path = store.path("s1_time_grid_5B", **identity.tokens())
+    grouping_path = store.path("s1_grouping_5B", **identity.tokens())
+    with run.timed("validate"):
+        validate_output(store, "s1_time_grid_5B", time_grid, code="5B.S1.TIME_GRID_SCHEMA_INVALID", path=grid_path)
+        validate_output(store, "s1_grouping_5B", groups, code="5B.S1.GROUPING_SCHEMA_INVALID", path=grouping_path)
+        grouping.enforce_realism(realism, scenario_id=identity.scenario_id, where=str(grouping_policy_path))
+    with run.timed("publish"):
+        with store.transaction("S1") as tx:
+            tx.write_parquet("s1_time_grid_5B", grid_path, time_grid, arrow_schema(store, "s1_time_grid_5B"))
+            tx.write_parquet("s1_grouping_5B", grouping_path, groups, arrow_schema(store, "s1_grouping_5B"))
+    run.metrics["scenario_count_succeeded"] = 1
+    return tx.published
+
+
+def run_s1(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None) -> StateResult:
+    """S1: build the scenario's time grid and pooling groups (seed-invariant outputs per (ph, mf, scenario))."""
+    return execute_state(store, "S1", seed=seed, scenario_id=scenario_id, run_id=run_id, body=_s1_body)
+
+

@@ -1,0 +1,259 @@
+"""The imperative shell: execute_state, identity, gate loading and the output helpers every state shares.
+
+Every state runner goes through `execute_state`, which validates the partition keys before any path is
+built, runs the state body, and writes one run report per execution (PASS or FAIL) in its own transaction.
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+import polars as pl
+import pyarrow as pa
+import yaml
+
+from .. import contracts, gate, reports
+from ..encoding import sha256_hex
+from ..errors import ALL_CODES, ArrivalError
+from ..gate import Gate, state_code
+from ..identity import Identity, compute_parameter_hash, validate_scenario_id, validate_seed
+from ..store import Published, Store
+
+
+_FILE_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class StateResult:
+    """What one successful state execution produced."""
+
+    state: str  # "S0" | "S1" | ...
+    identity: Identity
+    published: tuple[Published, ...]
+    report: dict
+    report_path: Path
+
+
+@dataclass
+class StateRun:
+    """One execution of a state: what its body has learnt so far, for the run report (PASS or FAIL)."""
+
+    store: Store
+    state: str
+    seed: int
+    scenario_id: str
+    run_id: str
+    identity: Identity | None = None
+    scenario_set: list[str] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the wall time of a block to the phase's timing (a log value, never an identity output)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[phase] = round(self.timings.get(phase, 0.0) + time.perf_counter() - start, 6)
+
+    def code(self, category: str) -> str:
+        """The canonical code of a category for this state."""
+        return state_code(self.state, category)
+
+
+StateBody = Callable[[StateRun], Sequence[Published]]
+
+
+def execute_state(
+    store: Store, state: str, *, seed: int | str, scenario_id: str, run_id: str | None, body: StateBody
+) -> StateResult:
+    """Run a state body for one partition and write its run report; re-raise the failure after reporting it."""
+    seed_value, sid = validate_seed(seed), validate_scenario_id(scenario_id)
+    run_id = run_id or uuid.uuid4().hex
+    report_path = store.path("run_report_5B", state=state, seed=seed_value, scenario_id=sid, run_id=run_id)
+    run = StateRun(store, state, seed_value, sid, run_id)
+    started, clock = reports.utc_now(), time.perf_counter()
+    failure: Exception | None = None
+    published: tuple[Published, ...] = ()
+    try:
+        published = tuple(body(run))
+    except Exception as exc:  # reported (with no code unless it is an ArrivalError), then re-raised unchanged
+        failure = exc
+    run.timings["total"] = round(time.perf_counter() - clock, 6)
+    report = reports.build_report(
+        state=state, seed=seed_value, scenario_id=sid, run_id=run_id, identity=run.identity,
+        scenario_set=run.scenario_set, failure=failure, started_at_utc=started, finished_at_utc=reports.utc_now(),
+        metrics=run.metrics, published=published, timings=run.timings,
+    )
+    try:
+        with store.transaction(gate.CODE_STATE.get(state, state)) as tx:
+            tx.write_json("run_report_5B", report_path, report)
+    except ArrivalError as report_failure:
+        if failure is not None:
+            raise failure from report_failure
+        raise
+    if failure is not None:
+        raise failure
+    assert run.identity is not None, f"{state} passed without resolving its identity"
+    return StateResult(state, run.identity, published, report, report_path)
+
+
+# ---- identity (DESIGN §2) ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class World:
+    """The world's run receipt and the bytes of the six policy files, read once per execution."""
+
+    receipt: Mapping
+    manifest_fingerprint: str
+    upstream_parameter_hash: str
+    parameter_hash: str
+    policy_bytes: Mapping[str, bytes]
+    policy_paths: Mapping[str, Path]
+
+
+def read_world(store: Store, state: str) -> World:
+    """Read and validate run_receipt.json and hash the policy files into the parameter_hash (§2.1)."""
+    path = store.path("run_receipt")
+    missing, invalid = (
+        ("5B.S0.RUN_RECEIPT_MISSING", "5B.S0.RUN_RECEIPT_INVALID") if state == "S0"
+        else (state_code(state, "S0_GATE_INVALID"),) * 2
+    )
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ArrivalError(missing, f"{path} does not exist: the run root holds no world", file=str(path))
+    except OSError as exc:
+        raise ArrivalError(missing, f"{path} cannot be read: {exc}", file=str(path))
+    receipt = gate.parse_run_receipt(raw, where=str(path), code=invalid, contracts_dir=store.contracts_dir)
+    policy_bytes, policy_paths = {}, {}
+    for entry in gate.policy_entries(store.contracts_dir):
+        policy_path = store.path(entry.id)
+        try:
+            policy_bytes[entry.id] = policy_path.read_bytes()
+        except OSError as exc:
+            raise ArrivalError(_policy_code(state, entry.id), f"policy file {policy_path} cannot be read: {exc}",
+                               file=str(policy_path), field=entry.id)
+        policy_paths[entry.id] = policy_path
+    ph = compute_parameter_hash(
+        receipt["parameter_hash"], [(pid, sha256_hex(data)) for pid, data in policy_bytes.items()]
+    )
+    return World(receipt, receipt["manifest_fingerprint"], receipt["parameter_hash"], ph, policy_bytes, policy_paths)
+
+
+def resolve_identity(store: Store, *, seed: int | str, scenario_id: str, state: str) -> Identity:
+    """Validate the partition keys, then derive (ph, mf) from the run receipt and the policy files."""
+    seed_value, sid = validate_seed(seed), validate_scenario_id(scenario_id)
+    world = read_world(store, state)
+    return Identity(world.parameter_hash, world.manifest_fingerprint, seed_value, sid)
+
+
+def _parse_policy(data: bytes, entry: contracts.DatasetEntry, path: Path, *, code: str, store: Store) -> dict:
+    try:
+        doc = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        raise ArrivalError(code, f"{path} is not YAML: {exc}", file=str(path))
+    contracts.validate_document(doc, entry.schema_ref, code=code, where=str(path), contracts_dir=store.contracts_dir)
+    return doc
+
+
+# Which code a policy failing its schema raises in each state (default: POLICY_INVALID, else S0_GATE_INVALID).
+_POLICY_CODES = {
+    "S2": {"arrival_lgcp_config_5B": "LGCP_CONFIG_INVALID", "arrival_rng_policy_5B": "RNG_POLICY_INVALID"},
+    "S3": {"arrival_count_config_5B": "COUNT_CONFIG_INVALID", "arrival_rng_policy_5B": "RNG_POLICY_INVALID"},
+    "AUDIT": {"arrival_rng_policy_5B": "RNG_POLICY_INVALID"},
+}
+
+
+def _policy_code(state: str, policy_id: str) -> str:
+    category = _POLICY_CODES.get(state, {}).get(policy_id, "POLICY_INVALID")
+    code = state_code(state, category)
+    return code if code in ALL_CODES else state_code(state, "S0_GATE_INVALID")
+
+
+# ---- the gate (DESIGN §5, last paragraph) ---------------------------------------------------------------------------
+
+def _read_json_file(path: Path, *, code: str, what: str) -> object:
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ArrivalError(code, f"{what} {path} does not exist; run S0 for this parameter_hash first", file=str(path))
+    except (OSError, ValueError) as exc:
+        raise ArrivalError(code, f"{what} {path} cannot be read: {exc}", file=str(path))
+
+
+def load_gate(store: Store, identity: Identity, *, state: str) -> Gate:
+    """Re-validate the S0 receipt and sealed inputs, recompute their digest, and parse the sealed policies."""
+    code = state_code(state, "S0_GATE_INVALID")
+    cd = store.contracts_dir
+    receipt_path = store.path("s0_gate_receipt_5B", **identity.tokens())
+    rows_path = store.path("sealed_inputs_5B", **identity.tokens())
+    receipt = _read_json_file(receipt_path, code=code, what="s0_gate_receipt_5B")
+    rows = _read_json_file(rows_path, code=code, what="sealed_inputs_5B")
+    contracts.validate_document(receipt, gate.RECEIPT_SCHEMA, code=code, where=str(receipt_path), contracts_dir=cd)
+    contracts.validate_document(rows, gate.SEALED_INPUTS_SCHEMA, code=code, where=str(rows_path), contracts_dir=cd)
+    entries = gate.policy_entries(cd)
+    by_id = gate.check_gate(receipt, rows, identity, state=state, policy_ids=[e.id for e in entries],
+                            receipt_where=str(receipt_path), rows_where=str(rows_path))
+    policies = {}
+    for entry in entries:
+        path = store.path(entry.id)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ArrivalError(code, f"sealed policy {path} cannot be read: {exc}", file=str(path))
+        if sha256_hex(data) != by_id[entry.id]["sha256_hex"]:
+            raise ArrivalError(code, f"policy {path} changed since S0 sealed it", file=str(path))
+        policies[entry.id] = _parse_policy(data, entry, path, code=_policy_code(state, entry.id), store=store)
+    return Gate(state, identity, receipt, by_id, policies, store)
+
+
+# ---- outputs ---------------------------------------------------------------------------------------------------
+
+def arrow_schema(store: Store, dataset_id: str) -> pa.Schema:
+    """The explicit Arrow schema of a table dataset, derived from its contract."""
+    dtypes = contracts.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
+    return pl.DataFrame(schema=dtypes).to_arrow().schema
+
+
+def conform(store: Store, dataset_id: str, frame: pl.DataFrame, identity: Identity) -> pl.DataFrame:
+    """Add the identity columns the dataset carries and put the columns in contract order and dtypes."""
+    dtypes = contracts.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
+    values = {"manifest_fingerprint": identity.manifest_fingerprint, "parameter_hash": identity.parameter_hash,
+              "seed": identity.seed, "scenario_id": identity.scenario_id}
+    frame = frame.with_columns(pl.lit(v).alias(k) for k, v in values.items() if k in dtypes)
+    return frame.select(pl.col(name).cast(dtype) for name, dtype in dtypes.items())
+
+
+def validate_output(store: Store, dataset_id: str, frame: pl.DataFrame, *, code: str, path: Path) -> None:
+    """Validate a table output in full against its contract, primary key and writer order."""
+    entry = store.entry(dataset_id)
+    contracts.validate_table(frame, entry.schema_ref, code=code, where=str(path), primary_key=entry.primary_key,
+                             writer_sort=entry.writer_sort, contracts_dir=store.contracts_dir)
+
+
+def read_sealed_table(g: Gate, artifact_id: str, *, code: str, **tokens: object) -> tuple[pl.DataFrame, Path]:
+    """Read a small sealed ROW_LEVEL parquet input whole; a content-sealed single file must still match its seal."""
+    path = g.path(artifact_id, **tokens)
+    row = g.sealed(artifact_id)
+    try:
+        data = path.read_bytes()
+        frame = pl.read_parquet(io.BytesIO(data))
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise ArrivalError(code, f"sealed input {artifact_id} cannot be read at {path}: {exc}", file=str(path))
+    if row["digest_kind"] == "content" and "scenario_id" not in row["partition_keys"]:
+        digest = sha256_hex(data)
+        if digest != row["sha256_hex"]:
+            raise ArrivalError(state_code(g.state, "S0_GATE_INVALID"),
+                               f"{path} changed since S0 sealed it (sha256 {digest}, sealed {row['sha256_hex']})",
+                               file=str(path), artifact_id=artifact_id)
+    return frame, path
+
+

@@ -1,0 +1,292 @@
+"""Streaming helpers of S2 and S3: whole-entity chunks of the λ surface and the outputs' parquet sinks."""
+from __future__ import annotations
+
+import contextlib
+import math
+import queue
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .. import contracts, gate, grouping, latent
+from .. import store as store_module
+from ..encoding import sha256_file
+from ..errors import ArrivalError
+from ..gate import Gate, state_code
+from ..identity import Identity
+from ..store import Store
+from .shell import arrow_schema, validate_output
+
+
+# ---- S2 / S3: streaming helpers ------------------------------------------------------------------------------------
+
+DEFAULT_CHUNK_ROWS = 4_000_000  # rows per streamed chunk (bounds memory); any chunk size gives the same bytes
+
+
+def default_chunk_entities(buckets: int) -> int:
+    """Entities per chunk so that a chunk holds about DEFAULT_CHUNK_ROWS rows."""
+    return max(1, DEFAULT_CHUNK_ROWS // max(1, buckets))
+
+
+def _sink_schema(store: Store, dataset_id: str) -> pa.Schema:
+    """The contract's Arrow schema with string columns dictionary-encoded: the store keeps no Arrow schema in the
+    file, so readers see plain strings, and constant or low-cardinality columns are never expanded."""
+    schema = arrow_schema(store, dataset_id)
+    dictionary = pa.dictionary(pa.int32(), pa.string())
+    return pa.schema([pa.field(f.name, dictionary) if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                      else f for f in schema])
+
+
+# Expanding dictionary strings for a plain-string sink allocates a few hundred MB per row group that live only until
+# they are encoded; the system allocator hands such blocks back and forth faster here than Arrow's default pool.
+_CAST_POOL = pa.system_memory_pool()
+
+
+class _ValueSets:
+    """The value set of every column of a streamed table: each string column's dictionary values and each other
+    column's extremes. Checking these against the contract checks every row's column rules (enums, patterns,
+    ranges) without materialising the rows; nulls are refused as they arrive."""
+
+    def __init__(self, store: Store, dataset_id: str, path: Path, code: str) -> None:
+        self._store, self._dataset_id, self._path, self._code = store, dataset_id, path, code
+        self._values: dict[str, set] = {}
+
+    def add(self, table: pa.Table) -> None:
+        for name in table.column_names:
+            column = table[name]
+            if column.null_count:
+                raise ArrivalError(self._code, f"{self._path}: column {name} holds {column.null_count} null(s)",
+                                   file=str(self._path), column=name)
+            seen = self._values.setdefault(name, set())
+            if pa.types.is_dictionary(column.type):  # every dictionary entry is a domain value, used or not
+                for chunk in column.chunks:
+                    if len(chunk):
+                        seen.update(chunk.dictionary.to_pylist())
+            elif pa.types.is_boolean(column.type) or pa.types.is_string(column.type) or \
+                    pa.types.is_large_string(column.type):
+                seen.update(pc.unique(column).to_pylist())
+            elif len(column):
+                extremes = pc.min_max(column)  # skips NaN, so non-finite values are added below
+                seen.update((extremes["min"].as_py(), extremes["max"].as_py()))
+                if pa.types.is_floating(column.type) and not math.isfinite(pc.sum(column).as_py()):
+                    seen.update(pc.unique(pc.filter(column, pc.invert(pc.is_finite(column)))).to_pylist())
+
+    def validate(self) -> None:
+        """Raise the state's schema code naming the column and value that break the contract."""
+        dtypes = contracts.polars_schema(self._store.entry(self._dataset_id).schema_ref, self._store.contracts_dir)
+        if not self._values:
+            return
+        width = max(len(v) for v in self._values.values())
+        frame = pl.DataFrame({name: pl.Series(name, _padded(sorted(self._values.get(name, ()), key=repr), width),
+                                              dtype=dtype, strict=False) for name, dtype in dtypes.items()})
+        contracts.validate_table(frame, self._store.entry(self._dataset_id).schema_ref, code=self._code,
+                                 where=f"{self._path} (value sets of its rows)", contracts_dir=self._store.contracts_dir)
+
+
+def _padded(values: list, width: int) -> list:
+    return values + values[-1:] * (width - len(values)) if values else [None] * width
+
+
+class _Output:
+    """One streamed output file: its value sets are checked before commit, its rows encoded on a worker thread.
+
+    The producer casts each table to the sink's schema and cuts it at the file's row-group boundaries, so the
+    worker only encodes (whole row groups pass through the store's sink without being copied)."""
+
+    def __init__(self, tx, store: Store, dataset_id: str, path: Path, code: str) -> None:
+        self._schema = _sink_schema(store, dataset_id)
+        self._sink = tx.parquet(dataset_id, path, self._schema)
+        self.values = _ValueSets(store, dataset_id, path, code)
+        self._offset = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._error: Exception | None = None
+        self._thread = threading.Thread(target=self._work, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (table := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._sink.write(table)
+                except Exception as exc:  # noqa: BLE001 - any writer failure is re-raised by the producer
+                    self._error = exc
+
+    def write(self, table: pa.Table) -> None:
+        """Check and queue a table's rows (blocks while the worker is more than a few row groups behind)."""
+        if self._error is not None:
+            raise self._error
+        self.values.add(table)
+        step = store_module.ROW_GROUP_ROWS
+        start = 0
+        while start < table.num_rows:
+            length = min(table.num_rows - start, step - (self._offset + start) % step)
+            piece = table.slice(start, length)
+            self._queue.put(pa.table([pc.cast(piece[f.name], f.type, memory_pool=_CAST_POOL) for f in self._schema],
+                                     schema=self._schema))
+            start += length
+        self._offset += table.num_rows
+
+    def finish(self) -> None:
+        """Wait until every queued table is written; re-raise a failure of the worker."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+@contextmanager
+def _outputs(tx, store: Store, specs: Sequence[tuple[str, Path, str]]) -> Iterator[list[_Output]]:
+    """Streamed outputs (dataset, path, schema code) that are drained and checked before the transaction commits,
+    and always drained before it aborts."""
+    outputs = [_Output(tx, store, *spec) for spec in specs]
+    try:
+        yield outputs
+    except BaseException:
+        for out in outputs:
+            with contextlib.suppress(Exception):  # the original failure is the one to report
+                out.finish()
+        raise
+    for out in outputs:
+        out.finish()
+        out.values.validate()
+
+
+def _identity_columns(identity: Identity, n: int, *, seeded: bool = True) -> dict[str, pa.Array]:
+    cols = {"manifest_fingerprint": latent.constant(identity.manifest_fingerprint, n),
+            "parameter_hash": latent.constant(identity.parameter_hash, n)}
+    if seeded:
+        cols["seed"] = pa.array(np.full(n, identity.seed, dtype=np.uint64))
+    cols["scenario_id"] = latent.constant(identity.scenario_id, n)
+    return cols
+
+
+def _read_s1(store: Store, identity: Identity, state: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The scenario's time grid and grouping, present and schema-valid, else `S1_OUTPUT_MISSING`."""
+    code = state_code(state, "S1_OUTPUT_MISSING")
+    frames = []
+    for dataset_id in ("s1_time_grid_5B", "s1_grouping_5B"):
+        path = store.path(dataset_id, **identity.tokens())
+        try:
+            frame = pl.read_parquet(path)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise ArrivalError(code, f"{dataset_id} for scenario {identity.scenario_id} cannot be read at {path}: "
+                                     f"{exc}; run S1 first", file=str(path), dataset=dataset_id)
+        validate_output(store, dataset_id, frame, code=code, path=path)
+        _require_identity(frame, identity, path, code=code)
+        frames.append(frame)
+    grid_frame, groups = frames
+    if not np.array_equal(grid_frame["bucket_index"].to_numpy(), np.arange(grid_frame.height)):
+        raise ArrivalError(code, f"s1_time_grid_5B for {identity.scenario_id}: bucket_index is not 0..H-1")
+    return grid_frame, groups
+
+
+def _identity_values(identity: Identity, columns: Sequence[str]) -> dict[str, object]:
+    """The partition's value of each identity column among `columns`."""
+    values = {"manifest_fingerprint": identity.manifest_fingerprint, "parameter_hash": identity.parameter_hash,
+              "seed": identity.seed, "scenario_id": identity.scenario_id}
+    return {c: values[c] for c in columns if c in values}
+
+
+def _require_identity(frame: pl.DataFrame, identity: Identity, path: Path, *, code: str) -> None:
+    """Every identity column a frame carries must equal the partition's value."""
+    for column, value in _identity_values(identity, frame.columns).items():
+        if frame.height and (frame[column] != value).any():
+            raise ArrivalError(code, f"{path}: column {column} holds {frame.filter(pl.col(column) != value)[column][0]!r},"
+                                     f" expected {value!r}", file=str(path), column=column)
+
+
+def surface_path(g: Gate, identity: Identity) -> Path:
+    """The scenario's λ surface, still matching the digest S0 sealed (over every scenario's file)."""
+    code = "5B.S2.LAMBDA_SOURCE_MISSING"
+    artifact = "merchant_zone_scenario_local_5A"
+    row = g.sealed(artifact, code=code)
+    files = [(sid, g.path(artifact, code=code, scenario_id=sid)) for sid in g.scenario_set]
+    for sid, path in files:
+        if not path.is_file():
+            raise ArrivalError(code, f"λ surface {artifact} for scenario {sid} is missing at {path}",
+                               file=str(path), artifact_id=artifact)
+    digest = gate.scenario_surface_digest([(sid, sha256_file(path)) for sid, path in files])
+    if digest != row["sha256_hex"]:
+        raise ArrivalError("5B.S2.S0_GATE_INVALID", f"{artifact} changed since S0 sealed it (digest {digest}, "
+                                                    f"sealed {row['sha256_hex']})", artifact_id=artifact)
+    return dict(files)[identity.scenario_id]
+
+
+def _read_whole_entities(path: Path, columns: list[str], strings: list[str], buckets: int, chunk_entities: int
+                         ) -> Iterator[tuple[int, pa.Table]]:
+    """(first entity, rows) of at most `chunk_entities` whole entities, reading each row group once with the
+    string columns dictionary-encoded (the file's row count is a multiple of `buckets`, checked by the caller)."""
+    source = pq.ParquetFile(path, read_dictionary=strings)
+    step = max(1, chunk_entities) * buckets
+    pending: list[pa.Table] = []
+    held, entity = 0, 0
+    for group in range(source.num_row_groups):  # row groups, not rows
+        part = source.read_row_group(group, columns=columns)
+        pending.append(part)
+        held += part.num_rows
+        last = group == source.num_row_groups - 1
+        if held < step and not last:
+            continue
+        table = pa.concat_tables(pending)
+        start = 0
+        while table.num_rows - start >= step or (last and start < table.num_rows):
+            length = min(step, table.num_rows - start)
+            yield entity, table.slice(start, length)
+            entity += length // buckets
+            start += length
+        pending, held = [table.slice(start)], table.num_rows - start
+
+
+def _stream_chunks(store: Store, dataset_id: str, path: Path, columns: list[str], domain: latent.Domain,
+                   chunk_entities: int, *, bucket_column: str, group_column: str | None,
+                   identity: Mapping[str, object], identity_code: str, state: str) -> Iterator[tuple[int, int, pa.Table]]:
+    """Yield (e0, e1, rows) of whole entities in writer order, refusing a file that does not tile the domain or
+    whose identity columns differ from the partition's."""
+    surface = dataset_id
+    dtypes = contracts.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
+    strings = [c for c in columns if dtypes.get(c) == pl.String]
+    scan = pl.scan_parquet(path)
+    try:
+        total = pq.ParquetFile(path).metadata.num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise ArrivalError(state_code(state, "DOMAIN_ALIGN_FAILED"), f"{path} cannot be read: {exc}", file=str(path))
+    if total != domain.rows:
+        raise _alignment_error(scan, domain, bucket_column, state=state, where=str(path), surface=surface)
+    for e0, chunk in _read_whole_entities(path, columns, strings, domain.buckets, chunk_entities):
+        e1 = e0 + chunk.num_rows // domain.buckets
+        bad_key, bad_group = latent.chunk_misaligned(chunk, domain, e0, e1, bucket_column, group_column=group_column)
+        if bad_key is not None:
+            raise _alignment_error(scan, domain, bucket_column, state=state, where=str(path), surface=surface)
+        if bad_group is not None:
+            key = latent.row_key(chunk, bad_group, (*grouping.ENTITY_KEYS, bucket_column))
+            expected = domain.group_ids[domain.entity_group[e0 + bad_group // domain.buckets]]
+            raise ArrivalError(state_code(state, "DOMAIN_ALIGN_FAILED"),
+                               f"{path}: the row at {key} carries {group_column} {chunk[group_column][bad_group]} "
+                               f"but s1_grouping_5B assigns {expected!r}", file=str(path), key=key)
+        for column, value in identity.items():
+            if (row := latent.first_mismatch(chunk[column], value)) is not None:
+                key = latent.row_key(chunk, row, (*grouping.ENTITY_KEYS, bucket_column))
+                raise ArrivalError(identity_code,
+                                   f"{path}: the row at {key} has {column} {chunk[column][row]}, the partition's is "
+                                   f"{value!r}", file=str(path), column=column, key=key)
+        yield e0, e1, chunk
+
+
+def _alignment_error(scan: pl.LazyFrame, domain: latent.Domain, bucket_column: str, *, state: str, where: str,
+                     surface: str) -> ArrivalError:
+    """Summarise the file per entity (only when it failed to align) and explain the first defect."""
+    b = pl.col(bucket_column)
+    summary = scan.group_by(list(grouping.ENTITY_KEYS)).agg(
+        pl.len().alias("rows"), b.n_unique().alias("distinct"), b.min().alias("min_bucket"),
+        b.max().alias("max_bucket"), b.cast(pl.Int64).sum().alias("sum_bucket")).collect()
+    return latent.alignment_error(summary, domain, state=state, where=where, surface=surface)
+
+
