@@ -14,7 +14,15 @@ from ..identity import Identity
 from ..rng import streams
 from ..store import Published, Store
 from .shell import StateResult, StateRun, execute_state, load_gate, resolve_identity
-from .streaming import _identity_columns, _identity_values, _outputs, _read_s1, _stream_chunks, default_chunk_entities, surface_path
+from .streaming import (
+    _identity_columns,
+    _identity_values,
+    _outputs,
+    _read_s1,
+    _stream_chunks,
+    default_chunk_entities,
+    surface_path,
+)
 
 
 # ---- S2: latent intensity ------------------------------------------------------------------------------------------
