@@ -1,0 +1,195 @@
+"""What every check evaluation shares: results, the partition context and full-table scanning."""
+from __future__ import annotations
+
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import polars as pl
+
+from .. import audit, contracts, counts, latent, pipeline
+from ..errors import ArrivalError
+from ..gate import Gate
+from ..identity import Identity
+from ..store import Store
+from .specs import CheckOutcome, CheckSpec, PRIMARY_KEY_UNIQUE, SCHEMA_VALID
+
+
+# ---- results -------------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Result:
+    """A check's verdict under construction: problems found (with offending keys) and facts for the table."""
+
+    problems: list[str] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+    offending: list = field(default_factory=list)
+
+    def fail(self, message: str, key: Mapping | None = None) -> None:
+        if len(self.problems) < 5:
+            self.problems.append(message)
+        if key is not None and len(self.offending) < 5:
+            self.offending.append({k: _jsonable(v) for k, v in key.items()})
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _outcome(spec: CheckSpec, result: _Result) -> CheckOutcome:
+    passed = not result.problems
+    summary = "passed" if passed else "; ".join(result.problems)
+    facts = {k: _jsonable(v) for k, v in result.facts.items()}
+    rows = [("status", "PASS" if passed else ("FAIL" if spec.severity == "ERROR" else "WARN"))]
+    rows += list(facts.items()) + [(f"problem {i + 1}", p) for i, p in enumerate(result.problems)]
+    table = "\n".join(["| field | value |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in rows])
+    metadata = {**facts, "table_md": table}
+    if result.offending:
+        metadata["offending_keys"] = result.offending
+    return CheckOutcome(spec.name, spec.dataset_id, passed, spec.severity, summary, metadata)
+
+
+def _cell(value: object) -> str:
+    text = f"{value:.6g}" if isinstance(value, float) else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+# ---- context -------------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Context:
+    """What the evaluators of one partition share: identity, replay mode, policies, S1 domain (read lazily)."""
+
+    store: Store
+    identity: Identity
+    replay: str
+    dataset_id: str
+
+    def path(self, dataset_id: str):
+        return pipeline.output_path(self.store, dataset_id, self.identity)
+
+    @cached_property
+    def gate(self) -> Gate:
+        return pipeline.load_gate(self.store, self.identity, state=self.store.entry(self.dataset_id).state or "S1")
+
+    @cached_property
+    def rng(self) -> audit.RngPolicy:
+        return audit.parse_rng_policy(self.gate.policy("arrival_rng_policy_5B"))
+
+    @cached_property
+    def lgcp(self) -> latent.LgcpPolicy:
+        return latent.parse_lgcp_policy(self.gate.policy("arrival_lgcp_config_5B"))
+
+    @cached_property
+    def count_policy(self) -> counts.CountPolicy:
+        return counts.parse_count_policy(self.gate.policy("arrival_count_config_5B"))
+
+    @cached_property
+    def grouping(self) -> pl.DataFrame:
+        return pipeline.read_table(self.path("s1_grouping_5B"))
+
+    @cached_property
+    def params(self) -> pl.DataFrame:
+        return latent.group_parameters(self.grouping, self.lgcp)
+
+    @cached_property
+    def domain(self) -> latent.Domain:
+        buckets = pipeline.table_rows(self.path("s1_time_grid_5B"))
+        return latent.build_domain(self.grouping, buckets, tuple(self.params["group_id"].to_list()))
+
+    def sample(self, total: int, *, full: bool | None = None) -> np.ndarray:
+        """Deterministic replay positions: all under `full`, else replay_sample_events evenly spaced ones."""
+        everything = self.replay == "full" if full is None else full
+        m = total if everything else min(total, self.rng.replay_sample_events)
+        return np.unique((np.arange(m) * total) // max(m, 1)).astype(np.int64)
+
+    def replay_groups(self) -> tuple[np.ndarray, latent.LatentField]:
+        """The replayed groups (indices in group_id order) and their freshly derived latent fields."""
+        chosen = self.sample(len(self.domain.group_ids))
+        ident = self.identity
+        field = latent.sample_latent(self.params[chosen], self.lgcp, self.domain.buckets,
+                                     manifest_fingerprint=ident.manifest_fingerprint,
+                                     parameter_hash=ident.parameter_hash, seed=ident.seed,
+                                     scenario_id=ident.scenario_id, domain_sep=self.rng.domain_sep)
+        return chosen, field
+
+
+
+
+# ---- shared table scanning -----------------------------------------------------------------------------------------
+
+_KEY_KINDS = ("pk_duplicate", "unsorted")
+
+
+def _require(path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+
+
+class _TableScan:
+    """Schema and key checks of a table fed slice by slice, including the seams between slices."""
+
+    def __init__(self, ctx: _Context, dataset_id: str) -> None:
+        self.entry = ctx.store.entry(dataset_id)
+        self.contracts_dir = ctx.store.contracts_dir
+        self.schema, self.key = _Result(), _Result()
+        self.rows = 0
+        self._tail: pl.DataFrame | None = None
+
+    def feed(self, start: int, frame: pl.DataFrame) -> None:
+        entry = self.entry
+        for v in contracts.table_violations(frame, entry.schema_ref, primary_key=entry.primary_key,
+                                            writer_sort=entry.writer_sort, contracts_dir=self.contracts_dir):
+            (self.key if v.kind in _KEY_KINDS else self.schema).fail(f"rows from {start}: {v.message}",
+                                                                     v.example_key or None)
+        if self._tail is not None and frame.height:
+            seam = pl.concat([self._tail, frame.head(1)], how="vertical_relaxed")
+            for v in contracts.table_violations(seam, entry.schema_ref, primary_key=entry.primary_key,
+                                                writer_sort=entry.writer_sort, contracts_dir=self.contracts_dir):
+                if v.kind in _KEY_KINDS:
+                    self.key.fail(f"at row {start}: {v.message}", v.example_key or None)
+        if frame.height:
+            self._tail = frame.tail(1)
+        self.rows += frame.height
+
+    def results(self) -> dict[str, _Result]:
+        self.schema.facts["rows"] = self.rows
+        return {SCHEMA_VALID: self.schema, PRIMARY_KEY_UNIQUE: self.key}
+
+
+def _scan_table(ctx: _Context, dataset_id: str, slice_rows: int,
+                on_slice: Callable[[int, pl.DataFrame], None] | None = None) -> dict[str, _Result]:
+    path = ctx.path(dataset_id)
+    _require(path)
+    scan = _TableScan(ctx, dataset_id)
+    for start, frame in pipeline.read_slices(path, slice_rows):
+        scan.feed(start, frame)
+        if on_slice is not None:
+            on_slice(start, frame)
+    return scan.results()
+
+
+def _document_schema(ctx: _Context, dataset_id: str, doc: object) -> _Result:
+    result = _Result()
+    try:
+        contracts.validate_document(doc, ctx.store.entry(dataset_id).schema_ref, code="5B.CONTRACT_INVALID",
+                                    where=str(ctx.path(dataset_id)), contracts_dir=ctx.store.contracts_dir)
+    except ArrivalError as err:
+        result.fail(err.message)
+    return result
+
+
+def _key_of(frame: pl.DataFrame, row: int, columns: tuple[str, ...]) -> dict:
+    return {c: frame[c][row] for c in columns if c in frame.columns}
+
+
+def _first(mask: np.ndarray) -> int | None:
+    return int(np.argmax(mask)) if mask.any() else None

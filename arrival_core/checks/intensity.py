@@ -1,0 +1,252 @@
+"""Checks of the S2 outputs: realised intensity, latent field, the latent RNG log and the statistical corridor."""
+from __future__ import annotations
+
+
+import math
+
+import numpy as np
+import polars as pl
+
+from .. import audit, counts, latent, pipeline
+from ..grouping import ENTITY_KEYS
+from ..rng import streams
+from .specs import DOMAIN_COMPLETE, FALSE_ALARM, LATENT_CORRIDOR, NUMERIC_VALID, PRIMARY_KEY_UNIQUE, RNG_ACCOUNTING, RNG_REPLAY, SCHEMA_VALID, TRACE_CONSISTENT, TRACE_SCHEMA_VALID, checks_for
+from .context import _Context, _Result, _TableScan, _first, _key_of, _require, _scan_table
+
+
+# ---- S2 ------------------------------------------------------------------------------------------------------------
+
+def _latent_matrix(ctx: _Context) -> pl.DataFrame | None:
+    """The published latent field's columns (G·H rows), or None when the policy does not emit it."""
+    path = ctx.path("s2_latent_field_5B")
+    if not path.is_file():
+        return None
+    return pipeline.read_table(path, ["group_id", "bucket_index", "latent_value", "latent_std",
+                                      "length_scale_buckets", "lambda_random_component", "clipped"])
+
+
+def _realised(ctx: _Context) -> dict[str, _Result]:
+    d, lgcp = ctx.domain, ctx.lgcp
+    h = d.buckets
+    path = ctx.path("s2_realised_intensity_5B")
+    _require(path)
+    total = pipeline.table_rows(path)
+    domain, numeric, replay = _Result(), _Result(), _Result()
+    aligned = [total == d.rows]
+    if not aligned[0]:
+        domain.fail(f"{total} rows, expected {d.size} entities × {h} buckets = {d.rows}")
+    chosen, fresh = ctx.replay_groups()
+    position = np.full(len(d.group_ids), -1)
+    position[chosen] = np.arange(len(chosen))
+    published = _latent_matrix(ctx)
+    factors = None if published is None else published["lambda_random_component"].to_numpy().reshape(-1, h)
+    slice_rows = pipeline.default_chunk_entities(h) * h
+    source = pipeline.read_slices(pipeline.surface_path(ctx.gate, ctx.identity), slice_rows, ["lambda_local_scenario"])
+    replayed = [0]
+
+    def on_slice(start: int, frame: pl.DataFrame) -> None:
+        if not aligned[0]:
+            return
+        e0 = start // h
+        e1 = e0 + frame.height // h
+        bad_key, bad_group = latent.chunk_misaligned(frame.to_arrow(), d, e0, e1, "bucket_index", group_column="group_id")
+        if bad_key is not None or bad_group is not None:
+            row = bad_key if bad_key is not None else bad_group
+            domain.fail(f"row {start + row} breaks grid × grouping", _key_of(frame, row, (*ENTITY_KEYS, "bucket_index")))
+            aligned[0] = False
+            return
+        target = frame["lambda_baseline"].to_numpy()
+        factor = frame["lambda_random_component"].to_numpy()
+        realised = frame["lambda_realised"].to_numpy()
+        group = np.repeat(d.entity_group[e0:e1], h)
+        bucket = frame["bucket_index"].to_numpy()
+        _, src = next(source)
+        checks = [
+            ("λ_baseline differs from the sealed λ_target", target != src["lambda_local_scenario"].to_numpy()),
+            ("ξ outside [min_factor, max_factor]", (factor < lgcp.min_factor) | (factor > lgcp.max_factor)),
+            ("λ_realised ≠ min(λ_baseline·ξ, lambda_max)",
+             realised != (target * factor if lgcp.lambda_max is None else np.minimum(target * factor, lgcp.lambda_max))),
+        ]
+        if factors is not None:
+            checks.append(("ξ differs from s2_latent_field_5B", factor != factors[group, bucket]))
+        for label, bad in checks:
+            if (i := _first(bad)) is not None:
+                numeric.fail(f"{int(bad.sum())} row(s): {label}", _key_of(frame, i, (*ENTITY_KEYS, "bucket_index")))
+        rows = position[group] >= 0
+        replayed[0] += int(rows.sum())
+        bad = np.zeros(len(factor), dtype=bool)
+        bad[rows] = factor[rows] != fresh.factor[position[group[rows]], bucket[rows]]
+        if (i := _first(bad)) is not None:
+            replay.fail(f"{int(bad.sum())} row(s) have ξ that does not replay", _key_of(frame, i, (*ENTITY_KEYS, "bucket_index")))
+
+    results = _scan_table(ctx, "s2_realised_intensity_5B", slice_rows, on_slice)
+    domain.facts |= {"rows": total, "entities": d.size, "buckets": h}
+    replay.facts |= {"groups_replayed": len(chosen), "rows_compared": replayed[0], "mode": ctx.replay}
+    return results | {DOMAIN_COMPLETE: domain, NUMERIC_VALID: numeric, RNG_REPLAY: replay}
+
+
+def _latent_field(ctx: _Context) -> dict[str, _Result]:
+    lgcp, d = ctx.lgcp, ctx.domain
+    if not ctx.path("s2_latent_field_5B").is_file() and not lgcp.emit_latent_field:
+        result = _Result(facts={"emitted": False})
+        return {spec.name: result for spec in checks_for("s2_latent_field_5B")}
+    results = _scan_table(ctx, "s2_latent_field_5B", pipeline.DEFAULT_CHUNK_ROWS)
+    table = _latent_matrix(ctx)
+    g, h = len(d.group_ids), d.buckets
+    domain, numeric, replay, corridor = _Result(), _Result(), _Result(), _Result()
+    if table.height != g * h or not table["group_id"].equals(pl.Series(d.group_ids).gather(
+            np.repeat(np.arange(g), h)), check_names=False) or not np.array_equal(
+            table["bucket_index"].to_numpy(), np.tile(np.arange(h), g)):
+        domain.fail(f"{table.height} rows; expected {g} groups × {h} buckets in (group_id, bucket) order")
+        return results | {name: domain for name in (DOMAIN_COMPLETE, NUMERIC_VALID, RNG_REPLAY, LATENT_CORRIDOR)}
+    domain.facts |= {"groups": g, "buckets": h}
+    latent_z = table["latent_value"].to_numpy().reshape(g, h)
+    factor = table["lambda_random_component"].to_numpy().reshape(g, h)
+    none = lgcp.latent_model_id == "none"
+    sigma = np.zeros(g) if none else ctx.params["sigma"].to_numpy()
+    expected_std = np.repeat(sigma, h)
+    raw = np.exp(latent_z - 0.5 * (sigma * sigma)[:, None])
+    for label, bad in (
+        ("latent_std differs from the policy's σ", table["latent_std"].to_numpy() != expected_std),
+        ("length_scale_buckets differs from the policy",
+         table["length_scale_buckets"].to_numpy() != np.repeat(ctx.params["length_scale_buckets"].to_numpy(), h)),
+        ("ξ ≠ clip(exp(Z − σ²/2))", (factor != np.clip(raw, lgcp.min_factor, lgcp.max_factor)).ravel()),
+        ("`clipped` does not mark the clipped factors", table["clipped"].to_numpy() != (factor != raw).ravel()),
+    ):
+        if (i := _first(bad)) is not None:
+            numeric.fail(f"{int(bad.sum())} row(s): {label}", {"group_id": table["group_id"][i],
+                                                              "bucket_index": table["bucket_index"][i]})
+    chosen, fresh = ctx.replay_groups()
+    bad = (latent_z[chosen] != fresh.latent) | (factor[chosen] != fresh.factor)
+    if bad.any():
+        gi, t = np.argwhere(bad)[0]
+        replay.fail(f"{int(bad.sum())} latent value(s) do not replay", {"group_id": d.group_ids[chosen[gi]],
+                                                                         "bucket_index": int(t)})
+    replay.facts |= {"groups_replayed": len(chosen), "mode": ctx.replay}
+    if none:
+        corridor.facts["model"] = "none (ξ ≡ 1)"
+        if (latent_z != 0).any() or (factor != 1).any():
+            corridor.fail("latent_model_id none but Z ≠ 0 or ξ ≠ 1")
+    else:
+        phi = np.zeros(g) if lgcp.latent_model_id == "log_gaussian_iid_v1" else ctx.params["phi"].to_numpy()
+        stats = latent_corridor(latent_z, sigma, phi, FALSE_ALARM)
+        corridor.facts |= {k: v for k, v in stats.items() if k != "passed"}
+        if not stats["variance_ok"]:
+            corridor.fail(f"pooled Σ Z²/σ² = {stats['sum_sq']:.6g} outside [{stats['sum_sq_low']:.6g}, "
+                          f"{stats['sum_sq_high']:.6g}] (σ̂/σ = {stats['sigma_ratio']:.4f})")
+        if not stats["lag1_ok"]:
+            corridor.fail(f"lag-1 martingale statistic {stats['lag1_stat']:.6g} outside ±{stats['lag1_bound']:.6g} "
+                          f"(ρ̂ = {stats['lag1_estimate']:.4f}, mean φ = {stats['phi_mean']:.4f})")
+    return results | {DOMAIN_COMPLETE: domain, NUMERIC_VALID: numeric, RNG_REPLAY: replay, LATENT_CORRIDOR: corridor}
+
+
+def latent_corridor(z: np.ndarray, sigma: np.ndarray, phi: np.ndarray, alpha: float) -> dict:
+    """Rigorous corridors for G stationary AR(1) paths Z (G×H) with known σ_g, φ_g; false alarm ≤ alpha in total.
+
+    Variance: Q = Σ Z²/σ² is a Gaussian quadratic form Σ λ_i w_i² (λ = eigenvalues of the AR(1) correlation
+    matrices), so Laurent–Massart gives Q − GH ∈ [−2√(Vx), 2√(Vx) + 2Mx] with V = Σ tr(R²), M ≥ max λ_i =
+    (1+φ)/(1−φ), x = ln(4/alpha) (alpha/4 per side). Lag-1: T = Σ Z_t(Z_{t+1} − φZ_t)/σ² is a martingale with
+    conditionally Gaussian increments of variance v_t = (1−φ²)Z_t²/σ², so P(|T| ≥ a, Σv ≤ b) ≤ 2exp(−a²/2b); b
+    bounds Σv by Laurent–Massart at alpha/4 and a is set so the exponential term is alpha/4.
+    """
+    g, h = z.shape
+    w = z / sigma[:, None]
+    k = np.arange(1, h)
+    trace_r2 = h + 2.0 * np.array([np.sum((h - k) * p ** (2 * k)) for p in phi])
+    x = math.log(4.0 / alpha)
+    sum_sq = float((w * w).sum())
+    v, m = float(trace_r2.sum()), float(np.max((1 + phi) / (1 - phi)))
+    low, high = g * h - 2 * math.sqrt(v * x), g * h + 2 * math.sqrt(v * x) + 2 * m * x
+    head = w[:, :-1]
+    lag_stat = float((head * (w[:, 1:] - phi[:, None] * head)).sum())
+    weight = 1.0 - phi * phi
+    k1 = np.arange(1, h - 1)
+    trace_r2_head = (h - 1) + 2.0 * np.array([np.sum((h - 1 - k1) * p ** (2 * k1)) for p in phi])
+    v_mean = float((weight * (h - 1)).sum())
+    v_bound = v_mean + 2 * math.sqrt(float((weight * weight * trace_r2_head).sum()) * x) + \
+        2 * float(np.max(weight * (1 + phi) / (1 - phi))) * x
+    lag_bound = math.sqrt(2.0 * v_bound * math.log(8.0 / alpha))
+    return {
+        "groups": g, "buckets": h, "sum_sq": sum_sq, "sum_sq_low": low, "sum_sq_high": high,
+        "sigma_ratio": math.sqrt(sum_sq / (g * h)), "variance_ok": low <= sum_sq <= high,
+        "lag1_stat": lag_stat, "lag1_bound": lag_bound, "lag1_ok": abs(lag_stat) <= lag_bound,
+        "lag1_estimate": float((head * w[:, 1:]).sum() / (head * head).sum()), "phi_mean": float(phi.mean()),
+        "false_alarm": alpha,
+    }
+
+
+def _ledger_result(ctx: _Context, family_id: str, events: audit.FamilyTotals, expected: audit.FamilyTotals,
+                   trace: pl.DataFrame) -> _Result:
+    result = _Result(facts={"events": events.events, "draws": events.draws, "blocks": events.blocks,
+                            "trace_appends": trace.height})
+    problems = audit.trace_problems(trace, append_events=ctx.rng.trace_append_events)
+    for name, other in (("trace", audit.trace_totals(trace)), ("outputs", expected)):
+        if other != events:
+            problems.append(f"event log {events} but {name} {other}")
+    audit_path = ctx.path("rng_audit_log_5B")
+    if audit_path.is_file():
+        record = pipeline.read_document(audit_path)
+        fam = (record.get("families") or {}).get(family_id) if isinstance(record, dict) else None
+        if fam is None or (fam.get("events"), fam.get("draws"), fam.get("blocks")) != (events.events, events.draws,
+                                                                                       events.blocks):
+            problems.append(f"audit record {fam} differs from the event log {events}")
+        result.facts["audit"] = "compared"
+    for p in problems:
+        result.fail(p)
+    return result
+
+
+def _latent_events(ctx: _Context) -> dict[str, _Result]:
+    results = _scan_table(ctx, "rng_event_arrival_lgcp_gaussian", pipeline.DEFAULT_CHUNK_ROWS)
+    family = pipeline.read_ledger(ctx.gate, latent.FAMILY_ID)
+    table = pipeline.read_table(ctx.path("rng_event_arrival_lgcp_gaussian"))
+    accounting = _ledger_result(ctx, latent.FAMILY_ID, family.events, family.expected, family.trace)
+    replay = _Result(facts={"mode": ctx.replay})
+    d, h = ctx.domain, ctx.domain.buckets
+    if ctx.lgcp.latent_model_id != "none":
+        if table.height != len(d.group_ids) or table["group_id"].to_list() != list(d.group_ids):
+            accounting.fail(f"{table.height} events; expected one per group ({len(d.group_ids)}) in group_id order")
+        else:
+            chosen = ctx.sample(len(d.group_ids))
+            key, hi, lo = streams.stream_bases(latent.FAMILY_ID, ctx.identity.manifest_fingerprint,
+                                               ctx.identity.parameter_hash, ctx.identity.seed, ctx.identity.scenario_id,
+                                               [f"group_id={d.group_ids[i]}" for i in chosen],
+                                               domain_sep=ctx.rng.domain_sep)
+            after_lo = lo + np.uint64(h)
+            after_hi = hi + (after_lo < lo).astype(np.uint64)
+            sub = table[chosen]
+            for column, expected in (("rng_key", key), ("rng_counter_before_hi", hi), ("rng_counter_before_lo", lo),
+                                     ("rng_counter_after_hi", after_hi), ("rng_counter_after_lo", after_lo)):
+                bad = sub[column].to_numpy() != expected
+                if (i := _first(bad)) is not None:
+                    replay.fail(f"{int(bad.sum())} event(s): {column} does not replay", {"group_id": sub["group_id"][i]})
+            replay.facts["events_replayed"] = len(chosen)
+        for column, value in (("draws", 2 * h), ("blocks", h)):
+            if table.height and (table[column] != value).any():
+                accounting.fail(f"{column} is not {value} for every event")
+    return results | {RNG_ACCOUNTING: accounting, RNG_REPLAY: replay}
+
+
+def _trace(ctx: _Context, dataset_id: str, family_index: int) -> dict[str, _Result]:
+    scan = _TableScan(ctx, dataset_id)
+    path = ctx.path(dataset_id)
+    _require(path)
+    scan.feed(0, pipeline.read_table(path))
+    family = pipeline.read_ledger(ctx.gate, (latent.FAMILY_ID, counts.FAMILY_ID)[family_index])
+    consistent = _Result(facts={"appends": family.trace.height})
+    for p in audit.trace_problems(family.trace, append_events=ctx.rng.trace_append_events):
+        consistent.fail(p)
+    if audit.trace_totals(family.trace) != family.events:
+        consistent.fail(f"trace totals {audit.trace_totals(family.trace)} differ from the event log {family.events}")
+    results = scan.results()
+    return {TRACE_SCHEMA_VALID: _merge(results[SCHEMA_VALID], results[PRIMARY_KEY_UNIQUE]), TRACE_CONSISTENT: consistent}
+
+
+def _merge(*parts: _Result) -> _Result:
+    out = _Result()
+    for part in parts:
+        out.facts |= part.facts
+        for p in part.problems:
+            out.fail(p)
+        out.offending += part.offending[: 5 - len(out.offending)]
+    return out
