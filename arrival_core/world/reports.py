@@ -19,7 +19,8 @@ def json_member(obj: Any) -> bytes:
 
 
 def _counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
-    return {str(k): int(v) for k, v in frame[column].value_counts().sort(column).iter_rows()}
+    counted = frame[column].value_counts().sort(column)
+    return dict(zip(counted[column].cast(pl.String).to_list(), counted["count"].to_list()))
 
 
 def segment_facts(spec: Profile, population: Population) -> dict[str, dict[str, Any]]:
@@ -31,7 +32,7 @@ def segment_facts(spec: Profile, population: Population) -> dict[str, dict[str, 
     horizon = spec.horizon
     return {
         "1A": {"merchants": mer.height, "merchants_by_demand_class": _counts(mer, "demand_class")},
-        "1B": {"zones": [list(z) for z in zones.iter_rows()],
+        "1B": {"zones": [list(z) for z in zip(zones["legal_country_iso"].to_list(), zones["tzid"].to_list())],
                "entities_by_country": _counts(ent, "legal_country_iso")},
         "2A": {"tzids": sorted(set(spec.zones.tzids)), "horizon_start_utc": horizon.start.isoformat(),
                "horizon_days": horizon.days, "bucket_seconds": horizon.bucket_seconds,
