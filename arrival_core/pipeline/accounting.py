@@ -13,7 +13,7 @@ from ..gate import Gate
 from ..identity import Identity
 from ..rng import ledger
 from ..store import Published, Store
-from .shell import StateResult, StateRun, execute_state, load_gate, resolve_identity
+from .shell import StateResult, StateRun, execute_state
 
 
 # ---- audit: RNG accounting per partition ---------------------------------------------------------------------------
@@ -84,9 +84,7 @@ def _count_expectation(store: Store, identity: Identity, policy: counts.CountPol
 def _audit_body(run: StateRun) -> Sequence[Published]:
     store = run.store
     with run.timed("load"):
-        run.identity = identity = resolve_identity(store, seed=run.seed, scenario_id=run.scenario_id, state="AUDIT")
-        g = load_gate(store, identity, state="AUDIT")
-        run.scenario_set = g.scenario_set
+        identity, g = run.open_gate()
         rng = audit.parse_rng_policy(g.policy("arrival_rng_policy_5B"))
         ledgers = read_ledgers(g)
     with run.timed("reconcile"):

@@ -14,7 +14,7 @@ from ..errors import ArrivalError
 from ..gate import Gate, SegmentGate
 from ..identity import Identity
 from ..store import Published, Store
-from .shell import StateResult, StateRun, _FILE_CHUNK, _parse_policy, arrow_schema, conform, execute_state, load_gate, read_sealed_table, read_world, resolve_identity, validate_output
+from .shell import StateResult, StateRun, _FILE_CHUNK, _parse_policy, arrow_schema, conform, execute_state, read_sealed_table, read_world, validate_output
 
 
 # ---- S0: gate and sealed inputs -------------------------------------------------------------------------------
@@ -196,9 +196,7 @@ def _s1_body(run: StateRun) -> Sequence[Published]:
     store = run.store
     run.metrics |= {"scenario_count_requested": 1, "scenario_count_succeeded": 0}
     with run.timed("load"):
-        run.identity = identity = resolve_identity(store, seed=run.seed, scenario_id=run.scenario_id, state="S1")
-        g = load_gate(store, identity, state="S1")
-        run.scenario_set = g.scenario_set
+        identity, g = run.open_gate()
         grid_policy_path = g.path("time_grid_policy_5B")
         grouping_policy_path = g.path("grouping_policy_5B")
         grid_policy = grid.parse_time_grid_policy(g.policy("time_grid_policy_5B"), where=str(grid_policy_path))

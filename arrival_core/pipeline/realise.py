@@ -13,7 +13,7 @@ from ..errors import ArrivalError
 from ..identity import Identity
 from ..rng import streams
 from ..store import Published, Store
-from .shell import StateResult, StateRun, execute_state, load_gate, resolve_identity
+from .shell import StateResult, StateRun, execute_state
 from .streaming import (
     _identity_columns,
     _identity_values,
@@ -115,9 +115,7 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     store = run.store
     run.metrics |= {"scenario_count_requested": 1, "scenario_count_succeeded": 0, "scenario_count_failed": 1}
     with run.timed("load"):
-        run.identity = identity = resolve_identity(store, seed=run.seed, scenario_id=run.scenario_id, state="S2")
-        g = load_gate(store, identity, state="S2")
-        run.scenario_set = g.scenario_set
+        identity, g = run.open_gate()
         lgcp = latent.parse_lgcp_policy(g.policy("arrival_lgcp_config_5B"))
         rng = audit.parse_rng_policy(g.policy("arrival_rng_policy_5B"))
         time_grid, groups = _read_s1(store, identity, "S2")
@@ -240,9 +238,7 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     store = run.store
     run.metrics |= {"scenario_count_requested": 1, "scenario_count_succeeded": 0, "scenario_count_failed": 1}
     with run.timed("load"):
-        run.identity = identity = resolve_identity(store, seed=run.seed, scenario_id=run.scenario_id, state="S3")
-        g = load_gate(store, identity, state="S3")
-        run.scenario_set = g.scenario_set
+        identity, g = run.open_gate()
         policy = counts.parse_count_policy(g.policy("arrival_count_config_5B"))
         rng = audit.parse_rng_policy(g.policy("arrival_rng_policy_5B"))
         time_grid, groups = _read_s1(store, identity, "S3")

@@ -67,6 +67,13 @@ class StateRun:
         """The canonical code of a category for this state."""
         return state_code(self.state, category)
 
+    def open_gate(self) -> tuple[Identity, Gate]:
+        """Resolve this partition's identity and its re-validated S0 gate; record both on the run for the report."""
+        self.identity = resolve_identity(self.store, seed=self.seed, scenario_id=self.scenario_id, state=self.state)
+        gate_ = load_gate(self.store, self.identity, state=self.state)
+        self.scenario_set = gate_.scenario_set
+        return self.identity, gate_
+
 
 StateBody = Callable[[StateRun], Sequence[Published]]
 
