@@ -13,7 +13,7 @@ import dagster as dg
 
 from arrival_core import checks as core_checks
 from arrival_core import contracts, pipeline
-from arrival_core.errors import ArrivalError
+from arrival_core.errors import IDENTITY_INVALID, ArrivalError
 from arrival_core.identity import validate_scenario_id, validate_seed
 from arrival_core.store import Store, read_json
 
@@ -50,7 +50,7 @@ def _scenarios_for(store: Store, requested: Sequence[str] | None) -> list[str]:
     unknown = [s for s in chosen if s not in known]
     if unknown:
         raise ArrivalError(
-            "5B.IDENTITY_INVALID",
+            IDENTITY_INVALID,
             f"scenario(s) {unknown} are not in scenario_manifest_5A (known: {known})",
             field="scenario_id",
             value=repr(unknown),

@@ -11,7 +11,7 @@ import yaml
 from pydantic import PrivateAttr
 
 from arrival_core import contracts, gate
-from arrival_core.errors import ArrivalError
+from arrival_core.errors import ArrivalError, error_code
 from arrival_core.identity import validate_scenario_id
 from arrival_core.store import Store
 
@@ -54,12 +54,12 @@ def _read_receipt(store: Store) -> dict:
     path = store.path("run_receipt")
     if not path.is_file():
         raise ArrivalError(
-            "5B.S0.RUN_RECEIPT_MISSING", f"{path} does not exist: the run root holds no world", file=str(path)
+            error_code("S0", "RUN_RECEIPT_MISSING"), f"{path} does not exist: the run root holds no world", file=str(path)
         )
     return gate.parse_run_receipt(
         path.read_bytes(),
         where=str(path),
-        code="5B.S0.RUN_RECEIPT_INVALID",
+        code=error_code("S0", "RUN_RECEIPT_INVALID"),
         contracts_dir=store.contracts_dir,
     )
 
@@ -76,7 +76,7 @@ def scenario_ids(store: Store) -> list[str]:
         ids = pl.read_parquet(path, columns=["scenario_id"])["scenario_id"].to_list()
     except Exception as exc:  # polars raises several unrelated types for a missing or corrupt file
         raise ArrivalError(
-            "5B.S0.SCENARIO_MANIFEST_INVALID", f"{path} cannot be read: {exc}", file=str(path)
+            error_code("S0", "SCENARIO_MANIFEST_INVALID"), f"{path} cannot be read: {exc}", file=str(path)
         ) from exc
     return sorted({validate_scenario_id(s) for s in ids})
 

@@ -16,7 +16,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from .errors import ArrivalError
+from .errors import CONTRACT_INVALID, IDENTITY_INVALID, ArrivalError
 from .identity import validate_hex64, validate_scenario_id, validate_seed
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def _validate_token(name: str, value: object) -> str:
         return value
     if name == "run_id" and isinstance(value, str) and _RUN_ID_RE.match(value):
         return value
-    raise ArrivalError("5B.IDENTITY_INVALID", f"path token {name}={value!r} is not valid", field=name, value=repr(value))
+    raise ArrivalError(IDENTITY_INVALID, f"path token {name}={value!r} is not valid", field=name, value=repr(value))
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def _load_dictionary(contracts_dir: Path) -> dict[str, DatasetEntry]:
                 raw=raw,
             )
     except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
-        raise ArrivalError("5B.CONTRACT_INVALID", f"dataset dictionary {path} cannot be read: {exc}", file=str(path))
+        raise ArrivalError(CONTRACT_INVALID, f"dataset dictionary {path} cannot be read: {exc}", file=str(path))
     return entries
 
 
@@ -121,7 +121,7 @@ def dataset(dataset_id: str, contracts_dir: Path = DEFAULT_CONTRACTS_DIR) -> Dat
     """Return one dictionary entry, or CONTRACT_INVALID naming the unknown id."""
     entries = load_dictionary(contracts_dir)
     if dataset_id not in entries:
-        raise ArrivalError("5B.CONTRACT_INVALID", f"dataset {dataset_id!r} is not in {DICTIONARY_FILE}", dataset=dataset_id)
+        raise ArrivalError(CONTRACT_INVALID, f"dataset {dataset_id!r} is not in {DICTIONARY_FILE}", dataset=dataset_id)
     return entries[dataset_id]
 
 
@@ -137,7 +137,7 @@ def resolve_path(
     path = (root / relative).resolve()
     if path != root and root not in path.parents:
         raise ArrivalError(
-            "5B.IDENTITY_INVALID", f"{entry.id} resolves to {path}, outside its root {root}", dataset=entry.id
+            IDENTITY_INVALID, f"{entry.id} resolves to {path}, outside its root {root}", dataset=entry.id
         )
     return path
 
@@ -154,10 +154,10 @@ def _load_packs(contracts_dir: Path) -> dict[str, dict]:
         try:
             doc = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
-            raise ArrivalError("5B.CONTRACT_INVALID", f"schema pack {path} cannot be read: {exc}",
+            raise ArrivalError(CONTRACT_INVALID, f"schema pack {path} cannot be read: {exc}",
                                file=str(path))
         if not isinstance(doc, dict):
-            raise ArrivalError("5B.CONTRACT_INVALID", f"schema pack {path} is not a mapping", file=str(path))
+            raise ArrivalError(CONTRACT_INVALID, f"schema pack {path} is not a mapping", file=str(path))
         packs[path.name] = doc
     return packs
 
@@ -187,7 +187,7 @@ def _resolve(contracts_dir: Path, schema_ref: str) -> Any:
     try:
         return _registry(contracts_dir).resolver(base_uri=pack).lookup(schema_ref)
     except referencing.exceptions.Unresolvable as exc:
-        raise ArrivalError("5B.CONTRACT_INVALID", f"schema_ref {schema_ref!r} does not resolve: {exc}",
+        raise ArrivalError(CONTRACT_INVALID, f"schema_ref {schema_ref!r} does not resolve: {exc}",
                            schema_ref=schema_ref)
 
 
@@ -243,7 +243,7 @@ def parse_dtype(name: str) -> pl.DataType:
         return pl.Datetime(match.group(2), match.group(3))
     if match and match.group(4):
         return pl.List(parse_dtype(match.group(4)))
-    raise ArrivalError("5B.CONTRACT_INVALID", f"x-dtype {name!r} is not a known Polars dtype", dtype=name)
+    raise ArrivalError(CONTRACT_INVALID, f"x-dtype {name!r} is not a known Polars dtype", dtype=name)
 
 
 def _json_type_of(dtype: pl.DataType) -> str:
@@ -297,14 +297,14 @@ def _flatten(schema: dict, resolver: Any, where: str) -> list[tuple[dict, Any]]:
     """Return the (keywords, resolver) pairs a column schema and its `$ref` chain impose (all must hold)."""
     unknown = set(schema) - _COLUMN_KEYWORDS
     if unknown:
-        raise ArrivalError("5B.CONTRACT_INVALID", f"{where}: table columns cannot use {sorted(unknown)}")
+        raise ArrivalError(CONTRACT_INVALID, f"{where}: table columns cannot use {sorted(unknown)}")
     parts = [(schema, resolver)]
     if "$ref" in schema:
         try:
             resolved = resolver.lookup(schema["$ref"])
         except referencing.exceptions.Unresolvable as exc:
             message = f"{where}: $ref {schema['$ref']!r} does not resolve: {exc}"
-            raise ArrivalError("5B.CONTRACT_INVALID", message, schema_ref=where)
+            raise ArrivalError(CONTRACT_INVALID, message, schema_ref=where)
         parts += _flatten(resolved.contents, resolved.resolver, where)
     return parts
 
@@ -320,7 +320,7 @@ def _compile_column(
     dtype_names = [p["x-dtype"] for p, _ in parts if "x-dtype" in p]
     if dtype is None:
         if not dtype_names:
-            raise ArrivalError("5B.CONTRACT_INVALID", f"{where}: column {name!r} has no x-dtype")
+            raise ArrivalError(CONTRACT_INVALID, f"{where}: column {name!r} has no x-dtype")
         dtype = parse_dtype(dtype_names[0])
     types = None
     enum = None
@@ -342,7 +342,7 @@ def _compile_column(
             patterns.append(part["pattern"])
         if "not" in part:
             if set(part["not"]) != {"pattern"}:
-                raise ArrivalError("5B.CONTRACT_INVALID", f"{where}: {name!r}: only `not: {{pattern}}` works")
+                raise ArrivalError(CONTRACT_INVALID, f"{where}: {name!r}: only `not: {{pattern}}` works")
             not_patterns.append(part["not"]["pattern"])
         if "minLength" in part:
             min_len = max(min_len or 0, part["minLength"])
@@ -352,12 +352,12 @@ def _compile_column(
             item = _compile_column(f"{name}[]", part["items"], part_resolver, where, dtype.inner)
     json_type = _json_type_of(dtype)
     if types is None or json_type not in types:
-        raise ArrivalError("5B.CONTRACT_INVALID", f"{where}: column {name!r}: {dtype} needs type {json_type}")
+        raise ArrivalError(CONTRACT_INVALID, f"{where}: column {name!r}: {dtype} needs type {json_type}")
     for pattern in patterns + not_patterns:
         try:
             pl.Series([""]).str.contains(pattern)  # Rust regex: the dialect the checks run in
         except Exception as exc:  # noqa: BLE001 - any compile failure is a contract error
-            raise ArrivalError("5B.CONTRACT_INVALID", f"{where}: column {name!r}: pattern {pattern!r}: {exc}")
+            raise ArrivalError(CONTRACT_INVALID, f"{where}: column {name!r}: pattern {pattern!r}: {exc}")
     return _Column(
         name=name, dtype=dtype, nullable="null" in types, enum=None if enum is None else tuple(enum),
         bounds=tuple(bounds), patterns=tuple(patterns), not_patterns=tuple(not_patterns), min_length=min_len,
@@ -370,7 +370,7 @@ def _table_spec(contracts_dir: Path, schema_ref: str) -> _TableSpec:
     resolved = _resolve(contracts_dir, schema_ref)
     schema = resolved.contents
     if not schema.get("x-table"):
-        raise ArrivalError("5B.CONTRACT_INVALID", f"{schema_ref} is not a table schema (x-table: true)")
+        raise ArrivalError(CONTRACT_INVALID, f"{schema_ref} is not a table schema (x-table: true)")
     columns = tuple(_compile_column(name, col, resolved.resolver, schema_ref)
                     for name, col in schema["properties"].items())
     return _TableSpec(schema_ref, columns, frozenset(schema.get("required", ())),
@@ -476,7 +476,7 @@ def table_violations(
     spec = _table_spec(Path(contracts_dir).resolve(), schema_ref)
     unknown = [c for c in (*primary_key, *writer_sort) if c not in {col.name for col in spec.columns}]
     if unknown:
-        raise ArrivalError("5B.CONTRACT_INVALID", f"key columns {unknown} are not in {schema_ref}")
+        raise ArrivalError(CONTRACT_INVALID, f"key columns {unknown} are not in {schema_ref}")
     structural: list[TableViolation] = []
     for column in spec.columns:
         if column.name not in df.schema and column.name in spec.required:

@@ -8,7 +8,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from .errors import ArrivalError
+from .errors import ArrivalError, error_code
 from .rng import variates
 from .rng.philox import philox_block
 
@@ -48,7 +48,7 @@ def parse_count_policy(doc: Mapping) -> CountPolicy:
         kappa_bounds=(float(nb2["kappa_bounds"][0]), float(nb2["kappa_bounds"][1])),
     )
     if policy.law not in LAWS or not policy.kappa_bounds[0] <= policy.kappa_bounds[1]:
-        raise ArrivalError("5B.S3.COUNT_CONFIG_INVALID",
+        raise ArrivalError(error_code("S3", "COUNT_CONFIG_INVALID"),
                            f"arrival_count_config_5B: count_law_id {policy.law!r} must be one of {list(LAWS)} and "
                            f"kappa_bounds {list(policy.kappa_bounds)} must be ordered", policy="arrival_count_config_5B")
     return policy
@@ -63,7 +63,7 @@ def entity_kappa(grouping: pl.DataFrame, policy: CountPolicy) -> np.ndarray:
             .clip(*policy.kappa_bounds)
         ).to_series()
     except pl.exceptions.InvalidOperationError as exc:
-        raise ArrivalError("5B.S3.COUNT_CONFIG_INVALID",
+        raise ArrivalError(error_code("S3", "COUNT_CONFIG_INVALID"),
                            f"arrival_count_config_5B has no κ for a stratum of s1_grouping_5B: {exc}",
                            policy="arrival_count_config_5B") from exc
     return kappa.to_numpy()
@@ -127,7 +127,7 @@ def draw_counts(
     _count_blocks(rows, np.ascontiguousarray(entity), np.ascontiguousarray(bucket), key, hi, lo,
                   before_hi, before_lo, x0, x1, wrapped)
     if wrapped.any():
-        raise ArrivalError("5B.S3.RNG_ACCOUNTING_MISMATCH",
+        raise ArrivalError(error_code("S3", "RNG_ACCOUNTING_MISMATCH"),
                            f"the count stream of row {int(rows[np.argmax(wrapped)])} wraps the 128-bit Philox counter")
     m = mu[rows]
     if policy.law == "poisson":

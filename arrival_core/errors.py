@@ -75,19 +75,26 @@ CATALOGUE: dict[str, tuple[str, ...]] = {
 }
 
 # Codes that belong to no single state.
-GLOBAL_CODES: tuple[str, ...] = (
-    "5B.IDENTITY_INVALID",  # a seed / scenario / hex id that fails its rule; raised before any path is built
-    "5B.CONTRACT_INVALID",  # a schema pack or the dataset dictionary itself is broken
-)
+IDENTITY_INVALID = "5B.IDENTITY_INVALID"  # a seed / scenario / hex id that fails its rule; before any path is built
+CONTRACT_INVALID = "5B.CONTRACT_INVALID"  # a schema pack or the dataset dictionary itself is broken
+GLOBAL_CODES: tuple[str, ...] = (IDENTITY_INVALID, CONTRACT_INVALID)
+
+# Steps that speak with another state's codes: the audit record is an S3-scoped dataset.
+CODE_STATE = {"AUDIT": "S3"}
 
 ALL_CODES: frozenset[str] = frozenset(
     GLOBAL_CODES + tuple(f"5B.{state}.{cat}" for state, cats in CATALOGUE.items() for cat in cats)
 )
 
 
-def code_for(state: str, category: str) -> str:
-    """Return the canonical code for a state and category, refusing codes outside the catalogue."""
-    code = f"5B.{state}.{category}"
+def has_code(state: str, category: str) -> bool:
+    """Whether a state has a category in the catalogue (the audit speaks with S3's codes)."""
+    return category in CATALOGUE.get(CODE_STATE.get(state, state), ())
+
+
+def error_code(state: str, category: str) -> str:
+    """The canonical code `5B.<state>.<category>` (the audit borrows S3's), refusing codes outside the catalogue."""
+    code = f"5B.{CODE_STATE.get(state, state)}.{category}"
     if code not in ALL_CODES:
         raise ValueError(f"{code} is not in the 5B error catalogue")
     return code
@@ -106,14 +113,15 @@ class ArrivalError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """Return the error as a JSON-ready payload for run reports and Dagster metadata."""
-        return {"error_code": self.code, "message": self.message, "context": _jsonable(self.context)}
+        return {"error_code": self.code, "message": self.message, "context": jsonable(self.context)}
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """A JSON-ready copy of a value: mappings and sequences recursed, anything else non-scalar as its text."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)

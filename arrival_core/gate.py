@@ -15,7 +15,7 @@ import polars as pl
 from . import contracts
 from .contracts import DatasetEntry
 from .encoding import canonical_json, sha256_hex
-from .errors import ArrivalError
+from .errors import CONTRACT_INVALID, IDENTITY_INVALID, ArrivalError, error_code
 from .identity import Identity, compute_parameter_hash
 from .store import Store
 
@@ -75,7 +75,7 @@ def parse_bundle_index(
     """Validate a bundle index (shape, segment, fingerprint, sorted paths) and return its members in order."""
     try:
         index = json.loads(raw)
-        contracts.validate_document(index, entry.schema_ref, code="5B.S0.UPSTREAM_NOT_PASS", where=where,
+        contracts.validate_document(index, entry.schema_ref, code=error_code("S0", "UPSTREAM_NOT_PASS"), where=where,
                                     contracts_dir=contracts_dir)
     except ValueError as exc:
         raise BundleNotPass("FAIL", f"index {where} is not JSON: {exc}")
@@ -109,7 +109,7 @@ def parse_flag(entry: DatasetEntry, raw: bytes, *, where: str, contracts_dir: Pa
     try:
         text = raw.decode("utf-8")
         doc = json.loads(text) if contracts.load_schema(schema_ref, contracts_dir).get("type") == "object" else text
-        contracts.validate_document(doc, schema_ref, code="5B.S0.UPSTREAM_NOT_PASS", where=where,
+        contracts.validate_document(doc, schema_ref, code=error_code("S0", "UPSTREAM_NOT_PASS"), where=where,
                                     contracts_dir=contracts_dir)
     except ValueError as exc:
         raise BundleNotPass("FAIL", f"flag {where} cannot be read: {exc}")
@@ -131,7 +131,7 @@ def require_all_pass(gates: Sequence[SegmentGate]) -> None:
     failing = [g for g in gates if g.status != "PASS"]
     if failing:
         raise ArrivalError(
-            "5B.S0.UPSTREAM_NOT_PASS",
+            error_code("S0", "UPSTREAM_NOT_PASS"),
             "upstream segment(s) not PASS: " + "; ".join(f"{g.segment} {g.status}: {g.reason}" for g in failing),
             segments={g.segment: {"status": g.status, "reason": g.reason} for g in failing},
             segment=",".join(g.segment for g in failing),
@@ -153,7 +153,7 @@ def parse_run_receipt(raw: bytes, *, where: str, code: str, contracts_dir: Path)
 
 def check_scenario_manifest(manifest: pl.DataFrame, *, where: str, contracts_dir: Path) -> list[str]:
     """Validate the manifest in full (non-empty, unique valid ids, one band per scenario); return the sorted ids."""
-    code = "5B.S0.SCENARIO_MANIFEST_INVALID"
+    code = error_code("S0", "SCENARIO_MANIFEST_INVALID")
     if manifest.height == 0:
         raise ArrivalError(code, f"{where}: the scenario manifest has no rows", file=where)
     contracts.validate_table(manifest, "schemas.5A.yaml#/model/scenario_manifest_5A", code=code, where=where,
@@ -194,13 +194,13 @@ def structural_digest(entry: DatasetEntry) -> str:
 
 def check_registry(registry: Mapping, entries: Sequence[DatasetEntry], *, where: str, contracts_dir: Path) -> dict:
     """Validate the artefact registry and that it lists exactly the sealed dictionary entries; index it by id."""
-    contracts.validate_document(registry, REGISTRY_SCHEMA, code="5B.CONTRACT_INVALID", where=where,
+    contracts.validate_document(registry, REGISTRY_SCHEMA, code=CONTRACT_INVALID, where=where,
                                 contracts_dir=contracts_dir)
     by_id = {a["artifact_id"]: a for a in registry["artefacts"]}
     sealed = {e.id for e in entries}
     if set(by_id) != sealed or len(by_id) != len(registry["artefacts"]):
         raise ArrivalError(
-            "5B.CONTRACT_INVALID",
+            CONTRACT_INVALID,
             f"{where} and the dataset dictionary disagree on the sealed artefacts: only in the registry "
             f"{sorted(set(by_id) - sealed)}, only in the dictionary {sorted(sealed - set(by_id))}",
             file=where,
@@ -220,7 +220,7 @@ def seal_inputs(
             seen = observed[entry.id]
             if seen.missing and (entry.status == "REQUIRED" or seen.present):
                 raise ArrivalError(
-                    "5B.S0.SEALED_INPUTS_INCOMPLETE",
+                    error_code("S0", "SEALED_INPUTS_INCOMPLETE"),
                     f"{entry.status.lower()} artefact {entry.id} is incomplete: missing {', '.join(seen.missing)}",
                     artifact_id=entry.id, missing=list(seen.missing),
                 )
@@ -279,15 +279,6 @@ def build_receipt(
 
 # ---- the gate every later state opens ------------------------------------------------------------------------------
 
-# The audit record is an S3-scoped dataset in the dictionary, so the audit step speaks with S3's codes.
-CODE_STATE = {"AUDIT": "S3"}
-
-
-def state_code(state: str, category: str) -> str:
-    """The canonical code of a category for a state (the audit step borrows S3's)."""
-    return f"5B.{CODE_STATE.get(state, state)}.{category}"
-
-
 @dataclass(frozen=True)
 class Gate:
     """A re-validated S0 gate: the receipt, the sealed rows by artifact_id and the parsed policies.
@@ -311,7 +302,7 @@ class Gate:
         row = self.rows.get(artifact_id)
         if row is None:
             raise ArrivalError(
-                code or state_code(self.state, "S0_GATE_INVALID"),
+                code or error_code(self.state, "S0_GATE_INVALID"),
                 f"{artifact_id} is not in sealed_inputs_5B for parameter_hash={self.identity.parameter_hash} "
                 f"fingerprint={self.identity.manifest_fingerprint}; a state reads only sealed artefacts",
                 artifact_id=artifact_id,
@@ -328,7 +319,7 @@ class Gate:
         row = self.sealed(artifact_id, code=code)
         if row["read_scope"] != "ROW_LEVEL":
             raise ArrivalError(
-                code or state_code(self.state, "S0_GATE_INVALID"),
+                code or error_code(self.state, "S0_GATE_INVALID"),
                 f"{artifact_id} is sealed {row['read_scope']}; its rows may not be read",
                 artifact_id=artifact_id, read_scope=row["read_scope"],
             )
@@ -355,7 +346,7 @@ def check_gate(
     Identity tokens must match, the digest and row count must recompute, the sealed policy digests must give
     the partition's parameter_hash, every upstream segment must be PASS, and the scenario must be in the set.
     """
-    code = state_code(state, "S0_GATE_INVALID")
+    code = error_code(state, "S0_GATE_INVALID")
 
     def invalid(why: str, where: str = receipt_where, **context: object) -> ArrivalError:
         return ArrivalError(code, f"{where}: {why}", file=where, **context)
@@ -383,7 +374,7 @@ def check_gate(
         raise invalid(f"the sealed policy digests give parameter_hash {recomputed}", column="parameter_hash")
     failing = sorted(s for s, v in receipt["upstream_segments"].items() if v["status"] != "PASS")
     if failing:
-        raise ArrivalError(state_code(state, "UPSTREAM_NOT_PASS"),
+        raise ArrivalError(error_code(state, "UPSTREAM_NOT_PASS"),
                            f"{receipt_where}: upstream segment(s) {failing} are not PASS",
                            file=receipt_where, segment=",".join(failing))
     if identity.scenario_id not in receipt["scenario_set"]:
@@ -394,7 +385,7 @@ def check_gate(
 def scenario_not_in_set(scenario_id: str, scenario_set: Sequence[str]) -> ArrivalError:
     """The partition names a scenario the world's manifest does not have."""
     return ArrivalError(
-        "5B.IDENTITY_INVALID",
+        IDENTITY_INVALID,
         f"scenario_id {scenario_id!r} is not in the world's scenario manifest {list(scenario_set)}",
         field="scenario_id", value=scenario_id,
     )

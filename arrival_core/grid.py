@@ -7,7 +7,7 @@ from typing import Mapping
 
 import polars as pl
 
-from .errors import ArrivalError
+from .errors import ArrivalError, error_code
 
 SECONDS_PER_DAY = 86_400
 _MICROS = 1_000_000
@@ -30,7 +30,7 @@ def parse_time_grid_policy(doc: Mapping, *, where: str) -> TimeGridPolicy:
     """Return the time-grid policy as a frozen value; refuse settings the grid contract cannot express."""
 
     def invalid(field: str, why: str) -> ArrivalError:
-        return ArrivalError("5B.S1.POLICY_INVALID", f"{where}: {field}: {why}", file=where, field=field)
+        return ArrivalError(error_code("S1", "POLICY_INVALID"), f"{where}: {field}: {why}", file=where, field=field)
 
     guardrails, local = doc["guardrails"], doc["local_annotations"]
     if not local["emit"]:
@@ -67,7 +67,7 @@ def bucket_count(scenario: Mapping, policy: TimeGridPolicy, *, where: str) -> in
     for field, value, micros in (("horizon_start_utc", start, start_us), ("horizon_end_utc", end, end_us)):
         if micros % step:
             raise ArrivalError(
-                "5B.S1.HORIZON_MISALIGNED",
+                error_code("S1", "HORIZON_MISALIGNED"),
                 f"{where}: scenario {sid}: {field} {value.isoformat()} is not on a {policy.bucket_duration_seconds}-second "
                 f"bucket boundary ({policy.alignment_mode})",
                 file=where, scenario_id=sid, column=field, value=value.isoformat(),
@@ -82,7 +82,7 @@ def bucket_count(scenario: Mapping, policy: TimeGridPolicy, *, where: str) -> in
         breaches.append(f"{buckets} buckets > max_buckets_per_scenario {policy.max_buckets_per_scenario}")
     if breaches:
         raise ArrivalError(
-            "5B.S1.GRID_GUARDRAIL_BREACH",
+            error_code("S1", "GRID_GUARDRAIL_BREACH"),
             f"{where}: scenario {sid} ({start.isoformat()} .. {end.isoformat()}): " + "; ".join(breaches),
             file=where, scenario_id=sid, horizon_days=days, buckets=buckets,
         )

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from .errors import ArrivalError
+from .errors import ArrivalError, error_code
 
 ENTITY_KEYS = ("merchant_id", "legal_country_iso", "tzid", "channel_group")
 ZONE_KEYS = ("merchant_id", "legal_country_iso", "tzid")
@@ -44,7 +44,7 @@ def parse_grouping_policy(doc: Mapping) -> GroupingPolicy:
     low, high = targets["groups_per_scenario"]
     if low > high:
         raise ArrivalError(
-            "5B.S1.POLICY_INVALID",
+            error_code("S1", "POLICY_INVALID"),
             f"grouping_policy_5B.yaml: realism_targets.groups_per_scenario [{low}, {high}] is empty",
             file="grouping_policy_5B.yaml", field="realism_targets.groups_per_scenario",
         )
@@ -172,7 +172,7 @@ def attach_features(
     if missing.height:
         key = _first_key(missing, ENTITY_KEYS)
         raise ArrivalError(
-            "5B.S1.DOMAIN_INVALID",
+            error_code("S1", "DOMAIN_INVALID"),
             f"{missing.height} entit(ies) of the λ surface have no row in merchant_zone_profile_5A ({where_profile}); "
             f"first: {key}",
             file=where_profile, key=key, rows=missing.height,
@@ -186,7 +186,7 @@ def attach_features(
     if missing.height:
         key = _first_key(missing, ENTITY_KEYS)
         raise ArrivalError(
-            "5B.S1.DOMAIN_INVALID",
+            error_code("S1", "DOMAIN_INVALID"),
             f"{missing.height} entit(ies) of the λ surface have no virtual_mode in virtual_classification_3B "
             f"({where_virtual}); first: {key}",
             file=where_virtual, key=key, rows=missing.height,
@@ -270,7 +270,7 @@ def enforce_realism(report: RealismReport, *, scenario_id: str, where: str) -> N
     """Raise GROUP_REALISM_FAILED with the measured values when enforced targets are missed."""
     if report.enforced and report.violations:
         raise ArrivalError(
-            "5B.S1.GROUP_REALISM_FAILED",
+            error_code("S1", "GROUP_REALISM_FAILED"),
             f"{where}: scenario {scenario_id} with {report.entity_count} entities misses its realism targets: "
             + "; ".join(report.violations),
             file=where, scenario_id=scenario_id, **report.metrics(),

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .encoding import sha256_hex, uer
-from .errors import ArrivalError
+from .errors import IDENTITY_INVALID, ArrivalError
 
 SEED_RE = re.compile(r"^(0|[1-9][0-9]{0,19})$")
 SCENARIO_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -19,7 +19,7 @@ def validate_seed(seed: object) -> int:
     text = str(seed) if isinstance(seed, int) and not isinstance(seed, bool) else seed
     if not isinstance(text, str) or not SEED_RE.match(text) or int(text) >= 1 << 64:
         raise ArrivalError(
-            "5B.IDENTITY_INVALID",
+            IDENTITY_INVALID,
             f"seed {seed!r} is not an unsigned 64-bit decimal integer (0 <= seed < 2**64, no sign, no leading zeros)",
             field="seed",
             value=repr(seed),
@@ -31,7 +31,7 @@ def validate_scenario_id(scenario_id: object) -> str:
     """Return scenario_id if it matches ^[a-z0-9][a-z0-9_.-]{0,63}$ (and is not a dot path), else raise."""
     if not isinstance(scenario_id, str) or not SCENARIO_RE.match(scenario_id) or ".." in scenario_id:
         raise ArrivalError(
-            "5B.IDENTITY_INVALID",
+            IDENTITY_INVALID,
             f"scenario_id {scenario_id!r} must match {SCENARIO_RE.pattern} and contain no '..'",
             field="scenario_id",
             value=repr(scenario_id),
@@ -43,7 +43,7 @@ def validate_hex64(value: object, name: str) -> str:
     """Return value if it is 64 lowercase hex characters (a sha256 id), else raise IDENTITY_INVALID."""
     if not isinstance(value, str) or not HEX64_RE.match(value):
         raise ArrivalError(
-            "5B.IDENTITY_INVALID",
+            IDENTITY_INVALID,
             f"{name} {value!r} is not 64 lowercase hex characters",
             field=name,
             value=repr(value),
@@ -76,11 +76,15 @@ class Identity:
         object.__setattr__(self, "seed", validate_seed(self.seed))
         validate_scenario_id(self.scenario_id)
 
-    def tokens(self) -> dict[str, str]:
-        """Return the path tokens of this identity, as the dataset dictionary names them."""
+    def columns(self) -> dict[str, str | int]:
+        """The identity columns every 5B row carries, with their values (seed as an integer)."""
         return {
-            "parameter_hash": self.parameter_hash,
             "manifest_fingerprint": self.manifest_fingerprint,
-            "seed": str(self.seed),
+            "parameter_hash": self.parameter_hash,
+            "seed": self.seed,
             "scenario_id": self.scenario_id,
         }
+
+    def tokens(self) -> dict[str, str]:
+        """Return the path tokens of this identity, as the dataset dictionary names them."""
+        return {name: str(value) for name, value in self.columns().items()}

@@ -9,7 +9,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import ArrivalError
+from .errors import ArrivalError, error_code
 from .grouping import ENTITY_KEYS
 from .rng import streams, variates
 
@@ -67,7 +67,7 @@ def parse_lgcp_policy(doc: Mapping) -> LgcpPolicy:
         if not low <= high:
             problems.append(f"{name}: low {low} exceeds high {high}")
     if problems:
-        raise ArrivalError("5B.S2.LGCP_CONFIG_INVALID", "arrival_lgcp_config_5B: " + "; ".join(problems),
+        raise ArrivalError(error_code("S2", "LGCP_CONFIG_INVALID"), "arrival_lgcp_config_5B: " + "; ".join(problems),
                            policy="arrival_lgcp_config_5B")
     return policy
 
@@ -80,7 +80,7 @@ def group_parameters(grouping: pl.DataFrame, policy: LgcpPolicy) -> pl.DataFrame
     ).sort("group_id")
     mixed = groups.filter(pl.col("_strata_seen") > 1)
     if mixed.height:
-        raise ArrivalError("5B.S2.DOMAIN_ALIGN_FAILED",
+        raise ArrivalError(error_code("S2", "DOMAIN_ALIGN_FAILED"),
                            f"s1_grouping_5B: group {mixed['group_id'][0]!r} mixes strata of {list(_STRATA)}",
                            group_id=mixed["group_id"][0])
 
@@ -96,7 +96,7 @@ def group_parameters(grouping: pl.DataFrame, policy: LgcpPolicy) -> pl.DataFrame
             length.clip(*policy.length_bounds).alias("length_scale_buckets"),
         ).with_columns((-1.0 / pl.col("length_scale_buckets")).exp().alias("phi"))
     except pl.exceptions.InvalidOperationError as exc:  # a stratum value the policy has no multiplier for
-        raise ArrivalError("5B.S2.LGCP_CONFIG_INVALID",
+        raise ArrivalError(error_code("S2", "LGCP_CONFIG_INVALID"),
                            f"arrival_lgcp_config_5B has no multiplier for a stratum of s1_grouping_5B: {exc}",
                            policy="arrival_lgcp_config_5B") from exc
     return params
@@ -129,8 +129,7 @@ def latent_normals(key: np.ndarray, hi: np.ndarray, lo: np.ndarray, buckets: int
     """Standard normals (G×H): block j of each group's stream gives z_j by Box–Muller (cosine) of (x0, x1)."""
     groups = len(key)
     offsets = np.tile(np.arange(buckets, dtype=np.uint64), groups)
-    x0, x1 = streams.blocks(np.repeat(key, buckets), np.repeat(hi, buckets), np.repeat(lo, buckets), offsets,
-                            state="S2")
+    x0, x1 = streams.blocks(np.repeat(key, buckets), np.repeat(hi, buckets), np.repeat(lo, buckets), offsets)
     return variates.box_muller(x0, x1).reshape(groups, buckets)
 
 
@@ -190,7 +189,7 @@ def _counter_after(hi: np.ndarray, lo: np.ndarray, blocks: int, group_ids: tuple
     wrapped = carry & (hi == np.uint64(2**64 - 1))
     if wrapped.any():
         g = group_ids[int(np.argmax(wrapped))]
-        raise ArrivalError("5B.S2.RNG_ACCOUNTING_MISMATCH",
+        raise ArrivalError(error_code("S2", "RNG_ACCOUNTING_MISMATCH"),
                            f"the latent stream of group {g!r} wraps the 128-bit Philox counter", group_id=g)
     return hi + carry.astype(np.uint64), after_lo
 
@@ -316,13 +315,13 @@ def alignment_error(summary: pl.DataFrame, domain: Domain, *, state: str, where:
     orphan = summary.join(known, on=keys, how="anti").sort(keys)
     if orphan.height:
         key = orphan.select(keys).row(0, named=True)
-        return ArrivalError(f"5B.{state}.DOMAIN_ALIGN_FAILED",
+        return ArrivalError(error_code(state, "DOMAIN_ALIGN_FAILED"),
                             f"{where}: {orphan.height} entit(ies) of {surface} have no group in s1_grouping_5B; "
                             f"first {key}", file=where, key=key)
     absent = known.join(summary.select(keys), on=keys, how="anti").sort(keys)
     if absent.height:
         key = absent.row(0, named=True)
-        return ArrivalError(f"5B.{state}.DOMAIN_ALIGN_FAILED",
+        return ArrivalError(error_code(state, "DOMAIN_ALIGN_FAILED"),
                             f"{where}: {absent.height} grouped entit(ies) have no rows in {surface}; first {key}",
                             file=where, key=key)
     full = h * (h - 1) // 2
@@ -336,10 +335,10 @@ def alignment_error(summary: pl.DataFrame, domain: Domain, *, state: str, where:
         if row["rows"] == row["distinct"] == h - 1 and 0 <= missing < h:
             detail += f"; bucket_index {missing} is missing"
             key["bucket_index"] = missing
-        return ArrivalError(f"5B.{state}.BUCKET_SET_INCONSISTENT",
+        return ArrivalError(error_code(state, "BUCKET_SET_INCONSISTENT"),
                             f"{where}: entity {key} has {detail}; the grid has buckets 0..{h - 1} once each",
                             file=where, key=key)
-    return ArrivalError(f"5B.{state}.DOMAIN_ALIGN_FAILED",
+    return ArrivalError(error_code(state, "DOMAIN_ALIGN_FAILED"),
                         f"{where}: {surface} is not in writer order (entity keys, then bucket), so it cannot be "
                         f"aligned to s1_grouping_5B chunk by chunk", file=where)
 

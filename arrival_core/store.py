@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from . import contracts
 from .encoding import canonical_json, sha256_file
-from .errors import ArrivalError
+from .errors import ArrivalError, error_code
 
 ROW_GROUP_ROWS = 1 << 20  # fixed so file bytes never depend on how a writer was fed
 # No Arrow schema is embedded: dictionary-coded strings are then written as they are and read back as plain strings.
@@ -132,7 +132,7 @@ class Transaction:
         return target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
 
     def _io_failed(self, target: Path, exc: BaseException) -> ArrivalError:
-        return ArrivalError(f"5B.{self.state}.IO_WRITE_FAILED", f"cannot write {target}: {exc}", file=str(target))
+        return ArrivalError(error_code(self.state, "IO_WRITE_FAILED"), f"cannot write {target}: {exc}", file=str(target))
 
     def write_bytes(self, dataset_id: str, target: Path, data: bytes, rows: int | None = None) -> None:
         """Stage raw bytes for a target file."""
@@ -178,7 +178,7 @@ class Transaction:
             for st, digest in zip(self._staged, digests):  # refuse before publishing anything
                 if st.target.exists() and sha256_file(st.target) != digest:
                     raise ArrivalError(
-                        f"5B.{self.state}.IO_WRITE_CONFLICT",
+                        error_code(self.state, "IO_WRITE_CONFLICT"),
                         f"{st.target} exists with different content; it is left untouched "
                         f"(a changed input or policy should give a new parameter_hash or fingerprint)",
                         file=str(st.target),
@@ -192,7 +192,7 @@ class Transaction:
                 except FileExistsError:
                     if sha256_file(st.target) != digest:
                         raise ArrivalError(
-                            f"5B.{self.state}.IO_WRITE_CONFLICT",
+                            error_code(self.state, "IO_WRITE_CONFLICT"),
                             f"{st.target} appeared with different content during publish; left untouched",
                             file=str(st.target),
                             dataset=st.dataset_id,

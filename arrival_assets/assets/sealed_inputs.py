@@ -11,7 +11,7 @@ import yaml
 from arrival_core import contracts, gate, pipeline
 from arrival_core.contracts import DatasetEntry
 from arrival_core.encoding import sha256_file
-from arrival_core.errors import ArrivalError
+from arrival_core.errors import ArrivalError, error_code
 from arrival_core.store import Store
 
 from ..partitions import grid
@@ -47,13 +47,13 @@ def _verify_table(store: Store, entry: DatasetEntry, path: Path) -> int:
         rows = pl.scan_parquet(path).select(pl.len()).collect().item()
     except Exception as exc:  # polars raises several unrelated types for a corrupt file
         raise ArrivalError(
-            "5B.S0.INPUT_SCHEMA_INVALID", f"{path} is not a readable parquet file: {exc}", file=str(path)
+            error_code("S0", "INPUT_SCHEMA_INVALID"), f"{path} is not a readable parquet file: {exc}", file=str(path)
         ) from exc
     wrong = {c: (str(found.get(c)), str(t)) for c, t in expected.items() if found.get(c) != t}
     extra = sorted(set(found) - set(expected))
     if wrong or extra:
         raise ArrivalError(
-            "5B.S0.INPUT_SCHEMA_INVALID",
+            error_code("S0", "INPUT_SCHEMA_INVALID"),
             f"{path}: columns differ from {entry.schema_ref}: "
             + "; ".join(f"{c} is {got}, expected {want}" for c, (got, want) in sorted(wrong.items()))
             + (f"; unexpected columns {extra}" if extra else ""),
@@ -67,9 +67,9 @@ def _verify_policy(store: Store, entry: DatasetEntry, path: Path) -> None:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ArrivalError("5B.S0.POLICY_INVALID", f"{path} is not YAML: {exc}", file=str(path)) from exc
+        raise ArrivalError(error_code("S0", "POLICY_INVALID"), f"{path} is not YAML: {exc}", file=str(path)) from exc
     contracts.validate_document(
-        doc, entry.schema_ref, code="5B.S0.POLICY_INVALID", where=str(path), contracts_dir=store.contracts_dir
+        doc, entry.schema_ref, code=error_code("S0", "POLICY_INVALID"), where=str(path), contracts_dir=store.contracts_dir
     )
 
 
@@ -80,7 +80,7 @@ def verify_sealed_input(store: Store, entry: DatasetEntry, *, seed: int, scenari
     if not path.exists():
         if entry.status == "OPTIONAL":
             return VerifiedInput(path, False, None, None)
-        code = "5B.S0.UPSTREAM_NOT_PASS" if entry.kind == "bundle" else "5B.S0.SEALED_INPUTS_INCOMPLETE"
+        code = error_code("S0", "UPSTREAM_NOT_PASS") if entry.kind == "bundle" else error_code("S0", "SEALED_INPUTS_INCOMPLETE")
         raise ArrivalError(
             code, f"required {entry.kind} {entry.id} is missing at {path}", dataset=entry.id, file=str(path)
         )

@@ -1,7 +1,6 @@
 """What every check evaluation shares: results, the partition context and full-table scanning."""
 from __future__ import annotations
 
-
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -9,13 +8,13 @@ from functools import cached_property
 import numpy as np
 import polars as pl
 
-from .. import audit, contracts, counts, latent, pipeline
-from ..errors import ArrivalError
+from .. import contracts, counts, latent, pipeline
+from ..rng import ledger
+from ..errors import CONTRACT_INVALID, ArrivalError
 from ..gate import Gate
 from ..identity import Identity
 from ..store import Store
-from .specs import CheckOutcome, CheckSpec, PRIMARY_KEY_UNIQUE, SCHEMA_VALID
-
+from .specs import PRIMARY_KEY_UNIQUE, SCHEMA_VALID, CheckOutcome, CheckSpec
 
 # ---- results -------------------------------------------------------------------------------------------------------
 
@@ -78,11 +77,13 @@ class _Context:
 
     @cached_property
     def gate(self) -> Gate:
-        return pipeline.load_gate(self.store, self.identity, state=self.store.entry(self.dataset_id).state or "S1")
+        """The re-validated gate, read as the dataset's state reads it (S0's own outputs as S1, its first reader)."""
+        state = self.store.entry(self.dataset_id).state
+        return pipeline.load_gate(self.store, self.identity, state=state if state not in (None, "S0") else "S1")
 
     @cached_property
-    def rng(self) -> audit.RngPolicy:
-        return audit.parse_rng_policy(self.gate.policy("arrival_rng_policy_5B"))
+    def rng(self) -> ledger.RngPolicy:
+        return ledger.parse_rng_policy(self.gate.policy("arrival_rng_policy_5B"))
 
     @cached_property
     def lgcp(self) -> latent.LgcpPolicy:
@@ -180,7 +181,7 @@ def _scan_table(ctx: _Context, dataset_id: str, slice_rows: int,
 def _document_schema(ctx: _Context, dataset_id: str, doc: object) -> _Result:
     result = _Result()
     try:
-        contracts.validate_document(doc, ctx.store.entry(dataset_id).schema_ref, code="5B.CONTRACT_INVALID",
+        contracts.validate_document(doc, ctx.store.entry(dataset_id).schema_ref, code=CONTRACT_INVALID,
                                     where=str(ctx.path(dataset_id)), contracts_dir=ctx.store.contracts_dir)
     except ArrivalError as err:
         result.fail(err.message)

@@ -1,21 +1,28 @@
 """Checks of the S3 outputs and the audit: counts, the count RNG log, replay and the count corridor."""
 from __future__ import annotations
 
-
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
-from .. import audit, counts, latent, pipeline
+from .. import counts, latent, pipeline
 from ..grouping import ENTITY_KEYS
 from ..rng import ledger, streams, variates
 from ..rng.philox import add_counter
-from .specs import COUNT_CORRIDOR, DOMAIN_COMPLETE, FALSE_ALARM, NORMAL_CORRIDOR_Z, NUMERIC_VALID, RNG_ACCOUNTING, RNG_REPLAY, SCHEMA_VALID
-from .context import _Context, _Result, _TableScan, _document_schema, _first, _key_of, _require, _scan_table
+from .context import _Context, _document_schema, _first, _key_of, _require, _Result, _scan_table, _TableScan
 from .intensity import _ledger_result
-
+from .specs import (
+    COUNT_CORRIDOR,
+    DOMAIN_COMPLETE,
+    FALSE_ALARM,
+    NORMAL_CORRIDOR_Z,
+    NUMERIC_VALID,
+    RNG_ACCOUNTING,
+    RNG_REPLAY,
+    SCHEMA_VALID,
+)
 
 # ---- S3 ------------------------------------------------------------------------------------------------------------
 
@@ -210,7 +217,7 @@ def _count_events(ctx: _Context) -> dict[str, _Result]:
 def _replay_count_events(ctx: _Context, events: pl.DataFrame, policy: counts.CountPolicy, result: _Result) -> None:
     """Re-derive sampled events with the ledger (policy template → stream → blocks) and recompute their counts."""
     replayed = ledger.replay(ctx.gate.policy("arrival_rng_policy_5B"), counts.FAMILY_ID, events,
-                             ctx.identity.tokens())
+                             ctx.identity.columns())
     for mismatch in replayed.mismatches:
         result.fail(mismatch)
     first = replayed.event_start[:-1]
@@ -236,15 +243,15 @@ def _audit_log(ctx: _Context) -> dict[str, _Result]:
     accounting = _Result()
     ledgers = pipeline.read_ledgers(ctx.gate)
     expected = ledger.audit_record(ctx.gate.policy("arrival_rng_policy_5B"),
-                                   ctx.gate.sealed("arrival_rng_policy_5B")["sha256_hex"], ctx.identity.tokens(),
+                                   ctx.gate.sealed("arrival_rng_policy_5B")["sha256_hex"], ctx.identity.columns(),
                                    {lg.family_id: lg.trace for lg in ledgers})
     if record != expected:
         differing = sorted(k for k in set(expected) | set(record if isinstance(record, dict) else {})
                            if not isinstance(record, dict) or record.get(k) != expected.get(k))
         accounting.fail(f"the audit record differs from the recomputed one in {differing}")
     for lg in ledgers:
-        if audit.trace_totals(lg.trace) != lg.events or lg.events != lg.expected:
-            accounting.fail(f"{lg.family_id}: events {lg.events}, trace {audit.trace_totals(lg.trace)}, "
+        if ledger.trace_totals(lg.trace) != lg.events or lg.events != lg.expected:
+            accounting.fail(f"{lg.family_id}: events {lg.events}, trace {ledger.trace_totals(lg.trace)}, "
                             f"outputs {lg.expected}")
         accounting.facts[f"{lg.family_id} events"] = lg.events.events
     return {SCHEMA_VALID: _document_schema(ctx, "rng_audit_log_5B", record), RNG_ACCOUNTING: accounting}

@@ -1,7 +1,6 @@
 """`evaluate`: read a dataset once and return one outcome per check spec."""
 from __future__ import annotations
 
-
 from collections.abc import Callable
 
 import polars as pl
@@ -9,11 +8,11 @@ import polars as pl
 from ..errors import ArrivalError
 from ..identity import Identity
 from ..store import Store
-from .specs import CheckOutcome, REPLAY_MODES, checks_for
-from .context import _Context, _Result, _outcome
-from .plan import _grouping, _receipt, _sealed_inputs, _time_grid
-from .intensity import _latent_events, _latent_field, _realised, _trace
+from .context import _Context, _outcome, _Result
 from .counting import _audit_log, _count_events, _counts
+from .intensity import _latent_events, _latent_field, _realised, _trace
+from .plan import _grouping, _receipt, _sealed_inputs, _time_grid
+from .specs import REPLAY_MODES, CheckOutcome, checks_for
 
 
 def evaluate(store: Store, identity: Identity, dataset_id: str, *, replay: str = "sample") -> list[CheckOutcome]:

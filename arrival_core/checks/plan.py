@@ -1,17 +1,14 @@
 """Checks of the S0 and S1 outputs (sealed inputs, receipt, time grid, grouping)."""
 from __future__ import annotations
 
-
-
 import numpy as np
 import polars as pl
 
 from .. import pipeline
-from ..errors import ArrivalError
+from ..errors import ArrivalError, error_code
 from ..grouping import ENTITY_KEYS
+from .context import _Context, _document_schema, _require, _Result, _scan_table
 from .specs import DOMAIN_COMPLETE, GATE_CONSISTENT, PRIMARY_KEY_UNIQUE, SCHEMA_VALID
-from .context import _Context, _Result, _document_schema, _require, _scan_table
-
 
 # ---- S0 and S1 -----------------------------------------------------------------------------------------------------
 
@@ -57,7 +54,7 @@ def _time_grid(ctx: _Context) -> dict[str, _Result]:
     results = _scan_table(ctx, "s1_time_grid_5B", pipeline.DEFAULT_CHUNK_ROWS)
     frame = pipeline.read_table(ctx.path("s1_time_grid_5B"))
     domain = _Result()
-    manifest, _ = pipeline.read_sealed_table(ctx.gate, "scenario_manifest_5A", code="5B.S1.INPUT_SCHEMA_INVALID")
+    manifest, _ = pipeline.read_sealed_table(ctx.gate, "scenario_manifest_5A", code=error_code("S1", "INPUT_SCHEMA_INVALID"))
     scenario = manifest.filter(pl.col("scenario_id") == ctx.identity.scenario_id)
     if frame.height == 0 or scenario.height != 1:
         domain.fail(f"{frame.height} bucket(s); scenario rows in the manifest: {scenario.height}")

@@ -1,11 +1,7 @@
 """The check catalogue: names, severities and descriptions of every output dataset's checks."""
 from __future__ import annotations
 
-
 from dataclasses import dataclass
-
-
-
 
 SCHEMA_VALID = "schema_valid"
 PRIMARY_KEY_UNIQUE = "primary_key_unique"

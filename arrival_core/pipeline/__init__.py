@@ -26,6 +26,7 @@ from .shell import (
     read_sealed_table,
     read_world,
     resolve_identity,
+    rng_failure,
     validate_output,
 )
 from .streaming import DEFAULT_CHUNK_ROWS, _ValueSets, default_chunk_entities, surface_path
@@ -34,6 +35,6 @@ __all__ = [
     "DEFAULT_CHUNK_ROWS", "FamilyLedger", "StateResult", "StateRun", "World", "_ValueSets", "arrow_schema", "conform",
     "default_chunk_entities", "execute_state", "load_gate", "output_path", "read_document", "read_entity_keys",
     "read_ledger", "read_ledgers", "read_rows", "read_sealed_table", "read_slices", "read_table", "read_world",
-    "resolve_identity", "validate_output", "run_audit", "run_s0", "run_s1", "run_s2", "run_s3", "surface_path", "table_rows",
+    "resolve_identity", "rng_failure", "validate_output", "run_audit", "run_s0", "run_s1", "run_s2", "run_s3", "surface_path", "table_rows",
     "verify_bundle", "world_scenarios",
 ]

@@ -7,14 +7,13 @@ from typing import Sequence
 
 import polars as pl
 
-from .. import audit, contracts, counts, latent
-from ..errors import ArrivalError
+from .. import contracts, counts, latent
+from ..errors import ArrivalError, error_code
 from ..gate import Gate
 from ..identity import Identity
 from ..rng import ledger
 from ..store import Published, Store
 from .shell import StateResult, StateRun, execute_state
-
 
 # ---- audit: RNG accounting per partition ---------------------------------------------------------------------------
 
@@ -23,9 +22,9 @@ class FamilyLedger:
     """One RNG family of a partition as published: event-log totals, its trace, and what the outputs imply."""
 
     family_id: str
-    events: audit.FamilyTotals
+    events: ledger.FamilyTotals
     trace: pl.DataFrame
-    expected: audit.FamilyTotals
+    expected: ledger.FamilyTotals
     event_path: Path
     trace_path: Path
 
@@ -38,10 +37,10 @@ def _scan_existing(store: Store, dataset_id: str, identity: Identity, *, code: s
     return pl.scan_parquet(path), path
 
 
-def _event_totals(scan: pl.LazyFrame) -> audit.FamilyTotals:
+def _event_totals(scan: pl.LazyFrame) -> ledger.FamilyTotals:
     row = scan.select(pl.len().alias("events"), pl.col("draws").sum().alias("draws"),
                       pl.col("blocks").sum().alias("blocks")).collect().row(0)
-    return audit.FamilyTotals(*(int(v or 0) for v in row))
+    return ledger.FamilyTotals(*(int(v or 0) for v in row))
 
 
 def read_ledger(g: Gate, family_id: str) -> FamilyLedger:
@@ -49,7 +48,7 @@ def read_ledger(g: Gate, family_id: str) -> FamilyLedger:
     (the S2 family reads only S2's outputs, so its checks can run before S3)."""
     store, identity = g.store, g.identity
     if family_id == latent.FAMILY_ID:
-        code = "5B.S3.S2_OUTPUT_MISSING"
+        code = error_code("S3", "S2_OUTPUT_MISSING")
         lgcp = latent.parse_lgcp_policy(g.policy("arrival_lgcp_config_5B"))
         realised, _ = _scan_existing(store, "s2_realised_intensity_5B", identity, code=code)
         groups, buckets = realised.select(pl.col("group_id").n_unique(),
@@ -57,14 +56,14 @@ def read_ledger(g: Gate, family_id: str) -> FamilyLedger:
         if lgcp.latent_model_id == "none":
             groups = 0
         events_id, trace_id = "rng_event_arrival_lgcp_gaussian", "rng_trace_arrival_lgcp_gaussian"
-        expected = audit.FamilyTotals(groups, 2 * buckets * groups, buckets * groups)
+        expected = ledger.FamilyTotals(groups, 2 * buckets * groups, buckets * groups)
     elif family_id == counts.FAMILY_ID:
-        code = "5B.S3.RNG_ACCOUNTING_MISMATCH"
+        code = error_code("S3", "RNG_ACCOUNTING_MISMATCH")
         policy = counts.parse_count_policy(g.policy("arrival_count_config_5B"))
         events_id, trace_id = "rng_event_arrival_bucket_count", "rng_trace_arrival_bucket_count"
         expected = _count_expectation(store, identity, policy)
     else:
-        raise ArrivalError("5B.S3.RNG_ACCOUNTING_MISMATCH", f"unknown RNG family {family_id!r}", family=family_id)
+        raise ArrivalError(error_code("S3", "RNG_ACCOUNTING_MISMATCH"), f"unknown RNG family {family_id!r}", family=family_id)
     events, event_path = _scan_existing(store, events_id, identity, code=code)
     trace, trace_path = _scan_existing(store, trace_id, identity, code=code)
     return FamilyLedger(family_id, _event_totals(events), trace.collect(), expected, event_path, trace_path)
@@ -75,30 +74,32 @@ def read_ledgers(g: Gate) -> tuple[FamilyLedger, FamilyLedger]:
     return read_ledger(g, latent.FAMILY_ID), read_ledger(g, counts.FAMILY_ID)
 
 
-def _count_expectation(store: Store, identity: Identity, policy: counts.CountPolicy) -> audit.FamilyTotals:
-    scan, _ = _scan_existing(store, "s3_bucket_counts_5B", identity, code="5B.S3.RNG_ACCOUNTING_MISMATCH")
+def _count_expectation(store: Store, identity: Identity, policy: counts.CountPolicy) -> ledger.FamilyTotals:
+    scan, _ = _scan_existing(store, "s3_bucket_counts_5B", identity, code=error_code("S3", "RNG_ACCOUNTING_MISMATCH"))
     drawing = int(scan.select((pl.col("mu") > policy.lambda_zero_eps).sum()).collect().item())
-    return audit.FamilyTotals(drawing, drawing * policy.draws_per_event, drawing)
+    return ledger.FamilyTotals(drawing, drawing * policy.draws_per_event, drawing)
 
 
 def _audit_body(run: StateRun) -> Sequence[Published]:
     store = run.store
     with run.timed("load"):
         identity, g = run.open_gate()
-        rng = audit.parse_rng_policy(g.policy("arrival_rng_policy_5B"))
+        rng = ledger.parse_rng_policy(g.policy("arrival_rng_policy_5B"))
         ledgers = read_ledgers(g)
     with run.timed("reconcile"):
         for lg in ledgers:
-            audit.reconcile(lg.family_id, events=lg.events, trace=audit.trace_totals(lg.trace), expected=lg.expected,
-                            trace_issues=audit.trace_problems(lg.trace, append_events=rng.trace_append_events),
-                            code="5B.S3.RNG_ACCOUNTING_MISMATCH", where=str(lg.event_path))
+            problems = ledger.reconcile(lg.events, lg.trace, lg.expected, append_events=rng.trace_append_events)
+            if problems:
+                raise ArrivalError(error_code("S3", "RNG_ACCOUNTING_MISMATCH"),
+                                   f"{lg.event_path}: RNG family {lg.family_id} does not reconcile: "
+                                   + "; ".join(problems), family_id=lg.family_id, file=str(lg.event_path))
             run.metrics[lg.family_id] = {"events": lg.events.events, "draws": lg.events.draws,
                                          "blocks": lg.events.blocks, "trace_appends": lg.trace.height}
         record = ledger.audit_record(g.policy("arrival_rng_policy_5B"), g.sealed("arrival_rng_policy_5B")["sha256_hex"],
-                                     identity.tokens(), {lg.family_id: lg.trace for lg in ledgers})
+                                     identity.columns(), {lg.family_id: lg.trace for lg in ledgers})
         path = store.path("rng_audit_log_5B", **identity.tokens())
         contracts.validate_document(record, store.entry("rng_audit_log_5B").schema_ref,
-                                    code="5B.S3.RNG_ACCOUNTING_MISMATCH", where=str(path),
+                                    code=error_code("S3", "RNG_ACCOUNTING_MISMATCH"), where=str(path),
                                     contracts_dir=store.contracts_dir)
     with run.timed("publish"), store.transaction("S3") as tx:
         tx.write_json("rng_audit_log_5B", path, record)

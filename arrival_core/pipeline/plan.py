@@ -10,12 +10,22 @@ import yaml
 
 from .. import contracts, gate, grid, grouping
 from ..encoding import sha256_file, sha256_hex
-from ..errors import ArrivalError
+from ..errors import CONTRACT_INVALID, ArrivalError, error_code
 from ..gate import Gate, SegmentGate
 from ..identity import Identity
 from ..store import Published, Store
-from .shell import StateResult, StateRun, _FILE_CHUNK, _parse_policy, arrow_schema, conform, execute_state, read_sealed_table, read_world, validate_output
-
+from .shell import (
+    _FILE_CHUNK,
+    StateResult,
+    StateRun,
+    _parse_policy,
+    arrow_schema,
+    conform,
+    execute_state,
+    read_sealed_table,
+    read_world,
+    validate_output,
+)
 
 # ---- S0: gate and sealed inputs -------------------------------------------------------------------------------
 
@@ -85,7 +95,7 @@ def _read_registry(store: Store) -> dict:
     try:
         doc = yaml.safe_load(path.read_bytes())
     except (OSError, yaml.YAMLError) as exc:
-        raise ArrivalError("5B.CONTRACT_INVALID", f"artefact registry {path} cannot be read: {exc}", file=str(path))
+        raise ArrivalError(CONTRACT_INVALID, f"artefact registry {path} cannot be read: {exc}", file=str(path))
     return gate.check_registry(doc, gate.sealed_entries(store.contracts_dir), where=str(path),
                                contracts_dir=store.contracts_dir)
 
@@ -102,12 +112,12 @@ def _s0_body(run: StateRun) -> Sequence[Published]:
         gate.require_all_pass(gates)
         for entry in gate.policy_entries(cd):
             _parse_policy(world.policy_bytes[entry.id], entry, world.policy_paths[entry.id],
-                          code="5B.S0.POLICY_INVALID", store=store)
+                          code=error_code("S0", "POLICY_INVALID"), store=store)
         manifest_path = store.path("scenario_manifest_5A", manifest_fingerprint=mf)
         try:
             manifest = pl.read_parquet(manifest_path)
         except (OSError, pl.exceptions.PolarsError) as exc:
-            raise ArrivalError("5B.S0.SCENARIO_MANIFEST_INVALID", f"{manifest_path} cannot be read: {exc}",
+            raise ArrivalError(error_code("S0", "SCENARIO_MANIFEST_INVALID"), f"{manifest_path} cannot be read: {exc}",
                                file=str(manifest_path))
         run.scenario_set = gate.check_scenario_manifest(manifest, where=str(manifest_path), contracts_dir=cd)
         if run.scenario_id not in run.scenario_set:
@@ -124,7 +134,7 @@ def _s0_body(run: StateRun) -> Sequence[Published]:
     sealed_path = store.path("sealed_inputs_5B", **identity.tokens())
     receipt_path = store.path("s0_gate_receipt_5B", **identity.tokens())
     with run.timed("validate"):
-        code = "5B.S0.OUTPUT_SCHEMA_INVALID"
+        code = error_code("S0", "OUTPUT_SCHEMA_INVALID")
         contracts.validate_document(rows, gate.SEALED_INPUTS_SCHEMA, code=code, where=str(sealed_path), contracts_dir=cd)
         contracts.validate_document(receipt, gate.RECEIPT_SCHEMA, code=code, where=str(receipt_path), contracts_dir=cd)
     run.metrics |= {
@@ -167,18 +177,18 @@ def _read_virtual(g: Gate, identity: Identity) -> tuple[pl.DataFrame, Path]:
     path = g.path("virtual_classification_3B", seed=identity.seed)
     if not path.is_file():
         raise ArrivalError(
-            "5B.S1.DOMAIN_INVALID",
+            error_code("S1", "DOMAIN_INVALID"),
             f"virtual_classification_3B for seed {identity.seed} is missing at {path}; every entity needs a virtual mode",
             file=str(path), artifact_id="virtual_classification_3B", seed=identity.seed,
         )
-    frame, path = read_sealed_table(g, "virtual_classification_3B", code="5B.S1.INPUT_SCHEMA_INVALID",
+    frame, path = read_sealed_table(g, "virtual_classification_3B", code=error_code("S1", "INPUT_SCHEMA_INVALID"),
                                     seed=identity.seed)
     return frame, path
 
 
 def _check_input(store: Store, dataset_id: str, frame: pl.DataFrame, path: Path, identity: Identity) -> None:
     """Validate an input table in full and check its identity columns equal the partition's."""
-    code = "5B.S1.INPUT_SCHEMA_INVALID"
+    code = error_code("S1", "INPUT_SCHEMA_INVALID")
     entry = store.entry(dataset_id)
     contracts.validate_table(frame, entry.schema_ref, code=code, where=str(path), primary_key=entry.primary_key,
                              contracts_dir=store.contracts_dir)
@@ -201,17 +211,17 @@ def _s1_body(run: StateRun) -> Sequence[Published]:
         grouping_policy_path = g.path("grouping_policy_5B")
         grid_policy = grid.parse_time_grid_policy(g.policy("time_grid_policy_5B"), where=str(grid_policy_path))
         group_policy = grouping.parse_grouping_policy(g.policy("grouping_policy_5B"))
-        manifest, manifest_path = read_sealed_table(g, "scenario_manifest_5A", code="5B.S1.INPUT_SCHEMA_INVALID")
+        manifest, manifest_path = read_sealed_table(g, "scenario_manifest_5A", code=error_code("S1", "INPUT_SCHEMA_INVALID"))
         _check_input(store, "scenario_manifest_5A", manifest, manifest_path, identity)
         scenario = manifest.filter(pl.col("scenario_id") == identity.scenario_id).row(0, named=True)
-        profile, profile_path = read_sealed_table(g, "merchant_zone_profile_5A", code="5B.S1.INPUT_SCHEMA_INVALID")
+        profile, profile_path = read_sealed_table(g, "merchant_zone_profile_5A", code=error_code("S1", "INPUT_SCHEMA_INVALID"))
         _check_input(store, "merchant_zone_profile_5A", profile, profile_path, identity)
         virtual, virtual_path = _read_virtual(g, identity)
         _check_input(store, "virtual_classification_3B", virtual, virtual_path, identity)
         surface_path = g.path("merchant_zone_scenario_local_5A")
-        domain = _read_domain(surface_path, code="5B.S1.DOMAIN_INVALID")
+        domain = _read_domain(surface_path, code=error_code("S1", "DOMAIN_INVALID"))
         if domain.height == 0:
-            raise ArrivalError("5B.S1.DOMAIN_INVALID", f"{surface_path}: the λ surface has no entities",
+            raise ArrivalError(error_code("S1", "DOMAIN_INVALID"), f"{surface_path}: the λ surface has no entities",
                                file=str(surface_path))
     with run.timed("compute"):
         time_grid = conform(store, "s1_time_grid_5B", grid.build_grid(scenario, grid_policy,
@@ -229,8 +239,8 @@ def _s1_body(run: StateRun) -> Sequence[Published]:
     grid_path = store.path("s1_time_grid_5B", **identity.tokens())
     grouping_path = store.path("s1_grouping_5B", **identity.tokens())
     with run.timed("validate"):
-        validate_output(store, "s1_time_grid_5B", time_grid, code="5B.S1.TIME_GRID_SCHEMA_INVALID", path=grid_path)
-        validate_output(store, "s1_grouping_5B", groups, code="5B.S1.GROUPING_SCHEMA_INVALID", path=grouping_path)
+        validate_output(store, "s1_time_grid_5B", time_grid, code=error_code("S1", "TIME_GRID_SCHEMA_INVALID"), path=grid_path)
+        validate_output(store, "s1_grouping_5B", groups, code=error_code("S1", "GROUPING_SCHEMA_INVALID"), path=grouping_path)
         grouping.enforce_realism(realism, scenario_id=identity.scenario_id, where=str(grouping_policy_path))
     with run.timed("publish"):
         with store.transaction("S1") as tx:

@@ -8,12 +8,11 @@ from typing import Iterator, Sequence
 import polars as pl
 
 from .. import gate
-from ..errors import ArrivalError
+from ..errors import ArrivalError, error_code
 from ..identity import Identity
 from ..store import Store
-from .shell import read_world
 from .plan import _read_domain
-
+from .shell import read_world
 
 # ---- reading published outputs (for checks and `arrival verify`) ---------------------------------------------------
 
@@ -48,7 +47,7 @@ def read_document(path: Path) -> object:
 
 def read_entity_keys(path: Path) -> pl.DataFrame:
     """The distinct entities of a λ surface (key columns only)."""
-    return _read_domain(path, code="5B.S1.DOMAIN_INVALID")
+    return _read_domain(path, code=error_code("S1", "DOMAIN_INVALID"))
 
 
 def read_rows(path: Path, start: int, length: int) -> pl.DataFrame:
@@ -63,5 +62,5 @@ def world_scenarios(store: Store) -> list[str]:
     try:
         manifest = pl.read_parquet(path)
     except (OSError, pl.exceptions.PolarsError) as exc:
-        raise ArrivalError("5B.S0.SCENARIO_MANIFEST_INVALID", f"{path} cannot be read: {exc}", file=str(path))
+        raise ArrivalError(error_code("S0", "SCENARIO_MANIFEST_INVALID"), f"{path} cannot be read: {exc}", file=str(path))
     return gate.check_scenario_manifest(manifest, where=str(path), contracts_dir=store.contracts_dir)

@@ -8,10 +8,10 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from .. import audit, counts, grouping, latent
-from ..errors import ArrivalError
+from .. import counts, grouping, latent
+from ..errors import ArrivalError, error_code
 from ..identity import Identity
-from ..rng import streams
+from ..rng import ledger, streams
 from ..store import Published, Store
 from .shell import StateResult, StateRun, execute_state
 from .streaming import (
@@ -23,7 +23,6 @@ from .streaming import (
     default_chunk_entities,
     surface_path,
 )
-
 
 # ---- S2: latent intensity ------------------------------------------------------------------------------------------
 
@@ -47,7 +46,7 @@ def _latent_field_table(field: latent.LatentField, domain: latent.Domain, identi
 
 
 def _latent_events_table(field: latent.LatentField, domain: latent.Domain, identity: Identity,
-                         rng: audit.RngPolicy) -> pa.Table:
+                         rng: ledger.RngPolicy) -> pa.Table:
     """rng_event_arrival_lgcp_gaussian: one event per group (H blocks, 2H draws) in group_id order."""
     n = field.events
     fid = latent.FAMILY_ID
@@ -68,7 +67,7 @@ def _latent_events_table(field: latent.LatentField, domain: latent.Domain, ident
     return pa.table(cols)
 
 
-def _trace_table(trace: pl.DataFrame, identity: Identity, rng: audit.RngPolicy, family_id: str) -> pa.Table:
+def _trace_table(trace: pl.DataFrame, identity: Identity, rng: ledger.RngPolicy, family_id: str) -> pa.Table:
     n = trace.height
     cols = {"module": latent.constant(rng.module(family_id), n),
             "substream_label": latent.constant(rng.substream(family_id), n)}
@@ -117,7 +116,7 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     with run.timed("load"):
         identity, g = run.open_gate()
         lgcp = latent.parse_lgcp_policy(g.policy("arrival_lgcp_config_5B"))
-        rng = audit.parse_rng_policy(g.policy("arrival_rng_policy_5B"))
+        rng = ledger.parse_rng_policy(g.policy("arrival_rng_policy_5B"))
         time_grid, groups = _read_s1(store, identity, "S2")
         surface = surface_path(g, identity)
         params = latent.group_parameters(groups, lgcp)
@@ -130,7 +129,7 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
         field = latent.sample_latent(params, lgcp, h, manifest_fingerprint=identity.manifest_fingerprint,
                                      parameter_hash=identity.parameter_hash, seed=identity.seed,
                                      scenario_id=identity.scenario_id, domain_sep=rng.domain_sep)
-        trace = audit.uniform_trace_frame(field.events, 2 * h, h, append_events=rng.trace_append_events)
+        trace = ledger.trace_frame(field.events, 2 * h, h, append_events=rng.trace_append_events)
     tokens = identity.tokens()
     paths = {d: store.path(d, **tokens) for d in ("s2_realised_intensity_5B", "s2_latent_field_5B",
                                                   "rng_event_arrival_lgcp_gaussian", "rng_trace_arrival_lgcp_gaussian")}
@@ -145,7 +144,7 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     if lgcp.emit_latent_field:
         specs.append(("s2_latent_field_5B", "LATENT_SCHEMA_INVALID"))
     with run.timed("stream"), store.transaction("S2") as tx, \
-            _outputs(tx, store, [(d, paths[d], f"5B.S2.{category}") for d, category in specs]) as outputs:
+            _outputs(tx, store, [(d, paths[d], error_code("S2", category)) for d, category in specs]) as outputs:
         writer, events_out, trace_out, *field_out = outputs
         events_out.write(_latent_events_table(field, domain, identity, rng))
         trace_out.write(_trace_table(trace, identity, rng, latent.FAMILY_ID))
@@ -155,17 +154,17 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
                 store, "merchant_zone_scenario_local_5A", surface, columns, domain,
                 chunk_entities or default_chunk_entities(h), bucket_column="local_horizon_bucket_index",
                 group_column=None, identity=_identity_values(identity, columns),
-                identity_code="5B.S2.DOMAIN_ALIGN_FAILED", state="S2"):
+                identity_code=error_code("S2", "DOMAIN_ALIGN_FAILED"), state="S2"):
             target = chunk["lambda_local_scenario"].to_numpy()
             error = latent.numeric_error(target, chunk, "local_horizon_bucket_index", column="lambda_local_scenario",
-                                         code="5B.S2.REALISED_NUMERIC_INVALID", where=where)
+                                         code=error_code("S2", "REALISED_NUMERIC_INVALID"), where=where)
             if error is not None:
                 raise error
             factor, realised = latent.realise(target, domain.entity_group[e0:e1], field, lgcp.lambda_max)
             if lgcp.lambda_max is not None:
                 capped += int((target * factor > lgcp.lambda_max).sum())
             error = latent.numeric_error(realised, chunk, "local_horizon_bucket_index", column="lambda_realised",
-                                         code="5B.S2.REALISED_NUMERIC_INVALID", where=where)
+                                         code=error_code("S2", "REALISED_NUMERIC_INVALID"), where=where)
             if error is not None:
                 raise error
             target_stats.add(target)
@@ -214,7 +213,7 @@ def _counts_table(domain: latent.Domain, e0: int, e1: int, identity: Identity, p
 
 
 def _count_events_table(domain: latent.Domain, e0: int, e1: int, identity: Identity, policy: counts.CountPolicy,
-                        rng: audit.RngPolicy, draws: counts.CountDraws) -> pa.Table:
+                        rng: ledger.RngPolicy, draws: counts.CountDraws) -> pa.Table:
     """rng_event_arrival_bucket_count rows: one per drawing (entity, bucket), in writer order."""
     n = len(draws.key)
     fid = counts.FAMILY_ID
@@ -240,13 +239,13 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     with run.timed("load"):
         identity, g = run.open_gate()
         policy = counts.parse_count_policy(g.policy("arrival_count_config_5B"))
-        rng = audit.parse_rng_policy(g.policy("arrival_rng_policy_5B"))
+        rng = ledger.parse_rng_policy(g.policy("arrival_rng_policy_5B"))
         time_grid, groups = _read_s1(store, identity, "S3")
         domain = latent.build_domain(groups, time_grid.height, tuple(groups["group_id"].unique().sort().to_list()))
         kappa = counts.entity_kappa(groups, policy) if policy.law == "nb2" else None
         source = store.path("s2_realised_intensity_5B", **identity.tokens())
         if not source.is_file():
-            raise ArrivalError("5B.S3.S2_OUTPUT_MISSING", f"s2_realised_intensity_5B is missing at {source}; run S2 "
+            raise ArrivalError(error_code("S3", "S2_OUTPUT_MISSING"), f"s2_realised_intensity_5B is missing at {source}; run S2 "
                                                           f"for seed {identity.seed} first", file=str(source))
     h = domain.buckets
     step = chunk_entities or default_chunk_entities(h)
@@ -257,7 +256,7 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
                                                   "rng_trace_arrival_bucket_count")}
     mu_stats, count_stats = _Summary(), _Summary()
     events = capped = 0
-    specs = [(d, paths[d], f"5B.S3.{category}") for d, category in (
+    specs = [(d, paths[d], error_code("S3", category)) for d, category in (
         ("s3_bucket_counts_5B", "COUNTS_SCHEMA_INVALID"), ("rng_event_arrival_bucket_count", "RNG_ACCOUNTING_MISMATCH"),
         ("rng_trace_arrival_bucket_count", "RNG_ACCOUNTING_MISMATCH"))]
     with run.timed("stream"), store.transaction("S3") as tx, _outputs(tx, store, specs) as outputs:
@@ -265,10 +264,10 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
         for e0, e1, chunk in _stream_chunks(
                 store, "s2_realised_intensity_5B", source, _S2_COLUMNS, domain, step, bucket_column="bucket_index",
                 group_column="group_id", identity=_identity_values(identity, _S2_COLUMNS),
-                identity_code="5B.S3.S2_OUTPUT_MISSING", state="S3"):
+                identity_code=error_code("S3", "S2_OUTPUT_MISSING"), state="S3"):
             mu = chunk["lambda_realised"].to_numpy()
             error = latent.numeric_error(mu, chunk, "bucket_index", column="lambda_realised",
-                                         code="5B.S3.S2_OUTPUT_MISSING", where=str(source))
+                                         code=error_code("S3", "S2_OUTPUT_MISSING"), where=str(source))
             if error is not None:
                 raise error
             bases = streams.stream_bases(counts.FAMILY_ID, identity.manifest_fingerprint, identity.parameter_hash,
@@ -284,7 +283,7 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
             count_stats.add(draws.count.astype(np.float64))
             count_out.write(_counts_table(domain, e0, e1, identity, policy, mu, draws))
             event_out.write(_count_events_table(domain, e0, e1, identity, policy, rng, draws))
-        trace = audit.uniform_trace_frame(events, policy.draws_per_event, 1, append_events=rng.trace_append_events)
+        trace = ledger.trace_frame(events, policy.draws_per_event, 1, append_events=rng.trace_append_events)
         trace_out.write(_trace_table(trace, identity, rng, counts.FAMILY_ID))
     run.metrics |= {
         "scenario_count_succeeded": 1, "scenario_count_failed": 0,

@@ -20,11 +20,11 @@ import yaml
 
 from .. import contracts, gate, reports
 from ..encoding import sha256_hex
-from ..errors import ALL_CODES, ArrivalError
-from ..gate import Gate, state_code
+from ..errors import ArrivalError, error_code, has_code
+from ..gate import Gate
 from ..identity import Identity, compute_parameter_hash, validate_scenario_id, validate_seed
+from ..rng.errors import CounterWrapError, RngArgumentError
 from ..store import Published, Store
-
 
 _FILE_CHUNK = 1 << 20
 
@@ -65,7 +65,7 @@ class StateRun:
 
     def code(self, category: str) -> str:
         """The canonical code of a category for this state."""
-        return state_code(self.state, category)
+        return error_code(self.state, category)
 
     def open_gate(self) -> tuple[Identity, Gate]:
         """Resolve this partition's identity and its re-validated S0 gate; record both on the run for the report."""
@@ -91,6 +91,9 @@ def execute_state(
     published: tuple[Published, ...] = ()
     try:
         published = tuple(body(run))
+    except (RngArgumentError, CounterWrapError) as exc:
+        failure = rng_failure(state, exc)
+        failure.__cause__ = exc
     except Exception as exc:  # reported (with no code unless it is an ArrivalError), then re-raised unchanged
         failure = exc
     run.timings["total"] = round(time.perf_counter() - clock, 6)
@@ -100,7 +103,7 @@ def execute_state(
         metrics=run.metrics, published=published, timings=run.timings,
     )
     try:
-        with store.transaction(gate.CODE_STATE.get(state, state)) as tx:
+        with store.transaction(state) as tx:
             tx.write_json("run_report_5B", report_path, report)
     except ArrivalError as report_failure:
         if failure is not None:
@@ -112,7 +115,19 @@ def execute_state(
     return StateResult(state, run.identity, published, report, report_path)
 
 
-# ---- identity (DESIGN §2) ----------------------------------------------------------------------------------------
+def rng_failure(state: str, exc: RngArgumentError | CounterWrapError) -> ArrivalError:
+    """The canonical code of an RNG-layer failure in a state: a counter wrap is an accounting failure, a shape
+    outside the gamma law's domain a count-policy failure, and a λ or uniform outside its domain a numeric one."""
+    if isinstance(exc, CounterWrapError):
+        category = "RNG_ACCOUNTING_MISMATCH"
+    elif exc.argument == "shape":
+        category = "COUNT_CONFIG_INVALID"
+    else:
+        category = "REALISED_NUMERIC_INVALID" if state == "S2" else "COUNTS_NUMERIC_INVALID"
+    return ArrivalError(error_code(state, category), str(exc), function=exc.function)
+
+
+# ---- identity ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class World:
@@ -130,8 +145,8 @@ def read_world(store: Store, state: str) -> World:
     """Read and validate run_receipt.json and hash the policy files into the parameter_hash (§2.1)."""
     path = store.path("run_receipt")
     missing, invalid = (
-        ("5B.S0.RUN_RECEIPT_MISSING", "5B.S0.RUN_RECEIPT_INVALID") if state == "S0"
-        else (state_code(state, "S0_GATE_INVALID"),) * 2
+        (error_code("S0", "RUN_RECEIPT_MISSING"), error_code("S0", "RUN_RECEIPT_INVALID")) if state == "S0"
+        else (error_code(state, "S0_GATE_INVALID"),) * 2
     )
     try:
         raw = path.read_bytes()
@@ -181,8 +196,7 @@ _POLICY_CODES = {
 
 def _policy_code(state: str, policy_id: str) -> str:
     category = _POLICY_CODES.get(state, {}).get(policy_id, "POLICY_INVALID")
-    code = state_code(state, category)
-    return code if code in ALL_CODES else state_code(state, "S0_GATE_INVALID")
+    return error_code(state, category if has_code(state, category) else "S0_GATE_INVALID")
 
 
 # ---- the gate (DESIGN §5, last paragraph) ---------------------------------------------------------------------------
@@ -198,7 +212,7 @@ def _read_json_file(path: Path, *, code: str, what: str) -> object:
 
 def load_gate(store: Store, identity: Identity, *, state: str) -> Gate:
     """Re-validate the S0 receipt and sealed inputs, recompute their digest, and parse the sealed policies."""
-    code = state_code(state, "S0_GATE_INVALID")
+    code = error_code(state, "S0_GATE_INVALID")
     cd = store.contracts_dir
     receipt_path = store.path("s0_gate_receipt_5B", **identity.tokens())
     rows_path = store.path("sealed_inputs_5B", **identity.tokens())
@@ -258,7 +272,7 @@ def read_sealed_table(g: Gate, artifact_id: str, *, code: str, **tokens: object)
     if row["digest_kind"] == "content" and "scenario_id" not in row["partition_keys"]:
         digest = sha256_hex(data)
         if digest != row["sha256_hex"]:
-            raise ArrivalError(state_code(g.state, "S0_GATE_INVALID"),
+            raise ArrivalError(error_code(g.state, "S0_GATE_INVALID"),
                                f"{path} changed since S0 sealed it (sha256 {digest}, sealed {row['sha256_hex']})",
                                file=str(path), artifact_id=artifact_id)
     return frame, path

@@ -18,12 +18,11 @@ import pyarrow.parquet as pq
 from .. import contracts, gate, grouping, latent
 from .. import store as store_module
 from ..encoding import sha256_file
-from ..errors import ArrivalError
-from ..gate import Gate, state_code
+from ..errors import ArrivalError, error_code
+from ..gate import Gate
 from ..identity import Identity
 from ..store import Store
 from .shell import arrow_schema, validate_output
-
 
 # ---- S2 / S3: streaming helpers ------------------------------------------------------------------------------------
 
@@ -170,7 +169,7 @@ def _identity_columns(identity: Identity, n: int, *, seeded: bool = True) -> dic
 
 def _read_s1(store: Store, identity: Identity, state: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The scenario's time grid and grouping, present and schema-valid, else `S1_OUTPUT_MISSING`."""
-    code = state_code(state, "S1_OUTPUT_MISSING")
+    code = error_code(state, "S1_OUTPUT_MISSING")
     frames = []
     for dataset_id in ("s1_time_grid_5B", "s1_grouping_5B"):
         path = store.path(dataset_id, **identity.tokens())
@@ -205,7 +204,7 @@ def _require_identity(frame: pl.DataFrame, identity: Identity, path: Path, *, co
 
 def surface_path(g: Gate, identity: Identity) -> Path:
     """The scenario's λ surface, still matching the digest S0 sealed (over every scenario's file)."""
-    code = "5B.S2.LAMBDA_SOURCE_MISSING"
+    code = error_code("S2", "LAMBDA_SOURCE_MISSING")
     artifact = "merchant_zone_scenario_local_5A"
     row = g.sealed(artifact, code=code)
     files = [(sid, g.path(artifact, code=code, scenario_id=sid)) for sid in g.scenario_set]
@@ -215,7 +214,7 @@ def surface_path(g: Gate, identity: Identity) -> Path:
                                file=str(path), artifact_id=artifact)
     digest = gate.scenario_surface_digest([(sid, sha256_file(path)) for sid, path in files])
     if digest != row["sha256_hex"]:
-        raise ArrivalError("5B.S2.S0_GATE_INVALID", f"{artifact} changed since S0 sealed it (digest {digest}, "
+        raise ArrivalError(error_code("S2", "S0_GATE_INVALID"), f"{artifact} changed since S0 sealed it (digest {digest}, "
                                                     f"sealed {row['sha256_hex']})", artifact_id=artifact)
     return dict(files)[identity.scenario_id]
 
@@ -257,7 +256,7 @@ def _stream_chunks(store: Store, dataset_id: str, path: Path, columns: list[str]
     try:
         total = pq.ParquetFile(path).metadata.num_rows
     except (OSError, pa.ArrowException) as exc:
-        raise ArrivalError(state_code(state, "DOMAIN_ALIGN_FAILED"), f"{path} cannot be read: {exc}", file=str(path))
+        raise ArrivalError(error_code(state, "DOMAIN_ALIGN_FAILED"), f"{path} cannot be read: {exc}", file=str(path))
     if total != domain.rows:
         raise _alignment_error(scan, domain, bucket_column, state=state, where=str(path), surface=surface)
     for e0, chunk in _read_whole_entities(path, columns, strings, domain.buckets, chunk_entities):
@@ -268,7 +267,7 @@ def _stream_chunks(store: Store, dataset_id: str, path: Path, columns: list[str]
         if bad_group is not None:
             key = latent.row_key(chunk, bad_group, (*grouping.ENTITY_KEYS, bucket_column))
             expected = domain.group_ids[domain.entity_group[e0 + bad_group // domain.buckets]]
-            raise ArrivalError(state_code(state, "DOMAIN_ALIGN_FAILED"),
+            raise ArrivalError(error_code(state, "DOMAIN_ALIGN_FAILED"),
                                f"{path}: the row at {key} carries {group_column} {chunk[group_column][bad_group]} "
                                f"but s1_grouping_5B assigns {expected!r}", file=str(path), key=key)
         for column, value in identity.items():

@@ -8,8 +8,8 @@ import numba
 import numpy as np
 
 from ..encoding import be64, le64, uer
-from ..errors import ArrivalError, code_for
 from ..identity import validate_hex64, validate_scenario_id, validate_seed
+from .errors import CounterWrapError
 from .philox import flat_u64, philox_block
 
 DOMAIN_SEP = "5B.arrival.rng.v1"  # the policy's derivation.domain_sep; callers pass the policy value when it differs
@@ -65,23 +65,15 @@ def _blocks_kernel(key, hi, lo, off, x0, x1):  # pragma: no cover - compiled
     return wraps
 
 
-def blocks(key: object, counter_hi: object, counter_lo: object, offsets: object, *, state: str = "S3"
-           ) -> tuple[np.ndarray, np.ndarray]:
+def blocks(key: object, counter_hi: object, counter_lo: object, offsets: object) -> tuple[np.ndarray, np.ndarray]:
     """Return (x0, x1): the Philox block at base + offset for each (stream, offset) pair, broadcast elementwise.
 
-    The Philox counter is (c0, c1) = (lo, hi) of the 128-bit sum; a sum past 2**128 is an accounting failure of
-    `state` ("S2" or "S3"), raised as `5B.<state>.RNG_ACCOUNTING_MISMATCH`.
+    The Philox counter is (c0, c1) = (lo, hi) of the 128-bit sum; a sum past 2**128 raises CounterWrapError.
     """
-    code = code_for(state, "RNG_ACCOUNTING_MISMATCH")
     shape, (k, h, lo, off) = flat_u64(key=key, counter_hi=counter_hi, counter_lo=counter_lo, offsets=offsets)
     x0 = np.empty(k.shape[0], dtype=np.uint64)
     x1 = np.empty_like(x0)
     if _blocks_kernel(k, h, lo, off, x0, x1):
         wrapped = int(np.argmax((lo + off < lo) & (h == np.uint64(0xFFFFFFFFFFFFFFFF))))
-        raise ArrivalError(
-            code,
-            f"Philox counter of stream key {int(k[wrapped])} wraps past 2**128 at offset {int(off[wrapped])} "
-            f"(base hi={int(h[wrapped])}, lo={int(lo[wrapped])}); abort_on_wrap",
-            rng_key=int(k[wrapped]), offset=int(off[wrapped]), element=int(wrapped),
-        )
+        raise CounterWrapError("blocks", int(k[wrapped]), int(off[wrapped]), wrapped)
     return x0.reshape(shape), x1.reshape(shape)

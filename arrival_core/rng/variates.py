@@ -10,8 +10,8 @@ from functools import lru_cache
 import numba
 import numpy as np
 
-from ..errors import ArrivalError
 from . import _kernels
+from .errors import RngArgumentError
 from .philox import as_u64, broadcast_flat
 
 POISSON_LAMBDA_MAX = 1.0e7  # the range over which poisson_inv is exact (and tested)
@@ -49,8 +49,7 @@ def poisson_inv(lam: object, u: object) -> np.ndarray:
     lam_a, u_a = _float_pair("poisson_inv", "lam", lam, u)
     bad = ~((lam_a >= 0.0) & (lam_a <= POISSON_LAMBDA_MAX))
     if bad.any():
-        _raise_invalid("5B.S3.COUNTS_NUMERIC_INVALID", "poisson_inv", "lam",
-                       f"in [0, {POISSON_LAMBDA_MAX:g}]", lam_a, bad)
+        _raise_invalid("poisson_inv", "lam", f"in [0, {POISSON_LAMBDA_MAX:g}]", lam_a, bad)
     out = np.empty(lam_a.size, dtype=np.int64)
     _kernels.poisson_inv_array(lam_a.reshape(-1), u_a.reshape(-1), True, out)
     return out.reshape(lam_a.shape)
@@ -65,7 +64,7 @@ def gamma_inv(shape: object, u: object) -> np.ndarray:
     a, u_a = _float_pair("gamma_inv", "shape", shape, u)
     bad = ~(np.isfinite(a) & (a > 0.0))
     if bad.any():
-        _raise_invalid("5B.S3.COUNT_CONFIG_INVALID", "gamma_inv", "shape", "finite and > 0", a, bad)
+        _raise_invalid("gamma_inv", "shape", "finite and > 0", a, bad)
     flat_a = a.reshape(-1)
     ids, distinct = _factorize(flat_a)
     coefs = np.empty((len(distinct), _kernels.TABLE_PIECES, _kernels.TABLE_NODES))
@@ -127,14 +126,11 @@ def _float_pair(func: str, name: str, values: object, u: object) -> tuple[np.nda
     v, uu = v.reshape(shape), uu.reshape(shape)
     bad = ~((uu > 0.0) & (uu < 1.0))
     if bad.any():
-        _raise_invalid("5B.S3.COUNTS_NUMERIC_INVALID", func, "u", "strictly inside (0, 1)", uu, bad)
+        _raise_invalid(func, "u", "strictly inside (0, 1)", uu, bad)
     return v, uu
 
 
-def _raise_invalid(code: str, func: str, name: str, rule: str, values: np.ndarray, bad: np.ndarray) -> None:
-    """Raise ArrivalError naming the function, the argument, the first offending position and value."""
+def _raise_invalid(func: str, name: str, rule: str, values: np.ndarray, bad: np.ndarray) -> None:
+    """Raise RngArgumentError naming the function, the argument, the first offending position and value."""
     first = int(np.flatnonzero(bad.reshape(-1))[0])
-    value = float(values.reshape(-1)[first])
-    raise ArrivalError(code, f"{func}: {name} must be {rule}; element {first} is {value!r} "
-                             f"({int(bad.sum())} invalid of {bad.size})",
-                       function=func, argument=name, element=first, value=value)
+    raise RngArgumentError(func, name, rule, first, float(values.reshape(-1)[first]), int(bad.sum()), bad.size)

@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 
 from ..encoding import canonical_json, le64, sha256_hex, uer
-from ..errors import ArrivalError
+from ..errors import ArrivalError, error_code
 from ..identity import validate_hex64, validate_seed
 from ..store import ROW_GROUP_ROWS, Store, Transaction, read_json
 from .hashgate import bundle_files
@@ -137,10 +137,10 @@ def ensure_seed(root: Path, seed: int) -> Path:
     receipt_path = store.path("run_receipt")
     if not receipt_path.exists():
         message = f"{receipt_path} is missing: {store.run_root} holds no world"
-        raise ArrivalError("5B.WORLD.ARTEFACT_MISSING", message, file=str(receipt_path))
+        raise ArrivalError(error_code("WORLD", "ARTEFACT_MISSING"), message, file=str(receipt_path))
     doc = read_json(receipt_path)
     if not isinstance(doc, dict):
-        raise ArrivalError("5B.WORLD.ARTEFACT_MISSING", f"{receipt_path} is not a JSON object",
+        raise ArrivalError(error_code("WORLD", "ARTEFACT_MISSING"), f"{receipt_path} is not a JSON object",
                            file=str(receipt_path))
     mf = validate_hex64(doc.get("manifest_fingerprint"), "manifest_fingerprint")
     seed = validate_seed(seed)
@@ -149,7 +149,7 @@ def ensure_seed(root: Path, seed: int) -> Path:
         return target
     if doc.get("synthetic") is not True:
         raise ArrivalError(
-            "5B.WORLD.ARTEFACT_MISSING",
+            error_code("WORLD", "ARTEFACT_MISSING"),
             f"{target} is missing; the world at {store.run_root} is not synthetic, so it is never invented",
             file=str(target), seed=seed,
         )
@@ -157,7 +157,7 @@ def ensure_seed(root: Path, seed: int) -> Path:
     ws = validate_seed(doc.get("world_seed"))
     if world_identity(spec, ws).manifest_fingerprint != mf:
         raise ArrivalError(
-            "5B.WORLD.PROFILE_INVALID",
+            error_code("WORLD", "PROFILE_INVALID"),
             f"profile {spec.name!r} with world_seed {ws} no longer gives manifest_fingerprint {mf} of "
             f"{receipt_path}; the profile or its catalogues changed since the world was made, "
             f"so seed {seed} cannot be added",

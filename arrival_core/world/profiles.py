@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from .. import contracts
-from ..errors import ArrivalError
+from ..errors import ArrivalError, error_code
 from .shapes import Shapes, load_shapes
 from .zones import Zones, load_zones
 
@@ -25,7 +25,7 @@ _SHARE_TOLERANCE = 1e-9
 
 def invalid(where: Path | str, message: str, **context: Any) -> ArrivalError:
     """Return the error for a profile or catalogue that cannot be used, naming its file."""
-    return ArrivalError("5B.WORLD.PROFILE_INVALID", f"{where}: {message}", file=str(where), **context)
+    return ArrivalError(error_code("WORLD", "PROFILE_INVALID"), f"{where}: {message}", file=str(where), **context)
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def load_profile(name: str, config_dir: Path = contracts.DEFAULT_CONFIG_DIR) -> 
         raise invalid(folder / f"{name}.yaml", f"no profile {name!r}; available: {known}")
     path = folder / f"{name}.yaml"
     doc = _read_yaml(path)
-    contracts.validate_document(doc, PROFILE_SCHEMA_REF, code="5B.WORLD.PROFILE_INVALID", where=str(path))
+    contracts.validate_document(doc, PROFILE_SCHEMA_REF, code=error_code("WORLD", "PROFILE_INVALID"), where=str(path))
     classes = demand_class_names()
     zones, zones_doc = load_zones(folder / doc["zones"]["catalogue"], doc["zones"].get("countries"),
                                   doc["zones"].get("tzids"))

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..errors import ArrivalError
+from ..errors import ArrivalError, error_code
 
 SLOTS_PER_WEEK = 168
 
@@ -67,4 +67,4 @@ def weekly_weights(spec: Any, path: Path, name: str) -> np.ndarray:
 
 
 def _invalid(path: Path, message: str) -> ArrivalError:
-    return ArrivalError("5B.WORLD.PROFILE_INVALID", f"{path}: {message}", file=str(path))
+    return ArrivalError(error_code("WORLD", "PROFILE_INVALID"), f"{path}: {message}", file=str(path))

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import yaml
 
-from ..errors import ArrivalError
+from ..errors import ArrivalError, error_code
 
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 
@@ -72,7 +72,7 @@ def local_slots(tzids: Sequence[str], start: datetime, buckets: int, bucket_seco
         try:
             local = utc.dt.convert_time_zone(tzid)
         except Exception as exc:  # Polars raises its own error kinds for an unknown zone
-            raise ArrivalError("5B.WORLD.PROFILE_INVALID", f"time zone {tzid!r} is not known: {exc}",
+            raise ArrivalError(error_code("WORLD", "PROFILE_INVALID"), f"time zone {tzid!r} is not known: {exc}",
                                tzid=tzid) from exc
         weekday = local.dt.weekday().to_numpy().astype(np.int16) - 1  # ISO 1..7 -> 0..6
         slots[z] = weekday * 24 + local.dt.hour().to_numpy().astype(np.int16)
@@ -80,4 +80,4 @@ def local_slots(tzids: Sequence[str], start: datetime, buckets: int, bucket_seco
 
 
 def _invalid(path: Path, message: str) -> ArrivalError:
-    return ArrivalError("5B.WORLD.PROFILE_INVALID", f"{path}: {message}", file=str(path))
+    return ArrivalError(error_code("WORLD", "PROFILE_INVALID"), f"{path}: {message}", file=str(path))

@@ -89,16 +89,12 @@ def test_count_corridor_accepts_poisson_and_flags_overdispersion():
 
 
 @pytest.mark.parametrize("events, draws", [(0, 1), (1, 2), (65_536, 1), (200_001, 2)])
-def test_streamed_trace_equals_the_ledger_trace_of_the_same_events(events, draws):
-    import polars as pl
-
-    from arrival_core import audit
+def test_streamed_trace_is_full_batches_with_running_totals(events, draws):
     from arrival_core.rng import ledger
 
-    frame = pl.DataFrame({"draws": np.full(events, draws, dtype=np.int64), "blocks": np.ones(events, dtype=np.int64)})
-    full = ledger.trace_from_events(frame, append_events=65_536, module="5B.S3", substream_label="bucket_count",
-                                    manifest_fingerprint="a" * 64, parameter_hash="b" * 64, seed=1, scenario_id="s")
-    streamed = audit.uniform_trace_frame(events, draws, 1, append_events=65_536)
-    assert streamed.equals(full.select(streamed.columns))
-    assert audit.trace_problems(streamed, append_events=65_536) == []
-    assert audit.trace_totals(streamed) == audit.FamilyTotals(events, events * draws, events)
+    sizes = [65_536] * (events // 65_536) + ([events % 65_536] if events % 65_536 else [])
+    trace = ledger.trace_frame(events, draws, 1, append_events=65_536)
+    assert trace["events"].to_list() == sizes
+    assert trace["draws_total"].to_list() == [draws * v for v in np.cumsum(sizes).tolist()]
+    assert ledger.trace_problems(trace, append_events=65_536) == []
+    assert ledger.trace_totals(trace) == ledger.FamilyTotals(events, events * draws, events)

@@ -10,7 +10,7 @@ import yaml
 
 from arrival_core import contracts
 from arrival_core.errors import ArrivalError
-from arrival_core.grid import build_grid, bucket_count, parse_time_grid_policy, scenario_band
+from arrival_core.grid import bucket_count, build_grid, parse_time_grid_policy, scenario_band
 
 POLICY_DOC = yaml.safe_load((contracts.DEFAULT_CONFIG_DIR / "time_grid_policy_5B.yaml").read_text())
 POLICY = parse_time_grid_policy(POLICY_DOC, where="time_grid_policy_5B.yaml")

@@ -1,4 +1,8 @@
-"""The RNG ledger: event and trace tables, the audit record, reconcile (one injected defect per test), replay."""
+"""The RNG ledger: traces, the audit record, reconcile (one injected defect per test) and replay.
+
+Event logs here are built by the test from the stream law itself (stream base + block offset), not by the code
+under test, so replay and reconciliation are checked against an independent construction.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -8,14 +12,15 @@ import yaml
 
 from arrival_core import contracts
 from arrival_core.contracts import DEFAULT_CONFIG_DIR
-from arrival_core.errors import ArrivalError
 from arrival_core.rng import ledger
+from arrival_core.rng.errors import CounterWrapError
 from arrival_core.rng.philox import add_counter
 from arrival_core.rng.streams import blocks, stream_bases
 
 S2, S3 = "S2.latent_vector.v1", "S3.bucket_count.v1"
 IDENTITY = {"manifest_fingerprint": "7e" * 32, "parameter_hash": "19" * 32, "seed": 2**64 - 5,
             "scenario_id": "baseline_v1"}
+T = ledger.FamilyTotals
 
 
 @pytest.fixture(scope="module")
@@ -23,114 +28,94 @@ def policy() -> dict:
     return yaml.safe_load((DEFAULT_CONFIG_DIR / "arrival_rng_policy_5B.yaml").read_text())
 
 
-def s3_domain() -> pl.DataFrame:
-    """Three entities (two share a merchant across channels), drawing at a few buckets each, in writer order."""
+def s3_events() -> pl.DataFrame:
+    """Poisson count events of three entities (two share a merchant across channels), in writer order."""
     rows = [(11, "GB", "Europe/London", "card_present", b) for b in (0, 1, 2, 5, 6)]
     rows += [(11, "GB", "Europe/London", "card_not_present", b) for b in (0, 3)]
     rows += [(2**64 - 59, "US", "America/New_York", "card_present", b) for b in range(7)]
-    return pl.DataFrame(rows, schema={"merchant_id": pl.UInt64, "legal_country_iso": pl.String, "tzid": pl.String,
-                                      "channel_group": pl.String, "bucket_index": pl.Int32}, orient="row")
-
-
-def s3_ledger(policy: dict, append_events: int = 4) -> tuple[pl.DataFrame, pl.DataFrame, dict, dict]:
-    """(events, trace, audit, expected) of a clean Poisson S3 partition."""
-    family = policy["families"][S3]
-    domain = s3_domain()
-    keys = domain.select(pl.format("merchant_id={}|legal_country_iso={}|tzid={}|channel_group={}",
-                                   "merchant_id", "legal_country_iso", "tzid", "channel_group"))[:, 0].to_list()
+    domain = pl.DataFrame(rows, schema={"merchant_id": pl.UInt64, "legal_country_iso": pl.String, "tzid": pl.String,
+                                        "channel_group": pl.String, "bucket_index": pl.Int32}, orient="row")
+    keys = [f"merchant_id={m}|legal_country_iso={c}|tzid={z}|channel_group={g}" for m, c, z, g, _ in rows]
     key, hi, lo = stream_bases(S3, IDENTITY["manifest_fingerprint"], IDENTITY["parameter_hash"], IDENTITY["seed"],
                                IDENTITY["scenario_id"], keys)
-    offset = domain["bucket_index"].to_numpy().astype(np.uint64)
-    before_hi, before_lo, _ = add_counter(hi, lo, offset)
-    events = ledger.event_frame(S3, family, IDENTITY, domain, key, before_hi, before_lo, draws=1, blocks=1)
-    trace = ledger.trace_from_events(events, append_events=append_events, module=family["module"],
-                                     substream_label=family["substream_label"], **IDENTITY)
-    audit = ledger.audit_record(policy, "ab" * 32, IDENTITY, {S3: trace})
-    expected = {"events": domain.height, "draws_per_event": 1, "blocks_per_event": 1, "append_events": append_events,
-                "stream_key": key, "stream_counter_hi": hi, "stream_counter_lo": lo, "block_offset": offset}
-    return events, trace, audit, expected
+    before_hi, before_lo, _ = add_counter(hi, lo, domain["bucket_index"].to_numpy().astype(np.uint64))
+    after_hi, after_lo, _ = add_counter(before_hi, before_lo, np.ones(len(rows), dtype=np.uint64))
+    return domain.with_columns(
+        pl.Series("rng_key", key), pl.Series("rng_counter_before_hi", before_hi),
+        pl.Series("rng_counter_before_lo", before_lo), pl.Series("rng_counter_after_hi", after_hi),
+        pl.Series("rng_counter_after_lo", after_lo), pl.lit(1, pl.Int64).alias("draws"),
+        pl.lit(1, pl.Int64).alias("blocks"), *(pl.lit(v).alias(k) for k, v in IDENTITY.items()))
 
 
-def test_event_trace_and_audit_conform_to_their_schemas(policy):
-    events, trace, audit, _ = s3_ledger(policy)
-    assert not contracts.table_violations(events, "schemas.5B.yaml#/rng/rng_event_arrival_bucket_count")
-    assert list(events.columns) == list(contracts.polars_schema("schemas.5B.yaml#/rng/rng_event_arrival_bucket_count"))
-    assert not contracts.table_violations(trace, "schemas.5B.yaml#/rng/rng_trace")
-    assert list(trace.columns) == list(ledger.TRACE_COLUMNS)
-    contracts.validate_document(audit, "schemas.5B.yaml#/rng/rng_audit_log_5B", code="5B.S3.RNG_ACCOUNTING_MISMATCH",
-                                where="audit")
-
-
-def test_trace_rows_are_batches_of_append_events_with_running_totals(policy):
-    _, trace, audit, _ = s3_ledger(policy, append_events=4)
+def test_trace_rows_are_batches_of_append_events_with_running_totals():
+    trace = ledger.trace_frame(14, 2, 1, append_events=4)
     assert trace["append_index"].to_list() == [0, 1, 2, 3]
     assert trace["events"].to_list() == [4, 4, 4, 2]
     assert trace["events_total"].to_list() == [4, 8, 12, 14]
-    assert trace["draws_total"][-1] == trace["blocks_total"][-1] == 14
-    assert audit["families"][S3] == {"module": "5B.S3", "substream_label": "bucket_count", "events": 14,
-                                     "draws": 14, "blocks": 14, "trace_appends": 4}
-    assert (audit["seed"], audit["algorithm"], audit["policy_version"]) == (2**64 - 5, "philox2x64-10", "v1.0.0")
+    assert trace["draws_total"].to_list() == [8, 16, 24, 28]
+    assert trace["blocks_total"][-1] == 14
+    assert ledger.trace_frame(0, 1, 1, append_events=4).height == 0
 
 
-def test_a_clean_ledger_reconciles(policy):
-    events, trace, audit, expected = s3_ledger(policy)
-    assert ledger.reconcile(S3, events, trace, audit, expected) == []
+def test_audit_record_carries_the_trace_totals_and_fits_its_schema(policy):
+    record = ledger.audit_record(policy, "ab" * 32, IDENTITY, {S3: ledger.trace_frame(14, 1, 1, append_events=4)})
+    assert record["families"][S3] == {"module": "5B.S3", "substream_label": "bucket_count", "events": 14,
+                                      "draws": 14, "blocks": 14, "trace_appends": 4}
+    assert (record["seed"], record["algorithm"], record["policy_version"]) == (2**64 - 5, "philox2x64-10", "v1.0.0")
+    contracts.validate_document(record, "schemas.5B.yaml#/rng/rng_audit_log_5B", code="5B.S3.RNG_ACCOUNTING_MISMATCH",
+                                where="audit")
 
 
-def test_reconcile_catches_a_missing_event(policy):
-    events, trace, audit, expected = s3_ledger(policy)
-    found = ledger.reconcile(S3, events.filter(pl.int_range(pl.len()) != 5), trace, audit, expected)
-    assert any("the event log has 13 events but the trace totals 14" in f for f in found)
-    assert any("13 events logged, 14 expected" in f for f in found)
+def clean() -> tuple[ledger.FamilyTotals, pl.DataFrame, dict]:
+    trace = ledger.trace_frame(14, 1, 1, append_events=4)
+    return T(14, 14, 14), trace, {"events": 14, "draws": 14, "blocks": 14, "trace_appends": 4}
 
 
-def test_reconcile_catches_a_wrong_draws_value(policy):
-    events, trace, audit, expected = s3_ledger(policy)
-    wrong = events.with_columns(pl.when(pl.int_range(pl.len()) == 9).then(2).otherwise(pl.col("draws")).alias("draws"))
-    found = ledger.reconcile(S3, wrong, trace, audit, expected)
-    assert any("1 events have draws != draws_per_event (rows 9" in f for f in found)
-    assert any("trace draws of append(s) 2 differ from their events" in f for f in found)
+def test_a_clean_family_reconciles():
+    events, trace, entry = clean()
+    assert ledger.reconcile(events, trace, events, append_events=4, audit_entry=entry) == []
 
 
-def test_reconcile_catches_a_trace_total_off_by_one(policy):
-    events, trace, audit, expected = s3_ledger(policy)
-    off = trace.with_columns(pl.when(pl.col("append_index") == 2).then(pl.col("blocks_total") + 1)
-                             .otherwise(pl.col("blocks_total")).alias("blocks_total"))
-    found = ledger.reconcile(S3, events, off, audit, expected)
-    assert found == [f"{S3}: trace blocks_total is not the running sum of blocks from append_index 2 (13 != 12)"]
+def test_reconcile_catches_a_missing_event():
+    events, trace, _ = clean()
+    found = ledger.reconcile(T(13, 13, 13), trace, events, append_events=4)
+    assert any("trace" in p for p in found) and any("outputs" in p for p in found)
 
 
-def test_reconcile_catches_overlapping_counters(policy):
-    events, trace, audit, expected = s3_ledger(policy)
-    # event 8 (the US entity, bucket 1) re-uses the counter of event 7 (bucket 0): same stream, same block
-    reused = events.with_columns(
-        pl.when(pl.int_range(pl.len()) == 8).then(pl.col("rng_counter_before_lo").shift(1))
-        .otherwise(pl.col("rng_counter_before_lo")).alias("rng_counter_before_lo"),
-        pl.when(pl.int_range(pl.len()) == 8).then(pl.col("rng_counter_after_lo").shift(1))
-        .otherwise(pl.col("rng_counter_after_lo")).alias("rng_counter_after_lo"))
-    found = ledger.reconcile(S3, reused, trace, audit, {})
-    assert len(found) == 1 and "1 events reuse counters of an earlier event in the same stream" in found[0]
-    found = ledger.reconcile(S3, reused, trace, audit, expected)
-    assert any("do not start at their stream base + block offset (rows 8)" in f for f in found)
+def test_reconcile_catches_a_wrong_draws_total():
+    events, trace, _ = clean()
+    found = ledger.reconcile(T(14, 15, 14), trace, events, append_events=4)
+    assert found and all("draws=15" in p for p in found)
 
 
-def test_reconcile_catches_an_audit_total_mismatch(policy):
-    events, trace, audit, expected = s3_ledger(policy)
-    audit["families"][S3]["draws"] += 1
-    assert ledger.reconcile(S3, events, trace, audit, expected) == [
-        f"{S3}: audit draws = 15 but the trace totals 14"]
+def test_reconcile_catches_a_running_total_off_by_one():
+    events, trace, _ = clean()
+    off = trace.with_columns(pl.when(pl.col("append_index") == 2).then(pl.col("events_total") + 1)
+                             .otherwise(pl.col("events_total")).alias("events_total"))
+    assert ledger.reconcile(events, off, events, append_events=4) == ["events_total is not the running sum of events"]
 
 
-def test_reconcile_catches_counter_after_that_is_not_before_plus_blocks(policy):
-    events, trace, audit, expected = s3_ledger(policy)
-    bad = events.with_columns((pl.col("rng_counter_after_lo") + 1).alias("rng_counter_after_lo"))
-    found = ledger.reconcile(S3, bad, trace, audit, expected)
-    assert found == [f"{S3}: counter_after != counter_before + blocks in 14 events (rows 0, 1, 2, …)"]
+def test_reconcile_catches_appends_that_are_not_full_batches():
+    events, trace, _ = clean()
+    assert ledger.reconcile(events, trace, events, append_events=5) == [
+        "appends are not batches of 5 events in writer order"]
+
+
+def test_reconcile_catches_a_gap_in_append_index():
+    events, trace, _ = clean()
+    gap = trace.with_columns(pl.col("append_index").replace(3, 4))
+    assert ledger.reconcile(events, gap, events, append_events=4) == ["append_index is not 0, 1, 2, ..."]
+
+
+def test_reconcile_catches_an_audit_total_mismatch():
+    events, trace, entry = clean()
+    found = ledger.reconcile(events, trace, events, append_events=4, audit_entry=entry | {"blocks": 13})
+    assert len(found) == 1 and found[0].startswith("audit record")
+    assert ledger.reconcile(events, trace, events, append_events=4, audit_entry=entry | {"trace_appends": 3})
 
 
 def test_replay_rederives_the_blocks_of_a_sample_of_events(policy):
-    events, *_ = s3_ledger(policy)
-    sample = events[[1, 8, 13]]
+    sample = s3_events()[[1, 8, 13]]
     replayed = ledger.replay(policy, S3, sample, IDENTITY)
     assert replayed.mismatches == ()
     assert replayed.event_start.tolist() == [0, 1, 2, 3]
@@ -140,7 +125,7 @@ def test_replay_rederives_the_blocks_of_a_sample_of_events(policy):
 
 
 def test_replay_reports_a_logged_counter_the_derivation_does_not_give(policy):
-    events, *_ = s3_ledger(policy)
+    events = s3_events()
     shifted = events.with_columns((pl.col("bucket_index") + 1).alias("bucket_index"))[[3]]
     replayed = ledger.replay(policy, S3, shifted, IDENTITY)
     assert len(replayed.mismatches) == 1 and "rng_counter_before_lo" in replayed.mismatches[0]
@@ -149,34 +134,22 @@ def test_replay_reports_a_logged_counter_the_derivation_does_not_give(policy):
 
 
 def test_replay_of_a_latent_event_expands_its_h_blocks(policy):
-    family = policy["families"][S2]
     horizon = 6
-    groups = pl.DataFrame({"group_id": ["baseline|retail_daytime|card_present|physical|zg01|b03",
-                                        "baseline|nightlife|card_not_present|virtual|zg15|b30"]})
+    groups = ["baseline|retail_daytime|card_present|physical|zg01|b03",
+              "baseline|nightlife|card_not_present|virtual|zg15|b30"]
     key, hi, lo = stream_bases(S2, IDENTITY["manifest_fingerprint"], IDENTITY["parameter_hash"], IDENTITY["seed"],
-                               IDENTITY["scenario_id"], [f"group_id={g}" for g in groups["group_id"]])
-    draws, n_blocks = ledger.expected_per_event(family, horizon_buckets=horizon)
-    assert (draws, n_blocks) == (12, 6)
-    events = ledger.event_frame(S2, family, IDENTITY, groups, key, hi, lo, draws=draws, blocks=n_blocks)
-    assert not contracts.table_violations(events, "schemas.5B.yaml#/rng/rng_event_arrival_lgcp_gaussian")
+                               IDENTITY["scenario_id"], [f"group_id={g}" for g in groups])
+    events = pl.DataFrame({"group_id": groups, "rng_key": key, "rng_counter_before_hi": hi,
+                           "rng_counter_before_lo": lo, "blocks": [horizon, horizon]}).with_columns(
+        *(pl.lit(v).alias(k) for k, v in IDENTITY.items()))
     replayed = ledger.replay(policy, S2, events, IDENTITY)
     assert replayed.mismatches == () and replayed.event_start.tolist() == [0, 6, 12]
-    x0, _ = blocks(key[1], hi[1], lo[1], np.arange(horizon, dtype=np.uint64), state="S2")
+    x0, _ = blocks(key[1], hi[1], lo[1], np.arange(horizon, dtype=np.uint64))
     assert replayed.x0[6:].tolist() == x0.tolist()
 
 
-def test_expected_per_event_reads_the_count_law(policy):
-    family = policy["families"][S3]
-    assert ledger.expected_per_event(family, count_law_id="poisson") == (1, 1)
-    assert ledger.expected_per_event(family, count_law_id="nb2") == (2, 1)
-    with pytest.raises(ValueError):
-        ledger.expected_per_event(policy["families"][S2])
-
-
-def test_event_frame_refuses_a_counter_that_wraps(policy):
-    domain = pl.DataFrame({"group_id": ["g"]})
-    top = np.array([2**64 - 1], dtype=np.uint64)
-    with pytest.raises(ArrivalError) as err:
-        ledger.event_frame(S2, policy["families"][S2], IDENTITY, domain, np.array([1], dtype=np.uint64), top,
-                           top - np.uint64(2), draws=8, blocks=4)
-    assert err.value.code == "5B.S2.RNG_ACCOUNTING_MISMATCH"
+def test_blocks_past_the_top_of_the_128_bit_counter_raise_a_wrap():
+    top = np.uint64(2**64 - 1)
+    with pytest.raises(CounterWrapError, match="wraps past 2\\*\\*128") as err:
+        blocks(np.array([1, 9], dtype=np.uint64), top, top - np.uint64(2), np.array([1, 4], dtype=np.uint64))
+    assert (err.value.rng_key, err.value.offset, err.value.element) == (9, 4, 1)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from arrival_core.errors import ArrivalError
+from arrival_core.rng.errors import CounterWrapError
 from arrival_core.rng.philox import philox2x64_10
 from arrival_core.rng.streams import DOMAIN_SEP, blocks, stream_base, stream_bases
 
@@ -105,9 +106,14 @@ def test_offset_carries_from_lo_into_hi():
     assert (int(x0[0]), int(x1[0])) == (int(o0[0]), int(o1[0]))
 
 
+def test_a_128_bit_counter_wrap_raises_naming_the_stream_and_offset():
+    with pytest.raises(CounterWrapError) as err:
+        blocks(np.uint64(9), np.uint64(MASK), np.uint64(MASK - 1), np.array([0, 1, 2], dtype=np.uint64))
+    assert (err.value.function, err.value.rng_key, err.value.offset, err.value.element) == ("blocks", 9, 2, 2)
+
+
 @pytest.mark.parametrize("state", ["S2", "S3"])
-def test_a_128_bit_counter_wrap_is_an_accounting_failure_of_the_state(state):
-    with pytest.raises(ArrivalError) as err:
-        blocks(np.uint64(9), np.uint64(MASK), np.uint64(MASK - 1), np.array([0, 1, 2], dtype=np.uint64), state=state)
-    assert err.value.code == f"5B.{state}.RNG_ACCOUNTING_MISMATCH"
-    assert err.value.context["element"] == 2
+def test_the_pipeline_maps_a_counter_wrap_to_the_state_accounting_code(state):
+    from arrival_core.pipeline import rng_failure
+
+    assert rng_failure(state, CounterWrapError("blocks", 9, 2, 2)).code == f"5B.{state}.RNG_ACCOUNTING_MISMATCH"
