@@ -17,17 +17,16 @@ from arrival_core.errors import IDENTITY_INVALID, ArrivalError
 from arrival_core.identity import validate_scenario_id, validate_seed
 from arrival_core.store import Store, read_json
 
-from .assets.states import STEPS
 from .jobs import JOB_NAME
 from .partitions import partition_key, register_partitions
-from .resources import StoreResource, ensure_world, resolve_run_root, scenario_ids
+from .resources import StoreResource, ensure_world, resolve_run_root
 
 DAGSTER_HOME_ENV = "DAGSTER_HOME"
 DEFAULT_DAGSTER_HOME = Path(".arrival") / "dagster_home"
 SHIPPED_INSTANCE_CONFIG = Path(__file__).resolve().parent / "dagster_home" / "dagster.yaml"
 AUDIT_DATASET = "rng_audit_log_5B"
 # The summary is the command's output; the step-by-step event log stays in the instance (and the UI).
-STEP_OF_OUTPUT = {out: step.name for step in STEPS for out in step.outputs}
+STEP_OF_OUTPUT = {out: state.name for state in pipeline.STATES for out in state.outputs}
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 Printer = Callable[[str], None]
@@ -43,7 +42,7 @@ def prepare_dagster_home(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def _scenarios_for(store: Store, requested: Sequence[str] | None) -> list[str]:
-    known = scenario_ids(store)
+    known = pipeline.world_scenarios(store)
     if not requested:
         return known
     chosen = [validate_scenario_id(s) for s in requested]
@@ -179,7 +178,7 @@ def format_run(run: PartitionRun) -> list[str]:
     for step, why in run.steps_failed.items():
         lines.append(f"   step {step} failed: {why}")
     if run.steps_not_run:
-        states = [s.name for s in STEPS if s.name in run.steps_not_run]
+        states = [s.name for s in pipeline.STATES if s.name in run.steps_not_run]
         others = len(run.steps_not_run) - len(states)
         lines.append(
             f"   not run: {', '.join(states) or '—'}" + (f" (and {others} other steps)" if others else "")

@@ -6,13 +6,10 @@ import os
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 import yaml
 from pydantic import PrivateAttr
 
-from arrival_core import contracts, gate
-from arrival_core.errors import ArrivalError, error_code
-from arrival_core.identity import validate_scenario_id
+from arrival_core import contracts, pipeline
 from arrival_core.store import Store
 
 RUN_ROOT_ENV = "ARRIVAL_RUN_ROOT"
@@ -39,7 +36,7 @@ def ensure_world(
     receipt = store.path("run_receipt")
     if not receipt.exists() and (not root.exists() or not any(root.iterdir())):
         world.create_world(DEFAULT_PROFILE, root, seeds=tuple(default_seeds()))
-    if seed is not None and receipt.is_file() and _read_receipt(store).get("synthetic") is True:
+    if seed is not None and receipt.is_file() and pipeline.read_receipt(store).get("synthetic") is True:
         world.ensure_seed(root, seed)
     return store
 
@@ -48,37 +45,6 @@ def default_seeds(config_dir: Path = contracts.DEFAULT_CONFIG_DIR) -> list[int]:
     """Return the default seeds of config/run_plan.yaml."""
     plan = yaml.safe_load((Path(config_dir) / "run_plan.yaml").read_text())
     return [int(s) for s in plan.get("default_seeds") or []]
-
-
-def _read_receipt(store: Store) -> dict:
-    path = store.path("run_receipt")
-    if not path.is_file():
-        raise ArrivalError(
-            error_code("S0", "RUN_RECEIPT_MISSING"), f"{path} does not exist: the run root holds no world", file=str(path)
-        )
-    return gate.parse_run_receipt(
-        path.read_bytes(),
-        where=str(path),
-        code=error_code("S0", "RUN_RECEIPT_INVALID"),
-        contracts_dir=store.contracts_dir,
-    )
-
-
-def manifest_fingerprint(store: Store) -> str:
-    """The world's manifest_fingerprint from its validated run receipt (S0's codes if missing or invalid)."""
-    return _read_receipt(store)["manifest_fingerprint"]
-
-
-def scenario_ids(store: Store) -> list[str]:
-    """The sorted scenario ids of the world's scenario_manifest_5A (validated)."""
-    path = store.path("scenario_manifest_5A", manifest_fingerprint=manifest_fingerprint(store))
-    try:
-        ids = pl.read_parquet(path, columns=["scenario_id"])["scenario_id"].to_list()
-    except Exception as exc:  # polars raises several unrelated types for a missing or corrupt file
-        raise ArrivalError(
-            error_code("S0", "SCENARIO_MANIFEST_INVALID"), f"{path} cannot be read: {exc}", file=str(path)
-        ) from exc
-    return sorted({validate_scenario_id(s) for s in ids})
 
 
 class StoreResource(dg.ConfigurableResource):

@@ -2,10 +2,11 @@
 
 import dagster as dg
 
+from arrival_core import pipeline
 from arrival_core.errors import ArrivalError
 
 from .partitions import SCENARIO_DIMENSION, SEED_DIMENSION, missing_partitions, scenarios, seeds
-from .resources import StoreResource, default_seeds, scenario_ids
+from .resources import StoreResource, default_seeds
 
 
 @dg.sensor(
@@ -19,7 +20,7 @@ def register_partitions(
 ) -> dg.SensorResult | dg.SkipReason:
     """Register whatever scenarios and default seeds the instance does not know yet."""
     try:
-        scenario_list = scenario_ids(store.open())
+        scenario_list = pipeline.world_scenarios(store.open())
     except ArrivalError as err:
         return dg.SkipReason(f"{err.code}: {err.message}")
     missing = missing_partitions(context.instance, [str(s) for s in default_seeds()], scenario_list)

@@ -10,14 +10,6 @@ from dataclasses import asdict, dataclass
 from . import pipeline
 from .store import Store
 
-# The dataset whose rows a state is measured by, and the runner of each state in order.
-STATES: tuple[tuple[str, str, str | None], ...] = (
-    ("S0", "run_s0", "sealed_inputs_5B"),
-    ("S1", "run_s1", "s1_grouping_5B"),
-    ("S2", "run_s2", "s2_realised_intensity_5B"),
-    ("S3", "run_s3", "s3_bucket_counts_5B"),
-    ("AUDIT", "run_audit", None),
-)
 TARGET_SECONDS = 60.0  # DESIGN §12, reference world, S0–S3
 TARGET_RSS_BYTES = 8 * 2**30
 
@@ -81,20 +73,19 @@ def _cpu_seconds() -> float:
 def run_bench(store: Store, *, profile: str, count_law: str, seed: int, scenarios: Sequence[str]) -> BenchResult:
     """Run every state for every scenario in order, summing each state's time over the scenarios."""
     timings = []
-    for state, runner_name, dataset_id in STATES:
-        runner = getattr(pipeline, runner_name)
+    for state in pipeline.STATES:
         rows, wall, cpu = 0, 0.0, 0.0
         for sid in scenarios:
             start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
-            result = runner(store, seed=seed, scenario_id=sid)
+            result = state.runner(store, seed=seed, scenario_id=sid)
             wall += time.perf_counter() - start_wall
             cpu += _cpu_seconds() - start_cpu
-            if dataset_id is None:
+            if state.measured_by is None:
                 rows += sum(v["events"] for k, v in result.report["metrics"].items()
                             if isinstance(v, dict) and "events" in v)
             else:
-                rows += next(p.rows or 0 for p in result.published if p.dataset_id == dataset_id)
-        timings.append(StateTiming(state, rows, round(wall, 3), round(cpu, 3), _peak_rss_bytes()))
+                rows += next(p.rows or 0 for p in result.published if p.dataset_id == state.measured_by)
+        timings.append(StateTiming(state.code, rows, round(wall, 3), round(cpu, 3), _peak_rss_bytes()))
     return BenchResult(profile, count_law, seed, tuple(scenarios), tuple(timings))
 
 

@@ -36,25 +36,32 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def jsonable(value: Any) -> Any:
+    """A JSON-ready copy of a value: mappings and sequences recursed, NumPy scalars as Python numbers, anything
+    else non-scalar as its text."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # a NumPy scalar
+        return value.item()
+    return str(value)
+
+
 def sha256_hex(data: bytes) -> str:
     """Return the lowercase hex sha256 of bytes."""
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | Path) -> str:
-    """Return the lowercase hex sha256 of a file, streamed in 1 MiB chunks."""
+def sha256_file(path: str | Path, *, also: Any = None) -> str:
+    """Return the lowercase hex sha256 of a file, streamed in 1 MiB chunks; `also` (a hashlib object) is fed the
+    same bytes, so a bundle digest over several files needs one read of each."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_FILE_CHUNK):
             h.update(chunk)
-    return h.hexdigest()
-
-
-def sha256_files(paths: list[Path]) -> str:
-    """Return the sha256 of the concatenated bytes of several files, in the order given."""
-    h = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            while chunk := f.read(_FILE_CHUNK):
-                h.update(chunk)
+            if also is not None:
+                also.update(chunk)
     return h.hexdigest()

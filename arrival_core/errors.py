@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .encoding import jsonable
+
 _SHARED_IO = ("IO_WRITE_FAILED", "IO_WRITE_CONFLICT")
 
 # State -> categories. The S2 list is exactly the 18 codes of the S2 spec §9; S1 and S3 mirror its categories.
@@ -114,14 +116,3 @@ class ArrivalError(Exception):
     def to_dict(self) -> dict[str, Any]:
         """Return the error as a JSON-ready payload for run reports and Dagster metadata."""
         return {"error_code": self.code, "message": self.message, "context": jsonable(self.context)}
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON-ready copy of a value: mappings and sequences recursed, anything else non-scalar as its text."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)

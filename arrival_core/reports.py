@@ -2,13 +2,26 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import ArrivalError
 from .identity import Identity
 from .store import Published
 
 REPORT_SCHEMA = "schemas.5B.yaml#/report/run_report_5B"
+
+
+def markdown_table(rows: Iterable[tuple[str, Any]], header: tuple[str, str] = ("field", "value")) -> str:
+    """Render (name, value) pairs as a two-column Markdown table (floats to 6 significant digits)."""
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {name} | {_cell(value)} |" for name, value in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def utc_now() -> str:

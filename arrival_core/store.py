@@ -234,8 +234,8 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
 
 
 def read_json(path: Path) -> object:
-    """Read a JSON document."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A JSON document (the one reader of every published or sealed JSON file)."""
+    return json.loads(Path(path).read_bytes())
 
 
 def published_by_id(published: list[Published]) -> Mapping[str, Published]:

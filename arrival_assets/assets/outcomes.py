@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import dagster as dg
 
 from arrival_core.errors import ArrivalError
+from arrival_core.reports import markdown_table
 from arrival_core.store import Published
 
 from ..partitions import PartitionIdentity, parse_partition_key
@@ -54,19 +55,6 @@ def scalar_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, An
         elif isinstance(value, (bool, int, float, str)) or value is None:
             flat[key] = value
     return flat
-
-
-def markdown_table(rows: Iterable[tuple[str, Any]], header: tuple[str, str] = ("field", "value")) -> str:
-    """Render (name, value) pairs as a two-column Markdown table."""
-    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
-    lines += [f"| {name} | {_cell(value)} |" for name, value in rows]
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value).replace("|", "\\|")
 
 
 def published_metadata(

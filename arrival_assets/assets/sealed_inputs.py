@@ -6,17 +6,17 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-import yaml
 
 from arrival_core import contracts, gate, pipeline
 from arrival_core.contracts import DatasetEntry
 from arrival_core.encoding import sha256_file
 from arrival_core.errors import ArrivalError, error_code
+from arrival_core.reports import markdown_table
 from arrival_core.store import Store
 
 from ..partitions import grid
-from ..resources import StoreResource, manifest_fingerprint
-from .outcomes import call_core, failure_from, markdown_table, partition_of
+from ..resources import StoreResource
+from .outcomes import call_core, failure_from, partition_of
 
 GROUP = "sealed_inputs"
 
@@ -65,17 +65,15 @@ def _verify_table(store: Store, entry: DatasetEntry, path: Path) -> int:
 
 def _verify_policy(store: Store, entry: DatasetEntry, path: Path) -> None:
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ArrivalError(error_code("S0", "POLICY_INVALID"), f"{path} is not YAML: {exc}", file=str(path)) from exc
-    contracts.validate_document(
-        doc, entry.schema_ref, code=error_code("S0", "POLICY_INVALID"), where=str(path), contracts_dir=store.contracts_dir
-    )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ArrivalError(error_code("S0", "POLICY_INVALID"), f"{path} cannot be read: {exc}", file=str(path)) from exc
+    pipeline.parse_policy(data, entry, path, code=error_code("S0", "POLICY_INVALID"), store=store)
 
 
 def verify_sealed_input(store: Store, entry: DatasetEntry, *, seed: int, scenario_id: str) -> VerifiedInput:
     """Resolve one sealed artefact for a partition and verify it exists, fits its schema, and digest it."""
-    tokens = {"manifest_fingerprint": manifest_fingerprint(store), "seed": seed, "scenario_id": scenario_id}
+    tokens = {"manifest_fingerprint": pipeline.read_receipt(store)["manifest_fingerprint"], "seed": seed, "scenario_id": scenario_id}
     path = store.path(entry.id, **{k: tokens[k] for k in entry.tokens_needed()})
     if not path.exists():
         if entry.status == "OPTIONAL":

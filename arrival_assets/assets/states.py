@@ -1,7 +1,6 @@
 """The state assets: thin multi-assets calling `arrival_core.pipeline` for one (scenario, seed) partition."""
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import dagster as dg
 
@@ -34,88 +33,50 @@ DESCRIPTIONS: dict[str, str] = {
 SKIPPABLE = frozenset({"s2_latent_field_5B"})
 
 
-@dataclass(frozen=True)
-class StateStep:
-    """One state as a multi-asset: its pipeline runner, group, output datasets and upstream datasets."""
+# What each state's assets read (S0 reads every sealed input; filled in by build_state_assets).
+DEPS: dict[str, tuple[str, ...]] = {
+    "s0_gate": (),
+    "s1_plan": (
+        "sealed_inputs_5B",
+        "s0_gate_receipt_5B",
+        "scenario_manifest_5A",
+        "time_grid_policy_5B",
+        "grouping_policy_5B",
+        "merchant_zone_scenario_local_5A",
+        "merchant_zone_profile_5A",
+        "virtual_classification_3B",
+    ),
+    "s2_latent": (
+        "s0_gate_receipt_5B",
+        "s1_time_grid_5B",
+        "s1_grouping_5B",
+        "merchant_zone_scenario_local_5A",
+        "arrival_lgcp_config_5B",
+        "arrival_rng_policy_5B",
+    ),
+    "s3_counts": (
+        "s0_gate_receipt_5B",
+        "s1_grouping_5B",
+        "s2_realised_intensity_5B",
+        "rng_event_arrival_lgcp_gaussian",  # S2's RNG accounting must hold before counts are drawn
+        "arrival_count_config_5B",
+        "arrival_rng_policy_5B",
+    ),
+    "rng_audit": ("rng_event_arrival_lgcp_gaussian", "rng_event_arrival_bucket_count", "arrival_rng_policy_5B"),
+}
 
-    name: str
-    runner: str
-    group: str
-    outputs: tuple[str, ...]
-    deps: tuple[str, ...]
-    description: str
-
-
-STEPS: tuple[StateStep, ...] = (
-    StateStep(
-        "s0_gate",
-        "run_s0",
-        "s0_gate",
-        ("sealed_inputs_5B", "s0_gate_receipt_5B"),
-        deps=(),  # every sealed input; filled in by build_state_assets
-        description="S0: verify the upstream HashGates and seal every input with its digest.",
-    ),
-    StateStep(
-        "s1_plan",
-        "run_s1",
-        "s1_plan",
-        ("s1_time_grid_5B", "s1_grouping_5B"),
-        deps=(
-            "sealed_inputs_5B",
-            "s0_gate_receipt_5B",
-            "scenario_manifest_5A",
-            "time_grid_policy_5B",
-            "grouping_policy_5B",
-            "merchant_zone_scenario_local_5A",
-            "merchant_zone_profile_5A",
-            "virtual_classification_3B",
-        ),
-        description="S1: build the scenario's time grid and assign every entity to a pooling group.",
-    ),
-    StateStep(
-        "s2_latent",
-        "run_s2",
-        "s2_latent",
-        ("s2_realised_intensity_5B", "s2_latent_field_5B", "rng_event_arrival_lgcp_gaussian"),
-        deps=(
-            "s0_gate_receipt_5B",
-            "s1_time_grid_5B",
-            "s1_grouping_5B",
-            "merchant_zone_scenario_local_5A",
-            "arrival_lgcp_config_5B",
-            "arrival_rng_policy_5B",
-        ),
-        description="S2: sample one correlated log-Gaussian field per group and apply it to λ_target.",
-    ),
-    StateStep(
-        "s3_counts",
-        "run_s3",
-        "s3_counts",
-        ("s3_bucket_counts_5B", "rng_event_arrival_bucket_count"),
-        deps=(
-            "s0_gate_receipt_5B",
-            "s1_grouping_5B",
-            "s2_realised_intensity_5B",
-            "rng_event_arrival_lgcp_gaussian",  # S2's RNG accounting must hold before counts are drawn
-            "arrival_count_config_5B",
-            "arrival_rng_policy_5B",
-        ),
-        description="S3: draw a count per (entity, bucket) from the realised intensity.",
-    ),
-    StateStep(
-        "rng_audit",
-        "run_audit",
-        "rng_audit",
-        ("rng_audit_log_5B",),
-        deps=("rng_event_arrival_lgcp_gaussian", "rng_event_arrival_bucket_count", "arrival_rng_policy_5B"),
-        description="Audit: reconcile both RNG families' events, traces and totals for the partition.",
-    ),
-)
+STEP_DESCRIPTIONS: dict[str, str] = {
+    "s0_gate": "S0: verify the upstream HashGates and seal every input with its digest.",
+    "s1_plan": "S1: build the scenario's time grid and assign every entity to a pooling group.",
+    "s2_latent": "S2: sample one correlated log-Gaussian field per group and apply it to λ_target.",
+    "s3_counts": "S3: draw a count per (entity, bucket) from the realised intensity.",
+    "rng_audit": "Audit: reconcile both RNG families' events, traces and totals for the partition.",
+}
 
 
-def build_state_asset(step: StateStep, sealed_input_keys: tuple[str, ...]) -> dg.AssetsDefinition:
+def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) -> dg.AssetsDefinition:
     """Build the multi-asset of one state; its body resolves the partition and calls the pipeline runner."""
-    deps = step.deps or sealed_input_keys
+    deps = DEPS[step.name] or sealed_input_keys
     specs = [
         dg.AssetSpec(
             key=out,
@@ -128,13 +89,12 @@ def build_state_asset(step: StateStep, sealed_input_keys: tuple[str, ...]) -> dg
         for out in step.outputs
     ]
 
-    @dg.multi_asset(name=step.name, specs=specs, partitions_def=grid, description=step.description)
+    @dg.multi_asset(name=step.name, specs=specs, partitions_def=grid, description=STEP_DESCRIPTIONS[step.name])
     def _state(context: dg.AssetExecutionContext, store: StoreResource) -> Iterator[dg.MaterializeResult]:
         part = partition_of(context)
         st = call_core(context, store.open)
-        runner = getattr(pipeline, step.runner)
         result = call_core(
-            context, runner, st, seed=part.seed, scenario_id=part.scenario_id, run_id=context.run.run_id
+            context, step.runner, st, seed=part.seed, scenario_id=part.scenario_id, run_id=context.run.run_id
         )
         by_id = {p.dataset_id: p for p in result.published}
         metrics = result.report.get("metrics") or {}
@@ -153,11 +113,6 @@ def build_state_asset(step: StateStep, sealed_input_keys: tuple[str, ...]) -> dg
     return _state
 
 
-def state_output_keys() -> tuple[str, ...]:
-    """Every dataset a state asset materialises."""
-    return tuple(out for step in STEPS for out in step.outputs)
-
-
 def build_state_assets(sealed_input_keys: tuple[str, ...]) -> list[dg.AssetsDefinition]:
     """Build the five state assets; S0 depends on every sealed input."""
-    return [build_state_asset(step, sealed_input_keys) for step in STEPS]
+    return [build_state_asset(step, sealed_input_keys) for step in pipeline.STATES]

@@ -4,7 +4,7 @@
 and returns one outcome per spec. Reads go through `pipeline`; the statistical corridors are pure functions
 (`latent_corridor`, `count_corridor`) so tests can call them on arrays.
 """
-from .counting import _CountMoments, count_corridor
+from .counting import CountMoments, count_corridor
 from .evaluation import evaluate
 from .intensity import latent_corridor
 from .specs import (
@@ -31,6 +31,6 @@ from .specs import (
 __all__ = [
     "CHECKS", "COUNT_CORRIDOR", "DOMAIN_COMPLETE", "FALSE_ALARM", "GATE_CONSISTENT", "LATENT_CORRIDOR",
     "NORMAL_CORRIDOR_Z", "NUMERIC_VALID", "PRIMARY_KEY_UNIQUE", "REPLAY_MODES", "RNG_ACCOUNTING", "RNG_REPLAY",
-    "SCHEMA_VALID", "TRACE_CONSISTENT", "TRACE_SCHEMA_VALID", "CheckOutcome", "CheckSpec", "_CountMoments",
+    "SCHEMA_VALID", "TRACE_CONSISTENT", "TRACE_SCHEMA_VALID", "CheckOutcome", "CheckSpec", "CountMoments",
     "checks_for", "count_corridor", "evaluate", "latent_corridor",
 ]

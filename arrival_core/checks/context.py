@@ -8,18 +8,20 @@ from functools import cached_property
 import numpy as np
 import polars as pl
 
-from .. import contracts, counts, latent, pipeline
-from ..rng import ledger
+from .. import contracts, counts, entity_grid, latent, pipeline
+from ..encoding import jsonable
 from ..errors import CONTRACT_INVALID, ArrivalError
 from ..gate import Gate
 from ..identity import Identity
+from ..reports import markdown_table
+from ..rng import ledger
 from ..store import Store
 from .specs import PRIMARY_KEY_UNIQUE, SCHEMA_VALID, CheckOutcome, CheckSpec
 
 # ---- results -------------------------------------------------------------------------------------------------------
 
 @dataclass
-class _Result:
+class CheckResult:
     """A check's verdict under construction: problems found (with offending keys) and facts for the table."""
 
     problems: list[str] = field(default_factory=list)
@@ -30,41 +32,26 @@ class _Result:
         if len(self.problems) < 5:
             self.problems.append(message)
         if key is not None and len(self.offending) < 5:
-            self.offending.append({k: _jsonable(v) for k, v in key.items()})
+            self.offending.append({k: jsonable(v) for k, v in key.items()})
 
 
-def _jsonable(value: object) -> object:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def _outcome(spec: CheckSpec, result: _Result) -> CheckOutcome:
+def to_outcome(spec: CheckSpec, result: CheckResult) -> CheckOutcome:
     passed = not result.problems
     summary = "passed" if passed else "; ".join(result.problems)
-    facts = {k: _jsonable(v) for k, v in result.facts.items()}
+    facts = {k: jsonable(v) for k, v in result.facts.items()}
     rows = [("status", "PASS" if passed else ("FAIL" if spec.severity == "ERROR" else "WARN"))]
     rows += list(facts.items()) + [(f"problem {i + 1}", p) for i, p in enumerate(result.problems)]
-    table = "\n".join(["| field | value |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in rows])
+    table = markdown_table(rows)
     metadata = {**facts, "table_md": table}
     if result.offending:
         metadata["offending_keys"] = result.offending
     return CheckOutcome(spec.name, spec.dataset_id, passed, spec.severity, summary, metadata)
 
 
-def _cell(value: object) -> str:
-    text = f"{value:.6g}" if isinstance(value, float) else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 # ---- context -------------------------------------------------------------------------------------------------------
 
 @dataclass
-class _Context:
+class CheckContext:
     """What the evaluators of one partition share: identity, replay mode, policies, S1 domain (read lazily)."""
 
     store: Store
@@ -102,9 +89,9 @@ class _Context:
         return latent.group_parameters(self.grouping, self.lgcp)
 
     @cached_property
-    def domain(self) -> latent.Domain:
+    def domain(self) -> entity_grid.Domain:
         buckets = pipeline.table_rows(self.path("s1_time_grid_5B"))
-        return latent.build_domain(self.grouping, buckets, tuple(self.params["group_id"].to_list()))
+        return entity_grid.build_domain(self.grouping, buckets, tuple(self.params["group_id"].to_list()))
 
     def sample(self, total: int, *, full: bool | None = None) -> np.ndarray:
         """Deterministic replay positions: all under `full`, else replay_sample_events evenly spaced ones."""
@@ -130,18 +117,18 @@ class _Context:
 _KEY_KINDS = ("pk_duplicate", "unsorted")
 
 
-def _require(path) -> None:
+def require_file(path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
 
 
-class _TableScan:
+class TableScan:
     """Schema and key checks of a table fed slice by slice, including the seams between slices."""
 
-    def __init__(self, ctx: _Context, dataset_id: str) -> None:
+    def __init__(self, ctx: CheckContext, dataset_id: str) -> None:
         self.entry = ctx.store.entry(dataset_id)
         self.contracts_dir = ctx.store.contracts_dir
-        self.schema, self.key = _Result(), _Result()
+        self.schema, self.key = CheckResult(), CheckResult()
         self.rows = 0
         self._tail: pl.DataFrame | None = None
 
@@ -161,16 +148,16 @@ class _TableScan:
             self._tail = frame.tail(1)
         self.rows += frame.height
 
-    def results(self) -> dict[str, _Result]:
+    def results(self) -> dict[str, CheckResult]:
         self.schema.facts["rows"] = self.rows
         return {SCHEMA_VALID: self.schema, PRIMARY_KEY_UNIQUE: self.key}
 
 
-def _scan_table(ctx: _Context, dataset_id: str, slice_rows: int,
-                on_slice: Callable[[int, pl.DataFrame], None] | None = None) -> dict[str, _Result]:
+def scan_table(ctx: CheckContext, dataset_id: str, slice_rows: int,
+                on_slice: Callable[[int, pl.DataFrame], None] | None = None) -> dict[str, CheckResult]:
     path = ctx.path(dataset_id)
-    _require(path)
-    scan = _TableScan(ctx, dataset_id)
+    require_file(path)
+    scan = TableScan(ctx, dataset_id)
     for start, frame in pipeline.read_slices(path, slice_rows):
         scan.feed(start, frame)
         if on_slice is not None:
@@ -178,8 +165,8 @@ def _scan_table(ctx: _Context, dataset_id: str, slice_rows: int,
     return scan.results()
 
 
-def _document_schema(ctx: _Context, dataset_id: str, doc: object) -> _Result:
-    result = _Result()
+def document_schema(ctx: CheckContext, dataset_id: str, doc: object) -> CheckResult:
+    result = CheckResult()
     try:
         contracts.validate_document(doc, ctx.store.entry(dataset_id).schema_ref, code=CONTRACT_INVALID,
                                     where=str(ctx.path(dataset_id)), contracts_dir=ctx.store.contracts_dir)
@@ -188,9 +175,9 @@ def _document_schema(ctx: _Context, dataset_id: str, doc: object) -> _Result:
     return result
 
 
-def _key_of(frame: pl.DataFrame, row: int, columns: tuple[str, ...]) -> dict:
+def key_of(frame: pl.DataFrame, row: int, columns: tuple[str, ...]) -> dict:
     return {c: frame[c][row] for c in columns if c in frame.columns}
 
 
-def _first(mask: np.ndarray) -> int | None:
+def first_true(mask: np.ndarray) -> int | None:
     return int(np.argmax(mask)) if mask.any() else None

@@ -7,12 +7,21 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from .. import counts, latent, pipeline
+from .. import counts, entity_grid, pipeline
 from ..grouping import ENTITY_KEYS
 from ..rng import ledger, streams, variates
 from ..rng.philox import add_counter
-from .context import _Context, _document_schema, _first, _key_of, _require, _Result, _scan_table, _TableScan
-from .intensity import _ledger_result
+from .context import (
+    CheckContext,
+    CheckResult,
+    TableScan,
+    document_schema,
+    first_true,
+    key_of,
+    require_file,
+    scan_table,
+)
+from .intensity import ledger_result
 from .specs import (
     COUNT_CORRIDOR,
     DOMAIN_COMPLETE,
@@ -27,7 +36,7 @@ from .specs import (
 # ---- S3 ------------------------------------------------------------------------------------------------------------
 
 @dataclass
-class _CountMoments:
+class CountMoments:
     """Running sums over drawing, uncapped rows for the count corridors."""
 
     rows: int = 0
@@ -56,7 +65,7 @@ class _CountMoments:
             self.d_sq += float((dev * dev).sum())
 
 
-def count_corridor(m: _CountMoments, law: str, alpha: float) -> dict:
+def count_corridor(m: CountMoments, law: str, alpha: float) -> dict:
     """Corridors for counts given μ. Poisson: the total is Poisson(Σμ), bounded by Bernstein at alpha/4 per side;
     the dispersion statistic Σ((N−μ)² − N) has mean 0 and variance 2Σμ², held within NORMAL_CORRIDOR_Z standard
     errors. NB2: Σ(N−μ) / √Σ(μ+μ²/κ) and the self-normalised Σ((N−μ)² − μ − μ²/κ) within NORMAL_CORRIDOR_Z."""
@@ -81,7 +90,7 @@ def count_corridor(m: _CountMoments, law: str, alpha: float) -> dict:
     return out | {"passed": out["total_ok"] and out["dispersion_ok"]}
 
 
-def _replay_counts(ctx: _Context, frame: pl.DataFrame, e0: int, rows: np.ndarray, kappa: np.ndarray | None) -> np.ndarray:
+def _replay_counts(ctx: CheckContext, frame: pl.DataFrame, e0: int, rows: np.ndarray, kappa: np.ndarray | None) -> np.ndarray:
     """count_N re-derived for chosen rows of a slice of whole entities starting at entity e0."""
     h = ctx.domain.buckets
     local_entity = rows // h
@@ -95,13 +104,13 @@ def _replay_counts(ctx: _Context, frame: pl.DataFrame, e0: int, rows: np.ndarray
     return draws.count
 
 
-def _counts(ctx: _Context) -> dict[str, _Result]:
+def check_counts(ctx: CheckContext) -> dict[str, CheckResult]:
     d, policy = ctx.domain, ctx.count_policy
     h = d.buckets
     path = ctx.path("s3_bucket_counts_5B")
-    _require(path)
+    require_file(path)
     total = pipeline.table_rows(path)
-    domain, numeric, replay, corridor = _Result(), _Result(), _Result(), _Result()
+    domain, numeric, replay, corridor = CheckResult(), CheckResult(), CheckResult(), CheckResult()
     aligned = [total == d.rows]
     if not aligned[0]:
         domain.fail(f"{total} rows, expected {d.size} entities × {h} buckets = {d.rows}")
@@ -110,7 +119,7 @@ def _counts(ctx: _Context) -> dict[str, _Result]:
     source = pipeline.read_slices(ctx.path("s2_realised_intensity_5B"), slice_rows,
                                   [*ENTITY_KEYS, "bucket_index", "lambda_realised"])
     sample = ctx.sample(total)
-    moments = _CountMoments()
+    moments = CountMoments()
     replayed = [0]
 
     def on_slice(start: int, frame: pl.DataFrame) -> None:
@@ -119,7 +128,7 @@ def _counts(ctx: _Context) -> dict[str, _Result]:
         e0 = start // h
         e1 = e0 + frame.height // h
         _, s2 = next(source)
-        bad_key, bad_group = latent.chunk_misaligned(frame.to_arrow(), d, e0, e1, "bucket_index", group_column="group_id")
+        bad_key, bad_group = entity_grid.chunk_misaligned(frame.to_arrow(), d, e0, e1, "bucket_index", group_column="group_id")
         same = all(frame[c].equals(s2[c]) for c in (*ENTITY_KEYS, "bucket_index"))
         if bad_key is not None or bad_group is not None or not same:
             domain.fail(f"rows from {start} are not the rows of s2_realised_intensity_5B / grid × grouping")
@@ -137,22 +146,22 @@ def _counts(ctx: _Context) -> dict[str, _Result]:
             ("count_capped without count_N = max_count_per_bucket", capped & (n != policy.max_count)),
             (f"count_law_id is not {policy.law}", (frame["count_law_id"] != policy.law).to_numpy()),
         ):
-            if (i := _first(bad)) is not None:
-                numeric.fail(f"{int(bad.sum())} row(s): {label}", _key_of(frame, i, (*ENTITY_KEYS, "bucket_index")))
+            if (i := first_true(bad)) is not None:
+                numeric.fail(f"{int(bad.sum())} row(s): {label}", key_of(frame, i, (*ENTITY_KEYS, "bucket_index")))
         rows = sample[(sample >= start) & (sample < start + frame.height)] - start
         if len(rows):
             again = _replay_counts(ctx, frame, e0, rows, kappa)
             replayed[0] += len(rows)
             bad = again != n[rows]
-            if (i := _first(bad)) is not None:
+            if (i := first_true(bad)) is not None:
                 replay.fail(f"{int(bad.sum())} of {len(rows)} replayed row(s) differ",
-                            _key_of(frame, int(rows[i]), (*ENTITY_KEYS, "bucket_index")) | {"count_N": int(n[rows[i]]),
+                            key_of(frame, int(rows[i]), (*ENTITY_KEYS, "bucket_index")) | {"count_N": int(n[rows[i]]),
                                                                                            "replayed": int(again[i])})
         use = (mu > policy.lambda_zero_eps) & ~capped
         k = None if kappa is None else np.repeat(kappa[e0:e1], h)[use]
         moments.add(mu[use], n[use].astype(np.float64), k)
 
-    results = _scan_table(ctx, "s3_bucket_counts_5B", slice_rows, on_slice)
+    results = scan_table(ctx, "s3_bucket_counts_5B", slice_rows, on_slice)
     replay.facts |= {"rows_replayed": replayed[0], "mode": ctx.replay}
     stats = count_corridor(moments, policy.law, FALSE_ALARM)
     corridor.facts |= {k: v for k, v in stats.items() if k not in ("passed",)}
@@ -161,15 +170,15 @@ def _counts(ctx: _Context) -> dict[str, _Result]:
     return results | {DOMAIN_COMPLETE: domain, NUMERIC_VALID: numeric, RNG_REPLAY: replay, COUNT_CORRIDOR: corridor}
 
 
-def _count_events(ctx: _Context) -> dict[str, _Result]:
+def check_count_events(ctx: CheckContext) -> dict[str, CheckResult]:
     d, policy = ctx.domain, ctx.count_policy
     h = d.buckets
     path = ctx.path("rng_event_arrival_bucket_count")
-    _require(path)
+    require_file(path)
     family = pipeline.read_ledger(ctx.gate, counts.FAMILY_ID)
-    accounting = _ledger_result(ctx, counts.FAMILY_ID, family.events, family.expected, family.trace)
-    replay = _Result(facts={"mode": ctx.replay})
-    scan = _TableScan(ctx, "rng_event_arrival_bucket_count")
+    accounting = ledger_result(ctx, counts.FAMILY_ID, family.events, family.expected, family.trace)
+    replay = CheckResult(facts={"mode": ctx.replay})
+    scan = TableScan(ctx, "rng_event_arrival_bucket_count")
     kappa = counts.entity_kappa(ctx.grouping, policy) if policy.law == "nb2" else None
     sample = ctx.sample(family.events.events, full=False)  # under `full` the counts' own check replays them all
     chosen: list[pl.DataFrame] = []
@@ -198,9 +207,9 @@ def _count_events(ctx: _Context) -> dict[str, _Result]:
                              ("rng_counter_after_lo", after_lo),
                              ("draws", np.full(len(bucket), policy.draws_per_event)), ("blocks", np.ones(len(bucket)))):
             bad = events[column].to_numpy() != want
-            if (i := _first(bad)) is not None:
+            if (i := first_true(bad)) is not None:
                 accounting.fail(f"{int(bad.sum())} event(s): {column} is not the stream base + bucket_index",
-                                _key_of(events, i, keys))
+                                key_of(events, i, keys))
         rows = sample[(sample >= offset) & (sample < offset + events.height)] - offset
         if len(rows):
             chosen.append(events[rows].with_columns(
@@ -214,7 +223,7 @@ def _count_events(ctx: _Context) -> dict[str, _Result]:
     return scan.results() | {RNG_ACCOUNTING: accounting, RNG_REPLAY: replay}
 
 
-def _replay_count_events(ctx: _Context, events: pl.DataFrame, policy: counts.CountPolicy, result: _Result) -> None:
+def _replay_count_events(ctx: CheckContext, events: pl.DataFrame, policy: counts.CountPolicy, result: CheckResult) -> None:
     """Re-derive sampled events with the ledger (policy template → stream → blocks) and recompute their counts."""
     replayed = ledger.replay(ctx.gate.policy("arrival_rng_policy_5B"), counts.FAMILY_ID, events,
                              ctx.identity.columns())
@@ -229,18 +238,18 @@ def _replay_count_events(ctx: _Context, events: pl.DataFrame, policy: counts.Cou
         n = variates.poisson_inv(variates.gamma_inv(kappa, u0) * mu / kappa, variates.u01(replayed.x1[first]))
     n = np.minimum(n, policy.max_count)
     bad = n != events["count_N"].to_numpy()
-    if (i := _first(bad)) is not None:
+    if (i := first_true(bad)) is not None:
         result.fail(f"{int(bad.sum())} of {len(bad)} replayed event(s) give another count",
-                    _key_of(events, i, (*ENTITY_KEYS, "bucket_index")) | {"count_N": int(events["count_N"][i]),
+                    key_of(events, i, (*ENTITY_KEYS, "bucket_index")) | {"count_N": int(events["count_N"][i]),
                                                                            "replayed": int(n[i])})
     result.facts["events_replayed"] = events.height
 
 
-def _audit_log(ctx: _Context) -> dict[str, _Result]:
+def check_audit_log(ctx: CheckContext) -> dict[str, CheckResult]:
     path = ctx.path("rng_audit_log_5B")
-    _require(path)
-    record = pipeline.read_document(path)
-    accounting = _Result()
+    require_file(path)
+    record = pipeline.read_json(path)
+    accounting = CheckResult()
     ledgers = pipeline.read_ledgers(ctx.gate)
     expected = ledger.audit_record(ctx.gate.policy("arrival_rng_policy_5B"),
                                    ctx.gate.sealed("arrival_rng_policy_5B")["sha256_hex"], ctx.identity.columns(),
@@ -254,4 +263,4 @@ def _audit_log(ctx: _Context) -> dict[str, _Result]:
             accounting.fail(f"{lg.family_id}: events {lg.events}, trace {ledger.trace_totals(lg.trace)}, "
                             f"outputs {lg.expected}")
         accounting.facts[f"{lg.family_id} events"] = lg.events.events
-    return {SCHEMA_VALID: _document_schema(ctx, "rng_audit_log_5B", record), RNG_ACCOUNTING: accounting}
+    return {SCHEMA_VALID: document_schema(ctx, "rng_audit_log_5B", record), RNG_ACCOUNTING: accounting}

@@ -8,10 +8,10 @@ import polars as pl
 from ..errors import ArrivalError
 from ..identity import Identity
 from ..store import Store
-from .context import _Context, _outcome, _Result
-from .counting import _audit_log, _count_events, _counts
-from .intensity import _latent_events, _latent_field, _realised, _trace
-from .plan import _grouping, _receipt, _sealed_inputs, _time_grid
+from .context import CheckContext, CheckResult, to_outcome
+from .counting import check_audit_log, check_count_events, check_counts
+from .intensity import check_latent_events, check_latent_field, check_realised, check_trace
+from .plan import check_grouping, check_receipt, check_sealed_inputs, check_time_grid
 from .specs import REPLAY_MODES, CheckOutcome, checks_for
 
 
@@ -22,38 +22,38 @@ def evaluate(store: Store, identity: Identity, dataset_id: str, *, replay: str =
         raise ValueError(f"no checks are defined for dataset {dataset_id!r}")
     if replay not in REPLAY_MODES:
         raise ValueError(f"replay must be one of {REPLAY_MODES}, got {replay!r}")
-    ctx = _Context(store, identity, replay, dataset_id)
-    results: dict[str, _Result] = {}
+    ctx = CheckContext(store, identity, replay, dataset_id)
+    results: dict[str, CheckResult] = {}
     try:
         results = _EVALUATORS[dataset_id](ctx)
     except (ArrivalError, OSError, pl.exceptions.PolarsError) as exc:
         reason = f"{exc.code}: {exc.message}" if isinstance(exc, ArrivalError) else f"cannot be read: {exc}"
         results = {}
         for spec in specs:
-            results[spec.name] = _Result()
+            results[spec.name] = CheckResult()
             results[spec.name].fail(reason)
     out = []
     for spec in specs:
         result = results.get(spec.name)
         if result is None:
-            result = _Result()
+            result = CheckResult()
             result.fail("not evaluated")
-        out.append(_outcome(spec, result))
+        out.append(to_outcome(spec, result))
     return out
 
 
 
-_EVALUATORS: dict[str, Callable[[_Context], dict[str, _Result]]] = {
-    "sealed_inputs_5B": _sealed_inputs,
-    "s0_gate_receipt_5B": _receipt,
-    "s1_time_grid_5B": _time_grid,
-    "s1_grouping_5B": _grouping,
-    "s2_realised_intensity_5B": _realised,
-    "s2_latent_field_5B": _latent_field,
-    "rng_event_arrival_lgcp_gaussian": _latent_events,
-    "rng_trace_arrival_lgcp_gaussian": lambda ctx: _trace(ctx, "rng_trace_arrival_lgcp_gaussian", 0),
-    "s3_bucket_counts_5B": _counts,
-    "rng_event_arrival_bucket_count": _count_events,
-    "rng_trace_arrival_bucket_count": lambda ctx: _trace(ctx, "rng_trace_arrival_bucket_count", 1),
-    "rng_audit_log_5B": _audit_log,
+_EVALUATORS: dict[str, Callable[[CheckContext], dict[str, CheckResult]]] = {
+    "sealed_inputs_5B": check_sealed_inputs,
+    "s0_gate_receipt_5B": check_receipt,
+    "s1_time_grid_5B": check_time_grid,
+    "s1_grouping_5B": check_grouping,
+    "s2_realised_intensity_5B": check_realised,
+    "s2_latent_field_5B": check_latent_field,
+    "rng_event_arrival_lgcp_gaussian": check_latent_events,
+    "rng_trace_arrival_lgcp_gaussian": lambda ctx: check_trace(ctx, "rng_trace_arrival_lgcp_gaussian", 0),
+    "s3_bucket_counts_5B": check_counts,
+    "rng_event_arrival_bucket_count": check_count_events,
+    "rng_trace_arrival_bucket_count": lambda ctx: check_trace(ctx, "rng_trace_arrival_bucket_count", 1),
+    "rng_audit_log_5B": check_audit_log,
 }

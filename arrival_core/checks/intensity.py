@@ -6,10 +6,10 @@ import math
 import numpy as np
 import polars as pl
 
-from .. import counts, latent, pipeline
+from .. import counts, entity_grid, latent, pipeline
 from ..grouping import ENTITY_KEYS
 from ..rng import ledger, streams
-from .context import _Context, _first, _key_of, _require, _Result, _scan_table, _TableScan
+from .context import CheckContext, CheckResult, TableScan, first_true, key_of, require_file, scan_table
 from .specs import (
     DOMAIN_COMPLETE,
     FALSE_ALARM,
@@ -26,7 +26,7 @@ from .specs import (
 
 # ---- S2 ------------------------------------------------------------------------------------------------------------
 
-def _latent_matrix(ctx: _Context) -> pl.DataFrame | None:
+def _latent_matrix(ctx: CheckContext) -> pl.DataFrame | None:
     """The published latent field's columns (G·H rows), or None when the policy does not emit it."""
     path = ctx.path("s2_latent_field_5B")
     if not path.is_file():
@@ -35,13 +35,13 @@ def _latent_matrix(ctx: _Context) -> pl.DataFrame | None:
                                       "length_scale_buckets", "lambda_random_component", "clipped"])
 
 
-def _realised(ctx: _Context) -> dict[str, _Result]:
+def check_realised(ctx: CheckContext) -> dict[str, CheckResult]:
     d, lgcp = ctx.domain, ctx.lgcp
     h = d.buckets
     path = ctx.path("s2_realised_intensity_5B")
-    _require(path)
+    require_file(path)
     total = pipeline.table_rows(path)
-    domain, numeric, replay = _Result(), _Result(), _Result()
+    domain, numeric, replay = CheckResult(), CheckResult(), CheckResult()
     aligned = [total == d.rows]
     if not aligned[0]:
         domain.fail(f"{total} rows, expected {d.size} entities × {h} buckets = {d.rows}")
@@ -59,10 +59,10 @@ def _realised(ctx: _Context) -> dict[str, _Result]:
             return
         e0 = start // h
         e1 = e0 + frame.height // h
-        bad_key, bad_group = latent.chunk_misaligned(frame.to_arrow(), d, e0, e1, "bucket_index", group_column="group_id")
+        bad_key, bad_group = entity_grid.chunk_misaligned(frame.to_arrow(), d, e0, e1, "bucket_index", group_column="group_id")
         if bad_key is not None or bad_group is not None:
             row = bad_key if bad_key is not None else bad_group
-            domain.fail(f"row {start + row} breaks grid × grouping", _key_of(frame, row, (*ENTITY_KEYS, "bucket_index")))
+            domain.fail(f"row {start + row} breaks grid × grouping", key_of(frame, row, (*ENTITY_KEYS, "bucket_index")))
             aligned[0] = False
             return
         target = frame["lambda_baseline"].to_numpy()
@@ -80,30 +80,30 @@ def _realised(ctx: _Context) -> dict[str, _Result]:
         if factors is not None:
             checks.append(("ξ differs from s2_latent_field_5B", factor != factors[group, bucket]))
         for label, bad in checks:
-            if (i := _first(bad)) is not None:
-                numeric.fail(f"{int(bad.sum())} row(s): {label}", _key_of(frame, i, (*ENTITY_KEYS, "bucket_index")))
+            if (i := first_true(bad)) is not None:
+                numeric.fail(f"{int(bad.sum())} row(s): {label}", key_of(frame, i, (*ENTITY_KEYS, "bucket_index")))
         rows = position[group] >= 0
         replayed[0] += int(rows.sum())
         bad = np.zeros(len(factor), dtype=bool)
         bad[rows] = factor[rows] != fresh.factor[position[group[rows]], bucket[rows]]
-        if (i := _first(bad)) is not None:
-            replay.fail(f"{int(bad.sum())} row(s) have ξ that does not replay", _key_of(frame, i, (*ENTITY_KEYS, "bucket_index")))
+        if (i := first_true(bad)) is not None:
+            replay.fail(f"{int(bad.sum())} row(s) have ξ that does not replay", key_of(frame, i, (*ENTITY_KEYS, "bucket_index")))
 
-    results = _scan_table(ctx, "s2_realised_intensity_5B", slice_rows, on_slice)
+    results = scan_table(ctx, "s2_realised_intensity_5B", slice_rows, on_slice)
     domain.facts |= {"rows": total, "entities": d.size, "buckets": h}
     replay.facts |= {"groups_replayed": len(chosen), "rows_compared": replayed[0], "mode": ctx.replay}
     return results | {DOMAIN_COMPLETE: domain, NUMERIC_VALID: numeric, RNG_REPLAY: replay}
 
 
-def _latent_field(ctx: _Context) -> dict[str, _Result]:
+def check_latent_field(ctx: CheckContext) -> dict[str, CheckResult]:
     lgcp, d = ctx.lgcp, ctx.domain
     if not ctx.path("s2_latent_field_5B").is_file() and not lgcp.emit_latent_field:
-        result = _Result(facts={"emitted": False})
+        result = CheckResult(facts={"emitted": False})
         return {spec.name: result for spec in checks_for("s2_latent_field_5B")}
-    results = _scan_table(ctx, "s2_latent_field_5B", pipeline.DEFAULT_CHUNK_ROWS)
+    results = scan_table(ctx, "s2_latent_field_5B", pipeline.DEFAULT_CHUNK_ROWS)
     table = _latent_matrix(ctx)
     g, h = len(d.group_ids), d.buckets
-    domain, numeric, replay, corridor = _Result(), _Result(), _Result(), _Result()
+    domain, numeric, replay, corridor = CheckResult(), CheckResult(), CheckResult(), CheckResult()
     if table.height != g * h or not table["group_id"].equals(pl.Series(d.group_ids).gather(
             np.repeat(np.arange(g), h)), check_names=False) or not np.array_equal(
             table["bucket_index"].to_numpy(), np.tile(np.arange(h), g)):
@@ -123,7 +123,7 @@ def _latent_field(ctx: _Context) -> dict[str, _Result]:
         ("ξ ≠ clip(exp(Z − σ²/2))", (factor != np.clip(raw, lgcp.min_factor, lgcp.max_factor)).ravel()),
         ("`clipped` does not mark the clipped factors", table["clipped"].to_numpy() != (factor != raw).ravel()),
     ):
-        if (i := _first(bad)) is not None:
+        if (i := first_true(bad)) is not None:
             numeric.fail(f"{int(bad.sum())} row(s): {label}", {"group_id": table["group_id"][i],
                                                               "bucket_index": table["bucket_index"][i]})
     chosen, fresh = ctx.replay_groups()
@@ -185,14 +185,14 @@ def latent_corridor(z: np.ndarray, sigma: np.ndarray, phi: np.ndarray, alpha: fl
     }
 
 
-def _ledger_result(ctx: _Context, family_id: str, events: ledger.FamilyTotals, expected: ledger.FamilyTotals,
-                   trace: pl.DataFrame) -> _Result:
-    result = _Result(facts={"events": events.events, "draws": events.draws, "blocks": events.blocks,
+def ledger_result(ctx: CheckContext, family_id: str, events: ledger.FamilyTotals, expected: ledger.FamilyTotals,
+                   trace: pl.DataFrame) -> CheckResult:
+    result = CheckResult(facts={"events": events.events, "draws": events.draws, "blocks": events.blocks,
                             "trace_appends": trace.height})
     audit_path = ctx.path("rng_audit_log_5B")
     entry = None
     if audit_path.is_file():
-        record = pipeline.read_document(audit_path)
+        record = pipeline.read_json(audit_path)
         entry = ((record.get("families") or {}).get(family_id) if isinstance(record, dict) else None) or {}
         result.facts["audit"] = "compared"
     for p in ledger.reconcile(events, trace, expected, append_events=ctx.rng.trace_append_events,
@@ -201,12 +201,12 @@ def _ledger_result(ctx: _Context, family_id: str, events: ledger.FamilyTotals, e
     return result
 
 
-def _latent_events(ctx: _Context) -> dict[str, _Result]:
-    results = _scan_table(ctx, "rng_event_arrival_lgcp_gaussian", pipeline.DEFAULT_CHUNK_ROWS)
+def check_latent_events(ctx: CheckContext) -> dict[str, CheckResult]:
+    results = scan_table(ctx, "rng_event_arrival_lgcp_gaussian", pipeline.DEFAULT_CHUNK_ROWS)
     family = pipeline.read_ledger(ctx.gate, latent.FAMILY_ID)
     table = pipeline.read_table(ctx.path("rng_event_arrival_lgcp_gaussian"))
-    accounting = _ledger_result(ctx, latent.FAMILY_ID, family.events, family.expected, family.trace)
-    replay = _Result(facts={"mode": ctx.replay})
+    accounting = ledger_result(ctx, latent.FAMILY_ID, family.events, family.expected, family.trace)
+    replay = CheckResult(facts={"mode": ctx.replay})
     d, h = ctx.domain, ctx.domain.buckets
     if ctx.lgcp.latent_model_id != "none":
         if table.height != len(d.group_ids) or table["group_id"].to_list() != list(d.group_ids):
@@ -223,7 +223,7 @@ def _latent_events(ctx: _Context) -> dict[str, _Result]:
             for column, expected in (("rng_key", key), ("rng_counter_before_hi", hi), ("rng_counter_before_lo", lo),
                                      ("rng_counter_after_hi", after_hi), ("rng_counter_after_lo", after_lo)):
                 bad = sub[column].to_numpy() != expected
-                if (i := _first(bad)) is not None:
+                if (i := first_true(bad)) is not None:
                     replay.fail(f"{int(bad.sum())} event(s): {column} does not replay", {"group_id": sub["group_id"][i]})
             replay.facts["events_replayed"] = len(chosen)
         for column, value in (("draws", 2 * h), ("blocks", h)):
@@ -232,13 +232,13 @@ def _latent_events(ctx: _Context) -> dict[str, _Result]:
     return results | {RNG_ACCOUNTING: accounting, RNG_REPLAY: replay}
 
 
-def _trace(ctx: _Context, dataset_id: str, family_index: int) -> dict[str, _Result]:
-    scan = _TableScan(ctx, dataset_id)
+def check_trace(ctx: CheckContext, dataset_id: str, family_index: int) -> dict[str, CheckResult]:
+    scan = TableScan(ctx, dataset_id)
     path = ctx.path(dataset_id)
-    _require(path)
+    require_file(path)
     scan.feed(0, pipeline.read_table(path))
     family = pipeline.read_ledger(ctx.gate, (latent.FAMILY_ID, counts.FAMILY_ID)[family_index])
-    consistent = _Result(facts={"appends": family.trace.height})
+    consistent = CheckResult(facts={"appends": family.trace.height})
     for p in ledger.trace_problems(family.trace, append_events=ctx.rng.trace_append_events):
         consistent.fail(p)
     if ledger.trace_totals(family.trace) != family.events:
@@ -247,8 +247,8 @@ def _trace(ctx: _Context, dataset_id: str, family_index: int) -> dict[str, _Resu
     return {TRACE_SCHEMA_VALID: _merge(results[SCHEMA_VALID], results[PRIMARY_KEY_UNIQUE]), TRACE_CONSISTENT: consistent}
 
 
-def _merge(*parts: _Result) -> _Result:
-    out = _Result()
+def _merge(*parts: CheckResult) -> CheckResult:
+    out = CheckResult()
     for part in parts:
         out.facts |= part.facts
         for p in part.problems:

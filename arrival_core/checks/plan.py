@@ -7,16 +7,16 @@ import polars as pl
 from .. import pipeline
 from ..errors import ArrivalError, error_code
 from ..grouping import ENTITY_KEYS
-from .context import _Context, _document_schema, _require, _Result, _scan_table
+from .context import CheckContext, CheckResult, document_schema, require_file, scan_table
 from .specs import DOMAIN_COMPLETE, GATE_CONSISTENT, PRIMARY_KEY_UNIQUE, SCHEMA_VALID
 
 # ---- S0 and S1 -----------------------------------------------------------------------------------------------------
 
-def _sealed_inputs(ctx: _Context) -> dict[str, _Result]:
+def check_sealed_inputs(ctx: CheckContext) -> dict[str, CheckResult]:
     path = ctx.path("sealed_inputs_5B")
-    _require(path)
-    rows = pipeline.read_document(path)
-    key, consistent = _Result(), _Result()
+    require_file(path)
+    rows = pipeline.read_json(path)
+    key, consistent = CheckResult(), CheckResult()
     if isinstance(rows, list):
         keys = [(r.get("owner_segment"), r.get("artifact_id")) for r in rows if isinstance(r, dict)]
         if len(set(keys)) != len(keys):
@@ -28,15 +28,15 @@ def _sealed_inputs(ctx: _Context) -> dict[str, _Result]:
         _ = ctx.gate  # loading the gate recomputes the digest and re-checks every sealed policy
     except ArrivalError as err:
         consistent.fail(f"{err.code}: {err.message}")
-    return {SCHEMA_VALID: _document_schema(ctx, "sealed_inputs_5B", rows), PRIMARY_KEY_UNIQUE: key,
+    return {SCHEMA_VALID: document_schema(ctx, "sealed_inputs_5B", rows), PRIMARY_KEY_UNIQUE: key,
             GATE_CONSISTENT: consistent}
 
 
-def _receipt(ctx: _Context) -> dict[str, _Result]:
+def check_receipt(ctx: CheckContext) -> dict[str, CheckResult]:
     path = ctx.path("s0_gate_receipt_5B")
-    _require(path)
-    receipt = pipeline.read_document(path)
-    consistent = _Result()
+    require_file(path)
+    receipt = pipeline.read_json(path)
+    consistent = CheckResult()
     try:
         g = ctx.gate
         statuses = {seg: v["status"] for seg, v in g.receipt["upstream_segments"].items()}
@@ -47,13 +47,13 @@ def _receipt(ctx: _Context) -> dict[str, _Result]:
             consistent.fail(f"scenario {ctx.identity.scenario_id} is not in the receipt's scenario_set")
     except ArrivalError as err:
         consistent.fail(f"{err.code}: {err.message}")
-    return {SCHEMA_VALID: _document_schema(ctx, "s0_gate_receipt_5B", receipt), GATE_CONSISTENT: consistent}
+    return {SCHEMA_VALID: document_schema(ctx, "s0_gate_receipt_5B", receipt), GATE_CONSISTENT: consistent}
 
 
-def _time_grid(ctx: _Context) -> dict[str, _Result]:
-    results = _scan_table(ctx, "s1_time_grid_5B", pipeline.DEFAULT_CHUNK_ROWS)
+def check_time_grid(ctx: CheckContext) -> dict[str, CheckResult]:
+    results = scan_table(ctx, "s1_time_grid_5B", pipeline.DEFAULT_CHUNK_ROWS)
     frame = pipeline.read_table(ctx.path("s1_time_grid_5B"))
-    domain = _Result()
+    domain = CheckResult()
     manifest, _ = pipeline.read_sealed_table(ctx.gate, "scenario_manifest_5A", code=error_code("S1", "INPUT_SCHEMA_INVALID"))
     scenario = manifest.filter(pl.col("scenario_id") == ctx.identity.scenario_id)
     if frame.height == 0 or scenario.height != 1:
@@ -71,9 +71,9 @@ def _time_grid(ctx: _Context) -> dict[str, _Result]:
     return results | {DOMAIN_COMPLETE: domain}
 
 
-def _grouping(ctx: _Context) -> dict[str, _Result]:
-    results = _scan_table(ctx, "s1_grouping_5B", pipeline.DEFAULT_CHUNK_ROWS)
-    domain = _Result()
+def check_grouping(ctx: CheckContext) -> dict[str, CheckResult]:
+    results = scan_table(ctx, "s1_grouping_5B", pipeline.DEFAULT_CHUNK_ROWS)
+    domain = CheckResult()
     surface = ctx.gate.path("merchant_zone_scenario_local_5A")
     entities = pipeline.read_entity_keys(surface)
     grouped = ctx.grouping.select(ENTITY_KEYS)

@@ -2,11 +2,11 @@
 
 Both the Dagster assets and the CLI call these runners; this package and the store are where the core does I/O.
 """
+from ..store import read_json
 from .accounting import FamilyLedger, read_ledger, read_ledgers, run_audit
 from .plan import run_s0, run_s1, verify_bundle
 from .readers import (
     output_path,
-    read_document,
     read_entity_keys,
     read_rows,
     read_slices,
@@ -23,18 +23,21 @@ from .shell import (
     conform,
     execute_state,
     load_gate,
+    parse_policy,
+    read_receipt,
     read_sealed_table,
     read_world,
     resolve_identity,
     rng_failure,
     validate_output,
 )
-from .streaming import DEFAULT_CHUNK_ROWS, _ValueSets, default_chunk_entities, surface_path
+from .states import STATES, State, state_of_output
+from .streaming import DEFAULT_CHUNK_ROWS, ValueSets, default_chunk_entities, surface_path
 
 __all__ = [
-    "DEFAULT_CHUNK_ROWS", "FamilyLedger", "StateResult", "StateRun", "World", "_ValueSets", "arrow_schema", "conform",
-    "default_chunk_entities", "execute_state", "load_gate", "output_path", "read_document", "read_entity_keys",
-    "read_ledger", "read_ledgers", "read_rows", "read_sealed_table", "read_slices", "read_table", "read_world",
+    "DEFAULT_CHUNK_ROWS", "FamilyLedger", "STATES", "State", "state_of_output", "StateResult", "StateRun", "World", "ValueSets", "arrow_schema", "conform",
+    "default_chunk_entities", "execute_state", "load_gate", "parse_policy", "output_path", "read_entity_keys", "read_json",
+    "read_ledger", "read_ledgers", "read_rows", "read_receipt", "read_sealed_table", "read_slices", "read_table", "read_world",
     "resolve_identity", "rng_failure", "validate_output", "run_audit", "run_s0", "run_s1", "run_s2", "run_s3", "surface_path", "table_rows",
     "verify_bundle", "world_scenarios",
 ]

@@ -15,13 +15,12 @@ from ..gate import Gate, SegmentGate
 from ..identity import Identity
 from ..store import Published, Store
 from .shell import (
-    _FILE_CHUNK,
     StateResult,
     StateRun,
-    _parse_policy,
     arrow_schema,
     conform,
     execute_state,
+    parse_policy,
     read_sealed_table,
     read_world,
     validate_output,
@@ -39,12 +38,7 @@ def _hash_members(folder: Path, paths: Sequence[str]) -> tuple[dict[str, str | N
         if root not in path.parents or not path.is_file():
             digests[rel] = None
             continue
-        own = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(_FILE_CHUNK):
-                own.update(chunk)
-                bundle.update(chunk)
-        digests[rel] = own.hexdigest()
+        digests[rel] = sha256_file(path, also=bundle)
     return digests, bundle.hexdigest()
 
 
@@ -111,7 +105,7 @@ def _s0_body(run: StateRun) -> Sequence[Published]:
         run.metrics["upstream_segments"] = {g.segment: g.status for g in gates}
         gate.require_all_pass(gates)
         for entry in gate.policy_entries(cd):
-            _parse_policy(world.policy_bytes[entry.id], entry, world.policy_paths[entry.id],
+            parse_policy(world.policy_bytes[entry.id], entry, world.policy_paths[entry.id],
                           code=error_code("S0", "POLICY_INVALID"), store=store)
         manifest_path = store.path("scenario_manifest_5A", manifest_fingerprint=mf)
         try:
@@ -157,7 +151,7 @@ def run_s0(store: Store, *, seed: int | str, scenario_id: str, run_id: str | Non
 
 # ---- S1: time grid and grouping ------------------------------------------------------------------------------
 
-def _read_domain(path: Path, *, code: str) -> pl.DataFrame:
+def read_domain(path: Path, *, code: str) -> pl.DataFrame:
     """The distinct entities of a scenario's λ surface, reading only the key columns.
 
     Keeping only rows whose key differs from the previous row first is exact in any row order and, on a
@@ -219,7 +213,7 @@ def _s1_body(run: StateRun) -> Sequence[Published]:
         virtual, virtual_path = _read_virtual(g, identity)
         _check_input(store, "virtual_classification_3B", virtual, virtual_path, identity)
         surface_path = g.path("merchant_zone_scenario_local_5A")
-        domain = _read_domain(surface_path, code=error_code("S1", "DOMAIN_INVALID"))
+        domain = read_domain(surface_path, code=error_code("S1", "DOMAIN_INVALID"))
         if domain.height == 0:
             raise ArrivalError(error_code("S1", "DOMAIN_INVALID"), f"{surface_path}: the λ surface has no entities",
                                file=str(surface_path))

@@ -1,7 +1,6 @@
 """Reading published outputs, for the checks and `arrival verify`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -11,8 +10,8 @@ from .. import gate
 from ..errors import ArrivalError, error_code
 from ..identity import Identity
 from ..store import Store
-from .plan import _read_domain
-from .shell import read_world
+from .plan import read_domain
+from .shell import read_receipt
 
 # ---- reading published outputs (for checks and `arrival verify`) ---------------------------------------------------
 
@@ -40,14 +39,9 @@ def read_table(path: Path, columns: Sequence[str] | None = None) -> pl.DataFrame
     return pl.read_parquet(path, columns=list(columns) if columns else None)
 
 
-def read_document(path: Path) -> object:
-    """A JSON document."""
-    return json.loads(Path(path).read_bytes())
-
-
 def read_entity_keys(path: Path) -> pl.DataFrame:
     """The distinct entities of a λ surface (key columns only)."""
-    return _read_domain(path, code=error_code("S1", "DOMAIN_INVALID"))
+    return read_domain(path, code=error_code("S1", "DOMAIN_INVALID"))
 
 
 def read_rows(path: Path, start: int, length: int) -> pl.DataFrame:
@@ -57,8 +51,7 @@ def read_rows(path: Path, start: int, length: int) -> pl.DataFrame:
 
 def world_scenarios(store: Store) -> list[str]:
     """The scenario ids of a world's scenario manifest, sorted (validated as S0 validates them)."""
-    world = read_world(store, "S0")
-    path = store.path("scenario_manifest_5A", manifest_fingerprint=world.manifest_fingerprint)
+    path = store.path("scenario_manifest_5A", manifest_fingerprint=read_receipt(store)["manifest_fingerprint"])
     try:
         manifest = pl.read_parquet(path)
     except (OSError, pl.exceptions.PolarsError) as exc:

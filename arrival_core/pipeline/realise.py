@@ -8,29 +8,29 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from .. import counts, grouping, latent
+from .. import counts, entity_grid, grouping, latent
 from ..errors import ArrivalError, error_code
 from ..identity import Identity
 from ..rng import ledger, streams
 from ..store import Published, Store
 from .shell import StateResult, StateRun, execute_state
 from .streaming import (
-    _identity_columns,
-    _identity_values,
-    _outputs,
-    _read_s1,
-    _stream_chunks,
     default_chunk_entities,
+    identity_columns,
+    identity_values,
+    read_s1,
+    stream_chunks,
+    streamed_outputs,
     surface_path,
 )
 
 # ---- S2: latent intensity ------------------------------------------------------------------------------------------
 
-def _latent_field_table(field: latent.LatentField, domain: latent.Domain, identity: Identity) -> pa.Table:
+def _latent_field_table(field: latent.LatentField, domain: entity_grid.Domain, identity: Identity) -> pa.Table:
     """s2_latent_field_5B: one row per (group, bucket), groups in group_id order."""
     g, h = len(field.group_id), field.buckets
     n = g * h
-    cols = _identity_columns(identity, n)
+    cols = identity_columns(identity, n)
     cols["group_id"] = pa.DictionaryArray.from_arrays(pa.array(np.repeat(np.arange(g, dtype=np.int32), h)),
                                                       domain.dictionaries["group_id"])
     cols |= {
@@ -45,14 +45,14 @@ def _latent_field_table(field: latent.LatentField, domain: latent.Domain, identi
     return pa.table(cols)
 
 
-def _latent_events_table(field: latent.LatentField, domain: latent.Domain, identity: Identity,
+def _latent_events_table(field: latent.LatentField, domain: entity_grid.Domain, identity: Identity,
                          rng: ledger.RngPolicy) -> pa.Table:
     """rng_event_arrival_lgcp_gaussian: one event per group (H blocks, 2H draws) in group_id order."""
     n = field.events
     fid = latent.FAMILY_ID
-    cols = {"module": latent.constant(rng.module(fid), n), "substream_label": latent.constant(rng.substream(fid), n),
-            "family_id": latent.constant(fid, n)}
-    cols |= _identity_columns(identity, n)
+    cols = {"module": entity_grid.constant(rng.module(fid), n), "substream_label": entity_grid.constant(rng.substream(fid), n),
+            "family_id": entity_grid.constant(fid, n)}
+    cols |= identity_columns(identity, n)
     cols["group_id"] = pa.DictionaryArray.from_arrays(pa.array(np.arange(n, dtype=np.int32)),
                                                       domain.dictionaries["group_id"])
     cols |= {
@@ -69,22 +69,22 @@ def _latent_events_table(field: latent.LatentField, domain: latent.Domain, ident
 
 def _trace_table(trace: pl.DataFrame, identity: Identity, rng: ledger.RngPolicy, family_id: str) -> pa.Table:
     n = trace.height
-    cols = {"module": latent.constant(rng.module(family_id), n),
-            "substream_label": latent.constant(rng.substream(family_id), n)}
-    cols |= _identity_columns(identity, n)
+    cols = {"module": entity_grid.constant(rng.module(family_id), n),
+            "substream_label": entity_grid.constant(rng.substream(family_id), n)}
+    cols |= identity_columns(identity, n)
     for name in trace.columns:
         cols[name] = trace[name].to_arrow()
     return pa.table(cols)
 
 
-def _realised_table(domain: latent.Domain, e0: int, e1: int, identity: Identity, lgcp: latent.LgcpPolicy,
+def _realised_table(domain: entity_grid.Domain, e0: int, e1: int, identity: Identity, lgcp: latent.LgcpPolicy,
                     target: np.ndarray, factor: np.ndarray, realised: np.ndarray) -> pa.Table:
     """s2_realised_intensity_5B rows of entities e0..e1 (bucket order within each entity)."""
     n = len(target)
-    cols = _identity_columns(identity, n) | latent.entity_columns(domain, e0, e1, with_group=True)
+    cols = identity_columns(identity, n) | entity_grid.entity_columns(domain, e0, e1, with_group=True)
     cols |= {"lambda_baseline": pa.array(target), "lambda_random_component": pa.array(factor),
-             "lambda_realised": pa.array(realised), "kernel_id": latent.constant(lgcp.kernel_id, n),
-             "config_version": latent.constant(lgcp.version, n)}
+             "lambda_realised": pa.array(realised), "kernel_id": entity_grid.constant(lgcp.kernel_id, n),
+             "config_version": entity_grid.constant(lgcp.version, n)}
     return pa.table(cols)
 
 
@@ -117,10 +117,10 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
         identity, g = run.open_gate()
         lgcp = latent.parse_lgcp_policy(g.policy("arrival_lgcp_config_5B"))
         rng = ledger.parse_rng_policy(g.policy("arrival_rng_policy_5B"))
-        time_grid, groups = _read_s1(store, identity, "S2")
+        time_grid, groups = read_s1(store, identity, "S2")
         surface = surface_path(g, identity)
         params = latent.group_parameters(groups, lgcp)
-        domain = latent.build_domain(groups, time_grid.height, tuple(params["group_id"].to_list()))
+        domain = entity_grid.build_domain(groups, time_grid.height, tuple(params["group_id"].to_list()))
     h = domain.buckets
     run.metrics |= {"total_bucket_count": h, "total_entity_bucket_count": domain.rows,
                     "total_entity_count": domain.size, "total_group_count": len(domain.group_ids),
@@ -144,26 +144,26 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     if lgcp.emit_latent_field:
         specs.append(("s2_latent_field_5B", "LATENT_SCHEMA_INVALID"))
     with run.timed("stream"), store.transaction("S2") as tx, \
-            _outputs(tx, store, [(d, paths[d], error_code("S2", category)) for d, category in specs]) as outputs:
+            streamed_outputs(tx, store, [(d, paths[d], error_code("S2", category)) for d, category in specs]) as outputs:
         writer, events_out, trace_out, *field_out = outputs
         events_out.write(_latent_events_table(field, domain, identity, rng))
         trace_out.write(_trace_table(trace, identity, rng, latent.FAMILY_ID))
         for out in field_out:
             out.write(_latent_field_table(field, domain, identity))
-        for e0, e1, chunk in _stream_chunks(
+        for e0, e1, chunk in stream_chunks(
                 store, "merchant_zone_scenario_local_5A", surface, columns, domain,
                 chunk_entities or default_chunk_entities(h), bucket_column="local_horizon_bucket_index",
-                group_column=None, identity=_identity_values(identity, columns),
+                group_column=None, identity=identity_values(identity, columns),
                 identity_code=error_code("S2", "DOMAIN_ALIGN_FAILED"), state="S2"):
             target = chunk["lambda_local_scenario"].to_numpy()
-            error = latent.numeric_error(target, chunk, "local_horizon_bucket_index", column="lambda_local_scenario",
+            error = entity_grid.numeric_error(target, chunk, "local_horizon_bucket_index", column="lambda_local_scenario",
                                          code=error_code("S2", "REALISED_NUMERIC_INVALID"), where=where)
             if error is not None:
                 raise error
             factor, realised = latent.realise(target, domain.entity_group[e0:e1], field, lgcp.lambda_max)
             if lgcp.lambda_max is not None:
                 capped += int((target * factor > lgcp.lambda_max).sum())
-            error = latent.numeric_error(realised, chunk, "local_horizon_bucket_index", column="lambda_realised",
+            error = entity_grid.numeric_error(realised, chunk, "local_horizon_bucket_index", column="lambda_realised",
                                          code=error_code("S2", "REALISED_NUMERIC_INVALID"), where=where)
             if error is not None:
                 raise error
@@ -202,25 +202,25 @@ _S2_COLUMNS = ["manifest_fingerprint", "parameter_hash", "seed", "scenario_id", 
                "group_id", "lambda_realised"]
 
 
-def _counts_table(domain: latent.Domain, e0: int, e1: int, identity: Identity, policy: counts.CountPolicy,
+def _counts_table(domain: entity_grid.Domain, e0: int, e1: int, identity: Identity, policy: counts.CountPolicy,
                   mu: np.ndarray, draws: counts.CountDraws) -> pa.Table:
     """s3_bucket_counts_5B rows of entities e0..e1; μ is λ_realised itself (never rescaled)."""
     n = len(mu)
-    cols = _identity_columns(identity, n) | latent.entity_columns(domain, e0, e1, with_group=True)
+    cols = identity_columns(identity, n) | entity_grid.entity_columns(domain, e0, e1, with_group=True)
     cols |= {"lambda_realised": pa.array(mu), "mu": pa.array(mu), "count_N": pa.array(draws.count),
-             "count_law_id": latent.constant(policy.law, n), "count_capped": pa.array(draws.capped)}
+             "count_law_id": entity_grid.constant(policy.law, n), "count_capped": pa.array(draws.capped)}
     return pa.table(cols)
 
 
-def _count_events_table(domain: latent.Domain, e0: int, e1: int, identity: Identity, policy: counts.CountPolicy,
+def _count_events_table(domain: entity_grid.Domain, e0: int, e1: int, identity: Identity, policy: counts.CountPolicy,
                         rng: ledger.RngPolicy, draws: counts.CountDraws) -> pa.Table:
     """rng_event_arrival_bucket_count rows: one per drawing (entity, bucket), in writer order."""
     n = len(draws.key)
     fid = counts.FAMILY_ID
-    cols = {"module": latent.constant(rng.module(fid), n), "substream_label": latent.constant(rng.substream(fid), n),
-            "family_id": latent.constant(fid, n)}
-    cols |= _identity_columns(identity, n)
-    cols |= latent.entity_columns(domain, e0, e1, with_group=False, rows=draws.event_rows)
+    cols = {"module": entity_grid.constant(rng.module(fid), n), "substream_label": entity_grid.constant(rng.substream(fid), n),
+            "family_id": entity_grid.constant(fid, n)}
+    cols |= identity_columns(identity, n)
+    cols |= entity_grid.entity_columns(domain, e0, e1, with_group=False, rows=draws.event_rows)
     cols |= {
         "rng_key": pa.array(draws.key),
         "rng_counter_before_lo": pa.array(draws.before_lo),
@@ -240,8 +240,8 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
         identity, g = run.open_gate()
         policy = counts.parse_count_policy(g.policy("arrival_count_config_5B"))
         rng = ledger.parse_rng_policy(g.policy("arrival_rng_policy_5B"))
-        time_grid, groups = _read_s1(store, identity, "S3")
-        domain = latent.build_domain(groups, time_grid.height, tuple(groups["group_id"].unique().sort().to_list()))
+        time_grid, groups = read_s1(store, identity, "S3")
+        domain = entity_grid.build_domain(groups, time_grid.height, tuple(groups["group_id"].unique().sort().to_list()))
         kappa = counts.entity_kappa(groups, policy) if policy.law == "nb2" else None
         source = store.path("s2_realised_intensity_5B", **identity.tokens())
         if not source.is_file():
@@ -259,14 +259,14 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     specs = [(d, paths[d], error_code("S3", category)) for d, category in (
         ("s3_bucket_counts_5B", "COUNTS_SCHEMA_INVALID"), ("rng_event_arrival_bucket_count", "RNG_ACCOUNTING_MISMATCH"),
         ("rng_trace_arrival_bucket_count", "RNG_ACCOUNTING_MISMATCH"))]
-    with run.timed("stream"), store.transaction("S3") as tx, _outputs(tx, store, specs) as outputs:
+    with run.timed("stream"), store.transaction("S3") as tx, streamed_outputs(tx, store, specs) as outputs:
         count_out, event_out, trace_out = outputs
-        for e0, e1, chunk in _stream_chunks(
+        for e0, e1, chunk in stream_chunks(
                 store, "s2_realised_intensity_5B", source, _S2_COLUMNS, domain, step, bucket_column="bucket_index",
-                group_column="group_id", identity=_identity_values(identity, _S2_COLUMNS),
+                group_column="group_id", identity=identity_values(identity, _S2_COLUMNS),
                 identity_code=error_code("S3", "S2_OUTPUT_MISSING"), state="S3"):
             mu = chunk["lambda_realised"].to_numpy()
-            error = latent.numeric_error(mu, chunk, "bucket_index", column="lambda_realised",
+            error = entity_grid.numeric_error(mu, chunk, "bucket_index", column="lambda_realised",
                                          code=error_code("S3", "S2_OUTPUT_MISSING"), where=str(source))
             if error is not None:
                 raise error

@@ -6,7 +6,6 @@ built, runs the state body, and writes one run report per execution (PASS or FAI
 from __future__ import annotations
 
 import io
-import json
 import time
 import uuid
 from contextlib import contextmanager
@@ -24,9 +23,7 @@ from ..errors import ArrivalError, error_code, has_code
 from ..gate import Gate
 from ..identity import Identity, compute_parameter_hash, validate_scenario_id, validate_seed
 from ..rng.errors import CounterWrapError, RngArgumentError
-from ..store import Published, Store
-
-_FILE_CHUNK = 1 << 20
+from ..store import Published, Store, read_json
 
 
 @dataclass(frozen=True)
@@ -141,8 +138,8 @@ class World:
     policy_paths: Mapping[str, Path]
 
 
-def read_world(store: Store, state: str) -> World:
-    """Read and validate run_receipt.json and hash the policy files into the parameter_hash (§2.1)."""
+def read_receipt(store: Store, state: str = "S0") -> dict:
+    """The world's validated run_receipt.json (S0's codes when S0 or a caller outside a state reads it)."""
     path = store.path("run_receipt")
     missing, invalid = (
         (error_code("S0", "RUN_RECEIPT_MISSING"), error_code("S0", "RUN_RECEIPT_INVALID")) if state == "S0"
@@ -150,11 +147,16 @@ def read_world(store: Store, state: str) -> World:
     )
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ArrivalError(missing, f"{path} does not exist: the run root holds no world", file=str(path))
+    except FileNotFoundError as exc:
+        raise ArrivalError(missing, f"{path} does not exist: the run root holds no world", file=str(path)) from exc
     except OSError as exc:
-        raise ArrivalError(missing, f"{path} cannot be read: {exc}", file=str(path))
-    receipt = gate.parse_run_receipt(raw, where=str(path), code=invalid, contracts_dir=store.contracts_dir)
+        raise ArrivalError(missing, f"{path} cannot be read: {exc}", file=str(path)) from exc
+    return gate.parse_run_receipt(raw, where=str(path), code=invalid, contracts_dir=store.contracts_dir)
+
+
+def read_world(store: Store, state: str) -> World:
+    """Read and validate run_receipt.json and hash the policy files into the parameter_hash (§2.1)."""
+    receipt = read_receipt(store, state)
     policy_bytes, policy_paths = {}, {}
     for entry in gate.policy_entries(store.contracts_dir):
         policy_path = store.path(entry.id)
@@ -177,11 +179,12 @@ def resolve_identity(store: Store, *, seed: int | str, scenario_id: str, state: 
     return Identity(world.parameter_hash, world.manifest_fingerprint, seed_value, sid)
 
 
-def _parse_policy(data: bytes, entry: contracts.DatasetEntry, path: Path, *, code: str, store: Store) -> dict:
+def parse_policy(data: bytes, entry: contracts.DatasetEntry, path: Path, *, code: str, store: Store) -> dict:
+    """A policy file's YAML document, validated against its schema (`code` names the failure)."""
     try:
         doc = yaml.safe_load(data)
     except yaml.YAMLError as exc:
-        raise ArrivalError(code, f"{path} is not YAML: {exc}", file=str(path))
+        raise ArrivalError(code, f"{path} is not YAML: {exc}", file=str(path)) from exc
     contracts.validate_document(doc, entry.schema_ref, code=code, where=str(path), contracts_dir=store.contracts_dir)
     return doc
 
@@ -203,7 +206,7 @@ def _policy_code(state: str, policy_id: str) -> str:
 
 def _read_json_file(path: Path, *, code: str, what: str) -> object:
     try:
-        return json.loads(path.read_bytes())
+        return read_json(path)
     except FileNotFoundError:
         raise ArrivalError(code, f"{what} {path} does not exist; run S0 for this parameter_hash first", file=str(path))
     except (OSError, ValueError) as exc:
@@ -232,7 +235,7 @@ def load_gate(store: Store, identity: Identity, *, state: str) -> Gate:
             raise ArrivalError(code, f"sealed policy {path} cannot be read: {exc}", file=str(path))
         if sha256_hex(data) != by_id[entry.id]["sha256_hex"]:
             raise ArrivalError(code, f"policy {path} changed since S0 sealed it", file=str(path))
-        policies[entry.id] = _parse_policy(data, entry, path, code=_policy_code(state, entry.id), store=store)
+        policies[entry.id] = parse_policy(data, entry, path, code=_policy_code(state, entry.id), store=store)
     return Gate(state, identity, receipt, by_id, policies, store)
 
 
@@ -247,9 +250,7 @@ def arrow_schema(store: Store, dataset_id: str) -> pa.Schema:
 def conform(store: Store, dataset_id: str, frame: pl.DataFrame, identity: Identity) -> pl.DataFrame:
     """Add the identity columns the dataset carries and put the columns in contract order and dtypes."""
     dtypes = contracts.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
-    values = {"manifest_fingerprint": identity.manifest_fingerprint, "parameter_hash": identity.parameter_hash,
-              "seed": identity.seed, "scenario_id": identity.scenario_id}
-    frame = frame.with_columns(pl.lit(v).alias(k) for k, v in values.items() if k in dtypes)
+    frame = frame.with_columns(pl.lit(v).alias(k) for k, v in identity.columns().items() if k in dtypes)
     return frame.select(pl.col(name).cast(dtype) for name, dtype in dtypes.items())
 
 

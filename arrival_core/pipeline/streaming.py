@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .. import contracts, gate, grouping, latent
+from .. import contracts, entity_grid, gate, grouping
 from .. import store as store_module
 from ..encoding import sha256_file
 from ..errors import ArrivalError, error_code
@@ -48,7 +48,7 @@ def _sink_schema(store: Store, dataset_id: str) -> pa.Schema:
 _CAST_POOL = pa.system_memory_pool()
 
 
-class _ValueSets:
+class ValueSets:
     """The value set of every column of a streamed table: each string column's dictionary values and each other
     column's extremes. Checking these against the contract checks every row's column rules (enums, patterns,
     ranges) without materialising the rows; nulls are refused as they arrive."""
@@ -102,7 +102,7 @@ class _Output:
     def __init__(self, tx, store: Store, dataset_id: str, path: Path, code: str) -> None:
         self._schema = _sink_schema(store, dataset_id)
         self._sink = tx.parquet(dataset_id, path, self._schema)
-        self.values = _ValueSets(store, dataset_id, path, code)
+        self.values = ValueSets(store, dataset_id, path, code)
         self._offset = 0
         self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._error: Exception | None = None
@@ -142,7 +142,7 @@ class _Output:
 
 
 @contextmanager
-def _outputs(tx, store: Store, specs: Sequence[tuple[str, Path, str]]) -> Iterator[list[_Output]]:
+def streamed_outputs(tx, store: Store, specs: Sequence[tuple[str, Path, str]]) -> Iterator[list[_Output]]:
     """Streamed outputs (dataset, path, schema code) that are drained and checked before the transaction commits,
     and always drained before it aborts."""
     outputs = [_Output(tx, store, *spec) for spec in specs]
@@ -158,16 +158,16 @@ def _outputs(tx, store: Store, specs: Sequence[tuple[str, Path, str]]) -> Iterat
         out.values.validate()
 
 
-def _identity_columns(identity: Identity, n: int, *, seeded: bool = True) -> dict[str, pa.Array]:
-    cols = {"manifest_fingerprint": latent.constant(identity.manifest_fingerprint, n),
-            "parameter_hash": latent.constant(identity.parameter_hash, n)}
+def identity_columns(identity: Identity, n: int, *, seeded: bool = True) -> dict[str, pa.Array]:
+    cols = {"manifest_fingerprint": entity_grid.constant(identity.manifest_fingerprint, n),
+            "parameter_hash": entity_grid.constant(identity.parameter_hash, n)}
     if seeded:
         cols["seed"] = pa.array(np.full(n, identity.seed, dtype=np.uint64))
-    cols["scenario_id"] = latent.constant(identity.scenario_id, n)
+    cols["scenario_id"] = entity_grid.constant(identity.scenario_id, n)
     return cols
 
 
-def _read_s1(store: Store, identity: Identity, state: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def read_s1(store: Store, identity: Identity, state: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The scenario's time grid and grouping, present and schema-valid, else `S1_OUTPUT_MISSING`."""
     code = error_code(state, "S1_OUTPUT_MISSING")
     frames = []
@@ -187,16 +187,14 @@ def _read_s1(store: Store, identity: Identity, state: str) -> tuple[pl.DataFrame
     return grid_frame, groups
 
 
-def _identity_values(identity: Identity, columns: Sequence[str]) -> dict[str, object]:
+def identity_values(identity: Identity, columns: Sequence[str]) -> dict[str, object]:
     """The partition's value of each identity column among `columns`."""
-    values = {"manifest_fingerprint": identity.manifest_fingerprint, "parameter_hash": identity.parameter_hash,
-              "seed": identity.seed, "scenario_id": identity.scenario_id}
-    return {c: values[c] for c in columns if c in values}
+    return {c: v for c, v in identity.columns().items() if c in columns}
 
 
 def _require_identity(frame: pl.DataFrame, identity: Identity, path: Path, *, code: str) -> None:
     """Every identity column a frame carries must equal the partition's value."""
-    for column, value in _identity_values(identity, frame.columns).items():
+    for column, value in identity_values(identity, frame.columns).items():
         if frame.height and (frame[column] != value).any():
             raise ArrivalError(code, f"{path}: column {column} holds {frame.filter(pl.col(column) != value)[column][0]!r},"
                                      f" expected {value!r}", file=str(path), column=column)
@@ -244,7 +242,7 @@ def _read_whole_entities(path: Path, columns: list[str], strings: list[str], buc
         pending, held = [table.slice(start)], table.num_rows - start
 
 
-def _stream_chunks(store: Store, dataset_id: str, path: Path, columns: list[str], domain: latent.Domain,
+def stream_chunks(store: Store, dataset_id: str, path: Path, columns: list[str], domain: entity_grid.Domain,
                    chunk_entities: int, *, bucket_column: str, group_column: str | None,
                    identity: Mapping[str, object], identity_code: str, state: str) -> Iterator[tuple[int, int, pa.Table]]:
     """Yield (e0, e1, rows) of whole entities in writer order, refusing a file that does not tile the domain or
@@ -261,31 +259,31 @@ def _stream_chunks(store: Store, dataset_id: str, path: Path, columns: list[str]
         raise _alignment_error(scan, domain, bucket_column, state=state, where=str(path), surface=surface)
     for e0, chunk in _read_whole_entities(path, columns, strings, domain.buckets, chunk_entities):
         e1 = e0 + chunk.num_rows // domain.buckets
-        bad_key, bad_group = latent.chunk_misaligned(chunk, domain, e0, e1, bucket_column, group_column=group_column)
+        bad_key, bad_group = entity_grid.chunk_misaligned(chunk, domain, e0, e1, bucket_column, group_column=group_column)
         if bad_key is not None:
             raise _alignment_error(scan, domain, bucket_column, state=state, where=str(path), surface=surface)
         if bad_group is not None:
-            key = latent.row_key(chunk, bad_group, (*grouping.ENTITY_KEYS, bucket_column))
+            key = entity_grid.row_key(chunk, bad_group, (*grouping.ENTITY_KEYS, bucket_column))
             expected = domain.group_ids[domain.entity_group[e0 + bad_group // domain.buckets]]
             raise ArrivalError(error_code(state, "DOMAIN_ALIGN_FAILED"),
                                f"{path}: the row at {key} carries {group_column} {chunk[group_column][bad_group]} "
                                f"but s1_grouping_5B assigns {expected!r}", file=str(path), key=key)
         for column, value in identity.items():
-            if (row := latent.first_mismatch(chunk[column], value)) is not None:
-                key = latent.row_key(chunk, row, (*grouping.ENTITY_KEYS, bucket_column))
+            if (row := entity_grid.first_mismatch(chunk[column], value)) is not None:
+                key = entity_grid.row_key(chunk, row, (*grouping.ENTITY_KEYS, bucket_column))
                 raise ArrivalError(identity_code,
                                    f"{path}: the row at {key} has {column} {chunk[column][row]}, the partition's is "
                                    f"{value!r}", file=str(path), column=column, key=key)
         yield e0, e1, chunk
 
 
-def _alignment_error(scan: pl.LazyFrame, domain: latent.Domain, bucket_column: str, *, state: str, where: str,
+def _alignment_error(scan: pl.LazyFrame, domain: entity_grid.Domain, bucket_column: str, *, state: str, where: str,
                      surface: str) -> ArrivalError:
     """Summarise the file per entity (only when it failed to align) and explain the first defect."""
     b = pl.col(bucket_column)
     summary = scan.group_by(list(grouping.ENTITY_KEYS)).agg(
         pl.len().alias("rows"), b.n_unique().alias("distinct"), b.min().alias("min_bucket"),
         b.max().alias("max_bucket"), b.cast(pl.Int64).sum().alias("sum_bucket")).collect()
-    return latent.alignment_error(summary, domain, state=state, where=where, surface=surface)
+    return entity_grid.alignment_error(summary, domain, state=state, where=where, surface=surface)
 
 

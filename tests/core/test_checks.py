@@ -68,8 +68,8 @@ def test_latent_corridor_accepts_its_model_and_rejects_a_wrong_sigma_or_phi():
     assert stats["variance_ok"] and stats["lag1_ok"]
 
 
-def _moments(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None) -> checks._CountMoments:
-    m = checks._CountMoments()
+def _moments(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None) -> checks.CountMoments:
+    m = checks.CountMoments()
     for part in range(0, len(mu), 100_000):  # streamed, as the check sees chunks
         sl = slice(part, part + 100_000)
         m.add(mu[sl], n[sl].astype(float), None if kappa is None else kappa[sl])

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 import yaml
 
-from arrival_core import contracts, latent
+from arrival_core import contracts, entity_grid, latent
 from arrival_core.errors import ArrivalError
 from arrival_core.rng import philox, streams, variates
 
@@ -161,15 +161,15 @@ def test_realise_multiplies_by_the_group_factor_and_caps_at_lambda_max():
     assert capped.tolist() == [5.0, 30.0]
 
 
-def _domain(buckets: int = 3) -> latent.Domain:
+def _domain(buckets: int = 3) -> entity_grid.Domain:
     grouping = _grouping([
         (1, "DE", "Europe/Berlin", "card_present", "baseline", "office_hours", "physical", "g1"),
         (2, "US", "America/New_York", "card_not_present", "baseline", "online_24h", "virtual", "g2"),
     ])
-    return latent.build_domain(grouping, buckets, ("g1", "g2"))
+    return entity_grid.build_domain(grouping, buckets, ("g1", "g2"))
 
 
-def _surface(domain: latent.Domain) -> pl.DataFrame:
+def _surface(domain: entity_grid.Domain) -> pl.DataFrame:
     return domain.entities.select(pl.all().repeat_by(domain.buckets).explode()).with_columns(
         pl.Series("b", np.tile(np.arange(domain.buckets, dtype=np.int32), domain.size)))
 
@@ -177,15 +177,15 @@ def _surface(domain: latent.Domain) -> pl.DataFrame:
 def test_a_chunk_of_whole_entities_aligns_and_a_broken_row_is_found():
     d = _domain()
     chunk = _surface(d)
-    assert latent.chunk_misaligned(chunk.to_arrow(), d, 0, 2, "b") == (None, None)
+    assert entity_grid.chunk_misaligned(chunk.to_arrow(), d, 0, 2, "b") == (None, None)
     recoded = chunk.with_columns(pl.col("tzid").cast(pl.Categorical)).to_arrow()  # dictionary-encoded strings
-    assert latent.chunk_misaligned(recoded, d, 0, 2, "b") == (None, None)
+    assert entity_grid.chunk_misaligned(recoded, d, 0, 2, "b") == (None, None)
     moved = chunk.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("XX")).otherwise("legal_country_iso")
                                .alias("legal_country_iso"))
-    assert latent.chunk_misaligned(moved.to_arrow(), d, 0, 2, "b") == (4, None)
+    assert entity_grid.chunk_misaligned(moved.to_arrow(), d, 0, 2, "b") == (4, None)
     regrouped = chunk.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(pl.lit("g1")).otherwise("group_id")
                                    .alias("group_id"))
-    assert latent.chunk_misaligned(regrouped.to_arrow(), d, 0, 2, "b", group_column="group_id") == (None, 5)
+    assert entity_grid.chunk_misaligned(regrouped.to_arrow(), d, 0, 2, "b", group_column="group_id") == (None, 5)
 
 
 def _summary(frame: pl.DataFrame) -> pl.DataFrame:
@@ -198,15 +198,15 @@ def _summary(frame: pl.DataFrame) -> pl.DataFrame:
 def test_alignment_error_names_the_missing_bucket():
     d = _domain(4)
     surface = _surface(d).filter(~((pl.col("merchant_id") == 2) & (pl.col("b") == 2)))
-    err = latent.alignment_error(_summary(surface), d, state="S2", where="f", surface="λ")
+    err = entity_grid.alignment_error(_summary(surface), d, state="S2", where="f", surface="λ")
     assert err.code == "5B.S2.BUCKET_SET_INCONSISTENT" and err.context["key"]["bucket_index"] == 2
 
 
 def test_alignment_error_names_an_entity_with_no_group_and_a_group_with_no_rows():
     d = _domain()
     extra = _surface(d).with_columns(pl.lit("FR").alias("legal_country_iso"))
-    err = latent.alignment_error(_summary(pl.concat([_surface(d), extra])), d, state="S3", where="f", surface="λ")
+    err = entity_grid.alignment_error(_summary(pl.concat([_surface(d), extra])), d, state="S3", where="f", surface="λ")
     assert err.code == "5B.S3.DOMAIN_ALIGN_FAILED" and err.context["key"]["legal_country_iso"] == "FR"
-    err = latent.alignment_error(_summary(_surface(d).filter(pl.col("merchant_id") == 1)), d, state="S2",
+    err = entity_grid.alignment_error(_summary(_surface(d).filter(pl.col("merchant_id") == 1)), d, state="S2",
                                  where="f", surface="λ")
     assert err.code == "5B.S2.DOMAIN_ALIGN_FAILED" and err.context["key"]["merchant_id"] == 2

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from arrival_core.pipeline import rng_failure
-from arrival_core.rng.errors import RngArgumentError
 from arrival_core.rng import _kernels
+from arrival_core.rng.errors import RngArgumentError
 from arrival_core.rng.streams import blocks, stream_base
 from arrival_core.rng.variates import box_muller, gamma_inv, normal_icdf, poisson_inv, u01
 

@@ -6,7 +6,8 @@ import json
 
 import dagster as dg
 
-from arrival_assets.resources import RUN_ROOT_ENV, StoreResource, ensure_world, resolve_run_root, scenario_ids
+from arrival_assets.resources import RUN_ROOT_ENV, StoreResource, ensure_world, resolve_run_root
+from arrival_core import pipeline
 
 
 def test_run_root_is_read_when_resolved_not_at_import(monkeypatch, tmp_path):
@@ -29,7 +30,7 @@ def test_empty_root_gets_the_demo_world_on_first_use(tmp_path):
     store = ensure_world(root)
     receipt = json.loads(store.path("run_receipt").read_text())
     assert (receipt["synthetic"], receipt["profile"]) == (True, "demo")
-    assert scenario_ids(store) == ["baseline_v1", "stress_v1"]
+    assert pipeline.world_scenarios(store) == ["baseline_v1", "stress_v1"]
 
 
 def test_a_root_holding_something_else_is_never_made_a_world(tmp_path):

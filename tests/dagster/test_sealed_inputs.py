@@ -7,7 +7,7 @@ import json
 import dagster as dg
 from graph_helpers import failures, graph_for, materialized, run_partition
 
-from arrival_assets.resources import manifest_fingerprint
+from arrival_core import pipeline
 from arrival_core.store import Store
 
 SEED_SCOPED = [dg.AssetKey("virtual_classification_3B")]
@@ -16,7 +16,7 @@ SEED_SCOPED = [dg.AssetKey("virtual_classification_3B")]
 def _seed_file(root, seed: int):
     store = Store(run_root=root)
     return store.path(
-        "virtual_classification_3B", seed=seed, manifest_fingerprint=manifest_fingerprint(store)
+        "virtual_classification_3B", seed=seed, manifest_fingerprint=pipeline.read_receipt(store)["manifest_fingerprint"]
     )
 
 
@@ -45,7 +45,7 @@ def test_tampered_table_fails_its_schema_check_naming_the_column(world_root):
     import polars as pl
 
     store = Store(run_root=world_root)
-    path = store.path("merchant_zone_profile_5A", manifest_fingerprint=manifest_fingerprint(store))
+    path = store.path("merchant_zone_profile_5A", manifest_fingerprint=pipeline.read_receipt(store)["manifest_fingerprint"])
     pl.read_parquet(path).with_columns(pl.col("expected_weekly_arrivals").cast(pl.Float32)).write_parquet(
         path
     )

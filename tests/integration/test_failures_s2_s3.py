@@ -230,8 +230,8 @@ def _counts_rows(**changes):
 def test_streamed_value_sets_refuse_nulls_nonfinite_and_off_contract_values(tmp_path: Path):
     import pyarrow as pa
 
-    def value_sets() -> pipeline._ValueSets:
-        return pipeline._ValueSets(store(tmp_path), "s3_bucket_counts_5B", tmp_path / "f", "5B.S3.COUNTS_SCHEMA_INVALID")
+    def value_sets() -> pipeline.ValueSets:
+        return pipeline.ValueSets(store(tmp_path), "s3_bucket_counts_5B", tmp_path / "f", "5B.S3.COUNTS_SCHEMA_INVALID")
 
     sets = value_sets()
     sets.add(_counts_rows())

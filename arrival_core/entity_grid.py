@@ -1,0 +1,187 @@
+"""The entity × bucket domain of a scenario, streamed in chunks of whole entities, and the Arrow columns of it.
+
+S2, S3 and the checks share it: the domain is the S1 grouping in writer order, each entity owning `buckets`
+consecutive rows; chunks are checked against it and outputs are built from its dictionary-coded columns.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import ArrivalError, error_code
+from .grouping import ENTITY_KEYS
+
+_STRING_KEYS = ("legal_country_iso", "tzid", "channel_group")
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The grouped entities of one scenario in writer order, each owning exactly `buckets` consecutive rows.
+
+    String columns are carried as int32 codes into one dictionary per column, shared by every chunk, so a file
+    written chunk by chunk holds the same dictionary pages whatever the chunk size.
+    """
+
+    entities: pl.DataFrame  # ENTITY_KEYS + group_id, writer order
+    buckets: int
+    merchant_id: np.ndarray
+    codes: Mapping[str, np.ndarray]  # column -> int32 code per entity
+    dictionaries: Mapping[str, pa.Array]  # column -> its values (sorted)
+    entity_group: np.ndarray  # int32 index of each entity's group in `group_ids`
+    group_ids: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return self.entities.height
+
+    @property
+    def rows(self) -> int:
+        return self.entities.height * self.buckets
+
+
+def build_domain(grouping: pl.DataFrame, buckets: int, group_ids: tuple[str, ...]) -> Domain:
+    """Index the S1 grouping (sorted by entity) for chunked alignment and dictionary-encoded output columns."""
+    entities = grouping.select(*ENTITY_KEYS, "group_id")
+    codes, dictionaries = {}, {}
+    for column, values in ((c, entities[c]) for c in (*_STRING_KEYS, "group_id")):
+        dictionary = pl.Series(group_ids) if column == "group_id" else values.unique().sort()
+        codes[column] = _codes(values, dictionary)
+        dictionaries[column] = dictionary.to_arrow().cast(pa.string())
+    return Domain(entities, buckets, entities["merchant_id"].to_numpy(), codes, dictionaries,
+                  codes["group_id"], tuple(group_ids))
+
+
+def _codes(values: pl.Series, dictionary: pl.Series) -> np.ndarray:
+    """Position of each value in a dictionary that holds every value (built from them)."""
+    lookup = pl.DataFrame({"value": dictionary, "code": np.arange(len(dictionary), dtype=np.int32)})
+    coded = pl.DataFrame({"value": values}).join(lookup, on="value", how="left", maintain_order="left")["code"]
+    return coded.to_numpy().astype(np.int32)
+
+
+def dictionary_codes(column: pa.ChunkedArray, dictionary: pa.Array) -> np.ndarray:
+    """Position in `dictionary` of each value of a string column (−1 where absent or null).
+
+    Dictionary-encoded chunks map their own small dictionary once, so no per-row string is compared."""
+    lookup = {v: i for i, v in enumerate(dictionary.to_pylist())}
+    parts = []
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            mapping = np.array([lookup.get(v, -1) for v in chunk.dictionary.to_pylist()] + [-1], dtype=np.int32)
+            parts.append(mapping[chunk.indices.fill_null(len(chunk.dictionary)).to_numpy()])
+        else:
+            parts.append(pc.index_in(chunk, value_set=dictionary).fill_null(-1).to_numpy().astype(np.int32))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+
+def first_mismatch(column: pa.ChunkedArray, value: object) -> int | None:
+    """Index of the first row of a column that is null or differs from `value`, else None."""
+    if isinstance(value, str):
+        bad = dictionary_codes(column, pa.array([value], pa.string())) < 0
+    else:
+        bad = ~pc.equal(column, pa.scalar(value, column.type)).fill_null(False).to_numpy()
+    return int(np.argmax(bad)) if bad.any() else None
+
+
+def chunk_misaligned(chunk: pa.Table, domain: Domain, e0: int, e1: int, bucket_column: str,
+                     *, group_column: str | None = None) -> tuple[int | None, int | None]:
+    """First row of a chunk that is not entity e0..e1 × bucket 0..H-1 in writer order, and first row whose
+    `group_column` differs from the entity's group (None when there is none)."""
+    h = domain.buckets
+    n = (e1 - e0) * h
+    if chunk.num_rows != n:
+        return min(chunk.num_rows, n), None
+    entity = np.repeat(np.arange(e0, e1), h)
+    bad = chunk[bucket_column].to_numpy() != np.tile(np.arange(h, dtype=np.int32), e1 - e0)
+    bad |= chunk["merchant_id"].to_numpy() != domain.merchant_id[entity]
+    for column in _STRING_KEYS:
+        bad |= dictionary_codes(chunk[column], domain.dictionaries[column]) != domain.codes[column][entity]
+    if bad.any():
+        return int(np.argmax(bad)), None
+    if group_column is not None:
+        wrong = dictionary_codes(chunk[group_column], domain.dictionaries["group_id"]) != domain.entity_group[entity]
+        if wrong.any():
+            return None, int(np.argmax(wrong))
+    return None, None
+
+
+def row_key(chunk: pa.Table, row: int, columns: tuple[str, ...]) -> dict:
+    """The named columns of one row, as Python values."""
+    return {c: chunk[c][row].as_py() for c in columns}
+
+
+def alignment_error(summary: pl.DataFrame, domain: Domain, *, state: str, where: str, surface: str) -> ArrivalError:
+    """Explain why a λ surface does not tile the grouped domain, from its per-entity summary.
+
+    `summary` has one row per entity key of the surface: rows, distinct, min_bucket, max_bucket, sum_bucket.
+    """
+    h = domain.buckets
+    keys = list(ENTITY_KEYS)
+    known = domain.entities.select(keys)
+    orphan = summary.join(known, on=keys, how="anti").sort(keys)
+    if orphan.height:
+        key = orphan.select(keys).row(0, named=True)
+        return ArrivalError(error_code(state, "DOMAIN_ALIGN_FAILED"),
+                            f"{where}: {orphan.height} entit(ies) of {surface} have no group in s1_grouping_5B; "
+                            f"first {key}", file=where, key=key)
+    absent = known.join(summary.select(keys), on=keys, how="anti").sort(keys)
+    if absent.height:
+        key = absent.row(0, named=True)
+        return ArrivalError(error_code(state, "DOMAIN_ALIGN_FAILED"),
+                            f"{where}: {absent.height} grouped entit(ies) have no rows in {surface}; first {key}",
+                            file=where, key=key)
+    full = h * (h - 1) // 2
+    broken = summary.filter((pl.col("rows") != h) | (pl.col("distinct") != h) | (pl.col("min_bucket") != 0)
+                            | (pl.col("max_bucket") != h - 1)).sort(keys)
+    if broken.height:
+        row = broken.row(0, named=True)
+        key = {k: row[k] for k in keys}
+        detail = f"{row['rows']} row(s) over {row['distinct']} distinct bucket(s) in [{row['min_bucket']}, {row['max_bucket']}]"
+        missing = full - row["sum_bucket"]
+        if row["rows"] == row["distinct"] == h - 1 and 0 <= missing < h:
+            detail += f"; bucket_index {missing} is missing"
+            key["bucket_index"] = missing
+        return ArrivalError(error_code(state, "BUCKET_SET_INCONSISTENT"),
+                            f"{where}: entity {key} has {detail}; the grid has buckets 0..{h - 1} once each",
+                            file=where, key=key)
+    return ArrivalError(error_code(state, "DOMAIN_ALIGN_FAILED"),
+                        f"{where}: {surface} is not in writer order (entity keys, then bucket), so it cannot be "
+                        f"aligned to s1_grouping_5B chunk by chunk", file=where)
+
+
+def numeric_error(values: np.ndarray, chunk: pa.Table, bucket_column: str, *, column: str, code: str,
+                  where: str) -> ArrivalError | None:
+    """An error naming the first entity/bucket whose value is NaN, infinite or negative, else None."""
+    bad = ~np.isfinite(values) | (values < 0)
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))
+    key = row_key(chunk, i, (*ENTITY_KEYS, bucket_column))
+    return ArrivalError(code, f"{where}: {int(bad.sum())} row(s) have {column} NaN, infinite or negative "
+                              f"(first {values[i]!r} at {key})", file=where, column=column, key=key)
+
+
+def constant(value: str, n: int) -> pa.DictionaryArray:
+    """A string column holding one value, dictionary-encoded (no per-row strings are built)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value], pa.string()))
+
+
+def entity_columns(domain: Domain, e0: int, e1: int, *, with_group: bool,
+                   rows: np.ndarray | None = None) -> dict[str, pa.Array]:
+    """The entity key columns (and group_id) of entities e0..e1 over their H buckets, or of the chosen `rows`
+    (positions within that chunk) only."""
+    h = domain.buckets
+    if rows is None:
+        entity, bucket = np.repeat(np.arange(e0, e1), h), np.tile(np.arange(h, dtype=np.int32), e1 - e0)
+    else:
+        entity, bucket = e0 + rows // h, (rows % h).astype(np.int32)
+    cols: dict[str, pa.Array] = {"merchant_id": pa.array(domain.merchant_id[entity])}
+    for column in (*_STRING_KEYS, *(("group_id",) if with_group else ())):
+        cols[column] = pa.DictionaryArray.from_arrays(pa.array(domain.codes[column][entity]),
+                                                      domain.dictionaries[column])
+    cols["bucket_index"] = pa.array(bucket)
+    return cols
