@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import polars as pl
 
-from . import contracts
+from . import contracts, tables
 from .contracts import DatasetEntry
 from .encoding import canonical_json, sha256_hex
 from .errors import CONTRACT_INVALID, IDENTITY_INVALID, ArrivalError, error_code
@@ -156,7 +156,7 @@ def check_scenario_manifest(manifest: pl.DataFrame, *, where: str, contracts_dir
     code = error_code("S0", "SCENARIO_MANIFEST_INVALID")
     if manifest.height == 0:
         raise ArrivalError(code, f"{where}: the scenario manifest has no rows", file=where)
-    contracts.validate_table(manifest, "schemas.5A.yaml#/model/scenario_manifest_5A", code=code, where=where,
+    tables.validate_table(manifest, "schemas.5A.yaml#/model/scenario_manifest_5A", code=code, where=where,
                              primary_key=("scenario_id",), contracts_dir=contracts_dir)
     bad = manifest.filter(pl.col("is_baseline") == pl.col("is_stress"))
     if bad.height:

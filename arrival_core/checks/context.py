@@ -8,7 +8,7 @@ from functools import cached_property
 import numpy as np
 import polars as pl
 
-from .. import contracts, counts, entity_grid, latent, pipeline
+from .. import contracts, counts, entity_grid, latent, pipeline, tables
 from ..encoding import jsonable
 from ..errors import CONTRACT_INVALID, ArrivalError
 from ..gate import Gate
@@ -134,13 +134,13 @@ class TableScan:
 
     def feed(self, start: int, frame: pl.DataFrame) -> None:
         entry = self.entry
-        for v in contracts.table_violations(frame, entry.schema_ref, primary_key=entry.primary_key,
+        for v in tables.table_violations(frame, entry.schema_ref, primary_key=entry.primary_key,
                                             writer_sort=entry.writer_sort, contracts_dir=self.contracts_dir):
             (self.key if v.kind in _KEY_KINDS else self.schema).fail(f"rows from {start}: {v.message}",
                                                                      v.example_key or None)
         if self._tail is not None and frame.height:
             seam = pl.concat([self._tail, frame.head(1)], how="vertical_relaxed")
-            for v in contracts.table_violations(seam, entry.schema_ref, primary_key=entry.primary_key,
+            for v in tables.table_violations(seam, entry.schema_ref, primary_key=entry.primary_key,
                                                 writer_sort=entry.writer_sort, contracts_dir=self.contracts_dir):
                 if v.kind in _KEY_KINDS:
                     self.key.fail(f"at row {start}: {v.message}", v.example_key or None)

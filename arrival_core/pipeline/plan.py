@@ -8,7 +8,7 @@ from typing import Sequence
 import polars as pl
 import yaml
 
-from .. import contracts, gate, grid, grouping
+from .. import contracts, gate, grid, grouping, tables
 from ..encoding import sha256_file, sha256_hex
 from ..errors import CONTRACT_INVALID, ArrivalError, error_code
 from ..gate import Gate, SegmentGate
@@ -184,7 +184,7 @@ def _check_input(store: Store, dataset_id: str, frame: pl.DataFrame, path: Path,
     """Validate an input table in full and check its identity columns equal the partition's."""
     code = error_code("S1", "INPUT_SCHEMA_INVALID")
     entry = store.entry(dataset_id)
-    contracts.validate_table(frame, entry.schema_ref, code=code, where=str(path), primary_key=entry.primary_key,
+    tables.validate_table(frame, entry.schema_ref, code=code, where=str(path), primary_key=entry.primary_key,
                              contracts_dir=store.contracts_dir)
     for column, value in (("manifest_fingerprint", identity.manifest_fingerprint), ("seed", identity.seed)):
         if column in frame.columns:

@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 import yaml
 
-from .. import contracts, gate, reports
+from .. import contracts, gate, reports, tables
 from ..encoding import sha256_hex
 from ..errors import ArrivalError, error_code, has_code
 from ..gate import Gate
@@ -243,13 +243,13 @@ def load_gate(store: Store, identity: Identity, *, state: str) -> Gate:
 
 def arrow_schema(store: Store, dataset_id: str) -> pa.Schema:
     """The explicit Arrow schema of a table dataset, derived from its contract."""
-    dtypes = contracts.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
+    dtypes = tables.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
     return pl.DataFrame(schema=dtypes).to_arrow().schema
 
 
 def conform(store: Store, dataset_id: str, frame: pl.DataFrame, identity: Identity) -> pl.DataFrame:
     """Add the identity columns the dataset carries and put the columns in contract order and dtypes."""
-    dtypes = contracts.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
+    dtypes = tables.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
     frame = frame.with_columns(pl.lit(v).alias(k) for k, v in identity.columns().items() if k in dtypes)
     return frame.select(pl.col(name).cast(dtype) for name, dtype in dtypes.items())
 
@@ -257,7 +257,7 @@ def conform(store: Store, dataset_id: str, frame: pl.DataFrame, identity: Identi
 def validate_output(store: Store, dataset_id: str, frame: pl.DataFrame, *, code: str, path: Path) -> None:
     """Validate a table output in full against its contract, primary key and writer order."""
     entry = store.entry(dataset_id)
-    contracts.validate_table(frame, entry.schema_ref, code=code, where=str(path), primary_key=entry.primary_key,
+    tables.validate_table(frame, entry.schema_ref, code=code, where=str(path), primary_key=entry.primary_key,
                              writer_sort=entry.writer_sort, contracts_dir=store.contracts_dir)
 
 

@@ -1,7 +1,7 @@
 """Distributions from Philox bits: u01, Box–Muller normals, Φ⁻¹ (AS241), exact Poisson and gamma inverse CDFs.
 
 Each public function validates and canonicalises its arguments, then calls an elementwise compiled kernel from
-`_kernels`, so every value depends only on its own inputs (never on chunking or thread count).
+`normal_kernels`, `poisson_kernels` and `gamma_kernels`, so every value depends only on its own inputs (never on chunking or thread count).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from functools import lru_cache
 import numba
 import numpy as np
 
-from . import _kernels
+from . import gamma_kernels, normal_kernels, poisson_kernels
 from .errors import RngArgumentError
 from .philox import as_u64, broadcast_flat
 
@@ -28,7 +28,7 @@ def box_muller(x0: object, x1: object) -> np.ndarray:
     """Standard normals √(-2 ln u01(x0)) · cos(2π u01(x1)), one per Philox block (the sine is discarded)."""
     shape, (a, b) = broadcast_flat([as_u64("box_muller: x0", x0), as_u64("box_muller: x1", x1)])
     out = np.empty(a.size, dtype=np.float64)
-    _kernels.box_muller_array(a, b, out)
+    normal_kernels.box_muller_array(a, b, out)
     return out.reshape(shape)
 
 
@@ -36,7 +36,7 @@ def normal_icdf(u: object) -> np.ndarray:
     """Φ⁻¹(u) by Wichura's AS241 (relative error ≤ 1e-15 on (0, 1)); -inf at 0, +inf at 1, NaN outside [0, 1]."""
     arr = np.asarray(u, dtype=np.float64)
     out = np.empty(arr.size, dtype=np.float64)
-    _kernels.ndtri_array(np.ascontiguousarray(arr).reshape(-1), out)
+    normal_kernels.ndtri_array(np.ascontiguousarray(arr).reshape(-1), out)
     return out.reshape(arr.shape)
 
 
@@ -51,7 +51,7 @@ def poisson_inv(lam: object, u: object) -> np.ndarray:
     if bad.any():
         _raise_invalid("poisson_inv", "lam", f"in [0, {POISSON_LAMBDA_MAX:g}]", lam_a, bad)
     out = np.empty(lam_a.size, dtype=np.int64)
-    _kernels.poisson_inv_array(lam_a.reshape(-1), u_a.reshape(-1), True, out)
+    poisson_kernels.poisson_inv_array(lam_a.reshape(-1), u_a.reshape(-1), True, out)
     return out.reshape(lam_a.shape)
 
 
@@ -67,19 +67,19 @@ def gamma_inv(shape: object, u: object) -> np.ndarray:
         _raise_invalid("gamma_inv", "shape", "finite and > 0", a, bad)
     flat_a = a.reshape(-1)
     ids, distinct = _factorize(flat_a)
-    coefs = np.empty((len(distinct), _kernels.TABLE_PIECES, _kernels.TABLE_NODES))
-    oks = np.empty((len(distinct), _kernels.TABLE_PIECES), dtype=np.bool_)
+    coefs = np.empty((len(distinct), gamma_kernels.TABLE_PIECES, gamma_kernels.TABLE_NODES))
+    oks = np.empty((len(distinct), gamma_kernels.TABLE_PIECES), dtype=np.bool_)
     for i, value in enumerate(distinct.tolist()):  # one table per distinct shape (few: band × demand class)
         coefs[i], oks[i] = _shape_table(value)
     out = np.empty(flat_a.size, dtype=np.float64)
-    _kernels.gamma_inv_table_array(ids, u_a.reshape(-1), distinct, coefs, oks, out)
+    gamma_kernels.gamma_inv_table_array(ids, u_a.reshape(-1), distinct, coefs, oks, out)
     return out.reshape(a.shape)
 
 
 @lru_cache(maxsize=256)
 def _shape_table(shape: float) -> tuple[np.ndarray, np.ndarray]:
     """The certified quantile table of one shape (a pure function of the shape, so caching keeps determinism)."""
-    coef, ok = _kernels.gamma_table(shape)
+    coef, ok = gamma_kernels.gamma_table(shape)
     coef.setflags(write=False)
     ok.setflags(write=False)
     return coef, ok

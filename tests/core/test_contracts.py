@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import yaml
 
-from arrival_core import contracts
+from arrival_core import contracts, tables
 from arrival_core.errors import ArrivalError
 
 COUNTS = "schemas.5B.yaml#/model/s3_bucket_counts_5B"
@@ -78,7 +78,7 @@ def test_parquet_datasets_point_at_table_schemas_holding_their_keys():
     for entry in contracts.load_dictionary().values():
         if entry.format != "parquet":
             continue
-        columns = contracts.polars_schema(entry.schema_ref)
+        columns = tables.polars_schema(entry.schema_ref)
         missing = set(entry.primary_key) - set(columns) | set(entry.writer_sort) - set(columns)
         assert not missing, f"{entry.id}: key columns {missing} are not in {entry.schema_ref}"
 
@@ -89,17 +89,17 @@ def test_table_schema_is_closed_and_every_column_is_required_and_typed(ref):
     assert schema["additionalProperties"] is False
     assert set(schema["required"]) == set(schema["properties"])
     assert all("x-dtype" in col for col in schema["properties"].values())
-    assert list(contracts.polars_schema(ref)) == list(schema["properties"])  # compiles, in schema order
+    assert list(tables.polars_schema(ref)) == list(schema["properties"])  # compiles, in schema order
 
 
 def test_polars_schema_gives_exact_dtypes_in_schema_order():
-    schema = contracts.polars_schema("schemas.5B.yaml#/model/s1_time_grid_5B")
+    schema = tables.polars_schema("schemas.5B.yaml#/model/s1_time_grid_5B")
     assert list(schema)[:4] == ["manifest_fingerprint", "parameter_hash", "scenario_id", "bucket_index"]
     assert schema["bucket_start_utc"] == pl.Datetime("us", "UTC")
     assert schema["local_day_of_week"] == pl.Int8
     assert schema["local_minutes_since_midnight"] == pl.Int16
-    assert contracts.polars_schema("schemas.5A.yaml#/model/scenario_manifest_5A")["labels"] == pl.List(pl.String)
-    assert contracts.polars_schema(COUNTS)["merchant_id"] == pl.UInt64
+    assert tables.polars_schema("schemas.5A.yaml#/model/scenario_manifest_5A")["labels"] == pl.List(pl.String)
+    assert tables.polars_schema(COUNTS)["merchant_id"] == pl.UInt64
 
 
 def test_unknown_schema_ref_is_a_contract_error():
@@ -111,7 +111,7 @@ def test_unknown_schema_ref_is_a_contract_error():
 
 def test_non_table_schema_cannot_be_used_as_a_table():
     with pytest.raises(ArrivalError) as err:
-        contracts.polars_schema("schemas.5B.yaml#/model/s0_gate_receipt_5B")
+        tables.polars_schema("schemas.5B.yaml#/model/s0_gate_receipt_5B")
     assert err.value.code == "5B.CONTRACT_INVALID"
 
 
@@ -222,7 +222,7 @@ def counts() -> pl.DataFrame:
         scenario_id=pl.lit("baseline_v1"), lambda_realised=pl.Series(lam), mu=pl.Series(lam),
         count_N=pl.Series(rng.poisson(lam), dtype=pl.Int64), count_law_id=pl.lit("poisson"),
         count_capped=pl.lit(False),
-    ).select(list(contracts.polars_schema(COUNTS)))
+    ).select(list(tables.polars_schema(COUNTS)))
     assert frame.height == 1_000_000
     return frame
 
@@ -232,15 +232,15 @@ def _set(frame: pl.DataFrame, column: str, value: pl.Expr, row: int = BAD_ROW) -
                               .alias(column))
 
 
-def _violations(frame: pl.DataFrame, **kwargs) -> list[contracts.TableViolation]:
-    return contracts.table_violations(frame, COUNTS, primary_key=KEY, writer_sort=KEY, **kwargs)
+def _violations(frame: pl.DataFrame, **kwargs) -> list[tables.TableViolation]:
+    return tables.table_violations(frame, COUNTS, primary_key=KEY, writer_sort=KEY, **kwargs)
 
 
 def _key(frame: pl.DataFrame, row: int = BAD_ROW) -> dict:
     return {name: frame[name][row] for name in KEY}
 
 
-def _only(found, kind, column) -> contracts.TableViolation:
+def _only(found, kind, column) -> tables.TableViolation:
     assert [(v.kind, v.column) for v in found] == [(kind, column)], [v.message for v in found]
     return found[0]
 
@@ -288,7 +288,7 @@ def test_duplicate_primary_key_in_one_row_is_found(counts):
 
 def test_duplicate_primary_key_is_found_without_a_writer_order(counts):
     bad = pl.concat([counts, counts.slice(BAD_ROW, 1)])
-    found = contracts.table_violations(bad, COUNTS, primary_key=KEY)
+    found = tables.table_violations(bad, COUNTS, primary_key=KEY)
     v = _only(found, "pk_duplicate", ", ".join(KEY))
     assert (v.count, v.example_key) == (1, _key(counts))
 
@@ -329,7 +329,7 @@ def test_validate_table_raises_naming_file_column_and_key(counts):
     bad = _set(counts, "lambda_realised", pl.lit(-1.0))
     where = "data/layer2/5B/s3_bucket_counts_5B/.../s3_bucket_counts_5B.parquet"
     with pytest.raises(ArrivalError) as err:
-        contracts.validate_table(bad, COUNTS, code="5B.S3.COUNTS_SCHEMA_INVALID", where=where,
+        tables.validate_table(bad, COUNTS, code="5B.S3.COUNTS_SCHEMA_INVALID", where=where,
                                  primary_key=KEY, writer_sort=KEY)
     assert err.value.code == "5B.S3.COUNTS_SCHEMA_INVALID"
     assert err.value.message.startswith(where)
@@ -339,7 +339,7 @@ def test_validate_table_raises_naming_file_column_and_key(counts):
 
 
 def test_validate_table_passes_a_valid_frame(counts):
-    contracts.validate_table(counts, COUNTS, code="5B.S3.COUNTS_SCHEMA_INVALID", where="f",
+    tables.validate_table(counts, COUNTS, code="5B.S3.COUNTS_SCHEMA_INVALID", where="f",
                              primary_key=KEY, writer_sort=KEY)
 
 
@@ -363,8 +363,8 @@ def test_list_items_are_checked_against_their_enum():
         "digest_kind": "content", "sha256_hex": PH, "notes": "",
     }
     frame = pl.DataFrame([row, {**row, "artifact_id": "other", "partition_keys": ["scenario_id", "../x"]}],
-                         schema=contracts.polars_schema(ref))
-    found = contracts.table_violations(frame, ref, primary_key=("owner_segment", "artifact_id"))
+                         schema=tables.polars_schema(ref))
+    found = tables.table_violations(frame, ref, primary_key=("owner_segment", "artifact_id"))
     v = _only(found, "enum", "partition_keys")
     assert v.example_key == {"owner_segment": "5A", "artifact_id": "other"}
 
@@ -375,10 +375,10 @@ def test_timestamps_must_be_utc_microseconds():
     frame = pl.DataFrame({
         "scenario_id": ["baseline_v1"], "scenario_version": ["v1"], "is_baseline": [True], "is_stress": [False],
         "horizon_start_utc": [start], "horizon_end_utc": [start], "labels": [["baseline"]],
-    }, schema=contracts.polars_schema(ref))
-    assert contracts.table_violations(frame, ref) == []
+    }, schema=tables.polars_schema(ref))
+    assert tables.table_violations(frame, ref) == []
     naive = frame.with_columns(pl.col("horizon_end_utc").dt.replace_time_zone(None))
-    assert [v.kind for v in contracts.table_violations(naive, ref)] == ["dtype"]
+    assert [v.kind for v in tables.table_violations(naive, ref)] == ["dtype"]
 
 
 @pytest.fixture()
@@ -404,10 +404,10 @@ def test_pack_dir(tmp_path):
 def test_nullable_column_and_allowed_non_finite_values_pass(test_pack_dir):
     frame = pl.DataFrame({"k": [1, 2, 3], "v": [None, float("inf"), float("nan")], "w": [0, 0, 0]},
                          schema={"k": pl.UInt64, "v": pl.Float64, "w": pl.Int64})
-    assert contracts.table_violations(frame, "schemas.test.yaml#/model/t", primary_key=("k",),
+    assert tables.table_violations(frame, "schemas.test.yaml#/model/t", primary_key=("k",),
                                       writer_sort=("k",), contracts_dir=test_pack_dir) == []
     negative = frame.with_columns(v=pl.Series([None, -1.0, 2.0]))
-    found = contracts.table_violations(negative, "schemas.test.yaml#/model/t", primary_key=("k",),
+    found = tables.table_violations(negative, "schemas.test.yaml#/model/t", primary_key=("k",),
                                        contracts_dir=test_pack_dir)
     assert [(v.kind, v.example_key) for v in found] == [("range", {"k": 2})]
 
@@ -417,7 +417,7 @@ def test_table_column_without_dtype_is_a_contract_error(test_pack_dir):
     del pack["model"]["t"]["properties"]["w"]["x-dtype"]
     (test_pack_dir / "schemas.test.yaml").write_text(yaml.safe_dump(pack))
     with pytest.raises(ArrivalError) as err:
-        contracts.polars_schema("schemas.test.yaml#/model/t", contracts_dir=test_pack_dir)
+        tables.polars_schema("schemas.test.yaml#/model/t", contracts_dir=test_pack_dir)
     assert err.value.code == "5B.CONTRACT_INVALID" and "'w'" in err.value.message
 
 
@@ -426,13 +426,13 @@ def test_table_column_with_an_uncompiled_keyword_is_a_contract_error(test_pack_d
     pack["model"]["t"]["properties"]["w"]["multipleOf"] = 2
     (test_pack_dir / "schemas.test.yaml").write_text(yaml.safe_dump(pack))
     with pytest.raises(ArrivalError) as err:
-        contracts.polars_schema("schemas.test.yaml#/model/t", contracts_dir=test_pack_dir)
+        tables.polars_schema("schemas.test.yaml#/model/t", contracts_dir=test_pack_dir)
     assert "multipleOf" in err.value.message
 
 
 def test_key_column_missing_from_the_schema_is_a_contract_error(counts):
     with pytest.raises(ArrivalError) as err:
-        contracts.table_violations(counts.head(10), COUNTS, primary_key=("scenario_id", "zone"))
+        tables.table_violations(counts.head(10), COUNTS, primary_key=("scenario_id", "zone"))
     assert err.value.code == "5B.CONTRACT_INVALID" and "zone" in err.value.message
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from arrival_core.pipeline import rng_failure
-from arrival_core.rng import _kernels
+from arrival_core.rng import gamma_kernels, poisson_kernels
 from arrival_core.rng.errors import RngArgumentError
 from arrival_core.rng.streams import blocks, stream_base
 from arrival_core.rng.variates import box_muller, gamma_inv, normal_icdf, poisson_inv, u01
@@ -191,8 +191,8 @@ def test_poisson_fast_path_equals_the_cdf_checked_path():
     lam = np.exp(rng.uniform(math.log(1e-3), math.log(3e3), n))
     u = u01(rng.integers(0, 2**64, n, dtype=np.uint64))
     fast, checked = np.empty(n, np.int64), np.empty(n, np.int64)
-    _kernels.poisson_inv_array(lam, u, True, fast)
-    _kernels.poisson_inv_array(lam, u, False, checked)
+    poisson_kernels.poisson_inv_array(lam, u, True, fast)
+    poisson_kernels.poisson_inv_array(lam, u, False, checked)
     assert (fast == checked).all()
 
 
@@ -203,8 +203,8 @@ def test_poisson_fast_path_equals_the_cdf_checked_path_up_to_1e7():
     lam = np.exp(rng.uniform(math.log(3e3), math.log(1e7), n))
     u = u01(rng.integers(0, 2**64, n, dtype=np.uint64))
     fast, checked = np.empty(n, np.int64), np.empty(n, np.int64)
-    _kernels.poisson_inv_array(lam, u, True, fast)
-    _kernels.poisson_inv_array(lam, u, False, checked)
+    poisson_kernels.poisson_inv_array(lam, u, True, fast)
+    poisson_kernels.poisson_inv_array(lam, u, False, checked)
     assert (fast == checked).all()
 
 
@@ -279,14 +279,14 @@ def test_series_coefficients_of_the_continuous_quantile_are_the_exact_rationals(
     lnh = compose(log1p, [Fraction(0)] + [2 * g[k + 2] for k in range(1, n - 2)] + [Fraction(0)] * 2)
     numerator = [log1p[k] / 2 + lnh[k] / 2 for k in range(n)]  # ln(√(1+e) G(e))
     delta = compose(mul(numerator[1:] + [Fraction(0)], inverse(log1p[1:] + [Fraction(0)])), e)
-    np.testing.assert_allclose(_kernels._EC, [float(x) for x in e[:len(_kernels._EC)]], rtol=1e-15, atol=0)
-    np.testing.assert_allclose(_kernels._DC, [float(x) for x in delta[:len(_kernels._DC)]], rtol=1e-15, atol=0)
+    np.testing.assert_allclose(poisson_kernels.EC, [float(x) for x in e[:len(poisson_kernels.EC)]], rtol=1e-15, atol=0)
+    np.testing.assert_allclose(poisson_kernels.DC, [float(x) for x in delta[:len(poisson_kernels.DC)]], rtol=1e-15, atol=0)
 
 
 def test_stirling_error_table_matches_its_definition():
     n = np.arange(1, 16)
     want = [math.lgamma(k + 1.0) - (k + 0.5) * math.log(k) + k - 0.5 * math.log(2 * math.pi) for k in n]
-    np.testing.assert_allclose(_kernels._STIRLERR[1:], want, rtol=0, atol=2e-14)
+    np.testing.assert_allclose(poisson_kernels.STIRLERR[1:], want, rtol=0, atol=2e-14)
 
 
 # ---- gamma and the NB2 mixture --------------------------------------------------------------------------------
@@ -308,7 +308,7 @@ def test_gamma_tables_agree_with_the_direct_solve():
     a = shapes[rng.integers(0, 20, n)]
     u = u01(rng.integers(0, 2**64, n, dtype=np.uint64))
     direct = np.empty(n)
-    _kernels.gamma_inv_array(a, u, direct)
+    gamma_kernels.gamma_inv_array(a, u, direct)
     assert np.max(np.abs(gamma_inv(a, u) / direct - 1.0)) <= 1e-11
 
 

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import yaml
 
-from arrival_core import contracts, gate, grouping, pipeline, reports
+from arrival_core import contracts, gate, grouping, pipeline, reports, tables
 from arrival_core.errors import ArrivalError
 from arrival_core.store import Store
 from arrival_core.world import WorldInfo, create_world
@@ -44,7 +44,7 @@ def _validate_outputs(store: Store, result: pipeline.StateResult) -> None:
                                         where=str(published.path))
             continue
         frame = pl.read_parquet(published.path)
-        contracts.validate_table(frame, entry.schema_ref, code="5B.S1.GROUPING_SCHEMA_INVALID",
+        tables.validate_table(frame, entry.schema_ref, code="5B.S1.GROUPING_SCHEMA_INVALID",
                                  where=str(published.path), primary_key=entry.primary_key,
                                  writer_sort=entry.writer_sort)
         for column in ("manifest_fingerprint", "parameter_hash", "scenario_id"):

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from s2s3lib import ENTITY, TABLES, edited_config, outputs, path, read, run_all, store
 
-from arrival_core import checks, contracts, pipeline
+from arrival_core import checks, contracts, pipeline, tables
 from arrival_core.world import WorldInfo
 
 SCENARIOS = ("baseline_v1", "stress_v1")
@@ -39,7 +39,7 @@ def test_every_output_satisfies_its_contract_key_and_order(tiny_run, sid):
         entry = st.entry(dataset_id)
         frame = read(st, dataset_id, ident)
         assert frame.height > 0, dataset_id
-        assert contracts.table_violations(frame, entry.schema_ref, primary_key=entry.primary_key,
+        assert tables.table_violations(frame, entry.schema_ref, primary_key=entry.primary_key,
                                           writer_sort=entry.writer_sort) == [], dataset_id
     record = json.loads(path(st, "rng_audit_log_5B", ident).read_bytes())
     contracts.validate_document(record, st.entry("rng_audit_log_5B").schema_ref, code="5B.CONTRACT_INVALID", where="audit")

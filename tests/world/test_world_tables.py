@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 from worldlib import ENTITY, path, read, surface
 
-from arrival_core import contracts
+from arrival_core import contracts, tables
 from arrival_core.world import load_profile, world_identity
 from arrival_core.world.merchants import draw_population
 
@@ -27,14 +27,14 @@ def test_every_table_validates_against_schema_keys_and_writer_order(world_name, 
     for dataset_id, tokens in _table_files(world):
         entry = contracts.dataset(dataset_id)
         where = path(world, dataset_id, **tokens)
-        contracts.validate_table(pl.read_parquet(where), entry.schema_ref, code="5B.S0.INPUT_SCHEMA_INVALID",
+        tables.validate_table(pl.read_parquet(where), entry.schema_ref, code="5B.S0.INPUT_SCHEMA_INVALID",
                                  where=str(where), primary_key=entry.primary_key,
                                  writer_sort=entry.writer_sort)
 
 
 def test_dtypes_are_exactly_the_contract_dtypes(tiny_world):
     for dataset_id, tokens in _table_files(tiny_world):
-        expected = contracts.polars_schema(contracts.dataset(dataset_id).schema_ref)
+        expected = tables.polars_schema(contracts.dataset(dataset_id).schema_ref)
         assert dict(read(tiny_world, dataset_id, **tokens).schema) == expected, dataset_id
 
 
@@ -118,5 +118,5 @@ def test_reference_world_has_31667760_lambda_rows_that_validate(tmp_path):
     assert world.rows["merchant_zone_scenario_local_5A[scenario_id=baseline_v1]"] == 31_667_760
     entry = contracts.dataset("merchant_zone_scenario_local_5A")
     where = path(world, entry.id, scenario_id="baseline_v1")
-    contracts.validate_table(pl.read_parquet(where), entry.schema_ref, code="5B.S0.INPUT_SCHEMA_INVALID",
+    tables.validate_table(pl.read_parquet(where), entry.schema_ref, code="5B.S0.INPUT_SCHEMA_INVALID",
                              where=str(where), primary_key=entry.primary_key, writer_sort=entry.writer_sort)
