@@ -15,7 +15,6 @@ from .rng.philox import philox_block
 FAMILY_ID = "S3.bucket_count.v1"
 LAWS = ("poisson", "nb2")
 DRAWS_PER_EVENT = {"poisson": 1, "nb2": 2}
-_U64_MAX = np.uint64(2**64 - 1)
 
 
 @dataclass(frozen=True)

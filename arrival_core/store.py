@@ -7,7 +7,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator
 
 import polars as pl
 import pyarrow as pa
@@ -228,16 +228,6 @@ class Transaction:
             st.tmp.unlink(missing_ok=True)
 
 
-def read_parquet(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
-    """Read a parquet file (or the given columns of it)."""
-    return pl.read_parquet(path, columns=columns)
-
-
 def read_json(path: Path) -> object:
     """A JSON document (the one reader of every published or sealed JSON file)."""
     return json.loads(Path(path).read_bytes())
-
-
-def published_by_id(published: list[Published]) -> Mapping[str, Published]:
-    """Index published files by dataset id."""
-    return {p.dataset_id: p for p in published}

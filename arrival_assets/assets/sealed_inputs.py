@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from arrival_core import contracts, gate, pipeline
+from arrival_core import gate, pipeline, table_schema
 from arrival_core.contracts import DatasetEntry
 from arrival_core.encoding import sha256_file
 from arrival_core.errors import ArrivalError, error_code
@@ -41,7 +41,7 @@ def _verify_bundle(store: Store, entry: DatasetEntry, manifest_fingerprint: str)
 
 def _verify_table(store: Store, entry: DatasetEntry, path: Path) -> int:
     """Check a parquet input's columns and dtypes against its contract (footer only); return its row count."""
-    expected = contracts.polars_schema(entry.schema_ref, store.contracts_dir)
+    expected = table_schema.polars_schema(entry.schema_ref, store.contracts_dir)
     try:
         found = dict(pl.read_parquet_schema(path))
         rows = pl.scan_parquet(path).select(pl.len()).collect().item()

@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 import yaml
 
-from .. import contracts, gate, reports, tables
+from .. import contracts, gate, reports, table_schema, tables
 from ..encoding import sha256_hex
 from ..errors import ArrivalError, error_code, has_code
 from ..gate import Gate
@@ -59,10 +59,6 @@ class StateRun:
             yield
         finally:
             self.timings[phase] = round(self.timings.get(phase, 0.0) + time.perf_counter() - start, 6)
-
-    def code(self, category: str) -> str:
-        """The canonical code of a category for this state."""
-        return error_code(self.state, category)
 
     def open_gate(self) -> tuple[Identity, Gate]:
         """Resolve this partition's identity and its re-validated S0 gate; record both on the run for the report."""
@@ -243,13 +239,13 @@ def load_gate(store: Store, identity: Identity, *, state: str) -> Gate:
 
 def arrow_schema(store: Store, dataset_id: str) -> pa.Schema:
     """The explicit Arrow schema of a table dataset, derived from its contract."""
-    dtypes = tables.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
+    dtypes = table_schema.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
     return pl.DataFrame(schema=dtypes).to_arrow().schema
 
 
 def conform(store: Store, dataset_id: str, frame: pl.DataFrame, identity: Identity) -> pl.DataFrame:
     """Add the identity columns the dataset carries and put the columns in contract order and dtypes."""
-    dtypes = tables.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
+    dtypes = table_schema.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
     frame = frame.with_columns(pl.lit(v).alias(k) for k, v in identity.columns().items() if k in dtypes)
     return frame.select(pl.col(name).cast(dtype) for name, dtype in dtypes.items())
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .. import entity_grid, gate, grouping, tables
+from .. import entity_grid, gate, grouping, table_schema, tables
 from .. import store as store_module
 from ..encoding import sha256_file
 from ..errors import ArrivalError, error_code
@@ -79,7 +79,7 @@ class ValueSets:
 
     def validate(self) -> None:
         """Raise the state's schema code naming the column and value that break the contract."""
-        dtypes = tables.polars_schema(self._store.entry(self._dataset_id).schema_ref, self._store.contracts_dir)
+        dtypes = table_schema.polars_schema(self._store.entry(self._dataset_id).schema_ref, self._store.contracts_dir)
         if not self._values:
             return
         width = max(len(v) for v in self._values.values())
@@ -248,7 +248,7 @@ def stream_chunks(store: Store, dataset_id: str, path: Path, columns: list[str],
     """Yield (e0, e1, rows) of whole entities in writer order, refusing a file that does not tile the domain or
     whose identity columns differ from the partition's."""
     surface = dataset_id
-    dtypes = tables.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
+    dtypes = table_schema.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
     strings = [c for c in columns if dtypes.get(c) == pl.String]
     scan = pl.scan_parquet(path)
     try:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 import polars as pl
 import pyarrow as pa
 
-from .. import contracts, tables
+from .. import contracts, table_schema
 from ..store import ParquetSink, Store
 from .merchants import Population
 from .profiles import Profile
@@ -14,7 +14,7 @@ from .profiles import Profile
 
 def arrow_schema(dataset_id: str, store: Store) -> pa.Schema:
     """Return the Arrow schema a dataset's table schema gives (the dtypes every writer of it uses)."""
-    dtypes = tables.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
+    dtypes = table_schema.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
     return pl.DataFrame(schema=dtypes).to_arrow().schema
 
 
@@ -45,7 +45,7 @@ def scenario_manifest(spec: Profile) -> pl.DataFrame:
             "horizon_end_utc": [spec.horizon.end] * n,
             "labels": [list(s.labels) for s in scenarios],
         },
-        schema=tables.polars_schema(contracts.dataset("scenario_manifest_5A").schema_ref),
+        schema=table_schema.polars_schema(contracts.dataset("scenario_manifest_5A").schema_ref),
     )
 
 

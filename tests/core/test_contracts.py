@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import yaml
 
-from arrival_core import contracts, tables
+from arrival_core import contracts, table_schema, tables
 from arrival_core.errors import ArrivalError
 
 COUNTS = "schemas.5B.yaml#/model/s3_bucket_counts_5B"
@@ -78,7 +78,7 @@ def test_parquet_datasets_point_at_table_schemas_holding_their_keys():
     for entry in contracts.load_dictionary().values():
         if entry.format != "parquet":
             continue
-        columns = tables.polars_schema(entry.schema_ref)
+        columns = table_schema.polars_schema(entry.schema_ref)
         missing = set(entry.primary_key) - set(columns) | set(entry.writer_sort) - set(columns)
         assert not missing, f"{entry.id}: key columns {missing} are not in {entry.schema_ref}"
 
@@ -89,17 +89,17 @@ def test_table_schema_is_closed_and_every_column_is_required_and_typed(ref):
     assert schema["additionalProperties"] is False
     assert set(schema["required"]) == set(schema["properties"])
     assert all("x-dtype" in col for col in schema["properties"].values())
-    assert list(tables.polars_schema(ref)) == list(schema["properties"])  # compiles, in schema order
+    assert list(table_schema.polars_schema(ref)) == list(schema["properties"])  # compiles, in schema order
 
 
 def test_polars_schema_gives_exact_dtypes_in_schema_order():
-    schema = tables.polars_schema("schemas.5B.yaml#/model/s1_time_grid_5B")
+    schema = table_schema.polars_schema("schemas.5B.yaml#/model/s1_time_grid_5B")
     assert list(schema)[:4] == ["manifest_fingerprint", "parameter_hash", "scenario_id", "bucket_index"]
     assert schema["bucket_start_utc"] == pl.Datetime("us", "UTC")
     assert schema["local_day_of_week"] == pl.Int8
     assert schema["local_minutes_since_midnight"] == pl.Int16
-    assert tables.polars_schema("schemas.5A.yaml#/model/scenario_manifest_5A")["labels"] == pl.List(pl.String)
-    assert tables.polars_schema(COUNTS)["merchant_id"] == pl.UInt64
+    assert table_schema.polars_schema("schemas.5A.yaml#/model/scenario_manifest_5A")["labels"] == pl.List(pl.String)
+    assert table_schema.polars_schema(COUNTS)["merchant_id"] == pl.UInt64
 
 
 def test_unknown_schema_ref_is_a_contract_error():
@@ -111,7 +111,7 @@ def test_unknown_schema_ref_is_a_contract_error():
 
 def test_non_table_schema_cannot_be_used_as_a_table():
     with pytest.raises(ArrivalError) as err:
-        tables.polars_schema("schemas.5B.yaml#/model/s0_gate_receipt_5B")
+        table_schema.polars_schema("schemas.5B.yaml#/model/s0_gate_receipt_5B")
     assert err.value.code == "5B.CONTRACT_INVALID"
 
 
@@ -222,7 +222,7 @@ def counts() -> pl.DataFrame:
         scenario_id=pl.lit("baseline_v1"), lambda_realised=pl.Series(lam), mu=pl.Series(lam),
         count_N=pl.Series(rng.poisson(lam), dtype=pl.Int64), count_law_id=pl.lit("poisson"),
         count_capped=pl.lit(False),
-    ).select(list(tables.polars_schema(COUNTS)))
+    ).select(list(table_schema.polars_schema(COUNTS)))
     assert frame.height == 1_000_000
     return frame
 
@@ -363,7 +363,7 @@ def test_list_items_are_checked_against_their_enum():
         "digest_kind": "content", "sha256_hex": PH, "notes": "",
     }
     frame = pl.DataFrame([row, {**row, "artifact_id": "other", "partition_keys": ["scenario_id", "../x"]}],
-                         schema=tables.polars_schema(ref))
+                         schema=table_schema.polars_schema(ref))
     found = tables.table_violations(frame, ref, primary_key=("owner_segment", "artifact_id"))
     v = _only(found, "enum", "partition_keys")
     assert v.example_key == {"owner_segment": "5A", "artifact_id": "other"}
@@ -375,7 +375,7 @@ def test_timestamps_must_be_utc_microseconds():
     frame = pl.DataFrame({
         "scenario_id": ["baseline_v1"], "scenario_version": ["v1"], "is_baseline": [True], "is_stress": [False],
         "horizon_start_utc": [start], "horizon_end_utc": [start], "labels": [["baseline"]],
-    }, schema=tables.polars_schema(ref))
+    }, schema=table_schema.polars_schema(ref))
     assert tables.table_violations(frame, ref) == []
     naive = frame.with_columns(pl.col("horizon_end_utc").dt.replace_time_zone(None))
     assert [v.kind for v in tables.table_violations(naive, ref)] == ["dtype"]
@@ -417,7 +417,7 @@ def test_table_column_without_dtype_is_a_contract_error(test_pack_dir):
     del pack["model"]["t"]["properties"]["w"]["x-dtype"]
     (test_pack_dir / "schemas.test.yaml").write_text(yaml.safe_dump(pack))
     with pytest.raises(ArrivalError) as err:
-        tables.polars_schema("schemas.test.yaml#/model/t", contracts_dir=test_pack_dir)
+        table_schema.polars_schema("schemas.test.yaml#/model/t", contracts_dir=test_pack_dir)
     assert err.value.code == "5B.CONTRACT_INVALID" and "'w'" in err.value.message
 
 
@@ -426,7 +426,7 @@ def test_table_column_with_an_uncompiled_keyword_is_a_contract_error(test_pack_d
     pack["model"]["t"]["properties"]["w"]["multipleOf"] = 2
     (test_pack_dir / "schemas.test.yaml").write_text(yaml.safe_dump(pack))
     with pytest.raises(ArrivalError) as err:
-        tables.polars_schema("schemas.test.yaml#/model/t", contracts_dir=test_pack_dir)
+        table_schema.polars_schema("schemas.test.yaml#/model/t", contracts_dir=test_pack_dir)
     assert "multipleOf" in err.value.message
 
 

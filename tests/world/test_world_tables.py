@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 from worldlib import ENTITY, path, read, surface
 
-from arrival_core import contracts, tables
+from arrival_core import contracts, table_schema, tables
 from arrival_core.world import load_profile, world_identity
 from arrival_core.world.merchants import draw_population
 
@@ -34,7 +34,7 @@ def test_every_table_validates_against_schema_keys_and_writer_order(world_name, 
 
 def test_dtypes_are_exactly_the_contract_dtypes(tiny_world):
     for dataset_id, tokens in _table_files(tiny_world):
-        expected = tables.polars_schema(contracts.dataset(dataset_id).schema_ref)
+        expected = table_schema.polars_schema(contracts.dataset(dataset_id).schema_ref)
         assert dict(read(tiny_world, dataset_id, **tokens).schema) == expected, dataset_id
 
 
