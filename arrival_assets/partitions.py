@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import dagster as dg
 
-from arrival_core.identity import validate_scenario_id, validate_seed
+from arrival_core.identity import PartitionKey, validate_scenario_id, validate_seed
 
 SEED_DIMENSION = "seed"
 SCENARIO_DIMENSION = "scenario"
@@ -16,27 +14,17 @@ scenarios = dg.DynamicPartitionsDefinition(name=SCENARIO_DIMENSION)
 grid = dg.MultiPartitionsDefinition({SEED_DIMENSION: seeds, SCENARIO_DIMENSION: scenarios})
 
 
-@dataclass(frozen=True)
-class PartitionIdentity:
-    """The validated (seed, scenario_id) a partition key stands for."""
-
-    seed: int
-    scenario_id: str
-
-
-def parse_partition_key(key: str | dg.MultiPartitionKey) -> PartitionIdentity:
+def parse_partition_key(key: str | dg.MultiPartitionKey) -> PartitionKey:
     """Parse a grid key (`"<scenario>|<seed>"`) through Dagster, then validate both (IDENTITY_INVALID)."""
     dims = grid.get_partition_key_from_str(str(key)).keys_by_dimension
-    return PartitionIdentity(
-        seed=validate_seed(dims[SEED_DIMENSION]),
-        scenario_id=validate_scenario_id(dims[SCENARIO_DIMENSION]),
-    )
+    return PartitionKey(dims[SEED_DIMENSION], dims[SCENARIO_DIMENSION])
 
 
 def partition_key(seed: int | str, scenario_id: str) -> dg.MultiPartitionKey:
     """Return the grid key of a validated (seed, scenario) pair."""
+    key = PartitionKey(seed, scenario_id)
     return dg.MultiPartitionKey(
-        {SEED_DIMENSION: str(validate_seed(seed)), SCENARIO_DIMENSION: validate_scenario_id(scenario_id)}
+        {SEED_DIMENSION: str(key.seed), SCENARIO_DIMENSION: key.scenario_id}
     )
 
 

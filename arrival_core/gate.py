@@ -6,9 +6,9 @@ receipt and the sealed-inputs digest have been re-validated.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import polars as pl
 

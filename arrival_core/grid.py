@@ -1,9 +1,9 @@
 """S1 time grid: one row per bucket of a scenario's horizon, its UTC bounds, flags and local-time annotations."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Mapping
+from datetime import UTC, datetime
 
 import polars as pl
 
@@ -38,7 +38,7 @@ def parse_time_grid_policy(doc: Mapping, *, where: str) -> TimeGridPolicy:
     if guardrails["min_horizon_days"] > guardrails["max_horizon_days"]:
         raise invalid("guardrails", "min_horizon_days exceeds max_horizon_days")
     try:
-        pl.Series([datetime(2000, 1, 1, tzinfo=timezone.utc)]).dt.convert_time_zone(local["reference_tzid"])
+        pl.Series([datetime(2000, 1, 1, tzinfo=UTC)]).dt.convert_time_zone(local["reference_tzid"])
     except Exception as exc:  # noqa: BLE001 - Polars raises several types for an unknown zone
         raise invalid("local_annotations.reference_tzid", f"{local['reference_tzid']!r} is not a known time zone ({exc})")
     return TimeGridPolicy(
@@ -54,7 +54,7 @@ def parse_time_grid_policy(doc: Mapping, *, where: str) -> TimeGridPolicy:
 
 def _to_micros(value: datetime) -> int:
     """Exact microseconds since the epoch of an aware datetime (no float rounding)."""
-    delta = value - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * SECONDS_PER_DAY + delta.seconds) * _MICROS + delta.microseconds
 
 

@@ -1,8 +1,8 @@
 """S1 grouping: stratum features, the zone-group and in-stratum hash laws, group_id, and the realism targets."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import polars as pl

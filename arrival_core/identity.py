@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from .encoding import sha256_hex, uer
 from .errors import IDENTITY_INVALID, ArrivalError
@@ -62,6 +62,19 @@ def compute_parameter_hash(upstream_parameter_hash: str, policies: Iterable[tupl
 
 
 @dataclass(frozen=True)
+class PartitionKey:
+    """A validated (seed, scenario_id): how every entry point (CLI, asset, runner) checks a partition's keys
+    before any path is built."""
+
+    seed: int
+    scenario_id: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seed", validate_seed(self.seed))
+        validate_scenario_id(self.scenario_id)
+
+
+@dataclass(frozen=True)
 class Identity:
     """The identity of one 5B partition: (parameter_hash, manifest_fingerprint, seed, scenario_id)."""
 
@@ -73,8 +86,8 @@ class Identity:
     def __post_init__(self) -> None:
         validate_hex64(self.parameter_hash, "parameter_hash")
         validate_hex64(self.manifest_fingerprint, "manifest_fingerprint")
-        object.__setattr__(self, "seed", validate_seed(self.seed))
-        validate_scenario_id(self.scenario_id)
+        key = PartitionKey(self.seed, self.scenario_id)
+        object.__setattr__(self, "seed", key.seed)
 
     def columns(self) -> dict[str, str | int]:
         """The identity columns every 5B row carries, with their values (seed as an integer)."""

@@ -1,8 +1,9 @@
 """Run reports: one JSON record per state execution (PASS or FAIL), a log that may carry run_id and wall-clock times."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from .errors import ArrivalError
 from .identity import Identity
@@ -26,7 +27,7 @@ def _cell(value: Any) -> str:
 
 def utc_now() -> str:
     """The current UTC instant as ISO-8601 with microseconds and a Z suffix."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def error_payload(failure: BaseException) -> dict:

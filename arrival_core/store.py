@@ -1,13 +1,14 @@
 """The store: dictionary-resolved paths, reading inputs, and atomic no-clobber publishing of output sets."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import polars as pl
 import pyarrow as pa
@@ -19,9 +20,10 @@ from .errors import ArrivalError, error_code
 
 ROW_GROUP_ROWS = 1 << 20  # fixed so file bytes never depend on how a writer was fed
 # No Arrow schema is embedded: dictionary-coded strings are then written as they are and read back as plain strings.
-PARQUET_OPTIONS = dict(
-    compression="zstd", compression_level=1, use_dictionary=True, write_statistics=True, store_schema=False
-)
+PARQUET_OPTIONS = {
+    "compression": "zstd", "compression_level": 1, "use_dictionary": True, "write_statistics": True,
+    "store_schema": False,
+}
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class Store:
         return contracts.resolve_path(self.entry(dataset_id), roots, tokens)
 
     @contextmanager
-    def transaction(self, state: str) -> Iterator["Transaction"]:
+    def transaction(self, state: str) -> Iterator[Transaction]:
         """Stage a state's output files, then publish all of them or none (no temp file survives)."""
         tx = Transaction(self, state)
         try:
@@ -97,6 +99,10 @@ class ParquetSink:
         rest = table.slice(cut)
         self._pending = [rest] if rest.num_rows else []
         self._pending_rows = rest.num_rows
+
+    def close_quietly(self) -> None:
+        """Close the file without writing what is buffered (the transaction is aborting)."""
+        self._writer.close()
 
     def close(self) -> None:
         """Write what is buffered and close the file."""
@@ -212,10 +218,8 @@ class Transaction:
         """Remove every staged temp file and any folder this transaction created that is still empty."""
         for st in self._staged:
             if st.sink is not None:
-                try:
-                    st.sink._writer.close()
-                except Exception:  # the sink may already be closed or half-written; removal below is what matters
-                    pass
+                with contextlib.suppress(Exception):  # already closed or half-written: removal below is what matters
+                    st.sink.close_quietly()
         self._remove_temps()
         for d in sorted(set(self._made_dirs), key=lambda p: len(p.parts), reverse=True):
             try:

@@ -77,7 +77,7 @@ class ColumnRule:
     min_length: int | None = None
     max_length: int | None = None
     allow_nonfinite: bool = False
-    item: "ColumnRule | None" = None
+    item: ColumnRule | None = None
 
     @property
     def value_rules(self) -> bool:

@@ -5,9 +5,10 @@ uniqueness, writer order); a violation names the column, the rule and the key of
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import polars as pl
 

@@ -8,10 +8,11 @@ from typing import Any, TypeVar
 import dagster as dg
 
 from arrival_core.errors import ArrivalError
+from arrival_core.identity import PartitionKey
 from arrival_core.reports import markdown_table
 from arrival_core.store import Published
 
-from ..partitions import PartitionIdentity, parse_partition_key
+from ..partitions import parse_partition_key
 
 T = TypeVar("T")
 
@@ -40,7 +41,7 @@ def call_core(
         raise failure_from(context, err) from err
 
 
-def partition_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> PartitionIdentity:
+def partition_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> PartitionKey:
     """The validated (seed, scenario) of the running partition; a bad key fails with IDENTITY_INVALID."""
     return call_core(context, parse_partition_key, context.partition_key)
 

@@ -63,6 +63,11 @@ class CheckContext:
         return pipeline.output_path(self.store, dataset_id, self.identity)
 
     @cached_property
+    def corridors(self) -> dict:
+        """The statistical corridors' settings (config/check_policy.yaml)."""
+        return pipeline.read_check_policy(self.store)
+
+    @cached_property
     def gate(self) -> Gate:
         """The re-validated gate, read as the dataset's state reads it (S0's own outputs as S1, its first reader)."""
         state = self.store.entry(self.dataset_id).state

@@ -25,8 +25,6 @@ from .intensity import ledger_result
 from .specs import (
     COUNT_CORRIDOR,
     DOMAIN_COMPLETE,
-    FALSE_ALARM,
-    NORMAL_CORRIDOR_Z,
     NUMERIC_VALID,
     RNG_ACCOUNTING,
     RNG_REPLAY,
@@ -65,10 +63,10 @@ class CountMoments:
             self.d_sq += float((dev * dev).sum())
 
 
-def count_corridor(m: CountMoments, law: str, alpha: float) -> dict:
+def count_corridor(m: CountMoments, law: str, alpha: float, z_bound: float) -> dict:
     """Corridors for counts given μ. Poisson: the total is Poisson(Σμ), bounded by Bernstein at alpha/4 per side;
-    the dispersion statistic Σ((N−μ)² − N) has mean 0 and variance 2Σμ², held within NORMAL_CORRIDOR_Z standard
-    errors. NB2: Σ(N−μ) / √Σ(μ+μ²/κ) and the self-normalised Σ((N−μ)² − μ − μ²/κ) within NORMAL_CORRIDOR_Z."""
+    the dispersion statistic Σ((N−μ)² − N) has mean 0 and variance 2Σμ², held within z_bound standard
+    errors. NB2: Σ(N−μ) / √Σ(μ+μ²/κ) and the self-normalised Σ((N−μ)² − μ − μ²/κ) within z_bound."""
     out: dict = {"rows": m.rows, "sum_mu": m.mu, "sum_n": m.n, "law": law, "false_alarm": alpha}
     if m.rows == 0 or m.mu == 0:
         return out | {"passed": True}
@@ -80,13 +78,13 @@ def count_corridor(m: CountMoments, law: str, alpha: float) -> dict:
         out |= {"standardised_total": (m.n - m.mu) / math.sqrt(m.mu), "total_low": m.mu - down,
                 "total_high": m.mu + up, "dispersion_index": m.sq / m.mu, "dispersion_z": z_disp}
         out["total_ok"] = m.mu - down <= m.n <= m.mu + up
-        out["dispersion_ok"] = abs(z_disp) <= NORMAL_CORRIDOR_Z
+        out["dispersion_ok"] = abs(z_disp) <= z_bound
     else:
         z_mean = (m.n - m.mu) / math.sqrt(m.var)
         z_var = m.d / math.sqrt(m.d_sq) if m.d_sq else 0.0
         out |= {"mean_z": z_mean, "variance_z": z_var, "variance_ratio": (m.sq / m.var) if m.var else None}
-        out["total_ok"] = abs(z_mean) <= NORMAL_CORRIDOR_Z
-        out["dispersion_ok"] = abs(z_var) <= NORMAL_CORRIDOR_Z
+        out["total_ok"] = abs(z_mean) <= z_bound
+        out["dispersion_ok"] = abs(z_var) <= z_bound
     return out | {"passed": out["total_ok"] and out["dispersion_ok"]}
 
 
@@ -163,7 +161,7 @@ def check_counts(ctx: CheckContext) -> dict[str, CheckResult]:
 
     results = scan_table(ctx, "s3_bucket_counts_5B", slice_rows, on_slice)
     replay.facts |= {"rows_replayed": replayed[0], "mode": ctx.replay}
-    stats = count_corridor(moments, policy.law, FALSE_ALARM)
+    stats = count_corridor(moments, policy.law, ctx.corridors["false_alarm"], ctx.corridors["normal_corridor_z"])
     corridor.facts |= {k: v for k, v in stats.items() if k not in ("passed",)}
     if not stats["passed"]:
         corridor.fail(f"counts outside their corridor: {({k: stats[k] for k in stats if k.endswith('_ok')})}")

@@ -12,7 +12,6 @@ from ..rng import ledger, streams
 from .context import CheckContext, CheckResult, TableScan, first_true, key_of, require_file, scan_table
 from .specs import (
     DOMAIN_COMPLETE,
-    FALSE_ALARM,
     LATENT_CORRIDOR,
     NUMERIC_VALID,
     PRIMARY_KEY_UNIQUE,
@@ -139,7 +138,7 @@ def check_latent_field(ctx: CheckContext) -> dict[str, CheckResult]:
             corridor.fail("latent_model_id none but Z ≠ 0 or ξ ≠ 1")
     else:
         phi = np.zeros(g) if lgcp.latent_model_id == "log_gaussian_iid_v1" else ctx.params["phi"].to_numpy()
-        stats = latent_corridor(latent_z, sigma, phi, FALSE_ALARM)
+        stats = latent_corridor(latent_z, sigma, phi, ctx.corridors["false_alarm"])
         corridor.facts |= {k: v for k, v in stats.items() if k != "passed"}
         if not stats["variance_ok"]:
             corridor.fail(f"pooled Σ Z²/σ² = {stats['sum_sq']:.6g} outside [{stats['sum_sq_low']:.6g}, "

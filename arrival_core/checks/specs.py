@@ -15,8 +15,6 @@ TRACE_CONSISTENT = "trace_consistent"
 LATENT_CORRIDOR = "latent_corridor"
 COUNT_CORRIDOR = "count_corridor"
 
-FALSE_ALARM = 1e-6  # per evaluation of a statistical corridor
-NORMAL_CORRIDOR_Z = 6.0  # nominal two-sided 2e-9 under the normal approximation; the margin covers its error
 REPLAY_MODES = ("sample", "full")
 
 

@@ -1,9 +1,9 @@
 """The RNG audit of a partition: both families' logs and traces reconciled with what the outputs imply."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import polars as pl
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import polars as pl
 import yaml
@@ -137,10 +137,9 @@ def _s0_body(run: StateRun) -> Sequence[Published]:
         "sealed_inputs_digest": receipt["sealed_inputs_digest"],
         "optional_missing": optional_missing,
     }
-    with run.timed("publish"):
-        with store.transaction("S0") as tx:
-            tx.write_json("sealed_inputs_5B", sealed_path, rows, rows=len(rows))
-            tx.write_json("s0_gate_receipt_5B", receipt_path, receipt)
+    with run.timed("publish"), store.transaction("S0") as tx:
+        tx.write_json("sealed_inputs_5B", sealed_path, rows, rows=len(rows))
+        tx.write_json("s0_gate_receipt_5B", receipt_path, receipt)
     return tx.published
 
 
@@ -236,10 +235,9 @@ def _s1_body(run: StateRun) -> Sequence[Published]:
         validate_output(store, "s1_time_grid_5B", time_grid, code=error_code("S1", "TIME_GRID_SCHEMA_INVALID"), path=grid_path)
         validate_output(store, "s1_grouping_5B", groups, code=error_code("S1", "GROUPING_SCHEMA_INVALID"), path=grouping_path)
         grouping.enforce_realism(realism, scenario_id=identity.scenario_id, where=str(grouping_policy_path))
-    with run.timed("publish"):
-        with store.transaction("S1") as tx:
-            tx.write_parquet("s1_time_grid_5B", grid_path, time_grid, arrow_schema(store, "s1_time_grid_5B"))
-            tx.write_parquet("s1_grouping_5B", grouping_path, groups, arrow_schema(store, "s1_grouping_5B"))
+    with run.timed("publish"), store.transaction("S1") as tx:
+        tx.write_parquet("s1_time_grid_5B", grid_path, time_grid, arrow_schema(store, "s1_time_grid_5B"))
+        tx.write_parquet("s1_grouping_5B", grouping_path, groups, arrow_schema(store, "s1_grouping_5B"))
     run.metrics["scenario_count_succeeded"] = 1
     return tx.published
 

@@ -1,13 +1,14 @@
-"""Reading published outputs, for the checks and `arrival verify`."""
+"""Reading published outputs and the check settings, for the checks and `arrival verify`."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import polars as pl
+import yaml
 
-from .. import gate
-from ..errors import ArrivalError, error_code
+from .. import contracts, gate
+from ..errors import CONTRACT_INVALID, ArrivalError, error_code
 from ..identity import Identity
 from ..store import Store
 from .plan import read_domain
@@ -57,3 +58,18 @@ def world_scenarios(store: Store) -> list[str]:
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise ArrivalError(error_code("S0", "SCENARIO_MANIFEST_INVALID"), f"{path} cannot be read: {exc}", file=str(path))
     return gate.check_scenario_manifest(manifest, where=str(path), contracts_dir=store.contracts_dir)
+
+
+CHECK_POLICY_SCHEMA = "schemas.5B.yaml#/config/check_policy"
+
+
+def read_check_policy(store: Store) -> dict:
+    """config/check_policy.yaml (the corridors' false-alarm probability and bounds), validated."""
+    path = store.config_dir / "check_policy.yaml"
+    try:
+        doc = yaml.safe_load(path.read_bytes())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ArrivalError(CONTRACT_INVALID, f"{path} cannot be read: {exc}", file=str(path)) from exc
+    contracts.validate_document(doc, CHECK_POLICY_SCHEMA, code=CONTRACT_INVALID, where=str(path),
+                                contracts_dir=store.contracts_dir)
+    return doc

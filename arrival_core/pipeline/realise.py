@@ -1,8 +1,8 @@
 """S2 (latent intensity) and S3 (bucket counts): streamed through the λ surface in chunks of whole entities."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import polars as pl

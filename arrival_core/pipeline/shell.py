@@ -8,10 +8,10 @@ from __future__ import annotations
 import io
 import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
 
 import polars as pl
 import pyarrow as pa
@@ -21,7 +21,7 @@ from .. import contracts, gate, reports, table_schema, tables
 from ..encoding import sha256_hex
 from ..errors import ArrivalError, error_code, has_code
 from ..gate import Gate
-from ..identity import Identity, compute_parameter_hash, validate_scenario_id, validate_seed
+from ..identity import Identity, PartitionKey, compute_parameter_hash
 from ..rng.errors import CounterWrapError, RngArgumentError
 from ..store import Published, Store, read_json
 
@@ -75,7 +75,8 @@ def execute_state(
     store: Store, state: str, *, seed: int | str, scenario_id: str, run_id: str | None, body: StateBody
 ) -> StateResult:
     """Run a state body for one partition and write its run report; re-raise the failure after reporting it."""
-    seed_value, sid = validate_seed(seed), validate_scenario_id(scenario_id)
+    key = PartitionKey(seed, scenario_id)
+    seed_value, sid = key.seed, key.scenario_id
     run_id = run_id or uuid.uuid4().hex
     report_path = store.path("run_report_5B", state=state, seed=seed_value, scenario_id=sid, run_id=run_id)
     run = StateRun(store, state, seed_value, sid, run_id)
@@ -87,7 +88,7 @@ def execute_state(
     except (RngArgumentError, CounterWrapError) as exc:
         failure = rng_failure(state, exc)
         failure.__cause__ = exc
-    except Exception as exc:  # reported (with no code unless it is an ArrivalError), then re-raised unchanged
+    except Exception as exc:  # noqa: BLE001 - reported (coded or not), then re-raised unchanged
         failure = exc
     run.timings["total"] = round(time.perf_counter() - clock, 6)
     report = reports.build_report(
@@ -170,9 +171,9 @@ def read_world(store: Store, state: str) -> World:
 
 def resolve_identity(store: Store, *, seed: int | str, scenario_id: str, state: str) -> Identity:
     """Validate the partition keys, then derive (ph, mf) from the run receipt and the policy files."""
-    seed_value, sid = validate_seed(seed), validate_scenario_id(scenario_id)
+    key = PartitionKey(seed, scenario_id)
     world = read_world(store, state)
-    return Identity(world.parameter_hash, world.manifest_fingerprint, seed_value, sid)
+    return Identity(world.parameter_hash, world.manifest_fingerprint, key.seed, key.scenario_id)
 
 
 def parse_policy(data: bytes, entry: contracts.DatasetEntry, path: Path, *, code: str, store: Store) -> dict:

@@ -5,9 +5,9 @@ import contextlib
 import math
 import queue
 import threading
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import polars as pl

@@ -198,3 +198,17 @@ def test_registry_dependencies_are_registered_and_acyclic():
         ready = {a for a, d in deps.items() if a not in done and d <= done}
         assert ready, f"dependency cycle among {sorted(set(deps) - done)}"
         done |= ready
+
+
+def test_check_policy_validates_and_pins_the_false_alarm_probability():
+    doc = _load(CONFIG / "check_policy.yaml")
+    contracts.validate_document(doc, "schemas.5B.yaml#/config/check_policy", code="5B.CONTRACT_INVALID",
+                                where="check_policy.yaml")
+    assert doc["false_alarm"] <= 1e-6
+
+
+def test_check_policy_refuses_a_false_alarm_probability_that_is_not_small():
+    with pytest.raises(ArrivalError):
+        contracts.validate_document({"false_alarm": 0.5, "normal_corridor_z": 6.0},
+                                    "schemas.5B.yaml#/config/check_policy", code="5B.CONTRACT_INVALID",
+                                    where="check_policy.yaml")

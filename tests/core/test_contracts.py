@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import shutil
 import zoneinfo
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import jsonschema
 import numpy as np
@@ -371,7 +371,7 @@ def test_list_items_are_checked_against_their_enum():
 
 def test_timestamps_must_be_utc_microseconds():
     ref = "schemas.5A.yaml#/model/scenario_manifest_5A"
-    start = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 5, tzinfo=UTC)
     frame = pl.DataFrame({
         "scenario_id": ["baseline_v1"], "scenario_version": ["v1"], "is_baseline": [True], "is_stress": [False],
         "horizon_start_utc": [start], "horizon_end_utc": [start], "labels": [["baseline"]],

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -121,7 +121,7 @@ def test_run_receipt_must_be_json_with_its_fields():
 def _manifest(ids, baseline=None, stress=None) -> pl.DataFrame:
     n = len(ids)
     baseline = baseline if baseline is not None else [True] * n
-    start = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    start = datetime(2026, 3, 2, tzinfo=UTC)
     return pl.DataFrame({
         "scenario_id": ids, "scenario_version": ["v1"] * n, "is_baseline": baseline,
         "is_stress": stress if stress is not None else [not b for b in baseline],

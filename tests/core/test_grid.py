@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -14,7 +14,7 @@ from arrival_core.grid import bucket_count, build_grid, parse_time_grid_policy, 
 
 POLICY_DOC = yaml.safe_load((contracts.DEFAULT_CONFIG_DIR / "time_grid_policy_5B.yaml").read_text())
 POLICY = parse_time_grid_policy(POLICY_DOC, where="time_grid_policy_5B.yaml")
-MONDAY = datetime(2026, 3, 2, tzinfo=timezone.utc)
+MONDAY = datetime(2026, 3, 2, tzinfo=UTC)
 
 
 def _scenario(start: datetime = MONDAY, days: float = 7, *, stress: bool = False) -> dict:
@@ -59,7 +59,7 @@ def test_utc_annotations_give_iso_weekday_minutes_and_weekend():
 
 def test_local_annotations_follow_the_reference_zone_across_dst():
     london = replace(POLICY, reference_tzid="Europe/London")
-    grid = build_grid(_scenario(datetime(2026, 3, 28, tzinfo=timezone.utc), days=2), london, where="p")
+    grid = build_grid(_scenario(datetime(2026, 3, 28, tzinfo=UTC), days=2), london, where="p")
     # Clocks go forward at 01:00 UTC on Sunday 29 March 2026: 00:00 UTC is 00:00 GMT, 01:00 UTC is 02:00 BST.
     sunday = grid.filter(pl.col("bucket_index").is_between(24, 26))
     assert sunday["local_minutes_since_midnight"].to_list() == [0, 120, 180]

@@ -45,9 +45,8 @@ def test_different_bytes_raise_conflict_and_leave_existing_file_untouched(tmp_pa
     with store.transaction("S0") as tx:
         tx.write_json("s0_gate_receipt_5B", target, {"a": 1})
     before = target.read_bytes()
-    with pytest.raises(ArrivalError) as err:
-        with store.transaction("S0") as tx2:
-            tx2.write_json("s0_gate_receipt_5B", target, {"a": 2})
+    with pytest.raises(ArrivalError) as err, store.transaction("S0") as tx2:
+        tx2.write_json("s0_gate_receipt_5B", target, {"a": 2})
     assert err.value.code == "5B.S0.IO_WRITE_CONFLICT"
     assert str(target) in err.value.message
     assert target.read_bytes() == before
@@ -60,10 +59,9 @@ def test_conflict_on_second_file_publishes_neither(tmp_path):
     receipt = _receipt_path(store)
     with store.transaction("S0") as tx:
         tx.write_json("s0_gate_receipt_5B", receipt, {"a": 1})
-    with pytest.raises(ArrivalError):
-        with store.transaction("S0") as tx2:
-            tx2.write_json("sealed_inputs_5B", sealed, [{"x": 1}])
-            tx2.write_json("s0_gate_receipt_5B", receipt, {"a": 2})
+    with pytest.raises(ArrivalError), store.transaction("S0") as tx2:
+        tx2.write_json("sealed_inputs_5B", sealed, [{"x": 1}])
+        tx2.write_json("s0_gate_receipt_5B", receipt, {"a": 2})
     assert not sealed.exists()
     assert _files_under(tmp_path) == [receipt]
 
@@ -74,11 +72,10 @@ def test_exception_mid_write_leaves_no_temp_file_and_no_new_folder(tmp_path):
         "s2_latent_field_5B", seed=1, parameter_hash=PH, manifest_fingerprint=MF, scenario_id="baseline_v1"
     )
     frame = pl.DataFrame({"x": list(range(10))})
-    with pytest.raises(RuntimeError):
-        with store.transaction("S2") as tx:
-            sink = tx.parquet("s2_latent_field_5B", target, frame.to_arrow().schema)
-            sink.write(frame)
-            raise RuntimeError("simulated crash in the middle of a write")
+    with pytest.raises(RuntimeError), store.transaction("S2") as tx:
+        sink = tx.parquet("s2_latent_field_5B", target, frame.to_arrow().schema)
+        sink.write(frame)
+        raise RuntimeError("simulated crash in the middle of a write")
     assert _files_under(tmp_path) == []
     assert not (tmp_path / "data").exists()
 

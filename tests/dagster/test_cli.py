@@ -20,7 +20,8 @@ TIMEOUT = 300
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    return subprocess.run(args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT,
+                          check=False)
 
 
 def _env(root: Path, home: Path) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -165,7 +166,8 @@ def test_accounting_mismatch_fails_the_blocking_check_and_stops_downstream(world
         pl.read_parquet(trace).with_columns(pl.col("draws_total") - 2).write_parquet(trace)
         return result
 
-    monkeypatch.setattr(pipeline, "run_s2", s2_then_drop_two_trace_draws)
+    states = tuple(replace(s, runner=s2_then_drop_two_trace_draws) if s.code == "S2" else s for s in pipeline.STATES)
+    monkeypatch.setattr(pipeline, "STATES", states)
     with dg.DagsterInstance.ephemeral() as instance:
         result = run_partition(graph_for(world_root), instance, "stress_v1|42")
     assert not result.success
