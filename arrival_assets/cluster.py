@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,6 +63,7 @@ PG_USER = "arrival"
 PG_DATABASE = "arrival"
 PG_PACKAGE = "postgresql"
 REDIS_PACKAGE = "redis-server"
+DEBIAN_PG_ROOT = Path("/usr/lib/postgresql")
 UNPRIVILEGED_ACCOUNTS = ("postgres", "nobody")  # who runs PostgreSQL when `cluster up` runs as root
 
 Printer = Callable[[str], None]
@@ -165,13 +167,16 @@ def launch_partition_run(
     # Reach the function through its module name (not `__main__`), so the pointer sent to workers imports.
     target = importlib.import_module("arrival_assets.cluster").cluster_job
     job = target()
-    return dg.execute_job(
-        dg.reconstructable(target),
-        instance=instance,
-        run_config=store_run_config(run_root, run_config),
-        tags=partition_run_tags(job, key),
-        raise_on_error=False,
-    )
+    with warnings.catch_warnings():
+        # dagster-celery registers its step task again for each submission; Celery warns every time.
+        warnings.filterwarnings("ignore", message=r"Task name 'execute_plan' is already registered")
+        return dg.execute_job(
+            dg.reconstructable(target),
+            instance=instance,
+            run_config=store_run_config(run_root, run_config),
+            tags=partition_run_tags(job, key),
+            raise_on_error=False,
+        )
 
 
 # ---- (b) the instance config -----------------------------------------------------------------------------------
@@ -221,7 +226,9 @@ def instance_config(env: Mapping[str, str] | None = None, shipped: Path = SHIPPE
     return {"storage": {"postgres": {"postgres_db": postgres_db_config(url)}}, **kept}
 
 
-def instance_config_text(env: Mapping[str, str] | None = None, shipped: Path = SHIPPED_INSTANCE_CONFIG) -> str:
+def instance_config_text(
+    env: Mapping[str, str] | None = None, shipped: Path = SHIPPED_INSTANCE_CONFIG
+) -> str:
     """The dagster.yaml text: the shipped file as it is, or a generated Postgres config carrying a marker."""
     env = os.environ if env is None else env
     if not (env.get(PG_URL_ENV) or "").strip():
@@ -283,14 +290,25 @@ def worker_command(
         raise ClusterError(f"--queue must be a plain queue name, got {queue!r}")
     node = name or f"arrival-{uuid.uuid4().hex[:6]}"
     return [
-        sys.executable, "-m", "celery", "-A", CELERY_APP, "worker",
-        "--loglevel", loglevel,
-        "--concurrency", str(concurrency),
-        "--prefetch-multiplier", "1",  # a step is long: a worker takes one task per free process
-        "--queues", queue,
-        "--hostname", f"{node}@%h",
-        "--include", ",".join(WORKER_INCLUDES),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        CELERY_APP,
+        "worker",
+        "--loglevel",
+        loglevel,
+        "--concurrency",
+        str(concurrency),
+        "--prefetch-multiplier",
+        "1",  # a step is long: a worker takes one task per free process
+        "--queues",
+        queue,
+        "--hostname",
+        f"{node}@%h",
+        "--include",
+        ",".join(WORKER_INCLUDES),
+    ]
 
 
 def worker_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -298,7 +316,9 @@ def worker_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if env is None else env)
     settings = celery_settings(env)
     if settings is None:
-        raise ClusterError(f"{BROKER_ENV} is not set: a worker needs a broker (e.g. redis://127.0.0.1:6379/0)")
+        raise ClusterError(
+            f"{BROKER_ENV} is not set: a worker needs a broker (e.g. redis://127.0.0.1:6379/0)"
+        )
     env["CELERY_BROKER_URL"] = settings["broker"]
     env["CELERY_RESULT_BACKEND"] = settings["backend"]
     return env
@@ -313,9 +333,9 @@ def run_worker(concurrency: int = 1, queue: str = DEFAULT_QUEUE, name: str | Non
     """
     import importlib.util
 
+    env = worker_environment()
     if importlib.util.find_spec("dagster_celery") is None:
         raise ClusterError("dagster-celery is not installed: pip install 'dagster-celery[redis]==0.29.27'")
-    env = worker_environment()
     env[DAGSTER_HOME_ENV] = str(install_instance_config(env=env))
     command = worker_command(concurrency, queue, name)
     sys.stdout.flush()
@@ -352,13 +372,14 @@ class ClusterInfo:
         return [p.pid for p in self.processes if p.name.startswith("worker")]
 
 
-def find_postgres_bin(name: str) -> Path:
-    """A PostgreSQL server binary: on PATH, else the newest /usr/lib/postgresql/<version>/bin (Debian)."""
+def find_postgres_bin(name: str, search_root: Path = DEBIAN_PG_ROOT) -> Path:
+    """A PostgreSQL server binary: on PATH, else the newest <search_root>/<version>/bin (Debian keeps them
+    under /usr/lib/postgresql/<version>/bin, off PATH)."""
     found = shutil.which(name)
     if found:
         return Path(found)
     candidates = sorted(
-        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        Path(search_root).glob(f"*/bin/{name}"),
         key=lambda p: [int(x) if x.isdigit() else 0 for x in p.parent.parent.name.split(".")],
         reverse=True,
     )
@@ -406,6 +427,8 @@ def _check_traversable(path: Path, account: pwd.struct_passwd) -> None:
     """Raise unless `account` can reach `path` (each folder above it searchable by that account)."""
     gids = {account.pw_gid, *(g.gr_gid for g in _groups_of(account.pw_name))}
     for folder in [*reversed(path.parents), path]:
+        if not folder.exists():
+            break
         st = folder.stat()
         if st.st_uid == account.pw_uid:
             ok = st.st_mode & stat.S_IXUSR
@@ -480,11 +503,15 @@ def pid_alive(pid: int, match: str = "") -> bool:
     return state not in ("Z", "X") and (not match or match in cmdline)
 
 
-def _wait_for(ready: Callable[[], bool], proc: subprocess.Popen, what: str, log: Path, timeout: float) -> None:
+def _wait_for(
+    ready: Callable[[], bool], proc: subprocess.Popen, what: str, log: Path, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ClusterError(f"{what} exited with code {proc.returncode} while starting; log {log}:\n{_tail(log)}")
+            raise ClusterError(
+                f"{what} exited with code {proc.returncode} while starting; log {log}:\n{_tail(log)}"
+            )
         if ready():
             return
         time.sleep(0.2)
@@ -534,7 +561,9 @@ def _log_ready(log: Path, pattern: str) -> Callable[[], bool]:
     return ready
 
 
-def _init_postgres(pg_dir: Path, data: Path, password: str, account: pwd.struct_passwd | None, log: Path) -> None:
+def _init_postgres(
+    initdb: Path, pg_dir: Path, data: Path, password: str, account: pwd.struct_passwd | None, log: Path
+) -> None:
     """initdb the data folder (once): superuser `arrival` with a password, scram on 127.0.0.1."""
     pg_dir.mkdir(parents=True, exist_ok=True)
     if account is not None:
@@ -551,11 +580,24 @@ def _init_postgres(pg_dir: Path, data: Path, password: str, account: pwd.struct_
         with open(log, "ab") as out:
             done = subprocess.run(
                 [
-                    str(find_postgres_bin("initdb")), "-D", str(data), "-U", PG_USER, f"--pwfile={pwfile}",
-                    "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--locale=C",
-                ],  # fmt: skip
-                stdout=out, stderr=subprocess.STDOUT, cwd=pg_dir, **_as_account(account),
-            )  # fmt: skip
+                    str(initdb),
+                    "-D",
+                    str(data),
+                    "-U",
+                    PG_USER,
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ],
+                check=False,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=pg_dir,
+                **_as_account(account),
+            )
     finally:
         pwfile.unlink(missing_ok=True)
     if done.returncode != 0:
@@ -575,7 +617,9 @@ def _create_database(port: int, password: str) -> None:
 
 
 def env_file_text(env: Mapping[str, str]) -> str:
-    lines = ["# The environment of the local arrival cluster: `source` this file in every shell that uses it."]
+    lines = [
+        "# The environment of the local arrival cluster: `source` this file in every shell that uses it."
+    ]
     lines += [f"export {key}={shlex.quote(value)}" for key, value in env.items()]
     return "\n".join(lines) + "\n"
 
@@ -606,11 +650,19 @@ def cluster_up(
             f"a cluster is already up in {base} (pids {', '.join(str(p.pid) for p in running)}): "
             "stop it first with `arrival cluster down`"
         )
-    postgres_bin, redis_bin = find_postgres_bin("postgres"), find_redis_server()
-    find_postgres_bin("initdb")
+    initdb = find_postgres_bin("initdb")
+    postgres_bin = (
+        initdb.parent / "postgres"
+    )  # the server of the same version as the initdb that made the data
+    if not postgres_bin.exists():
+        postgres_bin = find_postgres_bin("postgres")
+    redis_bin = find_redis_server()
     import importlib.util
 
-    for module, package in (("dagster_celery", "dagster-celery[redis]"), ("dagster_postgres", "dagster-postgres")):
+    for module, package in (
+        ("dagster_celery", "dagster-celery[redis]"),
+        ("dagster_postgres", "dagster-postgres"),
+    ):
         if importlib.util.find_spec(module) is None:
             raise ClusterError(f"{module} is not installed: pip install '{package}==0.29.27'")
     from .resources import resolve_run_root
@@ -643,16 +695,27 @@ def cluster_up(
     try:
         pg_dir, pg_log = base / "postgres", logs / "postgres.log"
         t0 = time.monotonic()
-        _init_postgres(pg_dir, pg_dir / "data", password, account, pg_log)
+        _init_postgres(initdb, pg_dir, pg_dir / "data", password, account, pg_log)
         with open(pg_log, "ab") as log:
             proc = subprocess.Popen(
                 [
-                    str(postgres_bin), "-D", str(pg_dir / "data"), "-p", str(pg_port),
-                    "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-                ],  # fmt: skip
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=pg_dir,
-                start_new_session=True, **_as_account(account),
-            )  # fmt: skip
+                    str(postgres_bin),
+                    "-D",
+                    str(pg_dir / "data"),
+                    "-p",
+                    str(pg_port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "unix_socket_directories=",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=pg_dir,
+                start_new_session=True,
+                **_as_account(account),
+            )
         started(proc, "postgres", "SIGINT", "postgres", pg_log)
         _wait_for(_pg_ready(pg_port, password), proc, "PostgreSQL", pg_log, timeout)
         _create_database(pg_port, password)
@@ -664,11 +727,25 @@ def cluster_up(
         with open(redis_log, "ab") as log:
             proc = subprocess.Popen(
                 [
-                    str(redis_bin), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "no", "--daemonize", "no", "--dir", str(redis_dir),
-                ],  # fmt: skip
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+                    str(redis_bin),
+                    "--port",
+                    str(redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    "--dir",
+                    str(redis_dir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         started(proc, "redis", "SIGTERM", "redis-server", redis_log)
         _wait_for(_redis_ready(redis_port), proc, "Redis", redis_log, timeout)
         out(f"redis     pid {proc.pid}  127.0.0.1:{redis_port}  ({time.monotonic() - t0:.1f} s)")
@@ -680,14 +757,26 @@ def cluster_up(
         for index in range(1, workers + 1):
             name, log_path = f"worker-{index}", logs / f"worker-{index}.log"
             command = [
-                sys.executable, "-m", "arrival_assets.cluster", "worker",
-                "--concurrency", str(concurrency), "--queue", queue, "--name", f"arrival-{index}",
-            ]  # fmt: skip
+                sys.executable,
+                "-m",
+                "arrival_assets.cluster",
+                "worker",
+                "--concurrency",
+                str(concurrency),
+                "--queue",
+                queue,
+                "--name",
+                f"arrival-{index}",
+            ]
             with open(log_path, "ab") as log:
                 proc = subprocess.Popen(
-                    command, env=worker_env, stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
-                )  # fmt: skip
+                    command,
+                    env=worker_env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             started(proc, name, "SIGTERM", "celery", log_path)
             pending.append((proc, name, log_path))
         t0 = time.monotonic()
@@ -790,11 +879,17 @@ def add_cluster_parser(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--workers", type=int, default=2, help="number of workers (2)")
     up.add_argument("--concurrency", type=int, default=1, help="steps at once per worker (1)")
     up.add_argument("--queue", default=DEFAULT_QUEUE, help=f"Celery queue of the workers ({DEFAULT_QUEUE})")
-    up.add_argument("--base", default=str(DEFAULT_CLUSTER_DIR), help=f"cluster folder ({DEFAULT_CLUSTER_DIR})")
-    up.add_argument("--root", help="run root shared by every process (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
+    up.add_argument(
+        "--base", default=str(DEFAULT_CLUSTER_DIR), help=f"cluster folder ({DEFAULT_CLUSTER_DIR})"
+    )
+    up.add_argument(
+        "--root", help="run root shared by every process (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)"
+    )
     up.set_defaults(handler=_up)
     down = cluster_sub.add_parser("down", help="stop every process of the cluster by pid")
-    down.add_argument("--base", default=str(DEFAULT_CLUSTER_DIR), help=f"cluster folder ({DEFAULT_CLUSTER_DIR})")
+    down.add_argument(
+        "--base", default=str(DEFAULT_CLUSTER_DIR), help=f"cluster folder ({DEFAULT_CLUSTER_DIR})"
+    )
     down.set_defaults(handler=_down)
 
 
@@ -806,7 +901,9 @@ def add_instance_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arrival_assets.cluster", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m arrival_assets.cluster", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (add_worker_parser, add_cluster_parser, add_instance_parser):
         add(sub)

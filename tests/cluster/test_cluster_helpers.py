@@ -1,0 +1,282 @@
+"""The pure helpers of arrival_assets.cluster: executor choice, instance config, worker command, bookkeeping.
+
+No server is started here; see test_cluster.py for the real PostgreSQL, Redis and workers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+from clusterlib import missing_modules, need
+
+from arrival_assets import cluster
+from arrival_assets.cluster import (
+    GENERATED_MARK,
+    SHIPPED_INSTANCE_CONFIG,
+    ClusterError,
+    celery_settings,
+    cluster_down,
+    env_file_text,
+    find_postgres_bin,
+    find_redis_server,
+    install_instance_config,
+    instance_config,
+    pid_alive,
+    postgres_db_config,
+    psycopg2_url,
+    store_run_config,
+    worker_command,
+    worker_environment,
+)
+
+PG = {"ARRIVAL_PG_URL": "postgresql://ar%40user:p%3Ass@db.example:6543/runs?sslmode=require"}
+BROKER = {"ARRIVAL_CELERY_BROKER": "redis://127.0.0.1:6379/0"}
+
+
+# ---- executor --------------------------------------------------------------------------------------------------
+
+
+def test_celery_settings_default_the_backend_to_the_broker():
+    assert celery_settings({}) is None
+    assert celery_settings({"ARRIVAL_CELERY_BROKER": "  "}) is None
+    assert celery_settings(BROKER) == {
+        "broker": BROKER["ARRIVAL_CELERY_BROKER"],
+        "backend": BROKER["ARRIVAL_CELERY_BROKER"],
+    }
+    both = {**BROKER, "ARRIVAL_CELERY_BACKEND": "redis://127.0.0.1:6379/1"}
+    assert celery_settings(both)["backend"] == "redis://127.0.0.1:6379/1"
+
+
+def test_executor_is_in_process_without_a_broker():
+    import dagster as dg
+
+    assert cluster.executor_from_env({}) is dg.in_process_executor
+
+
+def test_executor_is_celery_with_a_broker():
+    need(missing_modules("dagster_celery"))
+    assert cluster.executor_from_env(BROKER).name == "celery"
+    assert cluster.executor_from_env({**BROKER, "ARRIVAL_CELERY_BACKEND": "redis://x/1"}).name == "celery"
+
+
+def test_importing_the_module_does_not_import_dagster(monkeypatch):
+    monkeypatch.setenv("ARRIVAL_CELERY_BROKER", "redis://127.0.0.1:1/0")
+    code = "import arrival_assets.cluster, sys; sys.exit(0 if 'dagster' not in sys.modules else 1)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_cluster_job_uses_the_executor_of_the_environment(monkeypatch):
+    need(missing_modules("dagster_celery"))
+    monkeypatch.delenv("ARRIVAL_CELERY_BROKER", raising=False)
+    assert cluster.cluster_job().executor_def.name == "in_process"
+    monkeypatch.setenv("ARRIVAL_CELERY_BROKER", "redis://127.0.0.1:1/0")
+    job = cluster.cluster_job()
+    assert job.executor_def.name == "celery"
+    tags = cluster.partition_run_tags(job, "baseline_v1|7")
+    assert tags["dagster/partition"] == "baseline_v1|7"
+    assert tags["dagster/partition/scenario"] == "baseline_v1"
+    assert tags["dagster/partition/seed"] == "7"
+
+
+def test_store_run_config_pins_the_run_root_and_keeps_the_rest(tmp_path):
+    config = store_run_config(tmp_path, {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+    assert config["resources"]["store"]["config"]["run_root"] == str(tmp_path.resolve())
+    assert config["loggers"]["console"]["config"]["log_level"] == "CRITICAL"
+
+
+# ---- instance config -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"])
+def test_psycopg2_url_rewrites_the_scheme_only(scheme):
+    assert psycopg2_url(f"{scheme}://u:p@h:1/d?x=1") == "postgresql+psycopg2://u:p@h:1/d?x=1"
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/d", "sqlite:///x.db", "redis://h/0"])
+def test_psycopg2_url_refuses_other_databases(url):
+    with pytest.raises(ClusterError, match="postgresql://"):
+        psycopg2_url(url)
+
+
+def test_postgres_db_config_decodes_the_url():
+    assert postgres_db_config(PG["ARRIVAL_PG_URL"]) == {
+        "username": "ar@user",
+        "password": "p:ss",
+        "hostname": "db.example",
+        "port": 6543,
+        "db_name": "runs",
+        "params": {"sslmode": "require"},
+        "scheme": "postgresql+psycopg2",
+    }
+    assert postgres_db_config("postgresql://u@h/d")["port"] == 5432
+
+
+@pytest.mark.parametrize("url", ["postgresql://u@h:5432/", "postgresql://h:5432/db"])
+def test_postgres_db_config_needs_a_user_and_a_database(url):
+    with pytest.raises(ClusterError, match="must name"):
+        postgres_db_config(url)
+
+
+def test_instance_config_is_the_shipped_one_without_a_database():
+    assert instance_config({}) == yaml.safe_load(SHIPPED_INSTANCE_CONFIG.read_text())
+
+
+def test_instance_config_with_a_database_keeps_every_other_shipped_setting():
+    shipped = yaml.safe_load(SHIPPED_INSTANCE_CONFIG.read_text())
+    config = instance_config(PG)
+    assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    assert {k: v for k, v in config.items() if k != "storage"} == {
+        k: v for k, v in shipped.items() if k not in cluster.STORAGE_KEYS
+    }
+
+
+def test_the_generated_config_is_valid_for_dagster(tmp_path):
+    need(missing_modules("dagster_postgres"))
+    from dagster._core.instance.config import dagster_instance_config
+
+    home = install_instance_config(tmp_path / "home", env=PG)
+    config, _ = dagster_instance_config(str(home))
+    assert config["storage"]["postgres"]["postgres_db"]["hostname"] == "db.example"
+
+
+def test_install_tracks_the_environment_and_leaves_a_hand_written_config_alone(tmp_path):
+    home = tmp_path / "home"
+    target = home / "dagster.yaml"
+    install_instance_config(home, env={})
+    assert target.read_text() == SHIPPED_INSTANCE_CONFIG.read_text()
+    install_instance_config(home, env=PG)
+    assert target.read_text().startswith(GENERATED_MARK)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600  # it holds a password
+    install_instance_config(home, env={})  # unset again: back to SQLite
+    assert target.read_text() == SHIPPED_INSTANCE_CONFIG.read_text()
+    target.write_text("telemetry:\n  enabled: false\n")
+    install_instance_config(home, env=PG)
+    assert target.read_text() == "telemetry:\n  enabled: false\n"
+
+
+def test_install_defaults_to_dagster_home(tmp_path):
+    home = install_instance_config(env={"DAGSTER_HOME": str(tmp_path / "dh")})
+    assert home == (tmp_path / "dh").resolve() and (home / "dagster.yaml").is_file()
+
+
+# ---- worker ----------------------------------------------------------------------------------------------------
+
+
+def test_worker_command_runs_dagster_celerys_app_with_this_interpreter():
+    command = worker_command(3, "heavy", "w1")
+    assert command[:6] == [sys.executable, "-m", "celery", "-A", "dagster_celery.app", "worker"]
+    assert command[command.index("--concurrency") + 1] == "3"
+    assert command[command.index("--queues") + 1] == "heavy"
+    assert command[command.index("--hostname") + 1] == "w1@%h"
+    assert command[command.index("--prefetch-multiplier") + 1] == "1"
+    assert "arrival_assets.definitions" in command[command.index("--include") + 1]
+    assert not any("redis://" in part for part in command)  # the broker travels in the environment
+
+
+@pytest.mark.parametrize(("concurrency", "queue"), [(0, "dagster"), (1, "a b"), (1, "")])
+def test_worker_command_refuses_bad_arguments(concurrency, queue):
+    with pytest.raises(ClusterError):
+        worker_command(concurrency, queue)
+
+
+def test_worker_environment_sets_celerys_variables():
+    env = worker_environment({**BROKER, "ARRIVAL_CELERY_BACKEND": "redis://127.0.0.1:6379/1", "X": "y"})
+    assert env["CELERY_BROKER_URL"] == "redis://127.0.0.1:6379/0"
+    assert env["CELERY_RESULT_BACKEND"] == "redis://127.0.0.1:6379/1"
+    assert env["X"] == "y"
+    with pytest.raises(ClusterError, match="ARRIVAL_CELERY_BROKER"):
+        worker_environment({})
+
+
+def test_worker_without_a_broker_is_a_clear_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARRIVAL_CELERY")}
+    done = subprocess.run(
+        [sys.executable, "-m", "arrival_assets.cluster", "worker"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "ARRIVAL_CELERY_BROKER is not set" in done.stderr
+
+
+# ---- local cluster bookkeeping ---------------------------------------------------------------------------------
+
+
+def test_missing_servers_name_their_debian_packages(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ClusterError, match=r"Debian package `postgresql`"):
+        find_postgres_bin("initdb", search_root=tmp_path)
+    with pytest.raises(ClusterError, match=r"Debian package `redis-server`"):
+        find_redis_server()
+
+
+def test_postgres_binaries_are_found_off_path_under_the_newest_version(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    for version in ("9.6", "13", "15"):
+        (tmp_path / version / "bin").mkdir(parents=True)
+        (tmp_path / version / "bin" / "initdb").write_text("")
+    assert find_postgres_bin("initdb", search_root=tmp_path) == tmp_path / "15" / "bin" / "initdb"
+
+
+def test_env_file_quotes_values(tmp_path):
+    text = env_file_text({"ARRIVAL_PG_URL": "postgresql://u:a b'c@h/d", "DAGSTER_HOME": "/x y"})
+    script = tmp_path / "env.sh"
+    script.write_text(text)
+    shown = subprocess.run(
+        ["bash", "-c", f'source {script} && printf "%s\\n%s" "$ARRIVAL_PG_URL" "$DAGSTER_HOME"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout == "postgresql://u:a b'c@h/d\n/x y"
+
+
+def test_down_without_a_cluster_does_nothing(tmp_path):
+    assert cluster_down(tmp_path, out=lambda _: None) == {}
+
+
+def test_pid_alive_checks_the_command_line_and_ignores_zombies():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert pid_alive(proc.pid, "python")
+        assert not pid_alive(proc.pid, "redis-server")  # a reused pid is not the recorded process
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not pid_alive(proc.pid)
+
+
+def test_stale_pids_are_reported_not_running(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    cluster._write_pids(tmp_path, [cluster.Process("redis", proc.pid, "SIGTERM", "redis-server")])
+    assert cluster_down(tmp_path, out=lambda _: None) == {"redis": "not running"}
+    assert not (tmp_path / "pids.json").exists()
+
+
+def test_cluster_folder_must_be_reachable_by_the_postgres_account(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("only root hands PostgreSQL to an unprivileged account")
+    account = cluster._pg_account()
+    base = Path(tempfile.mkdtemp(prefix="arrival-reach-"))
+    try:
+        base.chmod(0o755)
+        cluster._check_traversable(base, account)
+        closed = base / "closed"
+        closed.mkdir(mode=0o700)
+        with pytest.raises(ClusterError, match=rf"cannot enter {closed}: .*chmod o\+x"):
+            cluster._check_traversable(closed / "postgres", account)
+    finally:
+        shutil.rmtree(base)
