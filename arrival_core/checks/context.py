@@ -62,6 +62,16 @@ class CheckContext:
     def path(self, dataset_id: str):
         return pipeline.output_path(self.store, dataset_id, self.identity)
 
+    def entity_span(self, start: int, frame: pl.DataFrame) -> tuple[int, int, int | None]:
+        """(e0, e1, first misaligned row or None) of a slice of whole entities starting at row `start`, checked
+        against grid × grouping (entity keys, bucket order and the group S1 assigned)."""
+        h = self.domain.buckets
+        e0 = start // h
+        e1 = e0 + frame.height // h
+        bad_key, bad_group = entity_grid.chunk_misaligned(frame.to_arrow(), self.domain, e0, e1, "bucket_index",
+                                                          group_column="group_id")
+        return e0, e1, bad_key if bad_key is not None else bad_group
+
     @cached_property
     def corridors(self) -> dict:
         """The statistical corridors' settings (config/check_policy.yaml)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from .. import counts, entity_grid, pipeline
+from .. import counts, pipeline
 from ..grouping import ENTITY_KEYS
 from ..rng import ledger, streams, variates
 from ..rng.philox import add_counter
@@ -123,12 +123,10 @@ def check_counts(ctx: CheckContext) -> dict[str, CheckResult]:
     def on_slice(start: int, frame: pl.DataFrame) -> None:
         if not aligned[0]:
             return
-        e0 = start // h
-        e1 = e0 + frame.height // h
+        e0, e1, row = ctx.entity_span(start, frame)
         _, s2 = next(source)
-        bad_key, bad_group = entity_grid.chunk_misaligned(frame.to_arrow(), d, e0, e1, "bucket_index", group_column="group_id")
         same = all(frame[c].equals(s2[c]) for c in (*ENTITY_KEYS, "bucket_index"))
-        if bad_key is not None or bad_group is not None or not same:
+        if row is not None or not same:
             domain.fail(f"rows from {start} are not the rows of s2_realised_intensity_5B / grid × grouping")
             aligned[0] = False
             return

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import polars as pl
 
-from .. import counts, entity_grid, latent, pipeline
+from .. import counts, latent, pipeline
 from ..grouping import ENTITY_KEYS
 from ..rng import ledger, streams
 from .context import CheckContext, CheckResult, TableScan, first_true, key_of, require_file, scan_table
@@ -56,11 +56,8 @@ def check_realised(ctx: CheckContext) -> dict[str, CheckResult]:
     def on_slice(start: int, frame: pl.DataFrame) -> None:
         if not aligned[0]:
             return
-        e0 = start // h
-        e1 = e0 + frame.height // h
-        bad_key, bad_group = entity_grid.chunk_misaligned(frame.to_arrow(), d, e0, e1, "bucket_index", group_column="group_id")
-        if bad_key is not None or bad_group is not None:
-            row = bad_key if bad_key is not None else bad_group
+        e0, e1, row = ctx.entity_span(start, frame)
+        if row is not None:
             domain.fail(f"row {start + row} breaks grid × grouping", key_of(frame, row, (*ENTITY_KEYS, "bucket_index")))
             aligned[0] = False
             return
