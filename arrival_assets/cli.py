@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from arrival_core.errors import ArrivalError
 from arrival_core.identity import validate_seed
+
+from . import interrupts
 
 DEFAULT_ROOT_PARENT = Path(".arrival")
 
@@ -172,6 +175,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 def build_parser() -> argparse.ArgumentParser:
     """Return the `arrival` argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(prog="arrival", description="Segment 5B arrival realisation.")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)
@@ -179,14 +183,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; an ArrivalError prints `error: <code>: <message>` on stderr and returns 2."""
+    """Run one command and return its exit status (see `interrupts.EXIT_*`).
+
+    0 success; 2 a coded failure (`error: <code>: <message>` on stderr); 1 only blocking checks failed (the
+    command says so); 130 / 143 interrupted by SIGINT / SIGTERM. No traceback is shown unless `--debug`.
+    """
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
-    try:
-        return handler(args)
-    except ArrivalError as exc:
-        _err(f"error: {exc.code}: {exc.message}")
-        return 2
+    with interrupts.stopping_on_signals():
+        try:
+            return handler(args)
+        except interrupts.Interrupted as exc:
+            _err(f"interrupted by {exc.signal_name}: stopped; nothing partial was kept")
+            return exc.exit_status
+        except ArrivalError as exc:
+            if args.debug:
+                traceback.print_exc()
+            _err(f"error: {exc.code}: {exc.message}")
+            return interrupts.EXIT_FAILURE
+        except Exception as exc:
+            if args.debug:
+                raise
+            _err(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+            return interrupts.EXIT_FAILURE
 
 
 if __name__ == "__main__":

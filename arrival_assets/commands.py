@@ -17,6 +17,7 @@ from arrival_core.errors import IDENTITY_INVALID, ArrivalError
 from arrival_core.identity import validate_scenario_id, validate_seed
 from arrival_core.store import Store, read_json
 
+from . import interrupts
 from .jobs import JOB_NAME
 from .partitions import partition_key, register_partitions
 from .resources import StoreResource, ensure_world, resolve_run_root
@@ -27,6 +28,8 @@ SHIPPED_INSTANCE_CONFIG = Path(__file__).resolve().parent / "dagster_home" / "da
 AUDIT_DATASET = "rng_audit_log_5B"
 # The summary is the command's output; the step-by-step event log stays in the instance (and the UI).
 STEP_OF_OUTPUT = {out: state.name for state in pipeline.STATES for out in state.outputs}
+BLOCKING_FAILED = "blocking check(s) failed"
+INTERRUPTED_ERRORS = frozenset({"DagsterExecutionInterruptedError", "Interrupted", "KeyboardInterrupt"})
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 Printer = Callable[[str], None]
@@ -84,6 +87,13 @@ class PartitionRun:
     steps_not_run: list[str] = field(default_factory=list)  # stopped by an upstream failure or blocking check
     error_code: str | None = None
     error: str | None = None  # "code: message" of the first failure that carried a code
+    interrupted: bool = False  # a step was stopped by SIGINT / SIGTERM
+
+    @property
+    def only_checks_failed(self) -> bool:
+        """Whether blocking checks are the run's only failures (exit 1); anything else is exit 2."""
+        return (self.error_code is None and bool(self.checks_failed)
+                and all(why == BLOCKING_FAILED for why in self.steps_failed.values()))
     checks_passed: int = 0
     checks_failed: list[str] = field(default_factory=list)
     checks_warned: list[str] = field(default_factory=list)
@@ -127,7 +137,11 @@ def summarise(result: dg.ExecuteInProcessResult, key: str, seconds: float) -> Pa
     for event in result.get_step_failure_events():
         data = event.step_failure_data
         if data.error is not None and data.error.cls_name == "DagsterAssetCheckFailedError":
-            run.steps_failed[event.step_key] = "blocking check(s) failed"
+            run.steps_failed[event.step_key] = BLOCKING_FAILED
+            continue
+        if data.error is not None and data.error.cls_name in INTERRUPTED_ERRORS:
+            run.interrupted = True
+            run.steps_failed[event.step_key] = "interrupted"
             continue
         meta = _metadata_values(data.user_failure_data.metadata) if data.user_failure_data else {}
         code = meta.get("error_code")
@@ -210,19 +224,20 @@ def run_partitions(
             run = summarise(result, str(key), time.perf_counter() - started)
             for line in format_run(run):
                 out(line)
+            interrupts.raise_if_signalled(run.interrupted)
             if not run.success:
                 failures.append(run)
     for run in failures:
         if run.error:
             err(f"error: {run.key}: {run.error}")
+        elif run.only_checks_failed:
+            err(f"error: {run.key}: blocking check(s) failed: " + ", ".join(c.split(" — ")[0] for c in run.checks_failed))
         else:
-            err(
-                f"error: {run.key}: blocking check(s) failed: "
-                + (", ".join(c.split(" — ")[0] for c in run.checks_failed) or "see the run log")
-            )
-    if any(r.error_code for r in failures):
-        return 2
-    return 1 if failures else 0
+            step, why = next(iter(run.steps_failed.items()), ("?", "failed"))
+            err(f"error: {run.key}: step {step} failed without a code: {why}")
+    if not failures:
+        return interrupts.EXIT_OK
+    return interrupts.EXIT_CHECKS_FAILED if all(r.only_checks_failed for r in failures) else interrupts.EXIT_FAILURE
 
 
 def verify_partition(*, root: str | None, seed: str, scenario: str, out: Printer = print) -> int:

@@ -5,7 +5,7 @@ from typing import Any
 
 from .encoding import jsonable
 
-_SHARED_IO = ("IO_WRITE_FAILED", "IO_WRITE_CONFLICT")
+_SHARED_IO = ("IO_READ_FAILED", "IO_WRITE_FAILED", "IO_WRITE_CONFLICT")
 
 # State -> categories. The S2 list is exactly the 18 codes of the S2 spec §9; S1 and S3 mirror its categories.
 CATALOGUE: dict[str, tuple[str, ...]] = {

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import re
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,11 +69,66 @@ class Store:
         tx.commit()
 
 
+TEMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")  # the store's own temp files, and nothing else
+STALE_SECONDS = 2.0  # a temp file younger than this may be between its creation and its writer's lock
+
+
+@contextmanager
+def reading(state: str, path: Path, what: str = "") -> Iterator[None]:
+    """Map a read or decode failure of `path` to the state's IO_READ_FAILED naming the file."""
+    try:
+        yield
+    except (OSError, pa.ArrowException, pl.exceptions.PolarsError) as exc:
+        raise ArrivalError(error_code(state, "IO_READ_FAILED"),
+                           f"cannot read {what + ' ' if what else ''}{path}: {exc}", file=str(path)) from exc
+
+
+def sweep_stale_temps(folder: Path) -> list[Path]:
+    """Remove the temp files a dead writer left in a folder: only names of the store's temp pattern whose
+    writer no longer holds their lock (a live writer keeps an exclusive flock until it publishes or aborts)."""
+    removed = []
+    try:
+        names = [n for n in os.listdir(folder) if TEMP_NAME.match(n)]
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        path = folder / name
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            if time.time() - os.fstat(fd).st_mtime < STALE_SECONDS:
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        except BlockingIOError:
+            continue  # a live writer holds it
+        finally:
+            os.close(fd)
+    return removed
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a folder's new entries durable (after a link or unlink in it)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class ParquetSink:
     """Streams frames into a staged parquet file in fixed-size row groups (bytes independent of chunking)."""
 
-    def __init__(self, tmp: Path, schema: pa.Schema) -> None:
-        self._writer = pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS)
+    def __init__(self, tmp: Path | pa.NativeFile, schema: pa.Schema,
+                 fail: Callable[[BaseException], Exception] | None = None) -> None:
+        self._fail = fail
+        try:
+            self._writer = pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS)
+        except (OSError, pa.ArrowException) as exc:
+            self._reraise(exc)
         self._schema = schema
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
@@ -78,6 +136,12 @@ class ParquetSink:
 
     def write(self, frame: pl.DataFrame | pa.Table) -> None:
         """Append rows (already in writer order) to the staged file."""
+        try:
+            self._write(frame)
+        except (OSError, pa.ArrowException) as exc:
+            self._reraise(exc)
+
+    def _write(self, frame: pl.DataFrame | pa.Table) -> None:
         table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
         if table.num_rows == 0:
             return
@@ -106,8 +170,17 @@ class ParquetSink:
 
     def close(self) -> None:
         """Write what is buffered and close the file."""
-        self._flush(final=True)
-        self._writer.close()
+        try:
+            self._flush(final=True)
+            self._writer.close()
+        except (OSError, pa.ArrowException) as exc:
+            self._reraise(exc)
+
+    def _reraise(self, exc: BaseException) -> None:
+        """Raise the owner's coded failure for a write error (or the error itself for an in-memory sink)."""
+        if self._fail is None:
+            raise exc
+        raise self._fail(exc) from exc
 
 
 @dataclass
@@ -116,6 +189,7 @@ class _Staged:
     target: Path
     tmp: Path
     rows: int | None
+    lock_fd: int
     sink: ParquetSink | None = None
 
 
@@ -127,23 +201,35 @@ class Transaction:
     state: str
     _staged: list[_Staged] = field(default_factory=list)
     _made_dirs: list[Path] = field(default_factory=list)
+    _swept: set[Path] = field(default_factory=set)
 
-    def _stage_path(self, target: Path) -> Path:
+    def _stage(self, dataset_id: str, target: Path, rows: int | None) -> _Staged:
+        """Create the target's folder and a locked temp file beside it, sweeping what dead writers left there."""
         missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.extend(missing)
+            if target.parent not in self._swept:
+                sweep_stale_temps(target.parent)
+                self._swept.add(target.parent)
+            tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
             raise self._io_failed(target, exc) from exc
-        self._made_dirs.extend(missing)
-        return target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+        staged = _Staged(dataset_id, target, tmp, rows, fd)
+        self._staged.append(staged)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise self._io_failed(target, exc) from exc
+        return staged
 
     def _io_failed(self, target: Path, exc: BaseException) -> ArrivalError:
         return ArrivalError(error_code(self.state, "IO_WRITE_FAILED"), f"cannot write {target}: {exc}", file=str(target))
 
     def write_bytes(self, dataset_id: str, target: Path, data: bytes, rows: int | None = None) -> None:
         """Stage raw bytes for a target file."""
-        tmp = self._stage_path(target)
-        self._staged.append(_Staged(dataset_id, target, tmp, rows))
+        tmp = self._stage(dataset_id, target, rows).tmp
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
@@ -158,10 +244,9 @@ class Transaction:
 
     def parquet(self, dataset_id: str, target: Path, schema: pa.Schema) -> ParquetSink:
         """Open a staged parquet sink for a target file; it is closed and published at commit."""
-        tmp = self._stage_path(target)
-        sink = ParquetSink(tmp, schema)
-        self._staged.append(_Staged(dataset_id, target, tmp, None, sink))
-        return sink
+        staged = self._stage(dataset_id, target, None)
+        staged.sink = ParquetSink(staged.tmp, schema, lambda exc: self._io_failed(target, exc))
+        return staged.sink
 
     def write_parquet(self, dataset_id: str, target: Path, frame: pl.DataFrame, schema: pa.Schema | None = None) -> None:
         """Stage a whole frame as parquet."""
@@ -178,9 +263,11 @@ class Transaction:
                 if st.sink is not None:
                     st.sink.close()
                     st.rows = st.sink.rows
-                    with open(st.tmp, "rb+") as f:
-                        os.fsync(f.fileno())
-            digests = [sha256_file(st.tmp) for st in self._staged]
+                try:
+                    os.fsync(st.lock_fd)
+                except OSError as exc:
+                    raise self._io_failed(st.target, exc) from exc
+            digests = [self._digest(st) for st in self._staged]
             for st, digest in zip(self._staged, digests):  # refuse before publishing anything
                 if st.target.exists() and sha256_file(st.target) != digest:
                     raise ArrivalError(
@@ -207,6 +294,11 @@ class Transaction:
                 except OSError as exc:
                     raise self._io_failed(st.target, exc) from exc
                 self.published.append(Published(st.dataset_id, st.target, digest, st.rows, made))
+            for folder in dict.fromkeys(st.target.parent for st in self._staged):
+                try:
+                    fsync_folder(folder)
+                except OSError as exc:
+                    raise self._io_failed(folder, exc) from exc
         except BaseException:
             for path in created:
                 path.unlink(missing_ok=True)
@@ -227,9 +319,19 @@ class Transaction:
             except OSError:
                 pass
 
+    def _digest(self, st: _Staged) -> str:
+        try:
+            return sha256_file(st.tmp)
+        except OSError as exc:
+            raise self._io_failed(st.target, exc) from exc
+
     def _remove_temps(self) -> None:
+        """Unlink every temp file, then release its lock (a sweeper never sees an unlocked temp of a live run)."""
         for st in self._staged:
             st.tmp.unlink(missing_ok=True)
+            if st.lock_fd >= 0:
+                os.close(st.lock_fd)
+                st.lock_fd = -1
 
 
 def read_json(path: Path) -> object:

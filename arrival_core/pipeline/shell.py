@@ -5,6 +5,7 @@ built, runs the state body, and writes one run report per execution (PASS or FAI
 """
 from __future__ import annotations
 
+import errno
 import io
 import time
 import uuid
@@ -88,6 +89,9 @@ def execute_state(
     except (RngArgumentError, CounterWrapError) as exc:
         failure = rng_failure(state, exc)
         failure.__cause__ = exc
+    except (OSError, pa.ArrowException, pl.exceptions.PolarsError) as exc:
+        failure = io_failure(state, exc)
+        failure.__cause__ = exc
     except Exception as exc:  # noqa: BLE001 - reported (coded or not), then re-raised unchanged
         failure = exc
     run.timings["total"] = round(time.perf_counter() - clock, 6)
@@ -107,6 +111,20 @@ def execute_state(
         raise failure
     assert run.identity is not None, f"{state} passed without resolving its identity"
     return StateResult(state, run.identity, published, report, report_path)
+
+
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EISDIR, errno.EEXIST})
+
+
+def io_failure(state: str, exc: BaseException) -> ArrivalError:
+    """The state's IO_READ_FAILED / IO_WRITE_FAILED for an I/O or decode failure no reader or writer coded
+    closer to its cause, naming the file when the error knows it."""
+    write = isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS
+    path = getattr(exc, "filename", None)
+    what = "write" if write else "read"
+    where = f" {path}" if path else ""
+    return ArrivalError(error_code(state, "IO_WRITE_FAILED" if write else "IO_READ_FAILED"),
+                        f"cannot {what}{where}: {exc}", file=None if path is None else str(path))
 
 
 def rng_failure(state: str, exc: RngArgumentError | CounterWrapError) -> ArrivalError:
