@@ -35,7 +35,8 @@ PAGES = {"datasets": ROOT / "docs" / "datasets.md", "policies": ROOT / "docs" / 
 ERRORS_PAGE = ROOT / "docs" / "errors.md"
 
 MARKER = re.compile(
-    r"(<!-- BEGIN GENERATED: (?P<name>[^ ]+) -->\n)(?P<body>.*?)(<!-- END GENERATED: (?P=name) -->)", re.S
+    r"(<!-- BEGIN GENERATED: (?P<name>[^ ]+) -->\n)(?P<body>.*?)(<!-- END GENERATED: (?P=name) -->)",
+    re.DOTALL,
 )
 
 
@@ -357,9 +358,9 @@ def policy_section(policy_id: str) -> list[str]:
     doc = shipped(policy_id)
     rows: list[PolicyRow] = []
     policy_rows(schema, pack, (), rows)
-    lines = [f"File `config/{entry['path']}`, schema `{entry['schema_ref']}`. Every field is required and no "
-             "other key is allowed.", "",
-             "| field | type | allowed | shipped value |", "|---|---|---|---|"]
+    intro = (f"File `config/{entry['path']}`, schema `{entry['schema_ref']}`. Every field is required and no "
+             "other key is allowed.")
+    lines = [intro, "", "| field | type | allowed | shipped value |", "|---|---|---|---|"]
     lines += [f"| `{dotted(p)}` | {t} | {cell(a)} | {render_value(value_at(doc, p))} |" for p, t, a in rows]
     return lines
 
