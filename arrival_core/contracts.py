@@ -39,9 +39,9 @@ def _validate_token(name: str, value: object) -> str:
         return validate_scenario_id(value)
     if name in ("parameter_hash", "manifest_fingerprint"):
         return validate_hex64(value, name)
-    if name == "state" and isinstance(value, str) and _STATE_RE.match(value):
+    if name == "state" and isinstance(value, str) and _STATE_RE.fullmatch(value):
         return value
-    if name == "run_id" and isinstance(value, str) and _RUN_ID_RE.match(value):
+    if name == "run_id" and isinstance(value, str) and _RUN_ID_RE.fullmatch(value):
         return value
     raise ArrivalError(IDENTITY_INVALID, f"path token {name}={value!r} is not valid", field=name, value=repr(value))
 

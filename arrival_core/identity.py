@@ -17,7 +17,7 @@ PARAMETER_HASH_DOMAIN = "5B.parameter_hash.v1"
 def validate_seed(seed: object) -> int:
     """Return the seed as an int if it is a decimal unsigned 64-bit integer, else raise IDENTITY_INVALID."""
     text = str(seed) if isinstance(seed, int) and not isinstance(seed, bool) else seed
-    if not isinstance(text, str) or not SEED_RE.match(text) or int(text) >= 1 << 64:
+    if not isinstance(text, str) or not SEED_RE.fullmatch(text) or int(text) >= 1 << 64:
         raise ArrivalError(
             IDENTITY_INVALID,
             f"seed {seed!r} is not an unsigned 64-bit decimal integer (0 <= seed < 2**64, no sign, no leading zeros)",
@@ -29,7 +29,7 @@ def validate_seed(seed: object) -> int:
 
 def validate_scenario_id(scenario_id: object) -> str:
     """Return scenario_id if it matches ^[a-z0-9][a-z0-9_.-]{0,63}$ (and is not a dot path), else raise."""
-    if not isinstance(scenario_id, str) or not SCENARIO_RE.match(scenario_id) or ".." in scenario_id:
+    if not isinstance(scenario_id, str) or not SCENARIO_RE.fullmatch(scenario_id) or ".." in scenario_id:
         raise ArrivalError(
             IDENTITY_INVALID,
             f"scenario_id {scenario_id!r} must match {SCENARIO_RE.pattern} and contain no '..'",
@@ -41,7 +41,7 @@ def validate_scenario_id(scenario_id: object) -> str:
 
 def validate_hex64(value: object, name: str) -> str:
     """Return value if it is 64 lowercase hex characters (a sha256 id), else raise IDENTITY_INVALID."""
-    if not isinstance(value, str) or not HEX64_RE.match(value):
+    if not isinstance(value, str) or not HEX64_RE.fullmatch(value):
         raise ArrivalError(
             IDENTITY_INVALID,
             f"{name} {value!r} is not 64 lowercase hex characters",

@@ -13,7 +13,7 @@ from ..encoding import sha256_file, sha256_hex
 from ..errors import CONTRACT_INVALID, ArrivalError, error_code
 from ..gate import Gate, SegmentGate
 from ..identity import Identity
-from ..store import Published, Store
+from ..store import Published, Store, read_json, reading
 from .shell import (
     StateResult,
     StateRun,
@@ -61,8 +61,10 @@ def verify_bundle(store: Store, entry: contracts.DatasetEntry, mf: str) -> Segme
     return SegmentGate(entry.owner_segment, "PASS", bundle_digest)
 
 
-def _observe_inputs(store: Store, mf: str, scenario_set: Sequence[str]) -> dict[str, gate.Observed]:
-    """Content digests of the sealed data inputs (scenario-partitioned ones over their per-scenario files)."""
+def _observe_inputs(store: Store, mf: str, scenario_set: Sequence[str],
+                    file_digests: dict[Path, str]) -> dict[str, gate.Observed]:
+    """Content digests of the sealed data inputs (scenario-partitioned ones over their per-scenario files); the
+    sha256 of every file read is recorded in `file_digests` by resolved path."""
     observed = {}
     for entry in gate.sealed_entries(store.contracts_dir):
         if entry.kind != "input" or entry.seed_scoped:
@@ -72,7 +74,8 @@ def _observe_inputs(store: Store, mf: str, scenario_set: Sequence[str]) -> dict[
         for sid in scenarios:
             path = store.path(entry.id, manifest_fingerprint=mf, scenario_id=sid)
             if path.is_file():
-                found.append((sid, sha256_file(path)))
+                file_digests[path.resolve()] = digest = sha256_file(path)
+                found.append((sid, digest))
             else:
                 missing.append(str(path))
         if missing:
@@ -82,6 +85,20 @@ def _observe_inputs(store: Store, mf: str, scenario_set: Sequence[str]) -> dict[
         else:
             observed[entry.id] = gate.Observed(gate.scenario_surface_digest(found), len(found))
     return observed
+
+
+def _check_bundle_tables(store: Store, mf: str, bundles: Sequence[contracts.DatasetEntry],
+                         file_digests: dict[Path, str]) -> None:
+    """Every sealed table a PASS bundle lists in its `tables.json` must still have the sha256 it records."""
+    for entry in bundles:
+        listing_path = store.path(entry.id, manifest_fingerprint=mf) / gate.BUNDLE_TABLES_FILE
+        if not listing_path.is_file():
+            continue
+        with reading("S0", listing_path, "the bundle's table listing"):
+            listing = read_json(listing_path)
+        observed = {row_path: file_digests.get((store.run_root / row_path).resolve())
+                    for row_path in gate.listed_table_paths(listing, entry.owner_segment, where=str(listing_path))}
+        gate.check_table_digests(listing, observed, segment=entry.owner_segment, where=str(listing_path))
 
 
 def _read_registry(store: Store) -> dict:
@@ -116,7 +133,9 @@ def _s0_body(run: StateRun) -> Sequence[Published]:
         run.scenario_set = gate.check_scenario_manifest(manifest, where=str(manifest_path), contracts_dir=cd)
         if run.scenario_id not in run.scenario_set:
             raise gate.scenario_not_in_set(run.scenario_id, run.scenario_set)
-        observed = _observe_inputs(store, mf, run.scenario_set)
+        file_digests: dict[Path, str] = {}
+        observed = _observe_inputs(store, mf, run.scenario_set, file_digests)
+        _check_bundle_tables(store, mf, bundles, file_digests)
         observed |= {e.id: gate.Observed(g.bundle_digest_sha256) for e, g in zip(bundles, gates)}
         observed |= {pid: gate.Observed(sha256_hex(data)) for pid, data in world.policy_bytes.items()}
         registry = _read_registry(store)

@@ -38,7 +38,7 @@ def load_zones(
         rows = [(str(z["country"]), str(z["tzid"]), float(z["weight"])) for z in doc["zones"]]
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
         raise _invalid(path, f"cannot be read as a zone catalogue: {exc}") from exc
-    bad = [c for c, _, _ in rows if not _COUNTRY_RE.match(c)]
+    bad = [c for c, _, _ in rows if not _COUNTRY_RE.fullmatch(c)]
     if bad:
         raise _invalid(path, f"country {bad[0]!r} is not an ISO 3166-1 alpha-2 code "
                              "(quote NO, which YAML reads as false)")

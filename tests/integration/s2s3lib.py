@@ -1,6 +1,8 @@
 """Test-side helpers for S2/S3: run the states on a world, read their outputs, edit policies in a config copy."""
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -9,9 +11,11 @@ import polars as pl
 import yaml
 
 from arrival_core import contracts, pipeline
+from arrival_core.encoding import canonical_json
 from arrival_core.identity import Identity
 from arrival_core.store import Store
 from arrival_core.world import WorldInfo
+from arrival_core.world.hashgate import bundle_files
 
 RUNNERS = (pipeline.run_s0, pipeline.run_s1, pipeline.run_s2, pipeline.run_s3, pipeline.run_audit)
 TABLES = ("s2_realised_intensity_5B", "s2_latent_field_5B", "rng_event_arrival_lgcp_gaussian",
@@ -65,3 +69,25 @@ def edited_config(tmp_path: Path, policy_id: str, change: Callable[[dict], None]
     change(doc)
     file.write_text(yaml.safe_dump(doc, sort_keys=False))
     return config
+
+
+def revalidate_5a(root: Path) -> None:
+    """Rebuild the 5A bundle over the 5A tables as they are now, as an upstream that validated edited data
+    would: its table listing records their current sha256, and its index and flag pass again."""
+    st = store(Path(root))
+    mf = json.loads(st.path("run_receipt").read_bytes())["manifest_fingerprint"]
+    entry = st.entry("validation_bundle_5A")
+    folder = st.path(entry.id, manifest_fingerprint=mf)
+    listing = json.loads((folder / "tables.json").read_bytes())
+    for row in listing:
+        row["sha256_hex"] = hashlib.sha256((Path(root) / row["path"]).read_bytes()).hexdigest()
+    members = {p.name: p.read_bytes() for p in folder.iterdir()
+               if p.name not in (entry.raw["index_file"], entry.raw["flag_file"])}
+    members["tables.json"] = canonical_json(listing) + b"\n"
+    for name, data in bundle_files(entry, mf, members).items():
+        (folder / name).write_bytes(data)
+
+
+def world_root_of(file: Path) -> Path:
+    """The run root holding a file (the nearest folder with a run_receipt.json)."""
+    return next(p for p in Path(file).parents if (p / "run_receipt.json").is_file())

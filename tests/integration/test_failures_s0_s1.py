@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from s2s3lib import revalidate_5a
 
 from arrival_core import contracts, gate, pipeline
 from arrival_core.errors import ArrivalError
@@ -69,6 +70,7 @@ def _rewrite_table(store: Store, dataset_id: str, change: Callable[[pl.DataFrame
     mf = json.loads(store.path("run_receipt").read_bytes())["manifest_fingerprint"]
     path = store.path(dataset_id, manifest_fingerprint=mf, **tokens)
     change(pl.read_parquet(path)).write_parquet(path)
+    revalidate_5a(store.run_root)
 
 
 # ---- run receipt ---------------------------------------------------------------------------------------------------

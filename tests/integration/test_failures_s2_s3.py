@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from s2s3lib import edited_config, identity, outputs, path, run_all, store
+from s2s3lib import edited_config, identity, outputs, path, revalidate_5a, run_all, store, world_root_of
 
 from arrival_core import gate, pipeline
 from arrival_core.errors import ArrivalError
@@ -41,7 +41,10 @@ def _surface_file(st: Store, world: WorldInfo, scenario_id: str = "baseline_v1")
 
 
 def _rewrite(file: Path, change: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
+    """Edit a table in place; an edited upstream table is re-validated by its bundle, as upstream would."""
     change(pl.read_parquet(file)).write_parquet(file)
+    if "5A" in file.parts:
+        revalidate_5a(world_root_of(file))
 
 
 def _set_lambda(value: float) -> Callable[[pl.DataFrame], pl.DataFrame]:
