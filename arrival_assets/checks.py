@@ -10,7 +10,7 @@ from arrival_core import checks as core_checks
 from arrival_core import contracts, pipeline
 from arrival_core.checks import CheckOutcome, CheckSpec
 
-from .assets.outcomes import call_core, partition_of
+from .assets.outcomes import call_core, partition_of, sealed_parameter_hash
 from .assets.states import COMPANIONS
 from .partitions import grid
 from .resources import StoreResource
@@ -79,7 +79,8 @@ def build_dataset_checks(dataset_id: str, specs: tuple[CheckSpec, ...]) -> dg.As
         st = call_core(context, store.open)
         state = contracts.dataset(dataset_id).state or "S0"
         identity = call_core(
-            context, pipeline.resolve_identity, st, seed=part.seed, scenario_id=part.scenario_id, state=state
+            context, pipeline.resolve_identity, st, seed=part.seed, scenario_id=part.scenario_id, state=state,
+            parameter_hash=sealed_parameter_hash(context),
         )
         for outcome in call_core(context, core_checks.evaluate, st, identity, dataset_id, replay="sample"):
             yield check_result(outcome)

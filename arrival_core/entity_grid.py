@@ -154,15 +154,20 @@ def alignment_error(summary: pl.DataFrame, domain: Domain, *, state: str, where:
 
 
 def numeric_error(values: np.ndarray, chunk: pa.Table, bucket_column: str, *, column: str, code: str,
-                  where: str) -> ArrivalError | None:
-    """An error naming the first entity/bucket whose value is NaN, infinite or negative, else None."""
+                  where: str, upper: float | None = None) -> ArrivalError | None:
+    """An error naming the first entity/bucket whose value is NaN, infinite, negative (or above `upper`),
+    with the value printed plainly, else None."""
     bad = ~np.isfinite(values) | (values < 0)
+    rule = "NaN, infinite or negative"
+    if upper is not None:
+        bad |= values > upper
+        rule = f"NaN, infinite, negative or above {upper:g}"
     if not bad.any():
         return None
     i = int(np.argmax(bad))
     key = row_key(chunk, i, (*ENTITY_KEYS, bucket_column))
-    return ArrivalError(code, f"{where}: {int(bad.sum())} row(s) have {column} NaN, infinite or negative "
-                              f"(first {values[i]!r} at {key})", file=where, column=column, key=key)
+    return ArrivalError(code, f"{where}: {int(bad.sum())} row(s) have {column} {rule} (first {float(values[i])!r} "
+                              f"at {key})", file=where, column=column, key=key, value=float(values[i]))
 
 
 def constant(value: str, n: int) -> pa.DictionaryArray:

@@ -69,7 +69,7 @@ def bucket_count(scenario: Mapping, policy: TimeGridPolicy, *, where: str) -> in
             raise ArrivalError(
                 error_code("S1", "HORIZON_MISALIGNED"),
                 f"{where}: scenario {sid}: {field} {value.isoformat()} is not on a {policy.bucket_duration_seconds}-second "
-                f"bucket boundary ({policy.alignment_mode})",
+                f"bucket boundary of time_grid_policy_5B ({policy.alignment_mode})",
                 file=where, scenario_id=sid, column=field, value=value.isoformat(),
                 bucket_duration_seconds=policy.bucket_duration_seconds,
             )

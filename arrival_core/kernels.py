@@ -206,7 +206,11 @@ def embed_many(kernel_id: str, length_scales: object, buckets: int, *, tolerance
 
 
 def circulant_field(embedding_sqrt: np.ndarray, z1: np.ndarray, z2: np.ndarray, buckets: int) -> np.ndarray:
-    """Unit-σ fields Re(FFT(√(λ/M) ⊙ (z1 + i·z2)))[:, :H] of G groups sharing one embedding (z1, z2: G×M)."""
+    """Unit-σ fields Re(FFT(√(λ/M) ⊙ (z1 + i·z2)))[:, :H] of G groups sharing one embedding (z1, z2: G×M).
+
+    Each group is transformed on its own (one 1-D FFT per row), so a group's values depend on its own normals
+    alone, bit for bit, whichever other groups are computed with it (a replay of a sample of groups gives the
+    published bytes)."""
     root = np.asarray(embedding_sqrt, dtype=np.float64)
     a, b = np.asarray(z1, dtype=np.float64), np.asarray(z2, dtype=np.float64)
     h = _buckets(buckets)
@@ -215,7 +219,18 @@ def circulant_field(embedding_sqrt: np.ndarray, z1: np.ndarray, z2: np.ndarray, 
                          f"{a.shape}, {b.shape}")
     if h > root.shape[0]:
         raise ValueError(f"circulant_field: H={h} buckets exceed the embedding size M={root.shape[0]}")
-    return np.fft.fft(root * (a + 1j * b), axis=1).real[:, :h].copy()
+    spectrum = root * (a + 1j * b)
+    out = np.empty((a.shape[0], h), dtype=np.float64)
+    for g in range(a.shape[0]):  # over groups: one transform each, never batched
+        out[g] = np.fft.fft(spectrum[g]).real[:h]
+    return out
+
+
+def realised_autocovariance(embedding: Embedding) -> np.ndarray:
+    """The exact autocovariance (unit σ) at lags 0..H−1 of the fields an embedding samples: (1/M) Σ_j λ_j e^{2πijk/M}
+    over the clipped λ. It equals ρ(k) when nothing was clipped and differs from it by at most Σ|λ_j<0| / M
+    otherwise; whitening by it tests the published values against the law they were actually drawn from."""
+    return np.fft.ifft(embedding.eigenvalues).real[:embedding.buckets].copy()
 
 
 def normal_layout(sizes: object) -> tuple[np.ndarray, np.ndarray]:
@@ -249,13 +264,18 @@ def grouped_field(groups: GroupEmbeddings, normals: object) -> np.ndarray:
     return out
 
 
-def toeplitz_innovations(rho: object, z: object) -> np.ndarray:
+def toeplitz_innovations(rho: object, z: object, *, max_gain: float | None = None) -> np.ndarray:
     """Whitened e_t = (Z_t − E[Z_t | Z_<t]) / √v_t of series Z (G×H) with autocovariance rho[0..H−1].
 
     Durbin–Levinson gives the order-t predictor and its error variance v_t once for rho (a recursion over
     lags, each step one vector operation: O(H²)); the groups are then one matrix product. If Z has that
     covariance, the e_t are iid N(0, 1). A rho that is not positive definite raises ValueError naming the
     lag where v_t ≤ 0. Returns G×H (a 1-D series is treated as one group).
+
+    With `max_gain`, only the prefix e_0..e_{T−1} is returned, T the first t whose whitening row has gain
+    √rho[0] · (1 + Σ_k |φ_{t,k}|) / √v_t above max_gain (or whose v_t is not positive): an error of ε·√rho[0] in
+    each Z_t moves those e_t by at most max_gain·ε. Smooth kernels (squared exponential, Matérn 5/2 with a long
+    L) are numerically singular over long horizons; their first innovations are still exactly iid N(0, 1).
     """
     series = np.asarray(z, dtype=np.float64)
     if series.ndim == 1:
@@ -266,11 +286,15 @@ def toeplitz_innovations(rho: object, z: object) -> np.ndarray:
     r = np.asarray(rho, dtype=np.float64).reshape(-1)
     if r.shape[0] < h:
         raise ValueError(f"toeplitz_innovations: rho has {r.shape[0]} lags, the series has H={h}")
-    return series @ _whitening_matrix(r[:h]).T
+    if max_gain is not None and not (math.isfinite(float(max_gain)) and max_gain >= 1.0):
+        raise ValueError(f"toeplitz_innovations: max_gain {max_gain!r} must be finite and ≥ 1")
+    w = _whitening_matrix(r[:h], max_gain)
+    return series[:, :w.shape[0]] @ w.T
 
 
-def _whitening_matrix(r: np.ndarray) -> np.ndarray:
-    """Lower-triangular W with (W Z)_t = e_t: row t is (−φ_{t,t}, …, −φ_{t,1}, 1, 0, …) / √v_t."""
+def _whitening_matrix(r: np.ndarray, max_gain: float | None = None) -> np.ndarray:
+    """Lower-triangular W with (W Z)_t = e_t: row t is (−φ_{t,t}, …, −φ_{t,1}, 1, 0, …) / √v_t (T×T, T ≤ H rows:
+    all of them without `max_gain`, else the rows before the first whose gain exceeds it)."""
     h = r.shape[0]
     if not (math.isfinite(float(r[0])) and r[0] > 0.0):
         raise ValueError(f"toeplitz_innovations: rho[0] = {r[0]!r} must be a positive variance")
@@ -278,13 +302,18 @@ def _whitening_matrix(r: np.ndarray) -> np.ndarray:
     w[0, 0] = 1.0 / math.sqrt(r[0])
     phi = np.zeros(0, dtype=np.float64)
     v = float(r[0])
+    scale = math.sqrt(float(r[0]))
     for t in range(1, h):  # Durbin–Levinson over lags; the body is a vector of length t
         reflection = (r[t] - float(phi @ r[t - 1:0:-1])) / v
         phi = np.concatenate((phi - reflection * phi[::-1], [reflection]))
         v *= 1.0 - reflection * reflection
         if not (math.isfinite(v) and v > 0.0):
+            if max_gain is not None:
+                return w[:t, :t].copy()
             raise ValueError(f"toeplitz_innovations: rho is not positive definite (prediction variance "
                              f"{v!r} at lag {t})")
+        if max_gain is not None and scale * (1.0 + float(np.abs(phi).sum())) / math.sqrt(v) > max_gain:
+            return w[:t, :t].copy()
         w[t, :t] = -phi[::-1]
         w[t, t] = 1.0
         w[t, :t + 1] /= math.sqrt(v)

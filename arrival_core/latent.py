@@ -1,18 +1,41 @@
 """S2 latent intensity: one log-Gaussian field per (scenario, group) from Philox normals, λ_realised = λ_target · ξ."""
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
+from . import kernels
 from .errors import ArrivalError, error_code
-from .rng import streams, variates
+from .rng import ledger, streams, variates
 
 FAMILY_ID = "S2.latent_vector.v1"
-MODELS = ("none", "log_gaussian_ou_v1", "log_gaussian_iid_v1")
+STATIONARY = kernels.LATENT_MODEL_ID  # log_gaussian_stationary_v1
+MODELS = ("none", "log_gaussian_ou_v1", "log_gaussian_iid_v1", STATIONARY)
 _STRATA = ("scenario_band", "demand_class", "channel_group", "virtual_band")
+_BATCH_NORMALS = 1 << 21  # normals drawn at once by the stationary sampler (bounds its memory, not its values)
+
+
+@dataclass(frozen=True)
+class StationarySettings:
+    """The optional `stationary` block of the LGCP config (used by `log_gaussian_stationary_v1`); an absent key
+    takes the default below (laws §8.1)."""
+
+    embedding_tolerance: float = 1e-10
+    max_embedding_factor: float = 8.0
+    period_buckets: float = 24.0
+    periodic_length: float = 1.0
+
+
+def parse_stationary(block: Mapping | None) -> StationarySettings:
+    """The `stationary` block with its defaults (the block, or any of its keys, may be absent)."""
+    block = block or {}
+    defaults = StationarySettings()
+    return StationarySettings(**{name: float(block.get(name, getattr(defaults, name)))
+                                 for name in StationarySettings.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -34,6 +57,7 @@ class LgcpPolicy:
     max_factor: float
     lambda_max: float | None
     emit_latent_field: bool
+    stationary: StationarySettings = field(default_factory=StationarySettings)
 
 
 def parse_lgcp_policy(doc: Mapping) -> LgcpPolicy:
@@ -55,10 +79,21 @@ def parse_lgcp_policy(doc: Mapping) -> LgcpPolicy:
         max_factor=float(clip["max_factor"]),
         lambda_max=None if clip["lambda_max"] is None else float(clip["lambda_max"]),
         emit_latent_field=bool(doc["diagnostics"]["emit_latent_field_diagnostic"]),
+        stationary=parse_stationary(doc.get("stationary")),
     )
     problems = []
     if policy.latent_model_id not in MODELS:
         problems.append(f"latent_model_id {policy.latent_model_id!r} is not one of {list(MODELS)}")
+    if policy.latent_model_id == STATIONARY and policy.kernel_id not in kernels.KERNELS:
+        problems.append(f"kernel_id {policy.kernel_id!r} is not a kernel of {STATIONARY}: {list(kernels.KERNELS)}")
+    st = policy.stationary
+    if not 0.0 <= st.embedding_tolerance < 1.0:
+        problems.append(f"stationary.embedding_tolerance {st.embedding_tolerance} is not in [0, 1)")
+    if not st.max_embedding_factor >= 1.0:
+        problems.append(f"stationary.max_embedding_factor {st.max_embedding_factor} is below 1")
+    for name in ("period_buckets", "periodic_length"):
+        if not getattr(st, name) > 0.0:
+            problems.append(f"stationary.{name} {getattr(st, name)} is not > 0")
     for name, (low, high) in (("sigma.bounds", policy.sigma_bounds), ("length_scale_buckets.bounds", policy.length_bounds),
                               ("clipping.min_factor/max_factor", (policy.min_factor, policy.max_factor))):
         if not low <= high:
@@ -112,6 +147,10 @@ class LatentField:
     rng_key: np.ndarray
     counter_before: tuple[np.ndarray, np.ndarray]  # (hi, lo) of block 0
     counter_after: tuple[np.ndarray, np.ndarray]  # (hi, lo) one past the last block
+    event_blocks: np.ndarray | None = None  # blocks of each event (stationary: 2M); None: H each
+    embedding_sizes: np.ndarray | None = None  # stationary only: M of each group
+    largest_clipped: float | None = None  # stationary only: the largest |λ| set to 0 over the embeddings
+    largest_clipped_ratio: float | None = None  # ... and its largest ratio to its embedding's max λ
 
     @property
     def buckets(self) -> int:
@@ -120,6 +159,26 @@ class LatentField:
     @property
     def events(self) -> int:
         return len(self.rng_key)
+
+    @property
+    def blocks(self) -> np.ndarray:
+        """Philox blocks of each event (int64): H (OU, iid) or 2M (stationary)."""
+        if self.event_blocks is not None:
+            return self.event_blocks
+        return np.full(self.events, self.buckets, dtype=np.int64)
+
+    @property
+    def draws(self) -> np.ndarray:
+        """Draws of each event (int64): two 64-bit words per block, so 2H or 4M."""
+        return 2 * self.blocks
+
+    def embedding_metrics(self) -> dict:
+        """Run-report metrics of the stationary embeddings ({} for the other models)."""
+        if self.embedding_sizes is None:
+            return {}
+        return {"latent_embedding_sizes": sorted({int(m) for m in self.embedding_sizes}),
+                "latent_embedding_largest_clipped": self.largest_clipped,
+                "latent_embedding_largest_clipped_ratio": self.largest_clipped_ratio}
 
 
 def latent_normals(key: np.ndarray, hi: np.ndarray, lo: np.ndarray, buckets: int) -> np.ndarray:
@@ -143,6 +202,76 @@ def latent_gaussian(model_id: str, sigma: np.ndarray, phi: np.ndarray, normals: 
     return latent
 
 
+def domain_keys(group_ids: Sequence[str], *, coupled: bool = False) -> list[str]:
+    """The S2 stream domain keys: `group_id=<g>`, or under coupling `common_v1` `coupled_group=<g without its band>`."""
+    if coupled:
+        template = ledger.COUPLED_DOMAIN_KEYS[FAMILY_ID]
+        return [template.format(coupled_group=ledger.coupled_group(g)) for g in group_ids]
+    return [f"group_id={g}" for g in group_ids]
+
+
+@functools.lru_cache(maxsize=512)
+def _embedding(kernel_id: str, length: float, buckets: int, settings: StationarySettings) -> kernels.Embedding:
+    """One (kernel, L, H) embedding under the policy's settings, computed once per process (read-only arrays)."""
+    return kernels.embed(kernel_id, length, buckets, tolerance=settings.embedding_tolerance,
+                         max_factor=settings.max_embedding_factor, period_buckets=settings.period_buckets,
+                         periodic_length=settings.periodic_length)
+
+
+def group_embeddings(params: pl.DataFrame, policy: LgcpPolicy, buckets: int) -> kernels.GroupEmbeddings:
+    """The circulant embedding of every group (one per distinct L); a kernel that cannot be embedded at the
+    largest allowed size is `5B.S2.KERNEL_CONSTRUCTION_FAILED`, naming the first group with that L."""
+    lengths = params["length_scale_buckets"].to_numpy().astype(np.float64)
+    distinct, index = np.unique(lengths, return_inverse=True)
+    embeddings = []
+    for i, value in enumerate(distinct.tolist()):  # over distinct length scales (strata), not groups
+        try:
+            embeddings.append(_embedding(policy.kernel_id, value, int(buckets), policy.stationary))
+        except kernels.KernelEmbeddingError as exc:
+            group = params["group_id"][int(np.argmax(index == i))]
+            raise ArrivalError(
+                error_code("S2", "KERNEL_CONSTRUCTION_FAILED"),
+                f"group {group!r}: kernel {exc.kernel_id} with L={exc.length_scale!r} buckets over H={exc.buckets} "
+                f"buckets has no non-negative circulant embedding up to M={exc.size} (max_embedding_factor "
+                f"{exc.max_factor!r}): negative eigenvalue mass Σ|λ<0| / Σ|λ| = {exc.negative_mass:.3e}, "
+                f"min λ / max λ = {exc.min_ratio:.3e} < −embedding_tolerance {-exc.tolerance:.3e}",
+                policy="arrival_lgcp_config_5B", group_id=group, kernel_id=exc.kernel_id,
+                length_scale_buckets=exc.length_scale, buckets=exc.buckets, embedding_size=exc.size,
+                negative_mass=exc.negative_mass) from exc
+    index = index.astype(np.int64).reshape(-1)
+    return kernels.GroupEmbeddings(tuple(embeddings), index)
+
+
+def event_blocks(params: pl.DataFrame, policy: LgcpPolicy, buckets: int) -> np.ndarray:
+    """Blocks of each group's one RNG event (int64, params order): H for OU and iid, 2M for stationary, and no
+    events at all (an empty array) under `none`. Draws are twice the blocks."""
+    if policy.latent_model_id == "none":
+        return np.zeros(0, dtype=np.int64)
+    if policy.latent_model_id == STATIONARY:
+        return 2 * group_embeddings(params, policy, buckets).sizes
+    return np.full(params.height, buckets, dtype=np.int64)
+
+
+def stationary_fields(groups: kernels.GroupEmbeddings, key: np.ndarray, hi: np.ndarray,
+                      lo: np.ndarray) -> np.ndarray:
+    """Unit-σ fields (G×H): group g's blocks 0..M−1 give z1 and M..2M−1 give z2 (Box–Muller, cosine), and its
+    field is Re(FFT(√(λ/M) ⊙ (z1 + i·z2)))[0:H]. Drawn per distinct embedding in batches of groups; every value
+    depends only on its own group's stream."""
+    out = np.empty((groups.index.shape[0], groups.buckets), dtype=np.float64)
+    for i, emb in enumerate(groups.embeddings):  # over distinct embeddings, not groups
+        rows = np.flatnonzero(groups.index == i)
+        width = 2 * emb.size
+        step = max(1, _BATCH_NORMALS // width)
+        offsets = np.arange(width, dtype=np.uint64)
+        for start in range(0, rows.shape[0], step):  # batches bound the memory only
+            part = rows[start:start + step]
+            x0, x1 = streams.blocks(np.repeat(key[part], width), np.repeat(hi[part], width),
+                                    np.repeat(lo[part], width), np.tile(offsets, part.shape[0]))
+            z = variates.box_muller(x0, x1).reshape(part.shape[0], width)
+            out[part] = kernels.circulant_field(emb.sqrt_scaled, z[:, :emb.size], z[:, emb.size:], emb.buckets)
+    return out
+
+
 def sample_latent(
     params: pl.DataFrame,
     policy: LgcpPolicy,
@@ -153,8 +282,13 @@ def sample_latent(
     seed: int,
     scenario_id: str,
     domain_sep: str = streams.DOMAIN_SEP,
+    coupled: bool = False,
 ) -> LatentField:
-    """Draw every group's field over the H buckets (under `none`: Z ≡ 0, σ = 0, ξ ≡ 1 and no RNG event)."""
+    """Draw every group's field over the H buckets (under `none`: Z ≡ 0, σ = 0, ξ ≡ 1 and no RNG event).
+
+    `coupled` (scenario coupling `common_v1`): streams derived with `*` for the scenario and the coupled domain
+    key, so corresponding groups of every scenario share their normals.
+    """
     group_ids = tuple(params["group_id"].to_list())
     length = params["length_scale_buckets"].to_numpy()
     groups = len(group_ids)
@@ -164,14 +298,26 @@ def sample_latent(
                            np.ones((groups, buckets)), np.zeros((groups, buckets), dtype=bool),
                            empty, (empty, empty), (empty, empty))
     sigma = params["sigma"].to_numpy()
+    embedded = group_embeddings(params, policy, buckets) if policy.latent_model_id == STATIONARY else None
     key, hi, lo = streams.stream_bases(FAMILY_ID, manifest_fingerprint, parameter_hash, seed, scenario_id,
-                                       [f"group_id={g}" for g in group_ids], domain_sep=domain_sep)
-    after_hi, after_lo = _counter_after(hi, lo, buckets, group_ids)
-    latent = latent_gaussian(policy.latent_model_id, sigma, params["phi"].to_numpy(),
-                             latent_normals(key, hi, lo, buckets))
+                                       domain_keys(group_ids, coupled=coupled), domain_sep=domain_sep,
+                                       coupled=coupled)
+    if embedded is None:
+        after_hi, after_lo = _counter_after(hi, lo, buckets, group_ids)
+        latent = latent_gaussian(policy.latent_model_id, sigma, params["phi"].to_numpy(),
+                                 latent_normals(key, hi, lo, buckets))
+        extra = {}
+    else:
+        blocks = 2 * embedded.sizes
+        after_hi, after_lo = _counter_after(hi, lo, blocks.astype(np.uint64), group_ids)
+        latent = sigma[:, None] * stationary_fields(embedded, key, hi, lo)
+        extra = {"event_blocks": blocks, "embedding_sizes": embedded.sizes,
+                 "largest_clipped": max((e.largest_clipped for e in embedded.embeddings), default=0.0),
+                 "largest_clipped_ratio": max((e.largest_clipped / float(e.eigenvalues.max())
+                                               for e in embedded.embeddings), default=0.0)}
     factor = latent_factors(latent, sigma, policy)
     return LatentField(group_ids, sigma, length, latent, factor, factor != np.exp(latent - 0.5 * (sigma * sigma)[:, None]),
-                       key, (hi, lo), (after_hi, after_lo))
+                       key, (hi, lo), (after_hi, after_lo), **extra)
 
 
 def latent_factors(latent: np.ndarray, sigma: np.ndarray, policy: LgcpPolicy) -> np.ndarray:
@@ -179,9 +325,11 @@ def latent_factors(latent: np.ndarray, sigma: np.ndarray, policy: LgcpPolicy) ->
     return np.clip(np.exp(latent - 0.5 * (sigma * sigma)[:, None]), policy.min_factor, policy.max_factor)
 
 
-def _counter_after(hi: np.ndarray, lo: np.ndarray, blocks: int, group_ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """base + blocks with carry; a 128-bit wrap anywhere in a stream is an accounting failure (abort_on_wrap)."""
-    after_lo = lo + np.uint64(blocks)
+def _counter_after(hi: np.ndarray, lo: np.ndarray, blocks: int | np.ndarray,
+                   group_ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """base + blocks (one count, or one per group) with carry; a 128-bit wrap anywhere in a stream is an accounting
+    failure (abort_on_wrap)."""
+    after_lo = lo + np.asarray(blocks, dtype=np.uint64)
     carry = after_lo < lo
     wrapped = carry & (hi == np.uint64(2**64 - 1))
     if wrapped.any():

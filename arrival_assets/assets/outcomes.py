@@ -46,6 +46,22 @@ def partition_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> P
     return call_core(context, parse_partition_key, context.partition_key)
 
 
+GATE_RECEIPT = "s0_gate_receipt_5B"
+
+
+def sealed_parameter_hash(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> str | None:
+    """The parameter_hash S0 sealed for this partition (its latest materialisation: this run's when S0 ran in
+    it), so every later step of a run keeps that identity even if a policy file is edited meanwhile."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(GATE_RECEIPT), asset_partitions=[str(context.partition_key)]),
+        limit=1,
+    ).records
+    if not records:
+        return None
+    value = records[0].asset_materialization.metadata.get("parameter_hash") if records[0].asset_materialization else None
+    return getattr(value, "value", value)
+
+
 def scalar_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Flatten a run report's metrics to its scalar leaves ("a.b" names), for metadata and summary tables."""
     flat: dict[str, Any] = {}
@@ -76,6 +92,7 @@ def published_metadata(
         *flat.items(),
     ]
     meta: dict[str, Any] = {
+        "parameter_hash": identity_tokens["parameter_hash"],
         "path": dg.MetadataValue.path(str(published.path)),
         "digest": published.sha256,
         "created": published.created,

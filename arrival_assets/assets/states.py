@@ -8,7 +8,7 @@ from arrival_core import contracts, pipeline
 
 from ..partitions import grid
 from ..resources import StoreResource
-from .outcomes import call_core, materialize, partition_of
+from .outcomes import call_core, materialize, partition_of, sealed_parameter_hash
 
 # Files published beside an asset's own file, reported in its metadata (the RNG traces beside their events).
 COMPANIONS: dict[str, tuple[str, ...]] = {
@@ -93,8 +93,10 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
     def _state(context: dg.AssetExecutionContext, store: StoreResource) -> Iterator[dg.MaterializeResult]:
         part = partition_of(context)
         st = call_core(context, store.open)
+        pinned = {} if step.code == "S0" else {"parameter_hash": sealed_parameter_hash(context)}
         result = call_core(
-            context, step.runner, st, seed=part.seed, scenario_id=part.scenario_id, run_id=context.run.run_id
+            context, step.runner, st, seed=part.seed, scenario_id=part.scenario_id, run_id=context.run.run_id,
+            **pinned,
         )
         by_id = {p.dataset_id: p for p in result.published}
         metrics = result.report.get("metrics") or {}

@@ -56,7 +56,10 @@ def read_ledger(g: Gate, family_id: str) -> FamilyLedger:
         if lgcp.latent_model_id == "none":
             groups = 0
         events_id, trace_id = "rng_event_arrival_lgcp_gaussian", "rng_trace_arrival_lgcp_gaussian"
-        expected = ledger.FamilyTotals(groups, 2 * buckets * groups, buckets * groups)
+        if lgcp.latent_model_id == latent.STATIONARY:
+            expected = _stationary_expectation(store, identity, lgcp, realised, buckets)
+        else:
+            expected = ledger.FamilyTotals(groups, 2 * buckets * groups, buckets * groups)
     elif family_id == counts.FAMILY_ID:
         code = error_code("S3", "RNG_ACCOUNTING_MISMATCH")
         policy = counts.parse_count_policy(g.policy("arrival_count_config_5B"))
@@ -67,6 +70,17 @@ def read_ledger(g: Gate, family_id: str) -> FamilyLedger:
     events, event_path = _scan_existing(store, events_id, identity, code=code)
     trace, trace_path = _scan_existing(store, trace_id, identity, code=code)
     return FamilyLedger(family_id, _event_totals(events), trace.collect(), expected, event_path, trace_path)
+
+
+def _stationary_expectation(store: Store, identity: Identity, lgcp: latent.LgcpPolicy, realised: pl.LazyFrame,
+                            buckets: int) -> ledger.FamilyTotals:
+    """S2 totals under log_gaussian_stationary_v1: one event per group of the realised intensity, with 2M blocks
+    and 4M draws, M the group's embedding size (from its L in S1's grouping)."""
+    grouping, _ = _scan_existing(store, "s1_grouping_5B", identity, code=error_code("S3", "S1_OUTPUT_MISSING"))
+    present = realised.select(pl.col("group_id").cast(pl.String).unique()).collect()["group_id"]
+    params = latent.group_parameters(grouping.filter(pl.col("group_id").is_in(present.implode())).collect(), lgcp)
+    blocks = latent.event_blocks(params, lgcp, buckets)
+    return ledger.FamilyTotals(int(blocks.shape[0]), int(2 * blocks.sum()), int(blocks.sum()))
 
 
 def read_ledgers(g: Gate) -> tuple[FamilyLedger, FamilyLedger]:
@@ -106,8 +120,10 @@ def _audit_body(run: StateRun) -> Sequence[Published]:
     return tx.published
 
 
-def run_audit(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None) -> StateResult:
+def run_audit(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
+           parameter_hash: str | None = None) -> StateResult:
     """Audit: reconcile both RNG families (events ↔ trace ↔ outputs) and publish the partition's audit record."""
-    return execute_state(store, "AUDIT", seed=seed, scenario_id=scenario_id, run_id=run_id, body=_audit_body)
+    return execute_state(store, "AUDIT", seed=seed, scenario_id=scenario_id, run_id=run_id, body=_audit_body,
+                         parameter_hash=parameter_hash)
 
 

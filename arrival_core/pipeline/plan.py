@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from .. import contracts, gate, grid, grouping, tables
-from ..encoding import sha256_file, sha256_hex
+from .. import contracts, gate, grid, grouping, table_schema, tables
+from ..encoding import jsonable, sha256_file, sha256_hex
 from ..errors import CONTRACT_INVALID, ArrivalError, error_code
 from ..gate import Gate, SegmentGate
 from ..identity import Identity
@@ -177,11 +177,27 @@ def read_domain(path: Path, *, code: str) -> pl.DataFrame:
     """
     keys = list(grouping.ENTITY_KEYS)
     run_heads = ~pl.all_horizontal([pl.col(k).eq_missing(pl.col(k).shift(1)) for k in keys])
-    try:
-        return pl.scan_parquet(path).select(keys).filter(run_heads).unique().collect()
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise ArrivalError(code, f"{path}: cannot read the entity keys {list(grouping.ENTITY_KEYS)}: {exc}",
-                           file=str(path))
+    with reading("S1", path, "the λ surface's entity keys"):
+        schema = pl.read_parquet_schema(path)
+        domain = pl.scan_parquet(path).select(keys).filter(run_heads).unique().collect()
+    _check_entity_keys(domain, schema, path)
+    return domain
+
+
+def _check_entity_keys(domain: pl.DataFrame, schema: dict, path: Path) -> None:
+    """The λ surface's key columns have their contract dtypes and no nulls, before anything is grouped by them."""
+    code = error_code("S1", "INPUT_SCHEMA_INVALID")
+    contract = table_schema.polars_schema(contracts.dataset("merchant_zone_scenario_local_5A").schema_ref)
+    for column in grouping.ENTITY_KEYS:
+        if column not in schema or schema[column] != contract[column]:
+            raise ArrivalError(code, f"{path}: key column {column} is {schema.get(column, 'missing')}, the contract "
+                                     f"says {contract[column]}", file=str(path), column=column)
+        nulls = domain.filter(pl.col(column).is_null())
+        if nulls.height:
+            key = {k: jsonable(v) for k, v in nulls.row(0, named=True).items()}
+            raise ArrivalError(code, f"{path}: key column {column} is null for an entity ({key}); every λ row needs "
+                                     f"a complete (merchant_id, legal_country_iso, tzid, channel_group)",
+                               file=str(path), column=column, key=key)
 
 
 def _read_virtual(g: Gate, identity: Identity) -> tuple[pl.DataFrame, Path]:
@@ -237,7 +253,7 @@ def _s1_body(run: StateRun) -> Sequence[Published]:
                                file=str(surface_path))
     with run.timed("compute"):
         time_grid = conform(store, "s1_time_grid_5B", grid.build_grid(scenario, grid_policy,
-                                                                       where=str(grid_policy_path)), identity)
+                                                                       where=str(manifest_path)), identity)
         features = grouping.attach_features(domain, profile, virtual, policy=group_policy,
                                             where_profile=str(profile_path), where_virtual=str(virtual_path))
         groups = conform(store, "s1_grouping_5B", grouping.assign_groups(
@@ -261,8 +277,10 @@ def _s1_body(run: StateRun) -> Sequence[Published]:
     return tx.published
 
 
-def run_s1(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None) -> StateResult:
+def run_s1(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
+           parameter_hash: str | None = None) -> StateResult:
     """S1: build the scenario's time grid and pooling groups (seed-invariant outputs per (ph, mf, scenario))."""
-    return execute_state(store, "S1", seed=seed, scenario_id=scenario_id, run_id=run_id, body=_s1_body)
+    return execute_state(store, "S1", seed=seed, scenario_id=scenario_id, run_id=run_id, body=_s1_body,
+                         parameter_hash=parameter_hash)
 
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 from .. import counts, entity_grid, grouping, latent
 from ..errors import ArrivalError, error_code
 from ..identity import Identity
-from ..rng import ledger, streams
+from ..rng import ledger, streams, variates
 from ..store import Published, Store
 from .shell import StateResult, StateRun, execute_state
 from .streaming import (
@@ -47,7 +47,7 @@ def _latent_field_table(field: latent.LatentField, domain: entity_grid.Domain, i
 
 def _latent_events_table(field: latent.LatentField, domain: entity_grid.Domain, identity: Identity,
                          rng: ledger.RngPolicy) -> pa.Table:
-    """rng_event_arrival_lgcp_gaussian: one event per group (H blocks, 2H draws) in group_id order."""
+    """rng_event_arrival_lgcp_gaussian: one event per group (H blocks, 2H draws; stationary 2M, 4M), group_id order."""
     n = field.events
     fid = latent.FAMILY_ID
     cols = {"module": entity_grid.constant(rng.module(fid), n), "substream_label": entity_grid.constant(rng.substream(fid), n),
@@ -61,8 +61,8 @@ def _latent_events_table(field: latent.LatentField, domain: entity_grid.Domain, 
         "rng_counter_before_hi": pa.array(field.counter_before[0]),
         "rng_counter_after_lo": pa.array(field.counter_after[1]),
         "rng_counter_after_hi": pa.array(field.counter_after[0]),
-        "draws": pa.array(np.full(n, 2 * field.buckets, dtype=np.int64)),
-        "blocks": pa.array(np.full(n, field.buckets, dtype=np.int64)),
+        "draws": pa.array(field.draws),
+        "blocks": pa.array(field.blocks),
     }
     return pa.table(cols)
 
@@ -128,8 +128,9 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     with run.timed("latent"):
         field = latent.sample_latent(params, lgcp, h, manifest_fingerprint=identity.manifest_fingerprint,
                                      parameter_hash=identity.parameter_hash, seed=identity.seed,
-                                     scenario_id=identity.scenario_id, domain_sep=rng.domain_sep)
-        trace = ledger.trace_frame(field.events, 2 * h, h, append_events=rng.trace_append_events)
+                                     scenario_id=identity.scenario_id, domain_sep=rng.domain_sep,
+                                     coupled=rng.coupled)
+        trace = ledger.trace_frame(field.events, field.draws, field.blocks, append_events=rng.trace_append_events)
     tokens = identity.tokens()
     paths = {d: store.path(d, **tokens) for d in ("s2_realised_intensity_5B", "s2_latent_field_5B",
                                                   "rng_event_arrival_lgcp_gaussian", "rng_trace_arrival_lgcp_gaussian")}
@@ -175,8 +176,9 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     run.metrics |= {
         "scenario_count_succeeded": 1, "scenario_count_failed": 0,
         "latent_field_rows_written": field.factor.size if lgcp.emit_latent_field else 0,
-        "latent_rng_event_count": field.events, "latent_rng_total_draws": 2 * h * field.events,
-        "latent_rng_total_blocks": h * field.events, "rng_trace_appends": trace.height,
+        "latent_rng_event_count": field.events, "latent_rng_total_draws": int(field.draws.sum()),
+        "latent_rng_total_blocks": int(field.blocks.sum()), "rng_trace_appends": trace.height,
+        **field.embedding_metrics(),
         **factor_stats.metrics("lambda_random_component"),
         "latent_gaussian_mean": float(field.latent.mean()), "latent_gaussian_var": float(field.latent.var()),
         "latent_values_clipped": int(field.clipped.sum()),
@@ -190,10 +192,10 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
 
 
 def run_s2(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
-           chunk_entities: int | None = None) -> StateResult:
+           chunk_entities: int | None = None, parameter_hash: str | None = None) -> StateResult:
     """S2: sample one latent field per group and publish λ_realised, the field and the RNG log (per seed)."""
     return execute_state(store, "S2", seed=seed, scenario_id=scenario_id, run_id=run_id,
-                         body=lambda run: _s2_body(run, chunk_entities))
+                         body=lambda run: _s2_body(run, chunk_entities), parameter_hash=parameter_hash)
 
 
 # ---- S3: bucket counts ---------------------------------------------------------------------------------------------
@@ -267,13 +269,16 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
                 identity_code=error_code("S3", "S2_OUTPUT_MISSING"), state="S3"):
             mu = chunk["lambda_realised"].to_numpy()
             error = entity_grid.numeric_error(mu, chunk, "bucket_index", column="lambda_realised",
-                                         code=error_code("S3", "S2_OUTPUT_MISSING"), where=str(source))
+                                              code=error_code("S3", "S2_OUTPUT_MISSING"), where=str(source)) or \
+                entity_grid.numeric_error(mu, chunk, "bucket_index", column="lambda_realised", where=str(source),
+                                          code=error_code("S3", "COUNTS_NUMERIC_INVALID"),
+                                          upper=variates.POISSON_LAMBDA_MAX)
             if error is not None:
                 raise error
             bases = streams.stream_bases(counts.FAMILY_ID, identity.manifest_fingerprint, identity.parameter_hash,
                                          identity.seed, identity.scenario_id,
                                          counts.domain_keys(domain.entities.slice(e0, e1 - e0)),
-                                         domain_sep=rng.domain_sep)
+                                         domain_sep=rng.domain_sep, coupled=rng.coupled)
             draws = counts.draw_counts(mu, np.repeat(np.arange(e1 - e0), h),
                                        np.tile(np.arange(h, dtype=np.int32), e1 - e0), bases,
                                        None if kappa is None else kappa[e0:e1], policy)
@@ -297,9 +302,9 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
 
 
 def run_s3(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
-           chunk_entities: int | None = None) -> StateResult:
+           chunk_entities: int | None = None, parameter_hash: str | None = None) -> StateResult:
     """S3: draw a count per (entity, bucket) from λ_realised and publish the counts and their RNG log (per seed)."""
     return execute_state(store, "S3", seed=seed, scenario_id=scenario_id, run_id=run_id,
-                         body=lambda run: _s3_body(run, chunk_entities))
+                         body=lambda run: _s3_body(run, chunk_entities), parameter_hash=parameter_hash)
 
 

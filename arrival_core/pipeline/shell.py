@@ -47,6 +47,7 @@ class StateRun:
     seed: int
     scenario_id: str
     run_id: str
+    parameter_hash: str | None = None  # the one S0 sealed for this run (None: derive it from the live policies)
     identity: Identity | None = None
     scenario_set: list[str] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
@@ -63,7 +64,8 @@ class StateRun:
 
     def open_gate(self) -> tuple[Identity, Gate]:
         """Resolve this partition's identity and its re-validated S0 gate; record both on the run for the report."""
-        self.identity = resolve_identity(self.store, seed=self.seed, scenario_id=self.scenario_id, state=self.state)
+        self.identity = resolve_identity(self.store, seed=self.seed, scenario_id=self.scenario_id, state=self.state,
+                                         parameter_hash=self.parameter_hash)
         gate_ = load_gate(self.store, self.identity, state=self.state)
         self.scenario_set = gate_.scenario_set
         return self.identity, gate_
@@ -73,14 +75,18 @@ StateBody = Callable[[StateRun], Sequence[Published]]
 
 
 def execute_state(
-    store: Store, state: str, *, seed: int | str, scenario_id: str, run_id: str | None, body: StateBody
+    store: Store, state: str, *, seed: int | str, scenario_id: str, run_id: str | None, body: StateBody,
+    parameter_hash: str | None = None,
 ) -> StateResult:
-    """Run a state body for one partition and write its run report; re-raise the failure after reporting it."""
+    """Run a state body for one partition and write its run report; re-raise the failure after reporting it.
+
+    `parameter_hash` pins the identity S0 sealed for the run, so a policy edited while the run goes on fails
+    the gate (S0_GATE_INVALID naming the file) instead of moving later steps to another parameter_hash."""
     key = PartitionKey(seed, scenario_id)
     seed_value, sid = key.seed, key.scenario_id
     run_id = run_id or uuid.uuid4().hex
     report_path = store.path("run_report_5B", state=state, seed=seed_value, scenario_id=sid, run_id=run_id)
-    run = StateRun(store, state, seed_value, sid, run_id)
+    run = StateRun(store, state, seed_value, sid, run_id, parameter_hash)
     started, clock = reports.utc_now(), time.perf_counter()
     failure: Exception | None = None
     published: tuple[Published, ...] = ()
@@ -187,9 +193,14 @@ def read_world(store: Store, state: str) -> World:
     return World(receipt, receipt["manifest_fingerprint"], receipt["parameter_hash"], ph, policy_bytes, policy_paths)
 
 
-def resolve_identity(store: Store, *, seed: int | str, scenario_id: str, state: str) -> Identity:
-    """Validate the partition keys, then derive (ph, mf) from the run receipt and the policy files."""
+def resolve_identity(store: Store, *, seed: int | str, scenario_id: str, state: str,
+                     parameter_hash: str | None = None) -> Identity:
+    """Validate the partition keys, then take mf from the run receipt and ph as pinned for the run, else as the
+    live policy files give it (§2.1)."""
     key = PartitionKey(seed, scenario_id)
+    if parameter_hash is not None:
+        receipt = read_receipt(store, state)
+        return Identity(parameter_hash, receipt["manifest_fingerprint"], key.seed, key.scenario_id)
     world = read_world(store, state)
     return Identity(world.parameter_hash, world.manifest_fingerprint, key.seed, key.scenario_id)
 

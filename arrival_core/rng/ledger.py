@@ -16,6 +16,13 @@ from .errors import CounterWrapError
 IDENTITY_COLUMNS = ("manifest_fingerprint", "parameter_hash", "seed", "scenario_id")
 _EXAMPLES = 3  # offending keys quoted per discrepancy
 
+INDEPENDENT, COMMON = "independent_v1", "common_v1"
+COUPLINGS = (INDEPENDENT, COMMON)  # scenario_coupling of the RNG policy; absent means independent_v1
+# Domain-key templates that replace the policy's under common_v1 (the other families keep theirs), and the
+# fields they use that are derived from an event's columns rather than read from one.
+COUPLED_DOMAIN_KEYS = {"S2.latent_vector.v1": "coupled_group={coupled_group}"}
+_DERIVED_FIELDS = {"coupled_group": lambda: pl.col("group_id").cast(pl.String).str.splitn("|", 2).struct.field("field_1")}
+
 
 @dataclass(frozen=True)
 class RngPolicy:
@@ -27,6 +34,12 @@ class RngPolicy:
     trace_append_events: int
     replay_sample_events: int
     families: Mapping[str, Mapping]
+    scenario_coupling: str = INDEPENDENT
+
+    @property
+    def coupled(self) -> bool:
+        """True under scenario coupling `common_v1`: streams are derived with `*` for the scenario id."""
+        return self.scenario_coupling == COMMON
 
     def module(self, family_id: str) -> str:
         return self.families[family_id]["module"]
@@ -44,7 +57,31 @@ def parse_rng_policy(doc: Mapping) -> RngPolicy:
         trace_append_events=int(doc["trace_append_events"]),
         replay_sample_events=int(doc["replay_sample_events"]),
         families={fid: dict(spec) for fid, spec in doc["families"].items()},
+        scenario_coupling=scenario_coupling(doc),
     )
+
+
+def scenario_coupling(doc: Mapping) -> str:
+    """The policy's `scenario_coupling` (`independent_v1` when absent); anything else is a ValueError."""
+    value = doc.get("scenario_coupling", INDEPENDENT)
+    if value not in COUPLINGS:
+        raise ValueError(f"arrival_rng_policy_5B: scenario_coupling {value!r} is not one of {list(COUPLINGS)}")
+    return value
+
+
+def domain_key_template(doc: Mapping, family_id: str) -> str:
+    """A family's domain-key template under the policy: its own, or the coupled one under `common_v1`."""
+    if scenario_coupling(doc) == COMMON and family_id in COUPLED_DOMAIN_KEYS:
+        return COUPLED_DOMAIN_KEYS[family_id]
+    return doc["families"][family_id]["domain_key"]
+
+
+def coupled_group(group_id: str) -> str:
+    """The coupled S2 group: the group id without its leading scenario_band field and its `|`."""
+    band, sep, rest = group_id.partition("|")
+    if not (band and sep and rest):
+        raise ValueError(f"coupled_group: group id {group_id!r} has no leading scenario_band field")
+    return rest
 
 
 @dataclass(frozen=True)
@@ -59,17 +96,32 @@ class FamilyTotals:
         return FamilyTotals(self.events + other.events, self.draws + other.draws, self.blocks + other.blocks)
 
 
-def trace_frame(events: int, draws_per_event: int, blocks_per_event: int, *, append_events: int) -> pl.DataFrame:
-    """The trace columns of `events` consecutive events of equal cost: one row per append of `append_events`
-    events in writer order with running totals (computed from counts, never from a per-event frame)."""
+def trace_frame(events: int, draws_per_event: int | np.ndarray, blocks_per_event: int | np.ndarray, *,
+                append_events: int) -> pl.DataFrame:
+    """The trace columns of `events` consecutive events: one row per append of `append_events` events in writer
+    order with running totals. A cost is one integer for events of equal cost (computed from counts, never from a
+    per-event frame) or an array with one entry per event (S2 stationary fields, whose events differ in size)."""
     appends = -(-events // append_events)
     sizes = np.full(appends, append_events, dtype=np.int64)
     if appends:
         sizes[-1] = events - append_events * (appends - 1)
     return _with_totals(pl.DataFrame({
         "append_index": np.arange(appends, dtype=np.int32), "events": sizes,
-        "draws": sizes * draws_per_event, "blocks": sizes * blocks_per_event,
+        "draws": _per_append(draws_per_event, sizes, events, append_events),
+        "blocks": _per_append(blocks_per_event, sizes, events, append_events),
     }))
+
+
+def _per_append(cost: int | np.ndarray, sizes: np.ndarray, events: int, append_events: int) -> np.ndarray:
+    """Σ of a per-event cost over each append (int64)."""
+    if np.ndim(cost) == 0:
+        return sizes * cost
+    per_event = np.asarray(cost, dtype=np.int64).reshape(-1)
+    if per_event.shape[0] != events:
+        raise ValueError(f"trace_frame: {per_event.shape[0]} per-event costs for {events} events")
+    if events == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.add.reduceat(per_event, np.arange(0, events, append_events)).astype(np.int64)
 
 
 def _with_totals(per_append: pl.DataFrame) -> pl.DataFrame:
@@ -163,8 +215,9 @@ class Replay:
 def replay(policy: Mapping[str, Any], family_id: str, events: pl.DataFrame, identity: Mapping[str, Any]) -> Replay:
     """Re-derive each event's stream (key, base) from the policy and identity, and return its raw Philox blocks.
 
-    The domain key is the family's template filled from the event's columns; the first block is at
-    base + the family's `block_offset` column (0 when it has none), and the event's `blocks` follow it.
+    The domain key is the family's template (`domain_key_template`: the coupled one under `common_v1`) filled
+    from the event's columns, and the stream is derived with `*` for the scenario under `common_v1`; the first
+    block is at base + the family's `block_offset` column (0 when it has none), and the event's `blocks` follow it.
     The blocks come from the re-derived counters, not the logged ones, so callers can recompute values and
     compare them with the outputs; logged keys or counters that differ are listed in `mismatches`.
     """
@@ -172,11 +225,12 @@ def replay(policy: Mapping[str, Any], family_id: str, events: pl.DataFrame, iden
     ident = {c: identity[c] for c in IDENTITY_COLUMNS}
     mismatches = [f"{family_id}: event {c} is {_examples(v)}, identity says {ident[c]!r}"
                   for c in IDENTITY_COLUMNS if events.height and (v := _distinct(events, c)) != [ident[c]]]
-    keys = events.select(_domain_key_expr(family["domain_key"]).alias("k"))["k"]
+    keys = events.select(_domain_key_expr(domain_key_template(policy, family_id)).alias("k"))["k"]
     unique_keys, inverse = np.unique(keys.to_numpy().astype(str), return_inverse=True)
     base_key, base_hi, base_lo = streams.stream_bases(
         family_id, identity["manifest_fingerprint"], identity["parameter_hash"], identity["seed"],
-        identity["scenario_id"], unique_keys.tolist(), domain_sep=policy["derivation"]["domain_sep"])
+        identity["scenario_id"], unique_keys.tolist(), domain_sep=policy["derivation"]["domain_sep"],
+        coupled=scenario_coupling(policy) == COMMON)
     key, hi, lo = base_key[inverse], base_hi[inverse], base_lo[inverse]
     offset_col = family.get("block_offset")
     offset = (events[offset_col].to_numpy().astype(np.uint64) if offset_col
@@ -214,7 +268,7 @@ def _domain_key_expr(template: str) -> pl.Expr:
         if literal:
             parts.append(pl.lit(literal))
         if field:
-            parts.append(pl.col(field).cast(pl.String))
+            parts.append(_DERIVED_FIELDS[field]() if field in _DERIVED_FIELDS else pl.col(field).cast(pl.String))
     return pl.concat_str(parts)
 
 

@@ -13,36 +13,53 @@ from .errors import CounterWrapError
 from .philox import flat_u64, philox_block
 
 DOMAIN_SEP = "5B.arrival.rng.v1"  # the policy's derivation.domain_sep; callers pass the policy value when it differs
+COUPLED_SCENARIO = "*"  # the scenario field of every stream under scenario coupling common_v1 (laws §10)
 
 
 def _prefix(family_id: str, manifest_fingerprint: str, parameter_hash: str, seed: int, scenario_id: str,
-            domain_sep: str) -> bytes:
-    """The derivation message up to the domain key: UER(sep) ‖ UER(family) ‖ UER(mf) ‖ UER(ph) ‖ LE64(seed) ‖ UER(sid)."""
+            domain_sep: str, coupled: bool) -> bytes:
+    """The derivation message up to the domain key: UER(sep) ‖ UER(family) ‖ UER(mf) ‖ UER(ph) ‖ LE64(seed) ‖ UER(sid).
+
+    `scenario_id` is always validated as a scenario id (so `*` itself is refused); under `coupled` the literal
+    `*` is hashed in its place, which is the only way `*` enters a derivation.
+    """
     if not isinstance(family_id, str) or not family_id:
         raise ValueError(f"stream derivation: family_id {family_id!r} must be a non-empty string")
+    if not isinstance(coupled, bool):
+        raise TypeError(f"stream derivation: coupled {coupled!r} must be a bool")
     return b"".join((
         uer(domain_sep),
         uer(family_id),
         uer(validate_hex64(manifest_fingerprint, "manifest_fingerprint")),
         uer(validate_hex64(parameter_hash, "parameter_hash")),
         le64(validate_seed(int(seed) if isinstance(seed, np.integer) else seed)),
-        uer(validate_scenario_id(scenario_id)),
+        uer(_scenario_field(scenario_id, coupled)),
     ))
 
 
+def _scenario_field(scenario_id: str, coupled: bool) -> str:
+    """The scenario field of the derivation: the validated scenario id, or `*` for a coupled stream."""
+    validate_scenario_id(scenario_id)
+    return COUPLED_SCENARIO if coupled else scenario_id
+
+
 def stream_base(family_id: str, manifest_fingerprint: str, parameter_hash: str, seed: int, scenario_id: str,
-                domain_key: str, *, domain_sep: str = DOMAIN_SEP) -> tuple[int, int, int]:
-    """Return (key, counter_hi, counter_lo) of one stream: BE64 of bytes 0:8, 8:16, 16:24 of the derivation sha256."""
-    d = hashlib.sha256(_prefix(family_id, manifest_fingerprint, parameter_hash, seed, scenario_id, domain_sep)
+                domain_key: str, *, domain_sep: str = DOMAIN_SEP, coupled: bool = False) -> tuple[int, int, int]:
+    """Return (key, counter_hi, counter_lo) of one stream: BE64 of bytes 0:8, 8:16, 16:24 of the derivation sha256.
+
+    `coupled=True` (scenario coupling `common_v1`) derives the stream with `*` in place of the scenario id.
+    """
+    d = hashlib.sha256(_prefix(family_id, manifest_fingerprint, parameter_hash, seed, scenario_id, domain_sep, coupled)
                        + uer(domain_key)).digest()
     return be64(d[0:8]), be64(d[8:16]), be64(d[16:24])
 
 
 def stream_bases(family_id: str, manifest_fingerprint: str, parameter_hash: str, seed: int, scenario_id: str,
-                 domain_keys: Sequence[str], *, domain_sep: str = DOMAIN_SEP
+                 domain_keys: Sequence[str], *, domain_sep: str = DOMAIN_SEP, coupled: bool = False
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return uint64 arrays (key, counter_hi, counter_lo), one entry per domain key, as `stream_base` gives them."""
-    head = hashlib.sha256(_prefix(family_id, manifest_fingerprint, parameter_hash, seed, scenario_id, domain_sep))
+    head = hashlib.sha256(_prefix(family_id, manifest_fingerprint, parameter_hash, seed, scenario_id, domain_sep,
+                                  coupled))
     digests = bytearray()
     for domain_key in domain_keys:  # one hash per stream (entity or group), never per row
         h = head.copy()
