@@ -1,0 +1,204 @@
+"""The asset-page pictures: PNG bytes, size cap, Markdown embedding, expected frequencies and accumulators."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from arrival_assets import plots
+
+H = 96 * 7
+
+
+def _decode(png: bytes) -> np.ndarray:
+    return imread(io.BytesIO(png), format="png")
+
+
+def _s2_inputs(seed: int = 3, h: int = H):
+    rng = np.random.default_rng(seed)
+    b = np.arange(h)
+    target = 50 + 40 * np.sin(b / 96 * 2 * np.pi)
+    groups = {
+        "baseline|high|card|physical|zg03|b07": np.exp(np.cumsum(rng.normal(scale=0.03, size=h))),
+        "baseline|low|card|virtual|zg01|b02": np.exp(0.2 * np.sin(b / 50)),
+        "baseline|mid|ach|physical|zg11|b00": np.ones(h),
+        "baseline|mid|ach|physical|zg12|b01": np.ones(h),  # a fourth group is left out
+    }
+    return target, target * np.exp(0.1 * np.sin(b / 30)), groups
+
+
+def _histogram(seed: int = 4) -> plots.CountHistogram:
+    rng = np.random.default_rng(seed)
+    mu = rng.random(5_000) * 3
+    band = plots.HistogramBand(1.0, 2.0, 10)
+    band.add(mu, rng.poisson(mu))
+    return band.histogram()
+
+
+def test_s2_picture_is_a_png_of_the_figure_size():
+    png = plots.s2_intensity_png(*_s2_inputs())
+    assert png.startswith(plots.PNG_SIGNATURE)
+    pixels = _decode(png)
+    dpi = plots.DPIS[0]
+    assert pixels.shape[:2] == (round(plots.FIGSIZE[1] * dpi), round(plots.FIGSIZE[0] * dpi))
+    assert pixels[..., :3].std() > 0  # something was drawn
+    assert len(png) <= plots.MAX_PNG_BYTES
+
+
+def test_s3_picture_is_a_png_of_the_figure_size():
+    rng = np.random.default_rng(5)
+    mu = 50 + 40 * np.sin(np.arange(H) / 96 * 2 * np.pi)
+    png = plots.s3_counts_png(rng.poisson(mu), mu, _histogram())
+    assert png.startswith(plots.PNG_SIGNATURE)
+    dpi = plots.DPIS[0]
+    assert _decode(png).shape[:2] == (round(plots.FIGSIZE[1] * dpi), round(plots.FIGSIZE[0] * dpi))
+
+
+def test_s3_picture_draws_an_empty_band():
+    empty = plots.HistogramBand(100.0, 200.0, 5).histogram()
+    png = plots.s3_counts_png(np.zeros(10), np.zeros(10), empty)
+    assert png.startswith(plots.PNG_SIGNATURE)
+
+
+def test_pictures_repeat_byte_for_byte_and_carry_no_software_version():
+    first = plots.s2_intensity_png(*_s2_inputs())
+    assert plots.s2_intensity_png(*_s2_inputs()) == first
+    assert b"matplotlib" not in first.lower() and b"Software" not in first
+
+
+def test_noisy_long_horizon_stays_under_the_size_cap():
+    rng = np.random.default_rng(6)
+    h = 20_000
+    groups = {f"g{i}": rng.random(h) * 2 for i in range(3)}
+    png = plots.s2_intensity_png(rng.random(h) * 1e4, rng.random(h) * 1e4, groups)
+    assert len(png) <= plots.MAX_PNG_BYTES
+    assert _decode(png).ndim == 3
+
+
+def test_figure_png_lowers_the_dpi_until_the_file_fits():
+    target, realised, groups = _s2_inputs()
+    full = plots.s2_intensity_png(target, realised, groups)
+    fig = plots.new_figure()
+    ax = fig.subplots()
+    ax.plot(target)
+    ax.plot(realised)
+    small = plots.figure_png(fig, max_bytes=1, dpis=(90, 30))  # nothing fits: the last dpi is kept
+    assert _decode(small).shape[:2] == (90, 210)
+    fits = plots.figure_png(fig, max_bytes=len(full) * 10, dpis=(90, 30))
+    assert _decode(fits).shape[:2] == (270, 630)
+
+
+def test_markdown_image_round_trips_the_png():
+    png = plots.s2_intensity_png(*_s2_inputs())
+    text = plots.markdown_image(png, "S2 [intensity]\nper bucket")
+    head, _, payload = text.partition("](data:image/png;base64,")
+    assert head == "![S2 (intensity) per bucket"
+    assert payload.endswith(")")
+    assert base64.b64decode(payload[:-1], validate=True) == png
+    with pytest.raises(ValueError):
+        plots.markdown_image(b"GIF89a", "not a png")
+
+
+def _poisson_reference(mu: np.ndarray, kmax: int) -> list[float]:
+    return [sum(math.exp(-m) * m**k / math.factorial(k) for m in mu.tolist()) for k in range(kmax + 1)]
+
+
+def test_poisson_expected_equals_the_pmf_summed_row_by_row():
+    rng = np.random.default_rng(7)
+    mu = np.concatenate([rng.random(40) * 12, [0.0, 1e-9, 30.0]])
+    got = plots.poisson_expected(mu, 25)
+    want = _poisson_reference(mu, 25)
+    assert got.shape == (26,)
+    assert np.max(np.abs(got - want)) < 1e-12
+    assert plots.poisson_expected(np.array([0.0]), 3).tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert plots.poisson_expected(np.array([]), 2).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_nb2_expected_equals_the_pmf_summed_row_by_row():
+    rng = np.random.default_rng(8)
+    mu, kappa = rng.random(30) * 8, 0.5 + rng.random(30) * 20
+    kmax = 20
+
+    def pmf(k: int, m: float, c: float) -> float:
+        log = math.lgamma(k + c) - math.lgamma(c) - math.lgamma(k + 1) + c * math.log(c / (c + m))
+        return math.exp(log + k * math.log(m / (c + m)))
+
+    want = [sum(pmf(k, m, c) for m, c in zip(mu.tolist(), kappa.tolist(), strict=True)) for k in range(kmax + 1)]
+    assert np.max(np.abs(plots.nb2_expected(mu, kappa, kmax) - want)) < 1e-12
+    # a very large κ is the Poisson law
+    big = np.full(30, 1e9)
+    assert np.max(np.abs(plots.nb2_expected(mu, big, kmax) - plots.poisson_expected(mu, kmax))) < 1e-6
+
+
+def test_bucket_totals_equal_np_add_at_on_random_chunks():
+    rng = np.random.default_rng(9)
+    buckets = 37
+    totals = plots.BucketTotals(buckets)
+    want = np.zeros(buckets)
+    for size in (0, 1, 500, 1234):
+        index = rng.integers(0, buckets, size)
+        values = rng.random(size) * 100
+        totals.add(index, values)
+        np.add.at(want, index, values)
+    assert np.allclose(totals.totals, want, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError):
+        totals.add(np.array([buckets]), np.array([1.0]))
+
+
+def test_bucket_totals_of_whole_entities_equal_the_indexed_sum():
+    rng = np.random.default_rng(10)
+    buckets, entities = 24, 17
+    values = rng.random(buckets * entities)
+    blocks, indexed = plots.BucketTotals(buckets), plots.BucketTotals(buckets)
+    blocks.add_blocks(values)
+    indexed.add(np.tile(np.arange(buckets), entities), values)
+    assert np.allclose(blocks.totals, indexed.totals, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError):
+        blocks.add_blocks(values[:-1])
+
+
+def test_histogram_band_counts_only_its_rows_and_their_expected_frequencies():
+    rng = np.random.default_rng(11)
+    mu = rng.random(3_000) * 4
+    counts = rng.poisson(mu)
+    band = plots.HistogramBand(1.0, 2.0, 4)
+    band.add(mu[:1_000], counts[:1_000])
+    band.add(mu[1_000:], counts[1_000:])
+    inside = (mu >= 1.0) & (mu < 2.0)
+    hist = band.histogram()
+    assert hist.rows == inside.sum()
+    assert hist.observed.tolist() == np.bincount(np.minimum(counts[inside], 5), minlength=6)[:5].tolist()
+    assert hist.overflow_observed == (counts[inside] > 4).sum()
+    assert np.allclose(hist.expected, plots.poisson_expected(mu[inside], 4), rtol=1e-12, atol=0)
+    assert hist.overflow_expected == pytest.approx(hist.rows - hist.expected.sum())
+    assert hist.label == "μ in [1, 2)"
+
+
+def test_histogram_band_caps_the_rows_of_a_chunk_deterministically():
+    mu = np.full(1_000, 1.5)
+    counts = np.arange(1_000) % 3
+    band = plots.HistogramBand(1.0, 2.0, 2, row_cap=10)
+    band.add(mu, counts)
+    assert band.rows == 10
+    again = plots.HistogramBand(1.0, 2.0, 2, row_cap=10)
+    again.add(mu, counts)
+    assert again.observed.tolist() == band.observed.tolist()
+
+
+def test_largest_groups_are_the_most_populous_first():
+    factors = np.arange(5 * 4, dtype=float).reshape(5, 4)
+    entity_group = np.array([3, 3, 3, 1, 1, 4, 4, 0])
+    top = plots.largest_groups(("a", "b", "c", "d", "e"), entity_group, factors)
+    assert list(top) == ["d", "b", "e"]  # 3 entities, then 2 and 2 (ties: the earlier group)
+    assert top["d"].tolist() == factors[3].tolist()
+
+
+def test_short_label_keeps_head_and_tail():
+    assert plots.short_label("short") == "short"
+    label = plots.short_label("baseline|high|card|physical|zg03|b07", width=20)
+    assert len(label) == 20 and label.startswith("basel") and label.endswith("zg03|b07") and "…" in label
