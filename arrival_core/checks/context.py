@@ -121,7 +121,8 @@ class CheckContext:
         field = latent.sample_latent(self.params[chosen], self.lgcp, self.domain.buckets,
                                      manifest_fingerprint=ident.manifest_fingerprint,
                                      parameter_hash=ident.parameter_hash, seed=ident.seed,
-                                     scenario_id=ident.scenario_id, domain_sep=self.rng.domain_sep)
+                                     scenario_id=ident.scenario_id, domain_sep=self.rng.domain_sep,
+                                     coupled=self.rng.coupled)
         return chosen, field
 
 

@@ -33,19 +33,23 @@ from .specs import (
 
 # ---- S3 ------------------------------------------------------------------------------------------------------------
 
+PGF_TARGET = 2.0  # s = max(0, 1 − 2/μ): μ(1 − s) = min(μ, 2), where E[s^N] is most sensitive to dispersion
+
+
 @dataclass
 class CountMoments:
-    """Running sums over drawing, uncapped rows for the count corridors."""
+    """Running sums over drawing, uncapped rows for the count corridors (all functions of μ and κ, except the
+    sums that involve N)."""
 
     rows: int = 0
-    mu: float = 0.0
-    n: float = 0.0
+    mu: float = 0.0  # Σ μ
+    n: float = 0.0  # Σ N
     sq: float = 0.0  # Σ (N − μ)²
-    mu_sq: float = 0.0  # Σ μ²
-    w: float = 0.0  # Σ ((N − μ)² − N): mean 0 under Poisson
-    var: float = 0.0  # Σ (μ + μ²/κ): the NB2 variance
-    d: float = 0.0  # Σ ((N − μ)² − μ − μ²/κ)
-    d_sq: float = 0.0  # Σ of its squares
+    var: float = 0.0  # Σ Var N: Σ μ (Poisson) or Σ (μ + μ²/κ) (NB2)
+    mu2_kappa: float = 0.0  # Σ μ²/κ (NB2)
+    ratio_max: float = 0.0  # max μ/κ (NB2)
+    pgf: float = 0.0  # Σ (s^N − E[s^N]), s = max(0, 1 − 2/μ) per row: mean 0 under the law
+    pgf_var: float = 0.0  # Σ Var[s^N] under the law
 
     def add(self, mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None) -> None:
         r = n - mu
@@ -53,38 +57,76 @@ class CountMoments:
         self.mu += float(mu.sum())
         self.n += float(n.sum())
         self.sq += float((r * r).sum())
-        self.mu_sq += float((mu * mu).sum())
-        self.w += float((r * r - n).sum())
-        if kappa is not None:
-            v = mu + mu * mu / kappa
-            dev = r * r - v
-            self.var += float(v.sum())
-            self.d += float(dev.sum())
-            self.d_sq += float((dev * dev).sum())
+        if len(mu) == 0:
+            return
+        s, one_minus_s = _pgf_argument(mu)
+        one_minus_s2 = one_minus_s * (1.0 + s)
+        if kappa is None:
+            self.var += float(mu.sum())
+            m1, m2 = np.exp(-mu * one_minus_s), np.exp(-mu * one_minus_s2)
+        else:
+            self.var += float((mu + mu * mu / kappa).sum())
+            self.mu2_kappa += float((mu * mu / kappa).sum())
+            self.ratio_max = max(self.ratio_max, float((mu / kappa).max()))
+            m1 = np.exp(-kappa * np.log1p(mu * one_minus_s / kappa))
+            m2 = np.exp(-kappa * np.log1p(mu * one_minus_s2 / kappa))
+        power = np.where(s > 0.0, np.exp(n * np.log(np.where(s > 0.0, s, 1.0))), (n == 0).astype(np.float64))
+        self.pgf += float((power - m1).sum())
+        self.pgf_var += float(np.maximum(m2 - m1 * m1, 0.0).sum())
 
 
-def count_corridor(m: CountMoments, law: str, alpha: float, z_bound: float) -> dict:
-    """Corridors for counts given μ. Poisson: the total is Poisson(Σμ), bounded by Bernstein at alpha/4 per side;
-    the dispersion statistic Σ((N−μ)² − N) has mean 0 and variance 2Σμ², held within z_bound standard
-    errors. NB2: Σ(N−μ) / √Σ(μ+μ²/κ) and the self-normalised Σ((N−μ)² − μ − μ²/κ) within z_bound."""
+def _pgf_argument(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(s, 1 − s) per row, s = max(0, 1 − 2/μ); 1 − s = min(1, 2/μ) computed without cancellation."""
+    one_minus_s = np.minimum(1.0, PGF_TARGET / mu)
+    return 1.0 - one_minus_s, one_minus_s
+
+
+def _bernstein(variance: float, c: float, scale: float) -> float:
+    """t with exp(−t² / (2(variance + scale·t/3))) = e^{−c}: Bernstein's deviation for centred summands |X| ≤ scale."""
+    return scale * c / 3 + math.sqrt((scale * c / 3) ** 2 + 2 * variance * c)
+
+
+def _nb2_upper(sum_mu: float, mu2_kappa: float, ratio_max: float, c: float) -> float:
+    """t with P(Σ N − Σ μ ≥ t) ≤ e^{−c} for independent NB2 counts, by Chernoff with the bound
+    log E e^{λ(N−μ)} ≤ μ(e^λ − 1 − λ) + (μ²/κ) u² / (2(1 − r u)), u = e^λ − 1 < 1/r, r ≥ μ/κ (from
+    −log(1 − x) ≤ x + x²/(2(1 − x))); t = min over a fixed grid of λ of (c + B(λ))/λ, every point valid."""
+    top = math.log1p(1.0 / ratio_max) if ratio_max > 0 else 50.0
+    lam = top * np.exp2(-np.arange(1, 961) / 16.0)  # λ_max · 2^{−j/16}, j = 1 … 960; data-free
+    u = np.expm1(lam)
+    bound = sum_mu * (u - lam) + mu2_kappa * u * u / (2.0 * (1.0 - ratio_max * u))
+    return float(np.min((c + bound) / lam))
+
+
+def count_corridor(m: CountMoments, law: str, alpha: float) -> dict:
+    """Non-asymptotic corridors for counts given μ (and κ), rows independent given μ; false alarm ≤ alpha
+    (alpha/4 per tail, four tails). Rows that drew nothing or were capped are left out (exact when no row
+    reaches max_count_per_bucket).
+
+    Total. Poisson: Σ N is Poisson(Σ μ), sub-gamma, so Bernstein gives
+    Σμ − √(2Σμ c) ≤ Σ N ≤ Σμ + c/3 + √((c/3)² + 2Σμ c), c = ln(4/alpha). NB2: below, log E e^{−λ(N−μ)} ≤
+    λ²(μ + μ²/κ)/2, so Σ N ≥ Σμ − √(2 V c), V = Σ(μ + μ²/κ); above, the Chernoff bound of `_nb2_upper`.
+    Dispersion (both laws): with s = max(0, 1 − 2/μ) per row (a function of μ alone), the s^N ∈ [0, 1] are
+    independent with E[s^N] = exp(−μ(1 − s)) (Poisson) or (1 + μ(1 − s)/κ)^{−κ} (NB2) and known variance
+    E[s^{2N}] − E[s^N]², so Bernstein with |s^N − E s^N| ≤ 1 bounds |Σ(s^N − E s^N)| by
+    c/3 + √((c/3)² + 2 Σ Var c). Over-dispersion raises E[s^N] (Jensen over a mixing law), under-dispersion
+    lowers it; the generating function is the law's, so no normal approximation enters.
+    """
     out: dict = {"rows": m.rows, "sum_mu": m.mu, "sum_n": m.n, "law": law, "false_alarm": alpha}
     if m.rows == 0 or m.mu == 0:
         return out | {"passed": True}
+    c = math.log(4.0 / alpha)
     if law == "poisson":
-        c = math.log(4.0 / alpha)
-        up = c / 3 + math.sqrt((c / 3) ** 2 + 2 * m.mu * c)
-        down = math.sqrt(2 * m.mu * c)
-        z_disp = m.w / math.sqrt(2 * m.mu_sq) if m.mu_sq else 0.0
-        out |= {"standardised_total": (m.n - m.mu) / math.sqrt(m.mu), "total_low": m.mu - down,
-                "total_high": m.mu + up, "dispersion_index": m.sq / m.mu, "dispersion_z": z_disp}
-        out["total_ok"] = m.mu - down <= m.n <= m.mu + up
-        out["dispersion_ok"] = abs(z_disp) <= z_bound
+        down, up = math.sqrt(2 * m.mu * c), _bernstein(m.mu, c, 1.0)
+        out |= {"standardised_total": (m.n - m.mu) / math.sqrt(m.mu), "dispersion_index": m.sq / m.mu}
     else:
-        z_mean = (m.n - m.mu) / math.sqrt(m.var)
-        z_var = m.d / math.sqrt(m.d_sq) if m.d_sq else 0.0
-        out |= {"mean_z": z_mean, "variance_z": z_var, "variance_ratio": (m.sq / m.var) if m.var else None}
-        out["total_ok"] = abs(z_mean) <= z_bound
-        out["dispersion_ok"] = abs(z_var) <= z_bound
+        down, up = math.sqrt(2 * m.var * c), _nb2_upper(m.mu, m.mu2_kappa, m.ratio_max, c)
+        out |= {"standardised_total": (m.n - m.mu) / math.sqrt(m.var),
+                "variance_ratio": (m.sq / m.var) if m.var else None}
+    pgf_bound = _bernstein(m.pgf_var, c, 1.0)
+    out |= {"total_low": m.mu - down, "total_high": m.mu + up, "pgf_stat": m.pgf, "pgf_bound": pgf_bound,
+            "pgf_sd": math.sqrt(m.pgf_var)}
+    out["total_ok"] = m.mu - down <= m.n <= m.mu + up
+    out["dispersion_ok"] = abs(m.pgf) <= pgf_bound
     return out | {"passed": out["total_ok"] and out["dispersion_ok"]}
 
 
@@ -96,7 +138,7 @@ def _replay_counts(ctx: CheckContext, frame: pl.DataFrame, e0: int, rows: np.nda
     keys = counts.domain_keys(ctx.domain.entities[e0 + entities])
     ident = ctx.identity
     bases = streams.stream_bases(counts.FAMILY_ID, ident.manifest_fingerprint, ident.parameter_hash, ident.seed,
-                                 ident.scenario_id, keys, domain_sep=ctx.rng.domain_sep)
+                                 ident.scenario_id, keys, domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
     draws = counts.draw_counts(frame["mu"].to_numpy()[rows], index, frame["bucket_index"].to_numpy()[rows], bases,
                                None if kappa is None else kappa[e0 + entities], ctx.count_policy)
     return draws.count
@@ -159,7 +201,7 @@ def check_counts(ctx: CheckContext) -> dict[str, CheckResult]:
 
     results = scan_table(ctx, "s3_bucket_counts_5B", slice_rows, on_slice)
     replay.facts |= {"rows_replayed": replayed[0], "mode": ctx.replay}
-    stats = count_corridor(moments, policy.law, ctx.corridors["false_alarm"], ctx.corridors["normal_corridor_z"])
+    stats = count_corridor(moments, policy.law, ctx.corridors["false_alarm"])
     corridor.facts |= {k: v for k, v in stats.items() if k not in ("passed",)}
     if not stats["passed"]:
         corridor.fail(f"counts outside their corridor: {({k: stats[k] for k in stats if k.endswith('_ok')})}")
@@ -193,7 +235,7 @@ def check_count_events(ctx: CheckContext) -> dict[str, CheckResult]:
         entity = np.repeat(np.arange(e0, e1), h)[drew]
         key, hi, lo = streams.stream_bases(counts.FAMILY_ID, ident.manifest_fingerprint, ident.parameter_hash,
                                            ident.seed, ident.scenario_id, counts.domain_keys(d.entities[np.unique(entity)]),
-                                           domain_sep=ctx.rng.domain_sep)
+                                           domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
         local = np.searchsorted(np.unique(entity), entity)
         bucket = expected["bucket_index"].to_numpy().astype(np.uint64)
         before_hi, before_lo, _ = add_counter(hi[local], lo[local], bucket)

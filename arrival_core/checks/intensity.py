@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 
-from .. import counts, latent, pipeline
+from .. import counts, kernels, latent, pipeline
 from ..grouping import ENTITY_KEYS
 from ..rng import ledger, streams
 from .context import CheckContext, CheckResult, TableScan, first_true, key_of, require_file, scan_table
@@ -134,8 +135,12 @@ def check_latent_field(ctx: CheckContext) -> dict[str, CheckResult]:
         if (latent_z != 0).any() or (factor != 1).any():
             corridor.fail("latent_model_id none but Z ≠ 0 or ξ ≠ 1")
     else:
-        phi = np.zeros(g) if lgcp.latent_model_id == "log_gaussian_iid_v1" else ctx.params["phi"].to_numpy()
-        stats = latent_corridor(latent_z, sigma, phi, ctx.corridors["false_alarm"])
+        if lgcp.latent_model_id == latent.STATIONARY:
+            stats = white_noise_corridor(stationary_innovations(latent_z, sigma, ctx.params, lgcp, h),
+                                         ctx.corridors["false_alarm"]) | {"model": f"whitened {lgcp.kernel_id}"}
+        else:
+            phi = np.zeros(g) if lgcp.latent_model_id == "log_gaussian_iid_v1" else ctx.params["phi"].to_numpy()
+            stats = latent_corridor(latent_z, sigma, phi, ctx.corridors["false_alarm"])
         corridor.facts |= {k: v for k, v in stats.items() if k != "passed"}
         if not stats["variance_ok"]:
             corridor.fail(f"pooled Σ Z²/σ² = {stats['sum_sq']:.6g} outside [{stats['sum_sq_low']:.6g}, "
@@ -181,6 +186,52 @@ def latent_corridor(z: np.ndarray, sigma: np.ndarray, phi: np.ndarray, alpha: fl
     }
 
 
+WHITENING_MAX_GAIN = 1e4  # an error of ε·σ in a published Z moves a kept innovation by at most 1e4·ε
+
+
+def stationary_innovations(z: np.ndarray, sigma: np.ndarray, params: pl.DataFrame, policy: latent.LgcpPolicy,
+                           buckets: int) -> list[np.ndarray]:
+    """Each group's Z/σ whitened by the exact autocovariance its embedding samples (Durbin–Levinson, one
+    whitening per distinct embedding, i.e. per distinct L): one (groups × T) array per embedding, T ≤ H the
+    innovations whose whitening gain stays ≤ WHITENING_MAX_GAIN. Under the law they are iid N(0, 1)."""
+    groups = latent.group_embeddings(params, policy, buckets)
+    out = []
+    for i, emb in enumerate(groups.embeddings):  # over distinct embeddings, not groups
+        rows = np.flatnonzero(groups.index == i)
+        out.append(kernels.toeplitz_innovations(kernels.realised_autocovariance(emb), z[rows] / sigma[rows, None],
+                                                max_gain=WHITENING_MAX_GAIN))
+    return out
+
+
+def white_noise_corridor(series: Sequence[np.ndarray], alpha: float) -> dict:
+    """Rigorous corridors for arrays of values that are iid N(0, 1) under the law (whitened innovations, each
+    array groups × T with its own T); false alarm ≤ alpha in total, alpha/4 per tail as in `latent_corridor`.
+
+    Variance: Q = Σ e² is χ²(n), n the number of values, so by Laurent–Massart with x = ln(4/alpha)
+    n − 2√(nx) ≤ Q ≤ n + 2√(nx) + 2x. Lag-1: T = Σ e_t e_{t+1} within each row is a martingale with conditionally
+    Gaussian increments of variance e_t²; Σ e_t² over the n' = Σ (T − 1) heads is χ²(n'), bounded by
+    b = n' + 2√(n'x) + 2x at alpha/4, and P(|T| ≥ a, Σ e_t² ≤ b) ≤ 2exp(−a²/2b) = alpha/4 for a = √(2b ln(8/alpha)).
+    """
+    x = math.log(4.0 / alpha)
+    values = [np.asarray(s, dtype=np.float64) for s in series]
+    n = sum(v.size for v in values)
+    heads = sum(v.shape[0] * max(v.shape[1] - 1, 0) for v in values)
+    sum_sq = float(sum((v * v).sum() for v in values))
+    lag_stat = float(sum((v[:, :-1] * v[:, 1:]).sum() for v in values if v.shape[1] > 1))
+    head_sq = float(sum((v[:, :-1] * v[:, :-1]).sum() for v in values if v.shape[1] > 1))
+    low, high = n - 2 * math.sqrt(n * x), n + 2 * math.sqrt(n * x) + 2 * x
+    v_bound = heads + 2 * math.sqrt(heads * x) + 2 * x
+    lag_bound = math.sqrt(2.0 * v_bound * math.log(8.0 / alpha))
+    return {
+        "groups": sum(v.shape[0] for v in values), "innovations": n,
+        "innovations_per_group_min": min((v.shape[1] for v in values), default=0),
+        "sum_sq": sum_sq, "sum_sq_low": low, "sum_sq_high": high,
+        "sigma_ratio": math.sqrt(sum_sq / n) if n else 1.0, "variance_ok": n == 0 or low <= sum_sq <= high,
+        "lag1_stat": lag_stat, "lag1_bound": lag_bound, "lag1_ok": abs(lag_stat) <= lag_bound,
+        "lag1_estimate": lag_stat / head_sq if head_sq else 0.0, "phi_mean": 0.0, "false_alarm": alpha,
+    }
+
+
 def ledger_result(ctx: CheckContext, family_id: str, events: ledger.FamilyTotals, expected: ledger.FamilyTotals,
                    trace: pl.DataFrame) -> CheckResult:
     result = CheckResult(facts={"events": events.events, "draws": events.draws, "blocks": events.blocks,
@@ -205,15 +256,17 @@ def check_latent_events(ctx: CheckContext) -> dict[str, CheckResult]:
     replay = CheckResult(facts={"mode": ctx.replay})
     d, h = ctx.domain, ctx.domain.buckets
     if ctx.lgcp.latent_model_id != "none":
+        blocks = latent.event_blocks(ctx.params, ctx.lgcp, h)  # per group: H, or 2M (stationary)
         if table.height != len(d.group_ids) or table["group_id"].to_list() != list(d.group_ids):
             accounting.fail(f"{table.height} events; expected one per group ({len(d.group_ids)}) in group_id order")
         else:
             chosen = ctx.sample(len(d.group_ids))
             key, hi, lo = streams.stream_bases(latent.FAMILY_ID, ctx.identity.manifest_fingerprint,
                                                ctx.identity.parameter_hash, ctx.identity.seed, ctx.identity.scenario_id,
-                                               [f"group_id={d.group_ids[i]}" for i in chosen],
-                                               domain_sep=ctx.rng.domain_sep)
-            after_lo = lo + np.uint64(h)
+                                               latent.domain_keys([d.group_ids[i] for i in chosen],
+                                                                  coupled=ctx.rng.coupled),
+                                               domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
+            after_lo = lo + blocks[chosen].astype(np.uint64)
             after_hi = hi + (after_lo < lo).astype(np.uint64)
             sub = table[chosen]
             for column, expected in (("rng_key", key), ("rng_counter_before_hi", hi), ("rng_counter_before_lo", lo),
@@ -222,9 +275,12 @@ def check_latent_events(ctx: CheckContext) -> dict[str, CheckResult]:
                 if (i := first_true(bad)) is not None:
                     replay.fail(f"{int(bad.sum())} event(s): {column} does not replay", {"group_id": sub["group_id"][i]})
             replay.facts["events_replayed"] = len(chosen)
-        for column, value in (("draws", 2 * h), ("blocks", h)):
-            if table.height and (table[column] != value).any():
-                accounting.fail(f"{column} is not {value} for every event")
+            law = "4M draws, 2M blocks" if ctx.lgcp.latent_model_id == latent.STATIONARY else "2H draws, H blocks"
+            for column, value in (("draws", 2 * blocks), ("blocks", blocks)):
+                got = table[column].to_numpy()
+                if (i := first_true(got != value)) is not None:
+                    accounting.fail(f"{int((got != value).sum())} event(s): {column} is {int(got[i])}, expected "
+                                    f"{int(value[i])} ({law})", {"group_id": table["group_id"][i]})
     return results | {RNG_ACCOUNTING: accounting, RNG_REPLAY: replay}
 
 

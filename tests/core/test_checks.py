@@ -80,11 +80,11 @@ def test_count_corridor_accepts_poisson_and_flags_overdispersion():
     rng = np.random.default_rng(7)
     mu = rng.lognormal(0.0, 1.5, 400_000)
     poisson = rng.poisson(mu)
-    assert checks.count_corridor(_moments(mu, poisson, None), "poisson", 1e-6, 6.0)["passed"]
+    assert checks.count_corridor(_moments(mu, poisson, None), "poisson", 1e-6)["passed"]
     kappa = np.full(len(mu), 5.0)
     mixed = rng.poisson(rng.gamma(kappa, mu / kappa))
-    assert not checks.count_corridor(_moments(mu, mixed, None), "poisson", 1e-6, 6.0)["dispersion_ok"]
-    stats = checks.count_corridor(_moments(mu, mixed, kappa), "nb2", 1e-6, 6.0)
+    assert not checks.count_corridor(_moments(mu, mixed, None), "poisson", 1e-6)["dispersion_ok"]
+    stats = checks.count_corridor(_moments(mu, mixed, kappa), "nb2", 1e-6)
     assert stats["passed"] and 0.9 < stats["variance_ratio"] < 1.1
 
 
