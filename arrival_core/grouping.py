@@ -275,3 +275,35 @@ def enforce_realism(report: RealismReport, *, scenario_id: str, where: str) -> N
             + "; ".join(report.violations),
             file=where, scenario_id=scenario_id, **report.metrics(),
         )
+
+
+# ---- scenario coupling -----------------------------------------------------------------------------------------
+
+def check_coupled_scenarios(manifest: pl.DataFrame, bucket_duration_seconds: int) -> None:
+    """Under scenario coupling `common_v1`, every scenario of the manifest must share the horizon start and the
+    number of buckets of `bucket_duration_seconds` (the one duration of the time-grid policy), so that block j of
+    a coupled stream is the same bucket in every scenario (laws §10); otherwise `5B.S1.HORIZON_MISALIGNED` naming
+    the scenarios that differ from the first (in scenario_id order) and their horizons."""
+    step = int(bucket_duration_seconds) * 1_000_000
+    if step <= 0:
+        raise ValueError(f"check_coupled_scenarios: bucket_duration_seconds {bucket_duration_seconds!r} must be > 0")
+    horizons = manifest.select(
+        pl.col("scenario_id"),
+        pl.col("horizon_start_utc").dt.epoch("us").alias("start_us"),
+        pl.col("horizon_end_utc").dt.epoch("us").alias("end_us"),
+        pl.col("horizon_start_utc").cast(pl.String).alias("start"),
+    ).with_columns(((pl.col("end_us") - pl.col("start_us")) // step).alias("buckets")).sort("scenario_id")
+    if horizons.height < 2:
+        return
+    first = horizons.row(0, named=True)
+    other = horizons.filter((pl.col("start_us") != first["start_us"]) | (pl.col("buckets") != first["buckets"]))
+    if other.height:
+        described = "; ".join(f"{r['scenario_id']} starts {r['start']} with {r['buckets']} buckets"
+                              for r in [first, *other.iter_rows(named=True)])
+        raise ArrivalError(
+            error_code("S1", "HORIZON_MISALIGNED"),
+            f"scenario coupling common_v1 needs one horizon start and bucket count "
+            f"({bucket_duration_seconds}-second buckets) for every scenario: {described}",
+            scenarios=[first["scenario_id"], *other["scenario_id"].to_list()],
+            bucket_duration_seconds=int(bucket_duration_seconds),
+        )
