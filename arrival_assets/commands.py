@@ -17,10 +17,10 @@ from arrival_core.errors import IDENTITY_INVALID, ArrivalError
 from arrival_core.identity import validate_scenario_id, validate_seed
 from arrival_core.store import Store, read_json
 
-from . import interrupts
+from . import interrupts, liveness
 from .jobs import JOB_NAME
 from .partitions import partition_key, register_partitions
-from .resources import StoreResource, ensure_world, resolve_run_root
+from .resources import StoreResource, ensure_seed, ensure_world, resolve_run_root
 
 DAGSTER_HOME_ENV = "DAGSTER_HOME"
 DEFAULT_DAGSTER_HOME = Path(".arrival") / "dagster_home"
@@ -207,19 +207,24 @@ def run_partitions(
     from .definitions import build_definitions
 
     seed_value = validate_seed(seed)
+    requested = [validate_scenario_id(scenario)] if scenario else None
     run_root = resolve_run_root(root)
-    store = ensure_world(run_root, seed_value)
-    scenario_list = _scenarios_for(store, [scenario] if scenario else None)
+    store = ensure_world(run_root)
+    scenario_list = _scenarios_for(store, requested)  # every identity value is valid before the world is extended
+    ensure_seed(store, seed_value)
     job = build_definitions(StoreResource(run_root=str(run_root))).resolve_job_def(JOB_NAME)
     out(f"run root {run_root}")
     failures: list[PartitionRun] = []
     with dg.DagsterInstance.from_config(str(prepare_dagster_home())) as instance:
+        for run_id in liveness.fail_dead_runs(instance):
+            err(f"marked run {run_id} failed: the process that executed it is gone")
         register_partitions(instance, [str(seed_value)], scenario_list)
         for sid in scenario_list:
             key = partition_key(seed_value, sid)
             started = time.perf_counter()
             result = job.execute_in_process(
-                partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE
+                partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE,
+                tags=liveness.process_tags(),
             )
             run = summarise(result, str(key), time.perf_counter() - started)
             for line in format_run(run):

@@ -10,6 +10,7 @@ import yaml
 from pydantic import PrivateAttr
 
 from arrival_core import contracts, pipeline
+from arrival_core.errors import ArrivalError, error_code
 from arrival_core.store import Store
 
 RUN_ROOT_ENV = "ARRIVAL_RUN_ROOT"
@@ -32,13 +33,23 @@ def ensure_world(
     """
     from arrival_core import world  # the generator is only needed on first use
 
+    if root.exists() and not root.is_dir():
+        raise ArrivalError(error_code("S0", "IO_READ_FAILED"), f"run root {root} is not a directory", file=str(root))
     store = Store(run_root=root, config_dir=Path(config_dir))
     receipt = store.path("run_receipt")
     if not receipt.exists() and (not root.exists() or not any(root.iterdir())):
         world.create_world(DEFAULT_PROFILE, root, seeds=tuple(default_seeds()))
-    if seed is not None and receipt.is_file() and pipeline.read_receipt(store).get("synthetic") is True:
-        world.ensure_seed(root, seed)
+    if seed is not None:
+        ensure_seed(store, seed)
     return store
+
+
+def ensure_seed(store: Store, seed: int) -> None:
+    """A synthetic world writes the seed's 3B file if it has none (a real world never invents one)."""
+    from arrival_core import world
+
+    if store.path("run_receipt").is_file() and pipeline.read_receipt(store).get("synthetic") is True:
+        world.ensure_seed(store.run_root, seed)
 
 
 def default_seeds(config_dir: Path = contracts.DEFAULT_CONFIG_DIR) -> list[int]:

@@ -6,7 +6,6 @@ import fcntl
 import json
 import os
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,7 +69,6 @@ class Store:
 
 
 TEMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")  # the store's own temp files, and nothing else
-STALE_SECONDS = 2.0  # a temp file younger than this may be between its creation and its writer's lock
 
 
 @contextmanager
@@ -98,8 +96,6 @@ def sweep_stale_temps(folder: Path) -> list[Path]:
         except FileNotFoundError:
             continue
         try:
-            if time.time() - os.fstat(fd).st_mtime < STALE_SECONDS:
-                continue
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             path.unlink(missing_ok=True)
             removed.append(path)
@@ -107,6 +103,22 @@ def sweep_stale_temps(folder: Path) -> list[Path]:
             continue  # a live writer holds it
         finally:
             os.close(fd)
+    return removed
+
+
+def sweep_stale_subfolders(folder: Path) -> list[Path]:
+    """Sweep dead writers' temp files in each subfolder of `folder` (one per run, e.g. run reports) and remove
+    the subfolders that held nothing else."""
+    removed = []
+    try:
+        children = [folder / n for n in os.listdir(folder)]
+    except FileNotFoundError:
+        return removed
+    for child in children:
+        if child.is_dir() and sweep_stale_temps(child):
+            removed.append(child)
+            with contextlib.suppress(OSError):  # not empty: it holds a published report
+                child.rmdir()
     return removed
 
 
@@ -183,6 +195,25 @@ class ParquetSink:
         raise self._fail(exc) from exc
 
 
+def _locked_temp(target: Path) -> tuple[Path, int]:
+    """A new temp file beside the target, held under an exclusive lock. A sweeper that saw it before the lock
+    was taken may have removed it; then the path no longer names the locked file, and another name is tried."""
+    while True:
+        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.stat(tmp).st_ino == os.fstat(fd).st_ino:
+                return tmp, fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+
+
 @dataclass
 class _Staged:
     dataset_id: str
@@ -212,16 +243,11 @@ class Transaction:
             if target.parent not in self._swept:
                 sweep_stale_temps(target.parent)
                 self._swept.add(target.parent)
-            tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            tmp, fd = _locked_temp(target)
         except OSError as exc:
             raise self._io_failed(target, exc) from exc
         staged = _Staged(dataset_id, target, tmp, rows, fd)
         self._staged.append(staged)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as exc:
-            raise self._io_failed(target, exc) from exc
         return staged
 
     def _io_failed(self, target: Path, exc: BaseException) -> ArrivalError:

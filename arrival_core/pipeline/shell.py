@@ -24,7 +24,7 @@ from ..errors import ArrivalError, error_code, has_code
 from ..gate import Gate
 from ..identity import Identity, PartitionKey, compute_parameter_hash
 from ..rng.errors import CounterWrapError, RngArgumentError
-from ..store import Published, Store, read_json
+from ..store import Published, Store, read_json, sweep_stale_subfolders
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,7 @@ def execute_state(
         metrics=run.metrics, published=published, timings=run.timings,
     )
     try:
+        sweep_stale_subfolders(report_path.parent.parent)  # reports a killed run left half-written
         with store.transaction(state) as tx:
             tx.write_json("run_report_5B", report_path, report)
     except ArrivalError as report_failure:
