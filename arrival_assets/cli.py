@@ -11,6 +11,7 @@ from arrival_core.errors import ArrivalError
 from arrival_core.identity import validate_seed
 
 from . import interrupts
+from .cluster import ClusterError
 
 DEFAULT_ROOT_PARENT = Path(".arrival")
 
@@ -165,10 +166,35 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=bench)
 
 
+# ---- arrival status ------------------------------------------------------------------------------------------
+
+def status(args: argparse.Namespace) -> int:
+    """Per partition: which states are materialised and how their checks went (from the Dagster instance)."""
+    from .status import show_status
+
+    return show_status(seed=args.seed)
+
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("status", help="per-partition state and check results recorded in the Dagster instance")
+    parser.add_argument("--seed", help="only this seed's partitions")
+    parser.set_defaults(handler=status)
+
+
+# ---- arrival worker / cluster / instance (beyond one machine) ---------------------------------------------------
+
+def _add_cluster(sub: argparse._SubParsersAction) -> None:
+    from .cluster import add_cluster_parser, add_instance_parser, add_worker_parser
+
+    add_worker_parser(sub)
+    add_cluster_parser(sub)
+    add_instance_parser(sub)
+
+
 # ---- the parser and the entry point ---------------------------------------------------------------------------
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_world, _add_partitions, _add_run, _add_verify, _add_bench,
+    _add_world, _add_partitions, _add_run, _add_verify, _add_bench, _add_status, _add_cluster,
 )
 
 
@@ -200,6 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.debug:
                 traceback.print_exc()
             _err(f"error: {exc.code}: {exc.message}")
+            return interrupts.EXIT_FAILURE
+        except ClusterError as exc:  # a missing server binary or a service that did not start: the message says which
+            if args.debug:
+                traceback.print_exc()
+            _err(f"error: {exc}")
             return interrupts.EXIT_FAILURE
         except Exception as exc:
             if args.debug:

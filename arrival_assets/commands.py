@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,13 +17,11 @@ from arrival_core.identity import validate_scenario_id, validate_seed
 from arrival_core.store import Store, read_json
 
 from . import interrupts, liveness
+from .cluster import celery_settings, install_instance_config, launch_partition_run
 from .jobs import JOB_NAME
 from .partitions import partition_key, register_partitions
 from .resources import StoreResource, ensure_seed, ensure_world, resolve_run_root
 
-DAGSTER_HOME_ENV = "DAGSTER_HOME"
-DEFAULT_DAGSTER_HOME = Path(".arrival") / "dagster_home"
-SHIPPED_INSTANCE_CONFIG = Path(__file__).resolve().parent / "dagster_home" / "dagster.yaml"
 AUDIT_DATASET = "rng_audit_log_5B"
 # The summary is the command's output; the step-by-step event log stays in the instance (and the UI).
 STEP_OF_OUTPUT = {out: state.name for state in pipeline.STATES for out in state.outputs}
@@ -36,12 +33,9 @@ Printer = Callable[[str], None]
 
 
 def prepare_dagster_home(explicit: str | os.PathLike | None = None) -> Path:
-    """$DAGSTER_HOME (default ./.arrival/dagster_home), created with the shipped dagster.yaml if absent."""
-    home = Path(explicit or os.environ.get(DAGSTER_HOME_ENV) or DEFAULT_DAGSTER_HOME).expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        shutil.copyfile(SHIPPED_INSTANCE_CONFIG, home / "dagster.yaml")
-    return home
+    """$DAGSTER_HOME (default ./.arrival/dagster_home) with the shipped instance config installed when absent
+    (a Postgres-backed one when ARRIVAL_PG_URL is set)."""
+    return install_instance_config(explicit)
 
 
 def _scenarios_for(store: Store, requested: Sequence[str] | None) -> list[str]:
@@ -222,10 +216,13 @@ def run_partitions(
         for sid in scenario_list:
             key = partition_key(seed_value, sid)
             started = time.perf_counter()
-            result = job.execute_in_process(
-                partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE,
-                tags=liveness.process_tags(),
-            )
+            if celery_settings() is None:
+                result = job.execute_in_process(
+                    partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE,
+                    tags=liveness.process_tags(),
+                )
+            else:  # every step is a Celery task; this process coordinates the run
+                result = launch_partition_run(instance, str(key), run_root, QUIET_CONSOLE)
             run = summarise(result, str(key), time.perf_counter() - started)
             for line in format_run(run):
                 out(line)
