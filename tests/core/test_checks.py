@@ -88,6 +88,38 @@ def test_count_corridor_accepts_poisson_and_flags_overdispersion():
     assert stats["passed"] and 0.9 < stats["variance_ratio"] < 1.1
 
 
+def test_count_corridors_are_non_asymptotic_and_catch_mean_and_shape_errors():
+    # Fixed key: each accepting corridor has false alarm ≤ 1e-6. Each rejected effect exceeds its bound by more
+    # than 9 standard deviations of its statistic (a 5% mean shift: expected excess 41k counts, bound 16k, sd
+    # 2.7k; κ off by 4×, or binomial counts: pgf effects of 15-30 bounds), so each misses with probability < 1e-6.
+    rng = np.random.default_rng(20260324)
+    mu = rng.lognormal(0.5, 1.0, 300_000)
+    kappa = rng.choice([0.5, 2.0, 10.0], len(mu))
+    nb2 = rng.poisson(rng.gamma(kappa, mu / kappa))
+    ok = checks.count_corridor(_moments(mu, nb2, kappa), "nb2", 1e-6)
+    assert ok["passed"] and ok["total_low"] < ok["sum_mu"] < ok["total_high"]
+    assert not checks.count_corridor(_moments(mu, rng.poisson(rng.gamma(kappa, 1.05 * mu / kappa)), kappa),
+                                     "nb2", 1e-6)["total_ok"]
+    assert not checks.count_corridor(_moments(mu, nb2, 4 * kappa), "nb2", 1e-6)["dispersion_ok"]
+    assert not checks.count_corridor(_moments(mu, nb2, kappa / 4), "nb2", 1e-6)["dispersion_ok"]
+    under = rng.binomial(np.ceil(2 * mu).astype(int), mu / np.ceil(2 * mu))  # mean μ, variance ≤ μ/2
+    stats = checks.count_corridor(_moments(mu, under, None), "poisson", 1e-6)
+    assert stats["total_ok"] and not stats["dispersion_ok"] and stats["pgf_stat"] < -stats["pgf_bound"]
+
+
+def test_count_corridor_bounds_are_the_stated_inequalities():
+    m = checks.CountMoments()
+    m.add(np.array([0.5, 3.0, 40.0]), np.array([0.0, 2.0, 45.0]), None)
+    stats = checks.count_corridor(m, "poisson", 1e-6)
+    c = np.log(4e6)
+    assert stats["total_high"] - m.mu == pytest.approx(c / 3 + np.sqrt((c / 3) ** 2 + 2 * m.mu * c))
+    assert m.mu - stats["total_low"] == pytest.approx(np.sqrt(2 * m.mu * c))
+    s = np.array([0.0, 1 - 2 / 3.0, 1 - 2 / 40.0])  # s = max(0, 1 − 2/μ)
+    mean = np.exp(-np.array([0.5, 3.0, 40.0]) * (1 - s))
+    assert m.pgf == pytest.approx(float(np.sum(s ** np.array([0.0, 2.0, 45.0]) - mean)), abs=1e-12)
+    assert "normal" not in checks.count_corridor.__doc__.replace("no normal approximation", "")
+
+
 @pytest.mark.parametrize("events, draws", [(0, 1), (1, 2), (65_536, 1), (200_001, 2)])
 def test_streamed_trace_is_full_batches_with_running_totals(events, draws):
     from arrival_core.rng import ledger
