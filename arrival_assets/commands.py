@@ -169,7 +169,8 @@ def format_run(run: PartitionRun) -> list[str]:
     for asset, meta in run.materialized.items():
         if asset in sealed:
             continue
-        rows = f"{meta['rows']:,} rows" if isinstance(meta.get("rows"), int) else "—"
+        rows = meta.get("dagster/row_count")
+        rows = f"{rows:,} rows" if isinstance(rows, int) else "—"
         step = STEP_OF_OUTPUT.get(asset, "")
         lines.append(f"   {step:<11}{asset:<34}{rows:>16}  sha256 {str(meta.get('digest', ''))[:12]}")
     for fid, totals in run.rng.items():

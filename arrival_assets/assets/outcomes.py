@@ -13,6 +13,7 @@ from arrival_core.reports import markdown_table
 from arrival_core.store import Published
 
 from ..partitions import parse_partition_key
+from .columns import column_schema
 
 T = TypeVar("T")
 
@@ -74,6 +75,17 @@ def scalar_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, An
     return flat
 
 
+def table_metadata(dataset_id: str, rows: int | None) -> dict[str, Any]:
+    """Dagster's own table entries: `dagster/row_count` and `dagster/column_schema` (from the contract)."""
+    meta: dict[str, Any] = {}
+    if rows is not None:
+        meta["dagster/row_count"] = dg.MetadataValue.int(rows)
+    schema = column_schema(dataset_id)
+    if schema is not None:
+        meta["dagster/column_schema"] = dg.MetadataValue.table_schema(schema)
+    return meta
+
+
 def published_metadata(
     published: Published,
     *,
@@ -94,12 +106,12 @@ def published_metadata(
     meta: dict[str, Any] = {
         "parameter_hash": identity_tokens["parameter_hash"],
         "path": dg.MetadataValue.path(str(published.path)),
+        "dagster/uri": published.path.as_uri(),
         "digest": published.sha256,
         "created": published.created,
         "summary": dg.MetadataValue.md(markdown_table(summary)),
     }
-    if published.rows is not None:
-        meta["rows"] = dg.MetadataValue.int(published.rows)
+    meta |= table_metadata(published.dataset_id, published.rows)
     if metrics:
         meta["run_report_metrics"] = dg.MetadataValue.json(dict(metrics))
     meta.update(extra or {})

@@ -13,10 +13,12 @@ from arrival_core.encoding import sha256_file
 from arrival_core.errors import ArrivalError, error_code
 from arrival_core.reports import markdown_table
 from arrival_core.store import Store
+from arrival_core.version import code_version
 
 from ..partitions import grid
 from ..resources import StoreResource
-from .outcomes import call_core, failure_from, partition_of
+from .columns import column_schema
+from .outcomes import call_core, failure_from, partition_of, table_metadata
 
 GROUP = "sealed_inputs"
 
@@ -102,7 +104,9 @@ def sealed_input_spec(entry: DatasetEntry) -> dg.AssetSpec:
             "schema_ref": entry.schema_ref,
             "path_template": entry.path,
             "read_scope": entry.read_scope or "",
+            **({"dagster/column_schema": schema} if (schema := column_schema(entry.id)) else {}),
         },
+        code_version=code_version(),
     )
 
 
@@ -117,12 +121,12 @@ def sealed_input_result(entry: DatasetEntry, found: VerifiedInput) -> dg.Materia
     ]
     metadata: dict[str, object] = {
         "path": dg.MetadataValue.path(str(found.path)),
+        "dagster/uri": found.path.as_uri(),
         "present": found.present,
         "digest": found.sha256 or "",
         "summary": dg.MetadataValue.md(markdown_table(summary)),
     }
-    if found.rows is not None:
-        metadata["rows"] = dg.MetadataValue.int(found.rows)
+    metadata |= table_metadata(entry.id, found.rows)
     return dg.MaterializeResult(
         asset_key=entry.id, data_version=dg.DataVersion(found.sha256 or "absent"), metadata=metadata
     )

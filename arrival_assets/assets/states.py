@@ -5,9 +5,11 @@ from collections.abc import Iterator
 import dagster as dg
 
 from arrival_core import contracts, pipeline
+from arrival_core.version import code_version
 
 from ..partitions import grid
 from ..resources import StoreResource
+from .columns import column_schema
 from .outcomes import call_core, materialize, partition_of, sealed_parameter_hash
 
 # Files published beside an asset's own file, reported in its metadata (the RNG traces beside their events).
@@ -84,7 +86,10 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
             description=DESCRIPTIONS[out],
             deps=[d for d in deps if d not in step.outputs],
             skippable=out in SKIPPABLE,
-            kinds={contracts.dataset(out).format},
+            kinds={contracts.dataset(out).format, "polars"} if contracts.dataset(out).format == "parquet"
+            else {contracts.dataset(out).format},
+            code_version=code_version(),
+            metadata={"dagster/column_schema": schema} if (schema := column_schema(out)) else None,
         )
         for out in step.outputs
     ]

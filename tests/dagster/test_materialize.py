@@ -89,8 +89,8 @@ def test_state_materialisations_carry_rows_and_run_report_metrics(graph_runs):
     _, _, results = graph_runs
     meta = materialized(results["baseline_v1|1"])
     counts = meta["s3_bucket_counts_5B"]
-    assert counts["rows"] == pl.scan_parquet(counts["path"]).select(pl.len()).collect().item()
-    assert counts["rows"] == meta["s2_realised_intensity_5B"]["rows"] > 0
+    assert counts["dagster/row_count"] == pl.scan_parquet(counts["path"]).select(pl.len()).collect().item()
+    assert counts["dagster/row_count"] == meta["s2_realised_intensity_5B"]["dagster/row_count"] > 0
     assert isinstance(counts["run_report_metrics"], dict) and counts["run_report_metrics"]
     assert meta["rng_event_arrival_lgcp_gaussian"]["rng_trace_arrival_lgcp_gaussian.digest"]
 

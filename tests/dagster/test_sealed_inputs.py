@@ -26,7 +26,7 @@ def test_new_seed_of_a_synthetic_world_gets_its_file_on_first_use(world_root):
         result = run_partition(graph_for(world_root), instance, "stress_v1|7", selection=SEED_SCOPED)
     assert result.success
     meta = materialized(result)["virtual_classification_3B"]
-    assert meta["path"] == str(_seed_file(world_root, 7)) and meta["rows"] > 0
+    assert meta["path"] == str(_seed_file(world_root, 7)) and meta["dagster/row_count"] > 0
 
 
 def test_real_world_never_invents_a_seed_file_and_names_what_is_missing(world_root):
