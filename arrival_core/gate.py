@@ -168,37 +168,6 @@ def check_scenario_manifest(manifest: pl.DataFrame, *, where: str, contracts_dir
     return manifest["scenario_id"].sort().to_list()
 
 
-# ---- tables against the digests their bundle records -----------------------------------------------------------
-
-BUNDLE_TABLES_FILE = "tables.json"  # a bundle member listing {dataset_id, path, scenario_id, rows, sha256_hex}
-
-
-def listed_table_paths(listing: object, segment: str, *, where: str) -> list[str]:
-    """The run-root-relative paths a bundle's table listing names; a listing of another shape fails the gate."""
-    if not isinstance(listing, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("path"), str) and isinstance(r.get("sha256_hex"), str)
-            for r in listing):
-        raise ArrivalError(error_code("S0", "UPSTREAM_NOT_PASS"),
-                           f"{where}: segment {segment}'s table listing is not a list of {{path, sha256_hex}} rows",
-                           file=where, segment=segment)
-    return [r["path"] for r in listing]
-
-
-def check_table_digests(listing: Sequence[Mapping], observed: Mapping[str, str | None], *, segment: str,
-                        where: str) -> None:
-    """A sealed table whose sha256 differs from the one its PASS bundle recorded fails the gate, naming the
-    table and both digests (tables the state did not read, observed None, are not judged here)."""
-    for row in listing:
-        digest = observed.get(row["path"])
-        if digest is not None and digest != row["sha256_hex"]:
-            raise ArrivalError(
-                error_code("S0", "UPSTREAM_NOT_PASS"),
-                f"{row['path']} ({row.get('dataset_id', 'a table')}) has sha256 {digest}, but segment {segment}'s "
-                f"bundle recorded {row['sha256_hex']} when it PASSed ({where}): the table changed after validation",
-                file=row["path"], segment=segment, dataset=row.get("dataset_id"),
-            )
-
-
 # ---- sealed inputs (DESIGN §5) ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

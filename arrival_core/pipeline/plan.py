@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from .. import contracts, gate, grid, grouping, table_schema, tables
+from .. import bundle_tables, contracts, gate, grid, grouping, table_schema, tables
 from ..encoding import jsonable, sha256_file, sha256_hex
 from ..errors import CONTRACT_INVALID, ArrivalError, error_code
 from ..gate import Gate, SegmentGate
@@ -91,14 +91,14 @@ def _check_bundle_tables(store: Store, mf: str, bundles: Sequence[contracts.Data
                          file_digests: dict[Path, str]) -> None:
     """Every sealed table a PASS bundle lists in its `tables.json` must still have the sha256 it records."""
     for entry in bundles:
-        listing_path = store.path(entry.id, manifest_fingerprint=mf) / gate.BUNDLE_TABLES_FILE
+        listing_path = store.path(entry.id, manifest_fingerprint=mf) / bundle_tables.BUNDLE_TABLES_FILE
         if not listing_path.is_file():
             continue
         with reading("S0", listing_path, "the bundle's table listing"):
             listing = read_json(listing_path)
         observed = {row_path: file_digests.get((store.run_root / row_path).resolve())
-                    for row_path in gate.listed_table_paths(listing, entry.owner_segment, where=str(listing_path))}
-        gate.check_table_digests(listing, observed, segment=entry.owner_segment, where=str(listing_path))
+                    for row_path in bundle_tables.listed_table_paths(listing, entry.owner_segment, where=str(listing_path))}
+        bundle_tables.check_table_digests(listing, observed, segment=entry.owner_segment, where=str(listing_path))
 
 
 def _read_registry(store: Store) -> dict:
