@@ -7,7 +7,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from arrival_core.errors import ArrivalError
+from arrival_core.errors import IDENTITY_INVALID, ArrivalError
 from arrival_core.identity import validate_seed
 
 from . import interrupts
@@ -166,6 +166,42 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=bench)
 
 
+# ---- arrival compare ------------------------------------------------------------------------------------------
+
+def compare(args: argparse.Namespace) -> int:
+    """Totals of two scenarios' counts for one seed, their difference and its standard error across entities."""
+    from arrival_core.compare import compare_scenarios
+    from arrival_core.store import Store
+
+    from .resources import resolve_run_root
+
+    if len(args.scenario) != 2:
+        raise ArrivalError(IDENTITY_INVALID, f"compare takes exactly two --scenario, got {len(args.scenario)}",
+                           field="scenario_id")
+    result = compare_scenarios(Store(run_root=resolve_run_root(args.root)), seed=args.seed,
+                               scenario_a=args.scenario[0], scenario_b=args.scenario[1])
+    a, b = result.scenarios
+    c = result.counts
+    print(f"seed {result.seed} · parameter_hash {result.parameter_hash[:12]} · {result.scenario_coupling}")
+    for sid, total in zip(result.scenarios, c.totals, strict=True):
+        print(f"  {sid:<24} Σ count_N {total:>14,}")
+    se = "—" if c.standard_error is None else f"{c.standard_error:,.1f}"
+    print(f"  {b} − {a}: {c.difference:+,} (paired over {c.entities:,} entities {c.paired_difference:+,}, "
+          f"standard error {se})")
+    if result.coupled:
+        print("  the scenarios share their random numbers (common_v1): the difference comes from the scenarios,")
+        print("  not from independent noise")
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("compare", help="two scenarios' count totals for one seed and their difference")
+    parser.add_argument("--seed", required=True, help="seed of both partitions")
+    parser.add_argument("--scenario", action="append", required=True, help="a scenario (give exactly two)")
+    parser.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
+    parser.set_defaults(handler=compare)
+
+
 # ---- arrival status ------------------------------------------------------------------------------------------
 
 def status(args: argparse.Namespace) -> int:
@@ -194,7 +230,7 @@ def _add_cluster(sub: argparse._SubParsersAction) -> None:
 # ---- the parser and the entry point ---------------------------------------------------------------------------
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_world, _add_partitions, _add_run, _add_verify, _add_bench, _add_status, _add_cluster,
+    _add_world, _add_partitions, _add_run, _add_verify, _add_bench, _add_compare, _add_status, _add_cluster,
 )
 
 

@@ -13,6 +13,7 @@ from ..encoding import jsonable, sha256_file, sha256_hex
 from ..errors import CONTRACT_INVALID, ArrivalError, error_code
 from ..gate import Gate, SegmentGate
 from ..identity import Identity
+from ..rng import ledger
 from ..store import Published, Store, read_json, reading
 from .shell import (
     StateResult,
@@ -241,6 +242,8 @@ def _s1_body(run: StateRun) -> Sequence[Published]:
         group_policy = grouping.parse_grouping_policy(g.policy("grouping_policy_5B"))
         manifest, manifest_path = read_sealed_table(g, "scenario_manifest_5A", code=error_code("S1", "INPUT_SCHEMA_INVALID"))
         _check_input(store, "scenario_manifest_5A", manifest, manifest_path, identity)
+        if ledger.parse_rng_policy(g.policy("arrival_rng_policy_5B")).coupled:
+            grouping.check_coupled_scenarios(manifest, grid_policy.bucket_duration_seconds)
         scenario = manifest.filter(pl.col("scenario_id") == identity.scenario_id).row(0, named=True)
         profile, profile_path = read_sealed_table(g, "merchant_zone_profile_5A", code=error_code("S1", "INPUT_SCHEMA_INVALID"))
         _check_input(store, "merchant_zone_profile_5A", profile, profile_path, identity)

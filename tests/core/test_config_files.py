@@ -209,6 +209,6 @@ def test_check_policy_validates_and_pins_the_false_alarm_probability():
 
 def test_check_policy_refuses_a_false_alarm_probability_that_is_not_small():
     with pytest.raises(ArrivalError):
-        contracts.validate_document({"false_alarm": 0.5, "normal_corridor_z": 6.0},
+        contracts.validate_document({"false_alarm": 0.5},
                                     "schemas.5B.yaml#/config/check_policy", code="5B.CONTRACT_INVALID",
                                     where="check_policy.yaml")
