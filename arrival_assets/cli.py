@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     """Materialise the whole graph for each (scenario, seed) partition and print a summary per partition."""
     from .commands import run_partitions
 
-    return run_partitions(root=args.root, seed=args.seed, scenario=args.scenario, err=_err)
+    return run_partitions(root=args.root, seed=args.seed, scenario=args.scenario, err=_err, quiet=args.quiet)
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -95,6 +95,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", required=True, help="seed to realise")
     parser.add_argument("--scenario", help="one scenario (default: every scenario of the world)")
     parser.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
+    parser.add_argument("--quiet", action="store_true", help="print only the summary (no step lines or progress)")
     parser.set_defaults(handler=run)
 
 

@@ -16,7 +16,7 @@ from arrival_core.errors import IDENTITY_INVALID, ArrivalError
 from arrival_core.identity import validate_scenario_id, validate_seed
 from arrival_core.store import Store, read_json
 
-from . import interrupts, liveness
+from . import interrupts, liveness, progress
 from .cluster import celery_settings, install_instance_config, launch_partition_run
 from .jobs import JOB_NAME
 from .partitions import partition_key, register_partitions
@@ -27,7 +27,6 @@ AUDIT_DATASET = "rng_audit_log_5B"
 STEP_OF_OUTPUT = {out: state.name for state in pipeline.STATES for out in state.outputs}
 BLOCKING_FAILED = "blocking check(s) failed"
 INTERRUPTED_ERRORS = frozenset({"DagsterExecutionInterruptedError", "Interrupted", "KeyboardInterrupt"})
-QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 Printer = Callable[[str], None]
 
@@ -196,7 +195,8 @@ def format_run(run: PartitionRun) -> list[str]:
 
 
 def run_partitions(
-    *, root: str | None, seed: str, scenario: str | None, out: Printer = print, err: Printer = print
+    *, root: str | None, seed: str, scenario: str | None, out: Printer = print, err: Printer = print,
+    quiet: bool = False,
 ) -> int:
     """Ensure the world, register partitions, materialise the graph per (scenario, seed); 0 if all pass."""
     from .definitions import build_definitions
@@ -204,11 +204,12 @@ def run_partitions(
     seed_value = validate_seed(seed)
     requested = [validate_scenario_id(scenario)] if scenario else None
     run_root = resolve_run_root(root)
-    store = ensure_world(run_root)
+    store = ensure_world(run_root, say=None if quiet else err)
     scenario_list = _scenarios_for(store, requested)  # every identity value is valid before the world is extended
     ensure_seed(store, seed_value)
     job = build_definitions(StoreResource(run_root=str(run_root))).resolve_job_def(JOB_NAME)
-    out(f"run root {run_root}")
+    if not quiet:
+        out(f"run root {run_root}")
     failures: list[PartitionRun] = []
     with dg.DagsterInstance.from_config(str(prepare_dagster_home())) as instance:
         for run_id in liveness.fail_dead_runs(instance):
@@ -219,11 +220,11 @@ def run_partitions(
             started = time.perf_counter()
             if celery_settings() is None:
                 result = job.execute_in_process(
-                    partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE,
+                    partition_key=key, instance=instance, raise_on_error=False, run_config=progress.run_config(str(key), quiet=quiet),
                     tags=liveness.process_tags(),
                 )
             else:  # every step is a Celery task; this process coordinates the run
-                result = launch_partition_run(instance, str(key), run_root, QUIET_CONSOLE)
+                result = launch_partition_run(instance, str(key), run_root, progress.run_config(str(key), quiet=quiet))
             run = summarise(result, str(key), time.perf_counter() - started)
             for line in format_run(run):
                 out(line)

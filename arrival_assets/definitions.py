@@ -8,6 +8,7 @@ from .assets import build_assets
 from .checks import build_checks
 from .cluster import executor_from_env
 from .jobs import arrival_5b
+from .progress import step_progress
 from .resources import StoreResource
 from .sensors import register_partitions
 
@@ -22,6 +23,7 @@ def build_definitions(store: StoreResource | None = None) -> dg.Definitions:
         sensors=[register_partitions],
         resources={"store": store or StoreResource()},
         executor=executor_from_env(),
+        loggers={**dg.default_loggers(), "progress": step_progress},
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -25,7 +26,8 @@ def resolve_run_root(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def ensure_world(
-    root: Path, seed: int | None = None, config_dir: Path = contracts.DEFAULT_CONFIG_DIR
+    root: Path, seed: int | None = None, config_dir: Path = contracts.DEFAULT_CONFIG_DIR,
+    say: Callable[[str], None] | None = None,
 ) -> Store:
     """Return the store of a run root: the demo world is created in an absent or empty root, and a synthetic
     world writes a new seed's 3B file. A root holding anything else is never written into as a world, and a
@@ -38,7 +40,9 @@ def ensure_world(
     store = Store(run_root=root, config_dir=Path(config_dir))
     receipt = store.path("run_receipt")
     if not receipt.exists() and (not root.exists() or not any(root.iterdir())):
-        world.create_world(DEFAULT_PROFILE, root, seeds=tuple(default_seeds()))
+        if say is not None:
+            say(f"creating the {DEFAULT_PROFILE} world in {root} (first use; a few seconds)")
+        world.create_world(DEFAULT_PROFILE, root, seeds=tuple(default_seeds()), progress=say)
     if seed is not None:
         ensure_seed(store, seed)
     return store

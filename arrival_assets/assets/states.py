@@ -1,16 +1,18 @@
 """The state assets: thin multi-assets calling `arrival_core.pipeline` for one (scenario, seed) partition."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import dagster as dg
 
 from arrival_core import contracts, pipeline
 from arrival_core.version import code_version
 
+from .. import plots
 from ..partitions import grid
 from ..resources import StoreResource
 from .columns import column_schema
-from .outcomes import call_core, materialize, partition_of, sealed_parameter_hash
+from .outcomes import PROGRESS_PREFIX, call_core, materialize, partition_of, sealed_parameter_hash
 
 # Files published beside an asset's own file, reported in its metadata (the RNG traces beside their events).
 COMPANIONS: dict[str, tuple[str, ...]] = {
@@ -30,6 +32,34 @@ DESCRIPTIONS: dict[str, str] = {
     "rng_event_arrival_bucket_count": "RNG log of the counts: one Philox event per drawing (entity, bucket).",
     "rng_audit_log_5B": "RNG audit record reconciling both families' events, traces and totals.",
 }
+
+STREAMING = frozenset({"S2", "S3"})  # states that report progress as they stream
+
+
+def progress_logger(context: dg.AssetExecutionContext) -> Callable[[str, int, int], None]:
+    """Progress of a streaming state in the step's log: a line per chunk, `<state>: <done> / <total> rows`."""
+
+    def log(state: str, done: int, total: int) -> None:
+        context.log.info(f"{PROGRESS_PREFIX}{state}: {done:,} / {total:,} rows")
+
+    return log
+
+
+def picture_metadata(diagnostics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The PNG pictures of S2 and S3 as Markdown metadata entries of their main output (none when absent)."""
+    out: dict[str, dict[str, Any]] = {}
+    if "lambda_target_per_bucket" in diagnostics:
+        png = plots.s2_intensity_png(diagnostics["lambda_target_per_bucket"], diagnostics["lambda_realised_per_bucket"],
+                                     diagnostics["top_group_factors"])
+        out["s2_realised_intensity_5B"] = {"plot": dg.MetadataValue.md(plots.markdown_image(
+            png, "total λ_target and λ_realised per bucket; ξ of the largest groups"))}
+    if "counts_per_bucket" in diagnostics:
+        png = plots.s3_counts_png(diagnostics["counts_per_bucket"], diagnostics["mu_per_bucket"],
+                                  diagnostics["count_histogram"])
+        out["s3_bucket_counts_5B"] = {"plot": dg.MetadataValue.md(plots.markdown_image(
+            png, "total counts per bucket against total μ ± 3√μ; a count histogram against the law"))}
+    return out
+
 
 # Optional outputs: a policy may switch them off (the latent field is a diagnostic).
 SKIPPABLE = frozenset({"s2_latent_field_5B"})
@@ -98,11 +128,14 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
     def _state(context: dg.AssetExecutionContext, store: StoreResource) -> Iterator[dg.MaterializeResult]:
         part = partition_of(context)
         st = call_core(context, store.open)
-        pinned = {} if step.code == "S0" else {"parameter_hash": sealed_parameter_hash(context)}
+        options = {} if step.code == "S0" else {"parameter_hash": sealed_parameter_hash(context)}
+        if step.code in STREAMING:
+            options["progress"] = progress_logger(context)
         result = call_core(
             context, step.runner, st, seed=part.seed, scenario_id=part.scenario_id, run_id=context.run.run_id,
-            **pinned,
+            **options,
         )
+        pictures = picture_metadata(result.diagnostics)
         by_id = {p.dataset_id: p for p in result.published}
         metrics = result.report.get("metrics") or {}
         tokens = result.identity.tokens()
@@ -115,6 +148,7 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
                     extra[f"{companion}.path"] = dg.MetadataValue.path(str(by_id[companion].path))
                     extra[f"{companion}.digest"] = by_id[companion].sha256
                     extra[f"{companion}.rows"] = by_id[companion].rows or 0
+            extra |= pictures.get(out, {})
             yield materialize(out, by_id[out], identity_tokens=tokens, metrics=metrics, extra=extra)
 
     return _state

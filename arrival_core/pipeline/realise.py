@@ -8,12 +8,12 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from .. import counts, entity_grid, grouping, latent
+from .. import counts, diagnostics, entity_grid, grouping, latent
 from ..errors import ArrivalError, error_code
 from ..identity import Identity
 from ..rng import ledger, streams, variates
 from ..store import Published, Store
-from .shell import StateResult, StateRun, execute_state
+from .shell import Progress, StateResult, StateRun, execute_state
 from .streaming import (
     default_chunk_entities,
     identity_columns,
@@ -135,6 +135,7 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     paths = {d: store.path(d, **tokens) for d in ("s2_realised_intensity_5B", "s2_latent_field_5B",
                                                   "rng_event_arrival_lgcp_gaussian", "rng_trace_arrival_lgcp_gaussian")}
     target_stats, realised_stats = _Summary(), _Summary()
+    target_totals, realised_totals = diagnostics.BucketTotals(h), diagnostics.BucketTotals(h)
     capped = 0
     columns = [*grouping.ENTITY_KEYS, "local_horizon_bucket_index", "lambda_local_scenario", "manifest_fingerprint",
                "scenario_id"]
@@ -170,7 +171,14 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
                 raise error
             target_stats.add(target)
             realised_stats.add(realised)
+            target_totals.add_blocks(target)
+            realised_totals.add_blocks(realised)
             writer.write(_realised_table(domain, e0, e1, identity, lgcp, target, factor, realised))
+            run.advance(len(target), domain.rows)
+    run.diagnostics |= {
+        "lambda_target_per_bucket": target_totals.totals, "lambda_realised_per_bucket": realised_totals.totals,
+        "top_group_factors": diagnostics.largest_groups(domain.group_ids, domain.entity_group, field.factor),
+    }
     factor_stats = _Summary()
     factor_stats.add(field.factor.ravel())
     run.metrics |= {
@@ -192,10 +200,12 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
 
 
 def run_s2(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
-           chunk_entities: int | None = None, parameter_hash: str | None = None) -> StateResult:
+           chunk_entities: int | None = None, parameter_hash: str | None = None,
+           progress: Progress | None = None) -> StateResult:
     """S2: sample one latent field per group and publish λ_realised, the field and the RNG log (per seed)."""
     return execute_state(store, "S2", seed=seed, scenario_id=scenario_id, run_id=run_id,
-                         body=lambda run: _s2_body(run, chunk_entities), parameter_hash=parameter_hash)
+                         body=lambda run: _s2_body(run, chunk_entities), parameter_hash=parameter_hash,
+                         progress=progress)
 
 
 # ---- S3: bucket counts ---------------------------------------------------------------------------------------------
@@ -257,6 +267,8 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     paths = {d: store.path(d, **tokens) for d in ("s3_bucket_counts_5B", "rng_event_arrival_bucket_count",
                                                   "rng_trace_arrival_bucket_count")}
     mu_stats, count_stats = _Summary(), _Summary()
+    count_totals, mu_totals = diagnostics.BucketTotals(h), diagnostics.BucketTotals(h)
+    band = diagnostics.HistogramBand(*diagnostics.HISTOGRAM_BAND)
     events = capped = 0
     specs = [(d, paths[d], error_code("S3", category)) for d, category in (
         ("s3_bucket_counts_5B", "COUNTS_SCHEMA_INVALID"), ("rng_event_arrival_bucket_count", "RNG_ACCOUNTING_MISMATCH"),
@@ -286,10 +298,16 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
             capped += int(draws.capped.sum())
             mu_stats.add(mu)
             count_stats.add(draws.count.astype(np.float64))
+            count_totals.add_blocks(draws.count)
+            mu_totals.add_blocks(mu)
+            band.add(mu, draws.count, None if kappa is None else np.repeat(kappa[e0:e1], h))
             count_out.write(_counts_table(domain, e0, e1, identity, policy, mu, draws))
+            run.advance(len(mu), domain.rows)
             event_out.write(_count_events_table(domain, e0, e1, identity, policy, rng, draws))
         trace = ledger.trace_frame(events, policy.draws_per_event, 1, append_events=rng.trace_append_events)
         trace_out.write(_trace_table(trace, identity, rng, counts.FAMILY_ID))
+    run.diagnostics |= {"counts_per_bucket": count_totals.totals, "mu_per_bucket": mu_totals.totals,
+                        "count_histogram": band.histogram()}
     run.metrics |= {
         "scenario_count_succeeded": 1, "scenario_count_failed": 0,
         "count_rng_event_count": events, "count_rng_total_draws": events * policy.draws_per_event,
@@ -302,9 +320,11 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
 
 
 def run_s3(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
-           chunk_entities: int | None = None, parameter_hash: str | None = None) -> StateResult:
+           chunk_entities: int | None = None, parameter_hash: str | None = None,
+           progress: Progress | None = None) -> StateResult:
     """S3: draw a count per (entity, bucket) from λ_realised and publish the counts and their RNG log (per seed)."""
     return execute_state(store, "S3", seed=seed, scenario_id=scenario_id, run_id=run_id,
-                         body=lambda run: _s3_body(run, chunk_entities), parameter_hash=parameter_hash)
+                         body=lambda run: _s3_body(run, chunk_entities), parameter_hash=parameter_hash,
+                         progress=progress)
 
 

@@ -26,6 +26,8 @@ from ..identity import Identity, PartitionKey, compute_parameter_hash
 from ..rng.errors import CounterWrapError, RngArgumentError
 from ..store import Published, Store, read_json, sweep_stale_subfolders
 
+Progress = Callable[[str, int, int], None]  # (state, rows done, rows in all), called as a state streams
+
 
 @dataclass(frozen=True)
 class StateResult:
@@ -36,6 +38,7 @@ class StateResult:
     published: tuple[Published, ...]
     report: dict
     report_path: Path
+    diagnostics: Mapping[str, object] = field(default_factory=dict)  # for pictures and progress; never published
 
 
 @dataclass
@@ -52,6 +55,15 @@ class StateRun:
     scenario_set: list[str] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    progress: Progress | None = None
+    diagnostics: dict = field(default_factory=dict)
+    rows_done: int = 0
+
+    def advance(self, rows: int, total: int) -> None:
+        """Count rows streamed and tell the progress callback (rows done, rows in all)."""
+        self.rows_done += rows
+        if self.progress is not None:
+            self.progress(self.state, self.rows_done, total)
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:
@@ -76,7 +88,7 @@ StateBody = Callable[[StateRun], Sequence[Published]]
 
 def execute_state(
     store: Store, state: str, *, seed: int | str, scenario_id: str, run_id: str | None, body: StateBody,
-    parameter_hash: str | None = None,
+    parameter_hash: str | None = None, progress: Progress | None = None,
 ) -> StateResult:
     """Run a state body for one partition and write its run report; re-raise the failure after reporting it.
 
@@ -86,7 +98,7 @@ def execute_state(
     seed_value, sid = key.seed, key.scenario_id
     run_id = run_id or uuid.uuid4().hex
     report_path = store.path("run_report_5B", state=state, seed=seed_value, scenario_id=sid, run_id=run_id)
-    run = StateRun(store, state, seed_value, sid, run_id, parameter_hash)
+    run = StateRun(store, state, seed_value, sid, run_id, parameter_hash, progress=progress)
     started, clock = reports.utc_now(), time.perf_counter()
     failure: Exception | None = None
     published: tuple[Published, ...] = ()
@@ -117,7 +129,7 @@ def execute_state(
     if failure is not None:
         raise failure
     assert run.identity is not None, f"{state} passed without resolving its identity"
-    return StateResult(state, run.identity, published, report, report_path)
+    return StateResult(state, run.identity, published, report, report_path, run.diagnostics)
 
 
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EISDIR, errno.EEXIST})

@@ -11,6 +11,7 @@ import pytest
 from matplotlib.image import imread
 
 from arrival_assets import plots
+from arrival_core import diagnostics
 
 H = 96 * 7
 
@@ -32,10 +33,10 @@ def _s2_inputs(seed: int = 3, h: int = H):
     return target, target * np.exp(0.1 * np.sin(b / 30)), groups
 
 
-def _histogram(seed: int = 4) -> plots.CountHistogram:
+def _histogram(seed: int = 4) -> diagnostics.CountHistogram:
     rng = np.random.default_rng(seed)
     mu = rng.random(5_000) * 3
-    band = plots.HistogramBand(1.0, 2.0, 10)
+    band = diagnostics.HistogramBand(1.0, 2.0, 10)
     band.add(mu, rng.poisson(mu))
     return band.histogram()
 
@@ -60,7 +61,7 @@ def test_s3_picture_is_a_png_of_the_figure_size():
 
 
 def test_s3_picture_draws_an_empty_band():
-    empty = plots.HistogramBand(100.0, 200.0, 5).histogram()
+    empty = diagnostics.HistogramBand(100.0, 200.0, 5).histogram()
     png = plots.s3_counts_png(np.zeros(10), np.zeros(10), empty)
     assert png.startswith(plots.PNG_SIGNATURE)
 
@@ -111,12 +112,12 @@ def _poisson_reference(mu: np.ndarray, kmax: int) -> list[float]:
 def test_poisson_expected_equals_the_pmf_summed_row_by_row():
     rng = np.random.default_rng(7)
     mu = np.concatenate([rng.random(40) * 12, [0.0, 1e-9, 30.0]])
-    got = plots.poisson_expected(mu, 25)
+    got = diagnostics.poisson_expected(mu, 25)
     want = _poisson_reference(mu, 25)
     assert got.shape == (26,)
     assert np.max(np.abs(got - want)) < 1e-12
-    assert plots.poisson_expected(np.array([0.0]), 3).tolist() == [1.0, 0.0, 0.0, 0.0]
-    assert plots.poisson_expected(np.array([]), 2).tolist() == [0.0, 0.0, 0.0]
+    assert diagnostics.poisson_expected(np.array([0.0]), 3).tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert diagnostics.poisson_expected(np.array([]), 2).tolist() == [0.0, 0.0, 0.0]
 
 
 def test_nb2_expected_equals_the_pmf_summed_row_by_row():
@@ -129,16 +130,16 @@ def test_nb2_expected_equals_the_pmf_summed_row_by_row():
         return math.exp(log + k * math.log(m / (c + m)))
 
     want = [sum(pmf(k, m, c) for m, c in zip(mu.tolist(), kappa.tolist(), strict=True)) for k in range(kmax + 1)]
-    assert np.max(np.abs(plots.nb2_expected(mu, kappa, kmax) - want)) < 1e-12
+    assert np.max(np.abs(diagnostics.nb2_expected(mu, kappa, kmax) - want)) < 1e-12
     # a very large κ is the Poisson law
     big = np.full(30, 1e9)
-    assert np.max(np.abs(plots.nb2_expected(mu, big, kmax) - plots.poisson_expected(mu, kmax))) < 1e-6
+    assert np.max(np.abs(diagnostics.nb2_expected(mu, big, kmax) - diagnostics.poisson_expected(mu, kmax))) < 1e-6
 
 
 def test_bucket_totals_equal_np_add_at_on_random_chunks():
     rng = np.random.default_rng(9)
     buckets = 37
-    totals = plots.BucketTotals(buckets)
+    totals = diagnostics.BucketTotals(buckets)
     want = np.zeros(buckets)
     for size in (0, 1, 500, 1234):
         index = rng.integers(0, buckets, size)
@@ -154,7 +155,7 @@ def test_bucket_totals_of_whole_entities_equal_the_indexed_sum():
     rng = np.random.default_rng(10)
     buckets, entities = 24, 17
     values = rng.random(buckets * entities)
-    blocks, indexed = plots.BucketTotals(buckets), plots.BucketTotals(buckets)
+    blocks, indexed = diagnostics.BucketTotals(buckets), diagnostics.BucketTotals(buckets)
     blocks.add_blocks(values)
     indexed.add(np.tile(np.arange(buckets), entities), values)
     assert np.allclose(blocks.totals, indexed.totals, rtol=1e-12, atol=0)
@@ -166,7 +167,7 @@ def test_histogram_band_counts_only_its_rows_and_their_expected_frequencies():
     rng = np.random.default_rng(11)
     mu = rng.random(3_000) * 4
     counts = rng.poisson(mu)
-    band = plots.HistogramBand(1.0, 2.0, 4)
+    band = diagnostics.HistogramBand(1.0, 2.0, 4)
     band.add(mu[:1_000], counts[:1_000])
     band.add(mu[1_000:], counts[1_000:])
     inside = (mu >= 1.0) & (mu < 2.0)
@@ -174,7 +175,7 @@ def test_histogram_band_counts_only_its_rows_and_their_expected_frequencies():
     assert hist.rows == inside.sum()
     assert hist.observed.tolist() == np.bincount(np.minimum(counts[inside], 5), minlength=6)[:5].tolist()
     assert hist.overflow_observed == (counts[inside] > 4).sum()
-    assert np.allclose(hist.expected, plots.poisson_expected(mu[inside], 4), rtol=1e-12, atol=0)
+    assert np.allclose(hist.expected, diagnostics.poisson_expected(mu[inside], 4), rtol=1e-12, atol=0)
     assert hist.overflow_expected == pytest.approx(hist.rows - hist.expected.sum())
     assert hist.label == "μ in [1, 2)"
 
@@ -182,10 +183,10 @@ def test_histogram_band_counts_only_its_rows_and_their_expected_frequencies():
 def test_histogram_band_caps_the_rows_of_a_chunk_deterministically():
     mu = np.full(1_000, 1.5)
     counts = np.arange(1_000) % 3
-    band = plots.HistogramBand(1.0, 2.0, 2, row_cap=10)
+    band = diagnostics.HistogramBand(1.0, 2.0, 2, row_cap=10)
     band.add(mu, counts)
     assert band.rows == 10
-    again = plots.HistogramBand(1.0, 2.0, 2, row_cap=10)
+    again = diagnostics.HistogramBand(1.0, 2.0, 2, row_cap=10)
     again.add(mu, counts)
     assert again.observed.tolist() == band.observed.tolist()
 
@@ -193,7 +194,7 @@ def test_histogram_band_caps_the_rows_of_a_chunk_deterministically():
 def test_largest_groups_are_the_most_populous_first():
     factors = np.arange(5 * 4, dtype=float).reshape(5, 4)
     entity_group = np.array([3, 3, 3, 1, 1, 4, 4, 0])
-    top = plots.largest_groups(("a", "b", "c", "d", "e"), entity_group, factors)
+    top = diagnostics.largest_groups(("a", "b", "c", "d", "e"), entity_group, factors)
     assert list(top) == ["d", "b", "e"]  # 3 entities, then 2 and 2 (ties: the earlier group)
     assert top["d"].tolist() == factors[3].tolist()
 
