@@ -103,7 +103,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 def verify(args: argparse.Namespace) -> int:
     """Run every check over a partition's stored outputs, replaying every RNG event."""
-    from .commands import verify_partition
+    from .verify import verify_partition
 
     return verify_partition(root=args.root, seed=args.seed, scenario=args.scenario)
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from arrival_core import checks as core_checks
-from arrival_core import contracts, pipeline
+from arrival_core import pipeline
 from arrival_core.errors import IDENTITY_INVALID, ArrivalError
 from arrival_core.identity import validate_scenario_id, validate_seed
 from arrival_core.store import Store, read_json
@@ -242,20 +241,3 @@ def run_partitions(
     if not failures:
         return interrupts.EXIT_OK
     return interrupts.EXIT_CHECKS_FAILED if all(r.only_checks_failed for r in failures) else interrupts.EXIT_FAILURE
-
-
-def verify_partition(*, root: str | None, seed: str, scenario: str, out: Printer = print) -> int:
-    """Every check over a partition's stored outputs with a full RNG replay; 1 if an ERROR check fails."""
-    store = Store(run_root=resolve_run_root(root))
-    seed_value, sid = validate_seed(seed), validate_scenario_id(scenario)
-    failed = 0
-    datasets = list(dict.fromkeys(spec.dataset_id for spec in core_checks.CHECKS))
-    for dataset_id in datasets:
-        state = contracts.dataset(dataset_id).state or "S0"
-        identity = pipeline.resolve_identity(store, seed=seed_value, scenario_id=sid, state=state)
-        for outcome in core_checks.evaluate(store, identity, dataset_id, replay="full"):
-            mark = "ok  " if outcome.passed else ("FAIL" if outcome.severity == "ERROR" else "warn")
-            failed += (not outcome.passed) and outcome.severity == "ERROR"
-            out(f"{mark}  {outcome.severity:<5} {dataset_id:<34} {outcome.name:<36} {outcome.summary}")
-    out(f"{failed} ERROR check(s) failed" if failed else "all ERROR checks passed")
-    return 1 if failed else 0

@@ -141,3 +141,53 @@ def test_unknown_scenario_is_refused_before_anything_runs(tiny_world_copy, tmp_p
     assert result.returncode == 2
     assert "5B.IDENTITY_INVALID" in result.stderr
     assert not (tmp_path / "home").exists()
+
+
+def test_verify_of_an_unknown_scenario_fails_fast_in_one_line(cli_world):
+    root, home, _ = cli_world
+    result = _run([str(BIN / "arrival"), "verify", "--root", str(root), "--seed", "1", "--scenario", "nope"],
+                  _env(root, home))
+    assert result.returncode == 2
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: 5B.IDENTITY_INVALID: scenario 'nope'")
+
+
+def test_verify_of_a_partition_never_run_names_what_is_missing_and_the_command(cli_world):
+    root, home, _ = cli_world
+    result = _run([str(BIN / "arrival"), "verify", "--root", str(root), "--seed", "77", "--scenario",
+                   "stress_v1"], _env(root, home))
+    assert result.returncode == 2
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) <= 3 and lines[0].startswith("error: 5B.PARTITION_NOT_MATERIALISED: partition stress_v1|77")
+    assert "s2_realised_intensity_5B" in lines[0] and "arrival run --seed 77 --scenario stress_v1" in lines[0]
+    assert str(root) not in result.stderr
+
+
+def test_run_prints_each_step_as_it_starts_and_ends_and_progress_before_s2_ends(tiny_world_copy, tmp_path):
+    """Lines read as they arrive, stamped on arrival: a streaming progress line precedes the end of S2."""
+    import time
+
+    root = tiny_world_copy.root
+    args = [str(BIN / "arrival"), "run", "--root", str(root), "--seed", "1", "--scenario", "baseline_v1"]
+    proc = subprocess.Popen(args, cwd=PROJECT_ROOT, env=_env(root, tmp_path / "home"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    stamped = [(time.perf_counter(), line.rstrip()) for line in proc.stdout]
+    assert proc.wait(timeout=TIMEOUT) == 0
+    text = [line for _, line in stamped]
+    s2_done = next(i for i, line in enumerate(text) if line.endswith("s2_latent") is False
+                   and "s2_latent" in line and line.rstrip().endswith("done"))
+    progress = [i for i, line in enumerate(text) if "S2: " in line and line.rstrip().endswith("rows")]
+    assert progress and progress[0] < s2_done
+    assert any("s2_latent" in line and line.endswith("started") for line in text[:s2_done])
+    assert stamped[-1][0] > stamped[0][0]  # the lines arrived over time, not in one burst at the end
+    assert any(line.startswith("== baseline_v1|1  PASS") for line in text)
+
+
+def test_run_quiet_prints_only_the_summary(tiny_world_copy, tmp_path):
+    root = tiny_world_copy.root
+    result = _run([str(BIN / "arrival"), "run", "--quiet", "--root", str(root), "--seed", "1", "--scenario",
+                   "baseline_v1"], _env(root, tmp_path / "home"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith("== baseline_v1|1  PASS")
+    assert "started" not in result.stdout and " rows\n" not in result.stdout.split("\n")[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from arrival_assets.commands import verify_partition
+from arrival_assets.verify import verify_partition
 from arrival_core import pipeline
 from arrival_core.store import Store
 
