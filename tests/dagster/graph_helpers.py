@@ -6,10 +6,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from arrival_assets.commands import QUIET_CONSOLE
 from arrival_assets.definitions import build_definitions
 from arrival_assets.jobs import JOB_NAME
 from arrival_assets.partitions import parse_partition_key, register_partitions
+from arrival_assets.progress import run_config
 from arrival_assets.resources import StoreResource
 
 PARTITIONS = ("baseline_v1|1", "stress_v1|1", "baseline_v1|42", "stress_v1|42")
@@ -31,7 +31,7 @@ def run_partition(
         instance=instance,
         raise_on_error=False,
         asset_selection=selection,
-        run_config=QUIET_CONSOLE,
+        run_config=run_config(key, quiet=True),
     )
 
 

@@ -208,3 +208,28 @@ def test_warn_checks_never_block(world_root, monkeypatch):
     assert set(materialized(result)) == {
         k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()
     }
+
+
+def test_materialisations_in_the_instance_follow_dagster_conventions_and_carry_pictures(shared_world_root):
+    """Read back from the instance: row count = the file's rows, the column schema = the contract's columns,
+    and the S2 and S3 materialisations hold a PNG in a Markdown entry."""
+    import base64
+
+    from arrival_core import contracts, table_schema
+
+    defs = graph_for(shared_world_root)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_partition(defs, instance, "baseline_v1|42").success
+        for asset in ("s2_realised_intensity_5B", "s3_bucket_counts_5B", "s1_grouping_5B"):
+            record = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records[0]
+            meta = record.asset_materialization.metadata
+            path = Path(meta["path"].value)
+            assert meta["dagster/row_count"].value == pl.scan_parquet(path).select(pl.len()).collect().item()
+            contract = table_schema.polars_schema(contracts.dataset(asset).schema_ref)
+            columns = meta["dagster/column_schema"].value.columns
+            assert [(c.name, c.type) for c in columns] == [(n, str(t)) for n, t in contract.items()]
+            assert meta["dagster/uri"].value == path.as_uri()
+            if asset != "s1_grouping_5B":
+                markdown = meta["plot"].value
+                payload = markdown.split("data:image/png;base64,", 1)[1].rstrip(")")
+                assert base64.b64decode(payload).startswith(b"\x89PNG\r\n\x1a\n")
