@@ -128,7 +128,9 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
     def _state(context: dg.AssetExecutionContext, store: StoreResource) -> Iterator[dg.MaterializeResult]:
         part = partition_of(context)
         st = call_core(context, store.open)
-        options = {} if step.code == "S0" else {"parameter_hash": sealed_parameter_hash(context)}
+        options = {"reuse": True}  # a partition materialised before is verified, not recomputed
+        if step.code != "S0":
+            options["parameter_hash"] = sealed_parameter_hash(context)
         if step.code in STREAMING:
             options["progress"] = progress_logger(context)
         result = call_core(

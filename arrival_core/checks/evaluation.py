@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 
 import polars as pl
 
+from .. import pipeline
+from ..encoding import jsonable
 from ..errors import ArrivalError
 from ..identity import Identity
 from ..store import Store
@@ -57,3 +60,20 @@ _EVALUATORS: dict[str, Callable[[CheckContext], dict[str, CheckResult]]] = {
     "rng_trace_arrival_bucket_count": lambda ctx: check_trace(ctx, "rng_trace_arrival_bucket_count", 1),
     "rng_audit_log_5B": check_audit_log,
 }
+
+
+def evaluate_recorded(store: Store, identity: Identity, dataset_id: str, *, state: str,
+                      recall: bool) -> tuple[list[CheckOutcome], bool]:
+    """A check step's outcomes (sampled replay): re-recorded from its check record when `recall` (the state's
+    files were verified or recomputed in this run) and the record's basis, the partition's commit records up to
+    `state`, still holds; else evaluated and recorded on that basis. Returns (outcomes, recalled)."""
+    basis = pipeline.check_basis(store, identity, upto=state)
+    if recall and basis is not None:
+        recorded = pipeline.recorded_outcomes(store, dataset_id, identity, basis)
+        if recorded is not None:
+            return [CheckOutcome(**o) for o in recorded], True
+    outcomes = evaluate(store, identity, dataset_id, replay="sample")
+    if basis is not None:
+        pipeline.write_check_record(store, dataset_id, identity, basis, [jsonable(asdict(o)) for o in outcomes],
+                                    state=state)
+    return outcomes, False

@@ -16,6 +16,7 @@ from .readers import (
     world_scenarios,
 )
 from .realise import run_s2, run_s3
+from .records import check_basis, recorded_outcomes, write_check_record
 from .shell import (
     StateResult,
     StateRun,
@@ -45,6 +46,7 @@ __all__ = [
     "ValueSets",
     "World",
     "arrow_schema",
+    "check_basis",
     "conform",
     "default_chunk_entities",
     "execute_state",
@@ -62,6 +64,7 @@ __all__ = [
     "read_slices",
     "read_table",
     "read_world",
+    "recorded_outcomes",
     "resolve_identity",
     "rng_failure",
     "run_audit",
@@ -75,4 +78,5 @@ __all__ = [
     "validate_output",
     "verify_bundle",
     "world_scenarios",
+    "write_check_record",
 ]

@@ -121,9 +121,9 @@ def _audit_body(run: StateRun) -> Sequence[Published]:
 
 
 def run_audit(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
-           parameter_hash: str | None = None) -> StateResult:
+           parameter_hash: str | None = None, reuse: bool = False) -> StateResult:
     """Audit: reconcile both RNG families (events ↔ trace ↔ outputs) and publish the partition's audit record."""
     return execute_state(store, "AUDIT", seed=seed, scenario_id=scenario_id, run_id=run_id, body=_audit_body,
-                         parameter_hash=parameter_hash)
+                         parameter_hash=parameter_hash, reuse=reuse)
 
 

@@ -163,8 +163,11 @@ def _s0_body(run: StateRun) -> Sequence[Published]:
     return tx.published
 
 
-def run_s0(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None) -> StateResult:
-    """S0: verify the upstream HashGates and policies and seal every input (seed-invariant outputs per (ph, mf))."""
+def run_s0(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
+           reuse: bool = False) -> StateResult:
+    """S0: verify the upstream HashGates and policies and seal every input (seed-invariant outputs per (ph, mf)).
+
+    S0 always computes (it is what proves the inputs unchanged); `reuse` is accepted for a uniform runner call."""
     return execute_state(store, "S0", seed=seed, scenario_id=scenario_id, run_id=run_id, body=_s0_body)
 
 
@@ -281,9 +284,9 @@ def _s1_body(run: StateRun) -> Sequence[Published]:
 
 
 def run_s1(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
-           parameter_hash: str | None = None) -> StateResult:
+           parameter_hash: str | None = None, reuse: bool = False) -> StateResult:
     """S1: build the scenario's time grid and pooling groups (seed-invariant outputs per (ph, mf, scenario))."""
     return execute_state(store, "S1", seed=seed, scenario_id=scenario_id, run_id=run_id, body=_s1_body,
-                         parameter_hash=parameter_hash)
+                         parameter_hash=parameter_hash, reuse=reuse)
 
 

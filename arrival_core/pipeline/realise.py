@@ -201,11 +201,11 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
 
 def run_s2(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
            chunk_entities: int | None = None, parameter_hash: str | None = None,
-           progress: Progress | None = None) -> StateResult:
+           progress: Progress | None = None, reuse: bool = False) -> StateResult:
     """S2: sample one latent field per group and publish λ_realised, the field and the RNG log (per seed)."""
     return execute_state(store, "S2", seed=seed, scenario_id=scenario_id, run_id=run_id,
                          body=lambda run: _s2_body(run, chunk_entities), parameter_hash=parameter_hash,
-                         progress=progress)
+                         progress=progress, reuse=reuse)
 
 
 # ---- S3: bucket counts ---------------------------------------------------------------------------------------------
@@ -321,10 +321,10 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
 
 def run_s3(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
            chunk_entities: int | None = None, parameter_hash: str | None = None,
-           progress: Progress | None = None) -> StateResult:
+           progress: Progress | None = None, reuse: bool = False) -> StateResult:
     """S3: draw a count per (entity, bucket) from λ_realised and publish the counts and their RNG log (per seed)."""
     return execute_state(store, "S3", seed=seed, scenario_id=scenario_id, run_id=run_id,
                          body=lambda run: _s3_body(run, chunk_entities), parameter_hash=parameter_hash,
-                         progress=progress)
+                         progress=progress, reuse=reuse)
 
 

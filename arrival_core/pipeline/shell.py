@@ -25,6 +25,7 @@ from ..gate import Gate
 from ..identity import Identity, PartitionKey, compute_parameter_hash
 from ..rng.errors import CounterWrapError, RngArgumentError
 from ..store import Published, Store, read_json, sweep_stale_subfolders
+from . import records
 
 Progress = Callable[[str, int, int], None]  # (state, rows done, rows in all), called as a state streams
 
@@ -88,12 +89,13 @@ StateBody = Callable[[StateRun], Sequence[Published]]
 
 def execute_state(
     store: Store, state: str, *, seed: int | str, scenario_id: str, run_id: str | None, body: StateBody,
-    parameter_hash: str | None = None, progress: Progress | None = None,
+    parameter_hash: str | None = None, progress: Progress | None = None, reuse: bool = False,
 ) -> StateResult:
     """Run a state body for one partition and write its run report; re-raise the failure after reporting it.
 
     `parameter_hash` pins the identity S0 sealed for the run, so a policy edited while the run goes on fails
-    the gate (S0_GATE_INVALID naming the file) instead of moving later steps to another parameter_hash."""
+    the gate (S0_GATE_INVALID naming the file) instead of moving later steps to another parameter_hash. With
+    `reuse`, a partition whose commit record still matches its files is verified, not recomputed."""
     key = PartitionKey(seed, scenario_id)
     seed_value, sid = key.seed, key.scenario_id
     run_id = run_id or uuid.uuid4().hex
@@ -102,8 +104,11 @@ def execute_state(
     started, clock = reports.utc_now(), time.perf_counter()
     failure: Exception | None = None
     published: tuple[Published, ...] = ()
+    verified = False
     try:
-        published = tuple(body(run))
+        reused = _verified(run) if reuse else None
+        verified = reused is not None
+        published = reused if verified else tuple(body(run))
     except (RngArgumentError, CounterWrapError) as exc:
         failure = rng_failure(state, exc)
         failure.__cause__ = exc
@@ -129,6 +134,8 @@ def execute_state(
     if failure is not None:
         raise failure
     assert run.identity is not None, f"{state} passed without resolving its identity"
+    if not verified:
+        _write_commit(store, state, run.identity, published)
     return StateResult(state, run.identity, published, report, report_path, run.diagnostics)
 
 
@@ -156,6 +163,24 @@ def rng_failure(state: str, exc: RngArgumentError | CounterWrapError) -> Arrival
     else:
         category = "REALISED_NUMERIC_INVALID" if state == "S2" else "COUNTS_NUMERIC_INVALID"
     return ArrivalError(error_code(state, category), str(exc), function=exc.function)
+
+
+def _verified(run: StateRun) -> tuple[Published, ...] | None:
+    """The state's outputs when its commit record matches them (the gate is re-validated first), else None."""
+    identity, _ = run.open_gate()
+    found = records.verified_outputs(run.store, run.state, identity)
+    if found is not None:
+        run.metrics["verified"] = True
+    return found
+
+
+def _write_commit(store: Store, state: str, identity: Identity, published: Sequence[Published]) -> None:
+    """Write the state's commit record last (left as it is when one is there: it is a cache of this identity)."""
+    path = records.commit_path(store, state, identity)
+    if path.is_file() or not published:
+        return
+    with store.transaction(state) as tx:
+        tx.write_json("commit_record_5B", path, records.commit_record(state, identity, published, store.run_root))
 
 
 # ---- identity ----------------------------------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""Commit and check records: what a state published (written last), so a materialised partition is verified by
+re-hashing its files instead of recomputed, and what a check step found, re-recorded while its basis holds.
+
+Both are identity-deterministic JSON (no run id, no time): re-writing the same record is a no-op publish.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import contracts
+from ..encoding import canonical_json, sha256_file, sha256_hex
+from ..identity import Identity
+from ..store import Published, Store, read_json
+from ..version import code_version
+
+STATES = ("S0", "S1", "S2", "S3", "AUDIT")
+
+
+def commit_path(store: Store, state: str, identity: Identity) -> Path:
+    """Where a state's commit record for a partition lives."""
+    return store.path("commit_record_5B", state=state, **identity.tokens())
+
+
+def commit_record(state: str, identity: Identity, published: Sequence[Published], root: Path) -> dict:
+    """The commit record of a state's published files (paths relative to the run root)."""
+    return {
+        "state_id": f"5B.{state}", "code_version": code_version(), **identity.columns(),
+        "files": [{"dataset_id": p.dataset_id, "path": p.path.relative_to(root).as_posix(), "sha256": p.sha256,
+                   "rows": p.rows} for p in published],
+    }
+
+
+def verified_outputs(store: Store, state: str, identity: Identity) -> tuple[Published, ...] | None:
+    """The state's files as its commit record lists them, when the record is there for this identity and code
+    version and every file still has its sha256; else None (the state must compute)."""
+    path = commit_path(store, state, identity)
+    if not path.is_file():
+        return None
+    try:
+        record = read_json(path)
+        contracts.validate_document(record, store.entry("commit_record_5B").schema_ref, code="5B.CONTRACT_INVALID",
+                                    where=str(path), contracts_dir=store.contracts_dir)
+    except Exception:  # noqa: BLE001 - an unreadable record only means the state computes again
+        return None
+    if record["code_version"] != code_version() or {k: record[k] for k in identity.columns()} != identity.columns():
+        return None
+    files = []
+    for entry in record["files"]:
+        file = store.run_root / entry["path"]
+        try:
+            if sha256_file(file) != entry["sha256"]:
+                return None
+        except OSError:
+            return None
+        files.append(Published(entry["dataset_id"], file, entry["sha256"], entry["rows"], False))
+    return tuple(files)
+
+
+def check_basis(store: Store, identity: Identity, upto: str) -> str | None:
+    """The sha256 over the partition's commit records of the states up to `upto`, in state order (None unless
+    each has one): the outputs a check step of that state's data reads are exactly these files."""
+    parts = []
+    for state in STATES[: STATES.index(upto) + 1]:
+        path = commit_path(store, state, identity)
+        if not path.is_file():
+            return None
+        parts.append(path.read_bytes())
+    return sha256_hex(canonical_json([sha256_hex(p) for p in parts]))
+
+
+def check_record_path(store: Store, dataset_id: str, identity: Identity) -> Path:
+    """Where a dataset's check record for a partition lives."""
+    return store.path("check_record_5B", checked=dataset_id, **identity.tokens())
+
+
+def recorded_outcomes(store: Store, dataset_id: str, identity: Identity, basis: str) -> list[dict] | None:
+    """The outcomes a check step recorded on this basis with this code version, else None."""
+    path = check_record_path(store, dataset_id, identity)
+    try:
+        record = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("basis") != basis or record.get("code_version") != code_version():
+        return None
+    return list(record.get("outcomes") or [])
+
+
+def write_check_record(store: Store, dataset_id: str, identity: Identity, basis: str, outcomes: list[dict],
+                       state: str) -> None:
+    """Record a check step's outcomes on their basis; a record already there is left as it is (a cache)."""
+    path = check_record_path(store, dataset_id, identity)
+    record = {"dataset_id": dataset_id, "code_version": code_version(), "basis": basis, "outcomes": outcomes}
+    contracts.validate_document(record, store.entry("check_record_5B").schema_ref, code="5B.CONTRACT_INVALID",
+                                where=str(path), contracts_dir=store.contracts_dir)
+    if path.is_file():
+        return
+    with store.transaction(state) as tx:
+        tx.write_json("check_record_5B", path, record)
