@@ -118,53 +118,10 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 
 # ---- arrival bench --------------------------------------------------------------------------------------------
 
-def bench(args: argparse.Namespace) -> int:
-    """Run S0–S3 and the audit on a world (created if absent); print and save the per-state timings."""
-    import json
-    import shutil
-
-    import yaml
-
-    from arrival_core import bench as core_bench
-    from arrival_core import contracts, pipeline
-    from arrival_core.store import Store
-    from arrival_core.world import create_world
-
-    root = (Path(args.root) if args.root else DEFAULT_ROOT_PARENT / args.profile).resolve()
-    seed = validate_seed(args.seed)
-    if not Store(run_root=root).path("run_receipt").exists():
-        create_world(args.profile, root, seeds=(seed,), progress=_err)
-    config = contracts.DEFAULT_CONFIG_DIR
-    if args.count_law != "poisson":  # a copy of the shipped policies with the other law (a new parameter_hash)
-        config = root / "bench" / f"config-{args.count_law}"
-        shutil.rmtree(config, ignore_errors=True)
-        shutil.copytree(contracts.DEFAULT_CONFIG_DIR, config)
-        policy = config / "arrival_count_config_5B.yaml"
-        doc = yaml.safe_load(policy.read_text())
-        doc["count_law_id"] = args.count_law
-        policy.write_text(yaml.safe_dump(doc, sort_keys=False))
-    store = Store(run_root=root, config_dir=config)
-    scenarios = [args.scenario] if args.scenario else pipeline.world_scenarios(store)
-    result = core_bench.run_bench(store, profile=args.profile, count_law=args.count_law, seed=seed,
-                                  scenarios=scenarios)
-    print(core_bench.format_table(result))
-    out = root / "bench" / f"{args.profile}-{args.count_law}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result.to_dict() | {"root": str(root)}, indent=2) + "\n")
-    print(f"written {out}")
-    return 0
-
-
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    from arrival_core.world import available_profiles
+    from .bench_command import add_parser
 
-    parser = sub.add_parser("bench", help="time S0-S3 and the audit per state on a world (created if absent)")
-    parser.add_argument("--profile", required=True, choices=available_profiles())
-    parser.add_argument("--root", help="run root (default ./.arrival/<profile>)")
-    parser.add_argument("--count-law", choices=("poisson", "nb2"), default="poisson", help="S3 count law (poisson)")
-    parser.add_argument("--seed", default="42", help="seed to realise (42)")
-    parser.add_argument("--scenario", help="one scenario (default: every scenario of the world)")
-    parser.set_defaults(handler=bench)
+    add_parser(sub, _err)
 
 
 # ---- arrival compare ------------------------------------------------------------------------------------------

@@ -10,16 +10,18 @@ from pathlib import Path
 
 import dagster as dg
 
+from arrival_core import checks as core_checks
 from arrival_core import pipeline
 from arrival_core.errors import IDENTITY_INVALID, ArrivalError
 from arrival_core.identity import validate_scenario_id, validate_seed
 from arrival_core.store import Store, read_json
 
 from . import interrupts, liveness, progress
+from .checks import ASSET_OF_COMPANION
 from .cluster import celery_settings, install_instance_config, launch_partition_run
 from .jobs import JOB_NAME
 from .partitions import partition_key, register_partitions
-from .resources import StoreResource, ensure_seed, ensure_world, resolve_run_root
+from .resources import StoreResource, ensure_seed, ensure_world, resolve_config_dir, resolve_run_root
 
 AUDIT_DATASET = "rng_audit_log_5B"
 # The summary is the command's output; the step-by-step event log stays in the instance (and the UI).
@@ -193,6 +195,29 @@ def format_run(run: PartitionRun) -> list[str]:
     return lines
 
 
+def already_materialised(instance: dg.DagsterInstance, store: Store, seed: int, scenario_id: str) -> bool:
+    """Whether a partition needs no run: its files and check results are verified by their records, and the
+    instance already holds materialisations of those very files (the same data versions)."""
+    try:
+        identity = pipeline.resolve_identity(store, seed=seed, scenario_id=scenario_id, state="S1")
+    except ArrivalError:
+        return False
+    checked = [(d, pipeline.state_of_output(ASSET_OF_COMPANION.get(d, d)).code)
+               for d in dict.fromkeys(spec.dataset_id for spec in core_checks.CHECKS)]
+    digests = pipeline.partition_verified(store, identity, checked)
+    if digests is None:
+        return False
+    key = str(partition_key(seed, scenario_id))
+    for state in pipeline.STATES:
+        asset = state.outputs[0]
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1).records
+        if not records or records[0].asset_materialization is None or \
+                records[0].asset_materialization.tags.get("dagster/data_version") != digests.get(asset):
+            return False
+    return True
+
+
 def run_partitions(
     *, root: str | None, seed: str, scenario: str | None, out: Printer = print, err: Printer = print,
     quiet: bool = False,
@@ -206,7 +231,9 @@ def run_partitions(
     store = ensure_world(run_root, say=None if quiet else err)
     scenario_list = _scenarios_for(store, requested)  # every identity value is valid before the world is extended
     ensure_seed(store, seed_value)
-    job = build_definitions(StoreResource(run_root=str(run_root))).resolve_job_def(JOB_NAME)
+    resource = StoreResource(run_root=str(run_root))
+    job = build_definitions(resource).resolve_job_def(JOB_NAME)
+    run_store = Store(run_root=run_root, config_dir=resolve_config_dir())
     if not quiet:
         out(f"run root {run_root}")
     failures: list[PartitionRun] = []
@@ -217,6 +244,10 @@ def run_partitions(
         for sid in scenario_list:
             key = partition_key(seed_value, sid)
             started = time.perf_counter()
+            if already_materialised(instance, run_store, seed_value, sid):
+                out(f"== {key}  PASS  verified, already materialised ({time.perf_counter() - started:.1f} s; every "
+                    f"file matches its commit record and every check its record: no run launched)")
+                continue
             if celery_settings() is None:
                 result = job.execute_in_process(
                     partition_key=key, instance=instance, raise_on_error=False, run_config=progress.run_config(str(key), quiet=quiet),

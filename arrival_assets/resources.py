@@ -7,14 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
-import yaml
 from pydantic import PrivateAttr
 
 from arrival_core import contracts, pipeline
+from arrival_core.encoding import load_yaml
 from arrival_core.errors import ArrivalError, error_code
 from arrival_core.store import Store
 
 RUN_ROOT_ENV = "ARRIVAL_RUN_ROOT"
+CONFIG_DIR_ENV = "ARRIVAL_CONFIG_DIR"  # another folder of policy files (a variant: a new parameter_hash)
 DEFAULT_RUN_ROOT = Path(".arrival") / "demo"
 DEFAULT_PROFILE = "demo"
 
@@ -23,6 +24,12 @@ def resolve_run_root(explicit: str | os.PathLike | None = None) -> Path:
     """Return the run root: the explicit one, else $ARRIVAL_RUN_ROOT, else ./.arrival/demo (absolute)."""
     chosen = explicit or os.environ.get(RUN_ROOT_ENV) or DEFAULT_RUN_ROOT
     return Path(chosen).expanduser().resolve()
+
+
+def resolve_config_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Return the policy folder: the explicit one, else $ARRIVAL_CONFIG_DIR, else the project's config/."""
+    chosen = explicit or os.environ.get(CONFIG_DIR_ENV)
+    return Path(chosen).expanduser().resolve() if chosen else contracts.DEFAULT_CONFIG_DIR
 
 
 def ensure_world(
@@ -58,7 +65,7 @@ def ensure_seed(store: Store, seed: int) -> None:
 
 def default_seeds(config_dir: Path = contracts.DEFAULT_CONFIG_DIR) -> list[int]:
     """Return the default seeds of config/run_plan.yaml."""
-    plan = yaml.safe_load((Path(config_dir) / "run_plan.yaml").read_text())
+    plan = load_yaml((Path(config_dir) / "run_plan.yaml").read_text())
     return [int(s) for s in plan.get("default_seeds") or []]
 
 
@@ -66,7 +73,7 @@ class StoreResource(dg.ConfigurableResource):
     """The run root assets read and publish under; empty means $ARRIVAL_RUN_ROOT or ./.arrival/demo."""
 
     run_root: str = ""
-    config_dir: str = ""  # the policy files; empty means the project's config/
+    config_dir: str = ""  # the policy files; empty means $ARRIVAL_CONFIG_DIR, else the project's config/
     _root: Path | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -81,6 +88,4 @@ class StoreResource(dg.ConfigurableResource):
 
     def open(self, seed: int | None = None) -> Store:
         """The store; creates the demo world on first use (and a synthetic world's file for `seed`)."""
-        return ensure_world(
-            self.root, seed, Path(self.config_dir) if self.config_dir else contracts.DEFAULT_CONFIG_DIR
-        )
+        return ensure_world(self.root, seed, resolve_config_dir(self.config_dir))

@@ -18,6 +18,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from .encoding import load_yaml
 from .errors import CONTRACT_INVALID, IDENTITY_INVALID, ArrivalError
 from .identity import validate_hex64, validate_scenario_id, validate_seed
 
@@ -97,7 +98,7 @@ class DatasetEntry:
 def _load_dictionary(contracts_dir: Path) -> dict[str, DatasetEntry]:
     path = contracts_dir / DICTIONARY_FILE
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = load_yaml(path.read_text())
         entries = {}
         for raw in doc["datasets"]:
             entries[raw["id"]] = DatasetEntry(
@@ -157,7 +158,7 @@ def _load_packs(contracts_dir: Path) -> dict[str, dict]:
     packs = {}
     for path in sorted(contracts_dir.glob(SCHEMA_PACK_GLOB)):
         try:
-            doc = yaml.safe_load(path.read_text())
+            doc = load_yaml(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise ArrivalError(CONTRACT_INVALID, f"schema pack {path} cannot be read: {exc}",
                                file=str(path))

@@ -8,6 +8,7 @@ from .plan import run_s0, run_s1, verify_bundle
 from .readers import (
     output_path,
     read_check_policy,
+    read_config,
     read_entity_keys,
     read_rows,
     read_slices,
@@ -16,7 +17,7 @@ from .readers import (
     world_scenarios,
 )
 from .realise import run_s2, run_s3
-from .records import check_basis, recorded_outcomes, write_check_record
+from .records import check_basis, partition_verified, recorded_outcomes, write_check_record
 from .shell import (
     StateResult,
     StateRun,
@@ -53,7 +54,9 @@ __all__ = [
     "load_gate",
     "output_path",
     "parse_policy",
+    "partition_verified",
     "read_check_policy",
+    "read_config",
     "read_entity_keys",
     "read_json",
     "read_ledger",

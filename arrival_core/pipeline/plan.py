@@ -9,7 +9,7 @@ import polars as pl
 import yaml
 
 from .. import bundle_tables, contracts, gate, grid, grouping, table_schema, tables
-from ..encoding import jsonable, sha256_file, sha256_hex
+from ..encoding import jsonable, load_yaml, sha256_file, sha256_hex
 from ..errors import CONTRACT_INVALID, ArrivalError, error_code
 from ..gate import Gate, SegmentGate
 from ..identity import Identity
@@ -105,7 +105,7 @@ def _check_bundle_tables(store: Store, mf: str, bundles: Sequence[contracts.Data
 def _read_registry(store: Store) -> dict:
     path = store.contracts_dir / "artefact_registry_5B.yaml"
     try:
-        doc = yaml.safe_load(path.read_bytes())
+        doc = load_yaml(path.read_bytes())
     except (OSError, yaml.YAMLError) as exc:
         raise ArrivalError(CONTRACT_INVALID, f"artefact registry {path} cannot be read: {exc}", file=str(path))
     return gate.check_registry(doc, gate.sealed_entries(store.contracts_dir), where=str(path),

@@ -8,6 +8,7 @@ import polars as pl
 import yaml
 
 from .. import contracts, gate
+from ..encoding import load_yaml
 from ..errors import CONTRACT_INVALID, ArrivalError, error_code
 from ..identity import Identity
 from ..store import Store
@@ -60,16 +61,18 @@ def world_scenarios(store: Store) -> list[str]:
     return gate.check_scenario_manifest(manifest, where=str(path), contracts_dir=store.contracts_dir)
 
 
-CHECK_POLICY_SCHEMA = "schemas.5B.yaml#/config/check_policy"
+def read_config(store: Store, name: str) -> dict:
+    """A configuration file of config/ that is not a sealed policy (`<name>.yaml`), validated by its schema."""
+    path = store.config_dir / f"{name}.yaml"
+    try:
+        doc = load_yaml(path.read_bytes())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ArrivalError(CONTRACT_INVALID, f"{path} cannot be read: {exc}", file=str(path)) from exc
+    contracts.validate_document(doc, f"schemas.5B.yaml#/config/{name}", code=CONTRACT_INVALID, where=str(path),
+                                contracts_dir=store.contracts_dir)
+    return doc
 
 
 def read_check_policy(store: Store) -> dict:
-    """config/check_policy.yaml (the corridors' false-alarm probability and bounds), validated."""
-    path = store.config_dir / "check_policy.yaml"
-    try:
-        doc = yaml.safe_load(path.read_bytes())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ArrivalError(CONTRACT_INVALID, f"{path} cannot be read: {exc}", file=str(path)) from exc
-    contracts.validate_document(doc, CHECK_POLICY_SCHEMA, code=CONTRACT_INVALID, where=str(path),
-                                contracts_dir=store.contracts_dir)
-    return doc
+    """config/check_policy.yaml (the corridors' false-alarm probability), validated."""
+    return read_config(store, "check_policy")

@@ -97,3 +97,19 @@ def write_check_record(store: Store, dataset_id: str, identity: Identity, basis:
         return
     with store.transaction(state) as tx:
         tx.write_json("check_record_5B", path, record)
+
+
+def partition_verified(store: Store, identity: Identity, checked: Sequence[tuple[str, str]]) -> dict[str, str] | None:
+    """When every state's commit record still matches its files and every checked dataset (dataset, state) has
+    a check record on the current basis, the sha256 of each published dataset; else None."""
+    digests: dict[str, str] = {}
+    for state in STATES:
+        found = verified_outputs(store, state, identity)
+        if found is None:
+            return None
+        digests |= {p.dataset_id: p.sha256 for p in found}
+    for dataset_id, state in checked:
+        basis = check_basis(store, identity, upto=state)
+        if basis is None or recorded_outcomes(store, dataset_id, identity, basis) is None:
+            return None
+    return digests

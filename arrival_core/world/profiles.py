@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from .. import contracts
+from ..encoding import load_yaml
 from ..errors import ArrivalError, error_code
 from .shapes import Shapes, load_shapes
 from .zones import Zones, load_zones
@@ -159,7 +160,7 @@ def demand_class_names() -> tuple[str, ...]:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise invalid(path, f"cannot be read: {exc}") from exc
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ..encoding import load_yaml
 from ..errors import ArrivalError, error_code
 
 SLOTS_PER_WEEK = 168
@@ -34,7 +35,7 @@ class Shapes:
 def load_shapes(path: Path, classes: Sequence[str]) -> tuple[Shapes, Any]:
     """Read the shapes of the given classes (contract order); return them and the raw document."""
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = load_yaml(path.read_text(encoding="utf-8"))
         specs = doc["demand_classes"]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
         raise _invalid(path, f"cannot be read as a shape catalogue: {exc}") from exc

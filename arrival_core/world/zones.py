@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import yaml
 
+from ..encoding import load_yaml
 from ..errors import ArrivalError, error_code
 
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
@@ -34,7 +35,7 @@ def load_zones(
 ) -> tuple[Zones, Any]:
     """Read the catalogue, keep the given countries and zones (all when None); return them and the doc."""
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = load_yaml(path.read_text(encoding="utf-8"))
         rows = [(str(z["country"]), str(z["tzid"]), float(z["weight"])) for z in doc["zones"]]
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
         raise _invalid(path, f"cannot be read as a zone catalogue: {exc}") from exc

@@ -1,0 +1,112 @@
+"""`arrival bench`: the engine per state on a world (created from a profile when absent), a policy variant
+(count law, latent kernel), and with `--dagster` the user's path too: `arrival run` for one partition with
+every check, then the same again (verified, not recomputed), each timed beside the engine."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from arrival_core import bench as core_bench
+from arrival_core import contracts, pipeline
+from arrival_core.encoding import load_yaml
+from arrival_core.errors import IDENTITY_INVALID, ArrivalError
+from arrival_core.identity import validate_seed
+from arrival_core.store import Store
+
+DEFAULT_ROOT_PARENT = Path(".arrival")
+
+
+def variant_config(root: Path, count_law: str, kernel: str | None) -> tuple[Path, str]:
+    """The shipped policies, or a copy under <root>/bench with another count law or latent kernel (a new
+    parameter_hash, so the variant's outputs sit beside the shipped ones)."""
+    name = count_law + (f"-{kernel}" if kernel else "")
+    if count_law == "poisson" and kernel is None:
+        return contracts.DEFAULT_CONFIG_DIR, name
+    config = root / "bench" / f"config-{name}"
+    shutil.rmtree(config, ignore_errors=True)
+    shutil.copytree(contracts.DEFAULT_CONFIG_DIR, config)
+    edits = {"arrival_count_config_5B.yaml": {"count_law_id": count_law}}
+    if kernel:
+        edits["arrival_lgcp_config_5B.yaml"] = {"latent_model_id": "log_gaussian_stationary_v1", "kernel_id": kernel}
+    for file, changes in edits.items():
+        doc = load_yaml((config / file).read_text())
+        doc.update(changes)
+        (config / file).write_text(yaml.safe_dump(doc, sort_keys=False))
+    return config, name
+
+
+def time_arrival_run(root: Path, config: Path, seed: int, scenario: str, home: Path) -> core_bench.PathTiming:
+    """Wall time and peak RSS of `arrival run --quiet` for one partition (a child process, as a user runs it)."""
+    env = {**os.environ, "DAGSTER_HOME": str(home), "ARRIVAL_RUN_ROOT": str(root)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    args = [sys.executable, "-m", "arrival_assets.cli", "run", "--quiet", "--root", str(root), "--seed", str(seed),
+            "--scenario", scenario]
+    if config != contracts.DEFAULT_CONFIG_DIR:
+        env["ARRIVAL_CONFIG_DIR"] = str(config)
+    result = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise ArrivalError(IDENTITY_INVALID, f"the timed `arrival run` failed: {result.stderr.strip()[:300]}")
+    peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * 1024
+    return core_bench.PathTiming("", round(seconds, 3), peak)
+
+
+def bench(args: argparse.Namespace, err) -> int:
+    """Run S0–S3 and the audit on a world; print and save the per-state timings (and the Dagster paths)."""
+    from arrival_core.world import create_world
+
+    if not args.root and not args.profile:
+        raise ArrivalError(IDENTITY_INVALID, "arrival bench needs --profile (to create a world) or --root (a world)")
+    root = (Path(args.root) if args.root else DEFAULT_ROOT_PARENT / args.profile).resolve()
+    seed = validate_seed(args.seed)
+    if not Store(run_root=root).path("run_receipt").exists():
+        if not args.profile:
+            raise ArrivalError(IDENTITY_INVALID, f"{root} holds no world; give --profile to create one")
+        create_world(args.profile, root, seeds=(seed, seed + 1), progress=err)
+    config, variant = variant_config(root, args.count_law, args.kernel)
+    store = Store(run_root=root, config_dir=config)
+    scenarios = [args.scenario] if args.scenario else pipeline.world_scenarios(store)
+    world = args.profile or root.name
+    result = core_bench.run_bench(store, world=world, variant=variant, seed=seed, scenarios=scenarios)
+    if args.dagster:
+        with tempfile.TemporaryDirectory(prefix="arrival-bench-home-") as home:
+            first = time_arrival_run(root, config, seed + 1, scenarios[0], Path(home))
+            again = time_arrival_run(root, config, seed + 1, scenarios[0], Path(home))
+        paths = (core_bench.PathTiming("dagster partition", first.seconds, first.peak_rss_bytes),
+                 core_bench.PathTiming("verified re-run", again.seconds, again.peak_rss_bytes))
+        result = core_bench.BenchResult(result.world, result.variant, result.seed, result.scenarios, result.states,
+                                        result.targets, paths)
+    print(core_bench.format_table(result))
+    out = root / "bench" / f"{world}-{variant}{'-dagster' if args.dagster else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result.to_dict() | {"root": str(root)}, indent=2) + "\n")
+    print(f"written {out}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, err) -> None:
+    """`bench [--profile P] [--root DIR] [--count-law L] [--kernel K] [--seed N] [--scenario S] [--dagster]`."""
+    from arrival_core.kernels import KERNELS
+    from arrival_core.world import available_profiles
+
+    parser = sub.add_parser("bench", help="time S0-S3 and the audit per state on a world (created if absent)")
+    parser.add_argument("--profile", choices=available_profiles(), help="world profile (to create it if absent)")
+    parser.add_argument("--root", help="run root holding a world (default ./.arrival/<profile>)")
+    parser.add_argument("--count-law", choices=("poisson", "nb2"), default="poisson", help="S3 count law (poisson)")
+    parser.add_argument("--kernel", choices=KERNELS, help="a stationary latent kernel instead of OU")
+    parser.add_argument("--seed", default="42", help="seed to realise (42; --dagster also uses seed + 1)")
+    parser.add_argument("--scenario", help="one scenario (default: every scenario of the world)")
+    parser.add_argument("--dagster", action="store_true",
+                        help="also time `arrival run` for one partition with every check, and its verified re-run")
+    parser.set_defaults(handler=lambda args: bench(args, err))
