@@ -12,7 +12,7 @@ from arrival_core.errors import ArrivalError
 
 CONFIG = contracts.DEFAULT_CONFIG_DIR
 POLICIES = sorted(e.id for e in contracts.load_dictionary().values() if e.kind == "policy")
-PROFILE_FILES = [CONFIG / "worlds" / f"{name}.yaml" for name in ("tiny", "demo", "reference")]
+PROFILE_FILES = [CONFIG / "worlds" / f"{name}.yaml" for name in ("tiny", "demo", "reference", "reference4x")]
 
 
 def _load(path: Path):

@@ -34,11 +34,12 @@ def _edit(config_dir, name, change):
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-def test_the_three_profiles_are_available_and_load():
-    assert available_profiles() == ("demo", "reference", "tiny")
+def test_the_four_profiles_are_available_and_load():
+    assert available_profiles() == ("demo", "reference", "reference4x", "tiny")
     specs = {name: load_profile(name) for name in available_profiles()}
     sizes = {name: (spec.entities, spec.horizon.buckets) for name, spec in specs.items()}
-    assert sizes == {"tiny": (100, 168), "demo": (1_500, 672), "reference": (14_661, 2_160)}
+    assert sizes == {"tiny": (100, 168), "demo": (1_500, 672), "reference": (14_661, 2_160),
+                     "reference4x": (58_644, 2_160)}
 
 
 def test_an_unknown_profile_is_profile_invalid():
