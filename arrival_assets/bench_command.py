@@ -45,6 +45,14 @@ def variant_config(root: Path, count_law: str, kernel: str | None) -> tuple[Path
     return config, name
 
 
+class TimedRunFailed(RuntimeError):
+    """The timed `arrival run` failed: its exit status and what it printed (the bench reports it as it is)."""
+
+    def __init__(self, status: int, stderr: str) -> None:
+        self.status, self.stderr = status, stderr
+        super().__init__(f"the timed `arrival run` exited {status}")
+
+
 def time_arrival_run(root: Path, config: Path, seed: int, scenario: str, home: Path) -> core_bench.PathTiming:
     """Wall time and peak RSS of `arrival run --quiet` for one partition (a child process, as a user runs it)."""
     env = {**os.environ, "DAGSTER_HOME": str(home), "ARRIVAL_RUN_ROOT": str(root)}
@@ -57,7 +65,7 @@ def time_arrival_run(root: Path, config: Path, seed: int, scenario: str, home: P
     result = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
-        raise ArrivalError(IDENTITY_INVALID, f"the timed `arrival run` failed: {result.stderr.strip()[:300]}")
+        raise TimedRunFailed(result.returncode, result.stderr.strip())
     peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * 1024
     return core_bench.PathTiming("", round(seconds, 3), peak)
 
@@ -81,8 +89,12 @@ def bench(args: argparse.Namespace, err) -> int:
     result = core_bench.run_bench(store, world=world, variant=variant, seed=seed, scenarios=scenarios)
     if args.dagster:
         with tempfile.TemporaryDirectory(prefix="arrival-bench-home-") as home:
-            first = time_arrival_run(root, config, seed + 1, scenarios[0], Path(home))
-            again = time_arrival_run(root, config, seed + 1, scenarios[0], Path(home))
+            try:
+                first = time_arrival_run(root, config, seed + 1, scenarios[0], Path(home))
+                again = time_arrival_run(root, config, seed + 1, scenarios[0], Path(home))
+            except TimedRunFailed as exc:
+                err(exc.stderr)
+                return exc.status
         paths = (core_bench.PathTiming("dagster partition", first.seconds, first.peak_rss_bytes),
                  core_bench.PathTiming("verified re-run", again.seconds, again.peak_rss_bytes))
         result = core_bench.BenchResult(result.world, result.variant, result.seed, result.scenarios, result.states,

@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     """Materialise the whole graph for each (scenario, seed) partition and print a summary per partition."""
     from .commands import run_partitions
 
-    return run_partitions(root=args.root, seed=args.seed, scenario=args.scenario, err=_err, quiet=args.quiet)
+    return run_partitions(root=args.root, seed=args.seed, scenario=args.scenario, err=_err, quiet=args.quiet,
+                          debug=args.debug)
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -226,10 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 traceback.print_exc()
             _err(f"error: {exc}")
             return interrupts.EXIT_FAILURE
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - an uncoded failure is a defect: say so, keep the traceback optional
             if args.debug:
-                raise
-            _err(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+                traceback.print_exc()
+            _err(f"error: internal error: {type(exc).__name__}: {exc}"
+                 + ("" if args.debug else " (run with --debug for the traceback)"))
             return interrupts.EXIT_FAILURE
 
 

@@ -82,6 +82,7 @@ class PartitionRun:
     error_code: str | None = None
     error: str | None = None  # "code: message" of the first failure that carried a code
     interrupted: bool = False  # a step was stopped by SIGINT / SIGTERM
+    tracebacks: dict[str, str] = field(default_factory=dict)  # step -> the failure's traceback (shown with --debug)
 
     @property
     def only_checks_failed(self) -> bool:
@@ -137,6 +138,8 @@ def summarise(result: dg.ExecuteInProcessResult, key: str, seconds: float) -> Pa
             run.interrupted = True
             run.steps_failed[event.step_key] = "interrupted"
             continue
+        if data.error is not None:
+            run.tracebacks[event.step_key] = data.error.to_string()
         meta = _metadata_values(data.user_failure_data.metadata) if data.user_failure_data else {}
         code = meta.get("error_code")
         message = meta.get("error_message") or _innermost_message(data.error)
@@ -220,7 +223,7 @@ def already_materialised(instance: dg.DagsterInstance, store: Store, seed: int, 
 
 def run_partitions(
     *, root: str | None, seed: str, scenario: str | None, out: Printer = print, err: Printer = print,
-    quiet: bool = False,
+    quiet: bool = False, debug: bool = False,
 ) -> int:
     """Ensure the world, register partitions, materialise the graph per (scenario, seed); 0 if all pass."""
     from .definitions import build_definitions
@@ -262,6 +265,9 @@ def run_partitions(
             if not run.success:
                 failures.append(run)
     for run in failures:
+        if debug:
+            for step, trace in run.tracebacks.items():
+                err(f"--- {run.key} {step}\n{trace}")
         if run.error:
             err(f"error: {run.key}: {run.error}")
         elif run.only_checks_failed:

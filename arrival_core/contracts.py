@@ -30,6 +30,7 @@ DICTIONARY_FILE = "dataset_dictionary.layer2.5B.yaml"
 _TOKEN_RE = re.compile(r"\{([a-z_]+)\}")
 _STATE_RE = re.compile(r"^(S0|S1|S2|S3|AUDIT)$")
 _RUN_ID_RE = re.compile(r"^[0-9a-zA-Z][0-9a-zA-Z_-]{0,63}$")
+_CODE_VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 _DATASET_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}(5A|5B|3B)?$")
 
 
@@ -46,6 +47,8 @@ def _validate_token(name: str, value: object) -> str:
     if name == "run_id" and isinstance(value, str) and _RUN_ID_RE.fullmatch(value):
         return value
     if name == "checked" and isinstance(value, str) and _DATASET_ID_RE.fullmatch(value):
+        return value
+    if name == "code_version" and isinstance(value, str) and _CODE_VERSION_RE.fullmatch(value):
         return value
     raise ArrivalError(IDENTITY_INVALID, f"path token {name}={value!r} is not valid", field=name, value=repr(value))
 

@@ -352,14 +352,21 @@ def render_value(value: Any) -> str:
     return code(json.dumps(value, ensure_ascii=False, separators=(", ", ": ")))
 
 
+def all_required(schema: dict, pack: str) -> bool:
+    """Whether a policy schema requires every property it declares (at its top level)."""
+    props = schema.get("properties", {})
+    return set(props) <= set(schema.get("required", ()))
+
+
 def policy_section(policy_id: str) -> list[str]:
     entry = next(e for e in dictionary() if e["id"] == policy_id)
     schema, pack = schema_of(entry["schema_ref"])
     doc = shipped(policy_id)
     rows: list[PolicyRow] = []
     policy_rows(schema, pack, (), rows)
-    intro = (f"File `config/{entry['path']}`, schema `{entry['schema_ref']}`. Every field is required and no "
-             "other key is allowed.")
+    required = "Every field is required" if all_required(schema, pack) else \
+        "Every field is required unless its shipped value reads (absent), when the parser's default applies"
+    intro = f"File `config/{entry['path']}`, schema `{entry['schema_ref']}`. {required}, and no other key is allowed."
     lines = [intro, "", "| field | type | allowed | shipped value |", "|---|---|---|---|"]
     lines += [f"| `{dotted(p)}` | {t} | {cell(a)} | {render_value(value_at(doc, p))} |" for p, t, a in rows]
     return lines

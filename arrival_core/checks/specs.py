@@ -102,10 +102,11 @@ CHECKS: tuple[CheckSpec, ...] = (
     ),
     *_table_specs(
         "rng_event_arrival_lgcp_gaussian",
-        _error(RNG_ACCOUNTING, "rng_event_arrival_lgcp_gaussian", _ACCOUNTING + " One event per group: 2H draws, "
-                                                                                "H blocks."),
+        _error(RNG_ACCOUNTING, "rng_event_arrival_lgcp_gaussian", _ACCOUNTING + " One event per group: 2H draws "
+                                                                                "and H blocks (OU, iid), 4M and 2M "
+                                                                                "(a stationary kernel)."),
         _error(RNG_REPLAY, "rng_event_arrival_lgcp_gaussian", "Key and counters of the events equal the group's "
-                                                              "stream base and base + H. " + _REPLAY),
+                                                              "stream base and base + its blocks. " + _REPLAY),
     ),
     *_trace_specs("rng_trace_arrival_lgcp_gaussian"),
     *_table_specs(
@@ -117,8 +118,9 @@ CHECKS: tuple[CheckSpec, ...] = (
         _error(RNG_REPLAY, "s3_bucket_counts_5B", "count_N of replayed rows equals PoissonInv / GammaInv from a "
                                                   "fresh stream derivation. " + _REPLAY),
         CheckSpec(COUNT_CORRIDOR, "s3_bucket_counts_5B", "WARN", False,
-                  "Counts vs μ: total within a Poisson Bernstein bound and dispersion index ≈ 1 (Poisson), or mean "
-                  "and variance μ + μ²/κ within 6 standard errors (NB2); false-alarm probability ≤ 1e-6."),
+                  "Counts vs μ: the total and the dispersion within non-asymptotic bounds of the law (Bernstein, "
+                  "Chernoff, a bounded generating-function statistic); false-alarm probability ≤ the configured "
+                  "false_alarm (1e-6)."),
     ),
     *_table_specs(
         "rng_event_arrival_bucket_count",

@@ -19,7 +19,7 @@ STATES = ("S0", "S1", "S2", "S3", "AUDIT")
 
 def commit_path(store: Store, state: str, identity: Identity) -> Path:
     """Where a state's commit record for a partition lives."""
-    return store.path("commit_record_5B", state=state, **identity.tokens())
+    return store.path("commit_record_5B", code_version=code_version(), state=state, **identity.tokens())
 
 
 def commit_record(state: str, identity: Identity, published: Sequence[Published], root: Path) -> dict:
@@ -71,7 +71,7 @@ def check_basis(store: Store, identity: Identity, upto: str) -> str | None:
 
 def check_record_path(store: Store, dataset_id: str, identity: Identity) -> Path:
     """Where a dataset's check record for a partition lives."""
-    return store.path("check_record_5B", checked=dataset_id, **identity.tokens())
+    return store.path("check_record_5B", code_version=code_version(), checked=dataset_id, **identity.tokens())
 
 
 def recorded_outcomes(store: Store, dataset_id: str, identity: Identity, basis: str) -> list[dict] | None:

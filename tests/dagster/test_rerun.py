@@ -81,8 +81,9 @@ def test_a_removed_commit_record_means_the_state_computes_again_and_proves_its_b
     defs = graph_for(world_root)
     with dg.DagsterInstance.ephemeral() as instance:
         first = run_partition(defs, instance, KEY)
-        for record in (world_root / "records" / "5B" / "commit_record" / "state=S2").rglob("*.json"):
+        for record in (world_root / "records" / "5B" / "commit_record").glob("code_version=*/state=S2/**/*.json"):
             record.unlink()
+        assert not list((world_root / "records" / "5B" / "commit_record").glob("code_version=*/state=S2/**/*.json"))
         second = run_partition(defs, instance, KEY)
     assert second.success
     after = materialized(second)[state_output]
