@@ -12,6 +12,7 @@ from arrival_assets import status
 from arrival_assets.partitions import register_partitions
 from arrival_core import checks as core_checks
 from arrival_core import pipeline
+from arrival_core.checks import evaluation
 from arrival_core.errors import ArrivalError, error_code
 
 STATE_NAMES = ["s0_gate", "s1_plan", "s2_latent", "s3_counts", "rng_audit"]
@@ -30,7 +31,7 @@ def _s3_fails(store, **kwargs):
     raise ArrivalError(error_code("S3", "S2_OUTPUT_MISSING"), "S3 made to fail by the status test")
 
 
-_real_evaluate = core_checks.evaluate
+_real_evaluate = evaluation.evaluate
 
 
 def _two_checks_fail(*args, **kwargs):
@@ -54,7 +55,7 @@ def instance(shared_world_root):
             ))
             broken = graph_for(shared_world_root)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(core_checks, "evaluate", _two_checks_fail)
+            mp.setattr(evaluation, "evaluate", _two_checks_fail)
             bad = run_partition(broken, inst, "stress_v1|1")
         assert set(failures(bad)) == {"s3_counts", "check_s2_latent_field_5B"}
         yield inst
