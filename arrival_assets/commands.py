@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ AUDIT_DATASET = "rng_audit_log_5B"
 # The summary is the command's output; the step-by-step event log stays in the instance (and the UI).
 STEP_OF_OUTPUT = {out: state.name for state in pipeline.STATES for out in state.outputs}
 BLOCKING_FAILED = "blocking check(s) failed"
+CODED = re.compile(r"^(5B\.[A-Z0-9_.]+): ")  # a check that failed because an error with a code was raised
 INTERRUPTED_ERRORS = frozenset({"DagsterExecutionInterruptedError", "Interrupted", "KeyboardInterrupt"})
 
 Printer = Callable[[str], None]
@@ -123,6 +125,9 @@ def summarise(result: dg.ExecuteInProcessResult, key: str, seconds: float) -> Pa
         name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
         if evaluation.description and not evaluation.passed:
             name += f" — {_shorten(evaluation.description)}"
+        coded = CODED.match(evaluation.description or "") if not evaluation.passed else None
+        if coded and evaluation.severity == dg.AssetCheckSeverity.ERROR and run.error_code is None:
+            run.error_code, run.error = coded.group(1), _shorten(evaluation.description)  # a coded failure: exit 2
         if evaluation.passed:
             run.checks_passed += 1
         elif evaluation.severity == dg.AssetCheckSeverity.WARN:

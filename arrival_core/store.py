@@ -195,23 +195,21 @@ class ParquetSink:
         raise self._fail(exc) from exc
 
 
-def _locked_temp(target: Path) -> tuple[Path, int]:
-    """A new temp file beside the target, held under an exclusive lock. A sweeper that saw it before the lock
-    was taken may have removed it; then the path no longer names the locked file, and another name is tried."""
+def _create_locked(staged: _Staged) -> None:
+    """Create the staged temp file under a fresh name and hold an exclusive lock on it. A sweeper that saw the
+    file before the lock was taken may have removed it; then the path no longer names the locked file, and
+    another name is tried. The name is on the staged entry before the file exists, so an abort removes it."""
     while True:
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        staged.tmp = staged.target.parent / f".{staged.target.name}.tmp-{uuid.uuid4().hex}"
+        staged.lock_fd = os.open(staged.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fcntl.flock(staged.lock_fd, fcntl.LOCK_EX)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if os.stat(tmp).st_ino == os.fstat(fd).st_ino:
-                return tmp, fd
+            if os.stat(staged.tmp).st_ino == os.fstat(staged.lock_fd).st_ino:
+                return
         except FileNotFoundError:
             pass
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
+        os.close(staged.lock_fd)
+        staged.lock_fd = -1
 
 
 @dataclass
@@ -243,11 +241,11 @@ class Transaction:
             if target.parent not in self._swept:
                 sweep_stale_temps(target.parent)
                 self._swept.add(target.parent)
-            tmp, fd = _locked_temp(target)
+            staged = _Staged(dataset_id, target, target.parent / f".{target.name}.tmp-", rows, -1)
+            self._staged.append(staged)  # known to the transaction before its file exists: an interrupt anywhere
+            _create_locked(staged)       # below still finds the temp file to remove
         except OSError as exc:
             raise self._io_failed(target, exc) from exc
-        staged = _Staged(dataset_id, target, tmp, rows, fd)
-        self._staged.append(staged)
         return staged
 
     def _io_failed(self, target: Path, exc: BaseException) -> ArrivalError:
