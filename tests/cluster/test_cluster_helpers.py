@@ -1,4 +1,4 @@
-"""The pure helpers of arrival_assets.cluster: executor choice, instance config, worker command, bookkeeping.
+"""The pure helpers of the arrival_assets.cluster package: executor choice, instance config, worker command, bookkeeping.
 
 No server is started here; see test_cluster.py for the real PostgreSQL, Redis and workers.
 """
@@ -31,8 +31,12 @@ from arrival_assets.cluster import (
     instance_config,
     pid_alive,
     postgres_db_config,
+    processes,
     psycopg2_url,
+    servers,
     store_run_config,
+    visibility_timeout,
+    worker_celery_config,
     worker_command,
     worker_environment,
 )
@@ -170,15 +174,43 @@ def test_install_defaults_to_dagster_home(tmp_path):
 # ---- worker ----------------------------------------------------------------------------------------------------
 
 
-def test_worker_command_runs_dagster_celerys_app_with_this_interpreter():
+def test_worker_command_runs_the_projects_celery_app_with_this_interpreter():
     command = worker_command(3, "heavy", "w1")
-    assert command[:6] == [sys.executable, "-m", "celery", "-A", "dagster_celery.app", "worker"]
+    assert command[:6] == [sys.executable, "-m", "celery", "-A", "arrival_assets.cluster.celery_app", "worker"]
     assert command[command.index("--concurrency") + 1] == "3"
     assert command[command.index("--queues") + 1] == "heavy"
     assert command[command.index("--hostname") + 1] == "w1@%h"
     assert command[command.index("--prefetch-multiplier") + 1] == "1"
-    assert "arrival_assets.definitions" in command[command.index("--include") + 1]
+    assert "--include" not in command  # the main process never loads the code before forking its pool
     assert not any("redis://" in part for part in command)  # the broker travels in the environment
+
+
+def test_the_worker_acknowledges_a_step_when_it_ends_and_hands_out_a_lost_one_again():
+    config = worker_celery_config({"max_retries": 3}, env={})
+    assert config["task_acks_late"] is True and config["task_reject_on_worker_lost"] is False
+    options = config["broker_transport_options"]
+    assert options["max_retries"] == 3  # dagster-celery's own options are kept
+    assert options["visibility_timeout"] == 6 * 3600
+    assert options["unacked_restore_interval"] == 10 and options["unacked_restore_throttle"] == 1
+    assert config["worker_proc_alive_timeout"] >= 60  # a pool process imports the code before it is up
+
+
+def test_the_visibility_timeout_comes_from_the_environment():
+    assert visibility_timeout({"ARRIVAL_CELERY_VISIBILITY_TIMEOUT": " 45 "}) == 45
+    for bad in ("0", "-5", "1.5", "soon"):
+        with pytest.raises(ClusterError, match="ARRIVAL_CELERY_VISIBILITY_TIMEOUT"):
+            visibility_timeout({"ARRIVAL_CELERY_VISIBILITY_TIMEOUT": bad})
+
+
+def test_the_worker_app_registers_dagster_celerys_tasks_without_loading_the_code():
+    need(missing_modules("dagster_celery"))
+    code = (
+        "import sys; from arrival_assets.cluster import celery_app as m; "
+        "assert {'execute_plan', 'execute_job', 'resume_job'} <= set(m.app.tasks); "
+        "assert m.execute_plan.acks_late; "
+        "sys.exit(0 if 'arrival_assets.definitions' not in sys.modules else 1)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False, timeout=120).returncode == 0
 
 
 @pytest.mark.parametrize(("concurrency", "queue"), [(0, "dagster"), (1, "a b"), (1, "")])
@@ -243,6 +275,33 @@ def test_env_file_quotes_values(tmp_path):
     assert shown.stdout == "postgresql://u:a b'c@h/d\n/x y"
 
 
+def test_env_file_reads_back_what_it_exports(tmp_path):
+    env = {"ARRIVAL_PG_URL": "postgresql://u:a b'c@h/d", "DAGSTER_HOME": "/x y", "EMPTY": ""}
+    (tmp_path / "env.sh").write_text(env_file_text(env))
+    assert cluster.read_env_file(tmp_path / "env.sh") == env
+
+
+def test_a_worker_is_ready_only_from_what_its_log_says_after_it_started(tmp_path):
+    log = tmp_path / "worker-1.log"
+    log.write_text("[...] arrival-1@vm ready.\n")  # an earlier run of the same worker
+    ready = processes.log_ready(log, r"@\S+ ready\.", processes.log_size(log))
+    assert not ready()
+    with open(log, "a") as handle:
+        handle.write("[...] arrival-1@vm ready.\n")
+    assert ready()
+
+
+def test_restarting_a_worker_that_runs_is_refused(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)  # celery"])
+    try:
+        processes.write_pids(tmp_path, [cluster.Process("worker-1", proc.pid, "SIGTERM", "celery")])
+        with pytest.raises(ClusterError, match=rf"worker-1 is running \(pid {proc.pid}\)"):
+            cluster.restart_worker(tmp_path, 1)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_down_without_a_cluster_does_nothing(tmp_path):
     assert cluster_down(tmp_path, out=lambda _: None) == {}
 
@@ -261,7 +320,7 @@ def test_pid_alive_checks_the_command_line_and_ignores_zombies():
 def test_stale_pids_are_reported_not_running(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    cluster._write_pids(tmp_path, [cluster.Process("redis", proc.pid, "SIGTERM", "redis-server")])
+    processes.write_pids(tmp_path, [cluster.Process("redis", proc.pid, "SIGTERM", "redis-server")])
     assert cluster_down(tmp_path, out=lambda _: None) == {"redis": "not running"}
     assert not (tmp_path / "pids.json").exists()
 
@@ -269,14 +328,14 @@ def test_stale_pids_are_reported_not_running(tmp_path):
 def test_cluster_folder_must_be_reachable_by_the_postgres_account(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("only root hands PostgreSQL to an unprivileged account")
-    account = cluster._pg_account()
+    account = servers.pg_account()
     base = Path(tempfile.mkdtemp(prefix="arrival-reach-"))
     try:
         base.chmod(0o755)
-        cluster._check_traversable(base, account)
+        servers.check_traversable(base, account)
         closed = base / "closed"
         closed.mkdir(mode=0o700)
         with pytest.raises(ClusterError, match=rf"cannot enter {closed}: .*chmod o\+x"):
-            cluster._check_traversable(closed / "postgres", account)
+            servers.check_traversable(closed / "postgres", account)
     finally:
         shutil.rmtree(base)

@@ -1,0 +1,116 @@
+"""The executor of the environment: dagster-celery's when ARRIVAL_CELERY_BROKER is set, else in process; the
+`arrival_5b` job bound to it and one partition run launched through it."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .settings import BACKEND_ENV, BROKER_ENV
+
+
+def celery_settings(env: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """The Celery broker and result backend of the environment, or None when ARRIVAL_CELERY_BROKER is unset."""
+    env = os.environ if env is None else env
+    broker = (env.get(BROKER_ENV) or "").strip()
+    if not broker:
+        return None
+    backend = (env.get(BACKEND_ENV) or "").strip() or broker
+    return {"broker": broker, "backend": backend}
+
+
+def executor_from_env(env: Mapping[str, str] | None = None):
+    """dagster-celery's executor bound to ARRIVAL_CELERY_BROKER/BACKEND, else Dagster's in-process executor."""
+    import dagster as dg
+
+    env = os.environ if env is None else env
+    if celery_settings(env) is None:
+        return dg.in_process_executor
+    from dagster_celery import celery_executor
+
+    # Environment references, not values: a password in a URL never shows in the UI, and the coordinator of
+    # each run reads the variables when the run starts.
+    backend_env = BACKEND_ENV if (env.get(BACKEND_ENV) or "").strip() else BROKER_ENV
+    return celery_executor.configured({"broker": {"env": BROKER_ENV}, "backend": {"env": backend_env}})
+
+
+def with_executor(defs, executor):
+    """The same definitions (assets, checks, jobs, sensors, resources...) with another default executor."""
+    import dagster as dg
+
+    return dg.Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        schedules=defs.schedules,
+        sensors=defs.sensors,
+        jobs=defs.jobs,
+        resources=defs.resources,
+        loggers=defs.loggers,
+        metadata=defs.metadata,
+        executor=executor,
+    )
+
+
+def cluster_definitions(env: Mapping[str, str] | None = None):
+    """The code location's definitions with the executor of the environment (store: $ARRIVAL_RUN_ROOT)."""
+    from ..definitions import build_definitions
+
+    return with_executor(build_definitions(), executor_from_env(env))
+
+
+def cluster_job():
+    """The `arrival_5b` job with the executor of the environment.
+
+    Module-scoped and argument-free so that ``dagster.reconstructable(cluster_job)`` gives a pointer a
+    worker can load: a Celery worker imports this module (``arrival_assets.cluster.executor``) and calls it
+    to rebuild the job for each step.
+    """
+    from ..jobs import JOB_NAME
+
+    return cluster_definitions().resolve_job_def(JOB_NAME)
+
+
+def partition_run_tags(job, key: str) -> dict[str, str]:
+    """The tags of a partition run: `dagster/partition` and one `dagster/partition/<dimension>` per dimension."""
+    return dict(job.get_tags_for_partition_key(str(key), None))
+
+
+def store_run_config(run_root: str | os.PathLike, run_config: Mapping[str, Any] | None = None) -> dict:
+    """Run config that pins the store's run root, so that every worker opens the same folder."""
+    config = dict(run_config or {})
+    resources = dict(config.get("resources") or {})
+    store = dict(resources.get("store") or {})
+    store["config"] = {**(store.get("config") or {}), "run_root": str(Path(run_root).resolve())}
+    resources["store"] = store
+    config["resources"] = resources
+    return config
+
+
+def launch_partition_run(
+    instance, key: str, run_root: str | os.PathLike, run_config: Mapping[str, Any] | None = None
+):
+    """Run the job for one partition with the executor of the environment; return when it has finished.
+
+    The coordinator runs in this process (``dagster.execute_job``); with the Celery executor every step is
+    sent to the workers and this process only orchestrates. The instance must be persistent (a DAGSTER_HOME).
+    """
+    import importlib
+
+    import dagster as dg
+
+    # Reach the function through its module name (not `__main__`), so the pointer sent to workers imports.
+    target = importlib.import_module(__name__).cluster_job
+    job = target()
+    with warnings.catch_warnings():
+        # dagster-celery registers its step task again for each submission; Celery warns every time.
+        warnings.filterwarnings("ignore", message=r"Task name 'execute_plan' is already registered")
+        return dg.execute_job(
+            dg.reconstructable(target),
+            instance=instance,
+            run_config=store_run_config(run_root, run_config),
+            tags=partition_run_tags(job, key),
+            raise_on_error=False,
+        )
