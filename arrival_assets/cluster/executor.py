@@ -96,10 +96,14 @@ def launch_partition_run(
 
     The coordinator runs in this process (``dagster.execute_job``); with the Celery executor every step is
     sent to the workers and this process only orchestrates. The instance must be persistent (a DAGSTER_HOME).
+    The run carries this process's host and pid, so that the next `arrival run` marks it failed if this
+    process dies before the run ends (`liveness.fail_dead_runs`).
     """
     import importlib
 
     import dagster as dg
+
+    from ..liveness import process_tags
 
     # Reach the function through its module name (not `__main__`), so the pointer sent to workers imports.
     target = importlib.import_module(__name__).cluster_job
@@ -111,6 +115,6 @@ def launch_partition_run(
             dg.reconstructable(target),
             instance=instance,
             run_config=store_run_config(run_root, run_config),
-            tags=partition_run_tags(job, key),
+            tags={**partition_run_tags(job, key), **process_tags()},
             raise_on_error=False,
         )

@@ -334,6 +334,14 @@ def test_every_check_result_is_stored_in_postgres_for_its_own_partition(cli_run)
     assert sorted(runs) == sorted((run_id, key, "SUCCESS") for key, (_, run_id) in cli_run.runs.items())
 
 
+def test_arrival_run_tags_its_runs_with_the_coordinating_process(cli_run):
+    """So that the next `arrival run` marks a run failed if its coordinator died (liveness.fail_dead_runs)."""
+    run_ids = [run_id for _, run_id in cli_run.runs.values()]
+    tags = pg_query(os.environ, "SELECT run_id, value FROM run_tags WHERE key = 'arrival/pid' AND run_id = ANY(%s)",
+                    run_ids)
+    assert sorted(tags) == sorted((run_id, str(cli_run.pid)) for run_id in run_ids)
+
+
 def test_arrival_run_outputs_are_byte_identical_to_an_in_process_run(cluster, cli_run, in_process):
     reference = in_process.wait()
     on_cluster = output_digests(Path(cluster.env["ARRIVAL_RUN_ROOT"]), of_seed(7))
