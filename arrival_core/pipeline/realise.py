@@ -179,24 +179,29 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
         "lambda_target_per_bucket": target_totals.totals, "lambda_realised_per_bucket": realised_totals.totals,
         "top_group_factors": diagnostics.largest_groups(domain.group_ids, domain.entity_group, field.factor),
     }
+    run.metrics |= _latent_metrics(field, lgcp, trace.height) | {
+        "scenario_count_succeeded": 1, "scenario_count_failed": 0, "lambda_max_capped_rows": capped,
+        **target_stats.metrics("lambda_target"), **realised_stats.metrics("lambda_realised"),
+        "chunk_entities": chunk_entities or default_chunk_entities(h),
+    }
+    return tx.published
+
+
+def _latent_metrics(field: latent.LatentField, lgcp: latent.LgcpPolicy, trace_appends: int) -> dict:
+    """The S2 run-report metrics of the latent field: RNG totals, the embedding, ξ and clipping."""
     factor_stats = _Summary()
     factor_stats.add(field.factor.ravel())
-    run.metrics |= {
-        "scenario_count_succeeded": 1, "scenario_count_failed": 0,
+    return {
         "latent_field_rows_written": field.factor.size if lgcp.emit_latent_field else 0,
         "latent_rng_event_count": field.events, "latent_rng_total_draws": int(field.draws.sum()),
-        "latent_rng_total_blocks": int(field.blocks.sum()), "rng_trace_appends": trace.height,
+        "latent_rng_total_blocks": int(field.blocks.sum()), "rng_trace_appends": trace_appends,
         **field.embedding_metrics(),
         **factor_stats.metrics("lambda_random_component"),
         "latent_gaussian_mean": float(field.latent.mean()), "latent_gaussian_var": float(field.latent.var()),
         "latent_values_clipped": int(field.clipped.sum()),
         "latent_values_clipped_low": int((field.clipped & (field.factor == lgcp.min_factor)).sum()),
         "latent_values_clipped_high": int((field.clipped & (field.factor == lgcp.max_factor)).sum()),
-        "lambda_max_capped_rows": capped,
-        **target_stats.metrics("lambda_target"), **realised_stats.metrics("lambda_realised"),
-        "chunk_entities": chunk_entities or default_chunk_entities(h),
     }
-    return tx.published
 
 
 def run_s2(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
