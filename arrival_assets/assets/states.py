@@ -45,6 +45,20 @@ def progress_logger(context: dg.AssetExecutionContext) -> Callable[[str, int, in
     return log
 
 
+def previous_pictures(context: dg.AssetExecutionContext, outputs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The pictures of the partition's latest materialisations (a verified state draws none: its data is the
+    same, so the pictures are too)."""
+    out: dict[str, dict[str, Any]] = {}
+    for asset in outputs:
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[str(context.partition_key)]),
+            limit=1).records
+        mat = records[0].asset_materialization if records else None
+        if mat is not None and "plot" in mat.metadata:
+            out[asset] = {"plot": mat.metadata["plot"]}
+    return out
+
+
 def picture_metadata(diagnostics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The PNG pictures of S2 and S3 as Markdown metadata entries of their main output (none when absent)."""
     out: dict[str, dict[str, Any]] = {}
@@ -137,7 +151,7 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
             context, step.runner, st, seed=part.seed, scenario_id=part.scenario_id, run_id=context.run.run_id,
             **options,
         )
-        pictures = picture_metadata(result.diagnostics)
+        pictures = picture_metadata(result.diagnostics) or previous_pictures(context, step.outputs)
         by_id = {p.dataset_id: p for p in result.published}
         metrics = result.report.get("metrics") or {}
         tokens = result.identity.tokens()

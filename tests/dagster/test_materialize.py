@@ -13,7 +13,6 @@ import polars as pl
 import pytest
 from graph_helpers import PARTITIONS, failures, graph_for, materialized, run_partition
 
-from arrival_core import checks as core_checks
 from arrival_core import pipeline
 from arrival_core.contracts import DEFAULT_CONFIG_DIR
 from arrival_core.encoding import sha256_file, sha256_hex
@@ -190,7 +189,9 @@ def test_accounting_mismatch_fails_the_blocking_check_and_stops_downstream(world
 
 
 def test_warn_checks_never_block(world_root, monkeypatch):
-    real_evaluate = core_checks.evaluate
+    from arrival_core.checks import evaluation
+
+    real_evaluate = evaluation.evaluate
 
     def every_warn_fails(*args, **kwargs):
         return [
@@ -198,7 +199,7 @@ def test_warn_checks_never_block(world_root, monkeypatch):
             for o in real_evaluate(*args, **kwargs)
         ]
 
-    monkeypatch.setattr(core_checks, "evaluate", every_warn_fails)
+    monkeypatch.setattr(evaluation, "evaluate", every_warn_fails)
     with dg.DagsterInstance.ephemeral() as instance:
         defs = graph_for(world_root)
         result = run_partition(defs, instance, "baseline_v1|42")
@@ -210,16 +211,17 @@ def test_warn_checks_never_block(world_root, monkeypatch):
     }
 
 
-def test_materialisations_in_the_instance_follow_dagster_conventions_and_carry_pictures(shared_world_root):
+def test_materialisations_in_the_instance_follow_dagster_conventions_and_carry_pictures(world_root):
     """Read back from the instance: row count = the file's rows, the column schema = the contract's columns,
     and the S2 and S3 materialisations hold a PNG in a Markdown entry."""
     import base64
 
     from arrival_core import contracts, table_schema
 
-    defs = graph_for(shared_world_root)
+    defs = graph_for(world_root)
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_partition(defs, instance, "baseline_v1|42").success
+        assert run_partition(defs, instance, "baseline_v1|42").success  # verified: the pictures carry over
         for asset in ("s2_realised_intensity_5B", "s3_bucket_counts_5B", "s1_grouping_5B"):
             record = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records[0]
             meta = record.asset_materialization.metadata
