@@ -7,20 +7,16 @@ playwright package of the `dev` extra; skips with the reason when either is miss
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from webserver_lib import free_port, graphql, wait_until_serving
 
 from arrival_core.contracts import PROJECT_ROOT
 from arrival_core.world import create_world
@@ -36,39 +32,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 BIN = Path(sys.executable).parent
-STARTUP_SECONDS = 120
 UI_TIMEOUT_MS = 90_000
 SCREENSHOT_COPY = Path("/tmp/arrival_browser_screenshot.png")
 PARTITION = "baseline_v1|42"
 ASSET = "s3_bucket_counts_5B"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _post_graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def _wait_until_serving(port: int, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"dagster-webserver exited with {proc.returncode}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5):
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.5)
-    raise AssertionError(f"dagster-webserver did not serve within {STARTUP_SECONDS} s")
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
@@ -108,7 +75,7 @@ def test_asset_page_shows_the_row_count_and_draws_the_plot(tmp_path, request):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert f"{PARTITION}  PASS" in run.stdout
 
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "webserver.log").open("wb")
     request.addfinalizer(log.close)
     server = subprocess.Popen(
@@ -116,9 +83,9 @@ def test_asset_page_shows_the_row_count_and_draws_the_plot(tmp_path, request):
         cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     request.addfinalizer(lambda: _stop_group(server))
-    _wait_until_serving(port, server)
+    wait_until_serving(port, server)
     # The instance remembers that the first-visit "Join the Dagster community" dialog was seen.
-    assert _post_graphql(port, "mutation { setNuxSeen }")["data"]["setNuxSeen"] is True
+    assert graphql(port, "mutation { setNuxSeen }")["data"]["setNuxSeen"] is True
 
     shots = tmp_path / "screenshots"
     shots.mkdir()

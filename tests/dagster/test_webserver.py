@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from graph_helpers import graph_for
+from webserver_lib import free_port, graphql, wait_until_serving
 
 from arrival_core.contracts import PROJECT_ROOT
 
-STARTUP_SECONDS = 120
 ASSET_GRAPH_QUERY = """
 {
   assetNodes {
@@ -29,36 +24,8 @@ ASSET_GRAPH_QUERY = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def _wait_until_serving(port: int, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"dagster-webserver exited with {proc.returncode}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5):
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.5)
-    raise AssertionError(f"dagster-webserver did not serve within {STARTUP_SECONDS} s")
-
-
 def test_webserver_serves_the_whole_asset_graph(tiny_world, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "ARRIVAL_RUN_ROOT": str(tiny_world.root)}
     webserver = Path(sys.executable).with_name("dagster-webserver")
     proc = subprocess.Popen(
@@ -69,8 +36,8 @@ def test_webserver_serves_the_whole_asset_graph(tiny_world, tmp_path):
         stderr=subprocess.PIPE,
     )
     try:
-        _wait_until_serving(port, proc)
-        nodes = _graphql(port, ASSET_GRAPH_QUERY)["data"]["assetNodes"]
+        wait_until_serving(port, proc)
+        nodes = graphql(port, ASSET_GRAPH_QUERY)["data"]["assetNodes"]
     finally:
         proc.terminate()  # our own child, by its PID
         try:
