@@ -292,8 +292,10 @@ def test_a_worker_is_ready_only_from_what_its_log_says_after_it_started(tmp_path
 
 
 def test_restarting_a_worker_that_runs_is_refused(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)  # celery"])
+    code = "import time; print('up', flush=True); time.sleep(30)  # celery"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
+        assert proc.stdout.readline() == "up\n"
         processes.write_pids(tmp_path, [cluster.Process("worker-1", proc.pid, "SIGTERM", "celery")])
         with pytest.raises(ClusterError, match=rf"worker-1 is running \(pid {proc.pid}\)"):
             cluster.restart_worker(tmp_path, 1)
@@ -307,8 +309,10 @@ def test_down_without_a_cluster_does_nothing(tmp_path):
 
 
 def test_pid_alive_checks_the_command_line_and_ignores_zombies():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    code = "import time; print('up', flush=True); time.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
+        assert proc.stdout.readline() == "up\n"  # past exec: /proc/<pid>/cmdline names the interpreter
         assert pid_alive(proc.pid, "python")
         assert not pid_alive(proc.pid, "redis-server")  # a reused pid is not the recorded process
     finally:
