@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import time
@@ -40,6 +41,14 @@ def prepare_dagster_home(explicit: str | os.PathLike | None = None) -> Path:
     return install_instance_config(explicit)
 
 
+def open_instance(home: Path) -> dg.DagsterInstance:
+    """The instance at a home, opened under an exclusive file lock: the first open of a new SQLite instance
+    creates its tables, and two `arrival` commands doing that at once would corrupt it."""
+    with open(home / ".arrival-open.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return dg.DagsterInstance.from_config(str(home))
+
+
 def _scenarios_for(store: Store, requested: Sequence[str] | None) -> list[str]:
     known = pipeline.world_scenarios(store)
     if not requested:
@@ -63,7 +72,7 @@ def add_partitions(
     seed_keys = [str(validate_seed(s)) for s in seeds]
     store = ensure_world(resolve_run_root(root))
     scenario_list = _scenarios_for(store, scenarios)
-    with dg.DagsterInstance.from_config(str(prepare_dagster_home())) as instance:
+    with open_instance(prepare_dagster_home()) as instance:
         added = register_partitions(instance, seed_keys, scenario_list)
     out(f"seeds: {', '.join(seed_keys)} (added: {', '.join(added['seed']) or 'none'})")
     out(f"scenarios: {', '.join(scenario_list)} (added: {', '.join(added['scenario']) or 'none'})")
@@ -85,6 +94,7 @@ class PartitionRun:
     error: str | None = None  # "code: message" of the first failure that carried a code
     interrupted: bool = False  # a step was stopped by SIGINT / SIGTERM
     tracebacks: dict[str, str] = field(default_factory=dict)  # step -> the failure's traceback (shown with --debug)
+    run_failure: str | None = None  # the run's own failure message (e.g. a Celery worker's pool process died)
 
     @property
     def only_checks_failed(self) -> bool:
@@ -151,6 +161,10 @@ def summarise(result: dg.ExecuteInProcessResult, key: str, seconds: float) -> Pa
         run.steps_failed[event.step_key] = f"{code}: {message}" if code else message
         if code and run.error_code is None:
             run.error_code, run.error = code, f"{code}: {message}"
+    if not run.success:
+        failed = [e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE"]
+        if failed and failed[-1].message:
+            run.run_failure = _shorten(failed[-1].message)
     done = {e.step_key for e in result.get_step_success_events()} | set(run.steps_failed)
     run.steps_not_run = [n for n in result.job_def.graph.node_names() if n not in done]
     audit = run.materialized.get(AUDIT_DATASET)
@@ -245,7 +259,7 @@ def run_partitions(
     if not quiet:
         out(f"run root {run_root}")
     failures: list[PartitionRun] = []
-    with dg.DagsterInstance.from_config(str(prepare_dagster_home())) as instance:
+    with open_instance(prepare_dagster_home()) as instance:
         for run_id in liveness.fail_dead_runs(instance):
             err(f"marked run {run_id} failed: the process that executed it is gone")
         register_partitions(instance, [str(seed_value)], scenario_list)
@@ -278,8 +292,8 @@ def run_partitions(
         elif run.only_checks_failed:
             err(f"error: {run.key}: blocking check(s) failed: " + ", ".join(c.split(" — ")[0] for c in run.checks_failed))
         else:
-            step, why = next(iter(run.steps_failed.items()), ("?", "failed"))
-            err(f"error: {run.key}: step {step} failed without a code: {why}")
+            step, why = next(iter(run.steps_failed.items()), ("the run", run.run_failure or "failed"))
+            err(f"error: {run.key}: {step} failed without a code: {why}")
     if not failures:
         return interrupts.EXIT_OK
     return interrupts.EXIT_CHECKS_FAILED if all(r.only_checks_failed for r in failures) else interrupts.EXIT_FAILURE

@@ -249,9 +249,9 @@ def format_status(rows: Sequence[PartitionStatus]) -> list[str]:
 
 def show_status(*, seed: str | None = None, out: Printer = print) -> int:
     """Print the status table of the instance at $DAGSTER_HOME (the one `arrival run` records into)."""
-    from .commands import prepare_dagster_home
+    from .commands import open_instance, prepare_dagster_home
 
-    with dg.DagsterInstance.from_config(str(prepare_dagster_home())) as instance:
+    with open_instance(prepare_dagster_home()) as instance:
         rows = partition_status(instance, seed=seed)
     if not rows and seed is not None:
         out(f"seed {validate_seed(seed)} has no registered partitions (arrival partitions add --seed {seed})")
