@@ -24,6 +24,7 @@ from .processes import (
     read_env_file,
     read_pids,
     read_state,
+    spawn_logged,
     stop_process,
     wait_for,
     write_private,
@@ -115,15 +116,7 @@ def start_worker(info: ClusterInfo, index: int, concurrency: int, queue: str) ->
     the process and where its log stood before it started."""
     name, log_path = f"worker-{index}", info.base / "logs" / f"worker-{index}.log"
     offset = log_size(log_path)
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            worker_process_command(index, concurrency, queue),
-            env={**os.environ, **info.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    proc = spawn_logged(worker_process_command(index, concurrency, queue), log_path, env={**os.environ, **info.env})
     info.record(proc, name, "SIGTERM", "celery", log_path)
     return proc, offset
 

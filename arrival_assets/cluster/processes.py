@@ -47,6 +47,13 @@ class ClusterInfo:
         write_pids(self.base, self.processes)
 
 
+def spawn_logged(command: list[str], log_path: Path, **popen: object) -> subprocess.Popen:
+    """Start a server or worker in its own session, its output appended to `log_path`, no standard input."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, **popen)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

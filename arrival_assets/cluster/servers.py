@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .processes import ClusterInfo, tail, wait_for, write_private
+from .processes import ClusterInfo, spawn_logged, tail, wait_for, write_private
 from .settings import ClusterError
 
 PG_USER = "arrival"
@@ -200,16 +200,7 @@ def start_postgres(info: ClusterInfo, port: int, password: str, timeout: float) 
     init_postgres(initdb, pg_dir, pg_dir / "data", password, account, log_path)
     command = [str(server), "-D", str(pg_dir / "data"), "-p", str(port)]
     command += ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=pg_dir,
-            start_new_session=True,
-            **_as_account(account),
-        )
+    proc = spawn_logged(command, log_path, cwd=pg_dir, **_as_account(account))
     info.record(proc, "postgres", "SIGINT", "postgres", log_path)
     wait_for(pg_ready(port, password), proc, "PostgreSQL", log_path, timeout)
     create_database(port, password)
@@ -237,14 +228,7 @@ def start_redis(info: ClusterInfo, port: int, timeout: float) -> subprocess.Pope
     redis_dir.mkdir(exist_ok=True)
     command = [str(find_redis_server()), "--port", str(port), "--bind", "127.0.0.1"]
     command += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(redis_dir)]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    proc = spawn_logged(command, log_path)
     info.record(proc, "redis", "SIGTERM", "redis-server", log_path)
     wait_for(redis_ready(port), proc, "Redis", log_path, timeout)
     return proc
