@@ -298,8 +298,9 @@ def check_coupled_scenarios(manifest: pl.DataFrame, bucket_duration_seconds: int
     first = horizons.row(0, named=True)
     other = horizons.filter((pl.col("start_us") != first["start_us"]) | (pl.col("buckets") != first["buckets"]))
     if other.height:
-        described = "; ".join(f"{r['scenario_id']} starts {r['start']} with {r['buckets']} buckets"
-                              for r in [first, *other.iter_rows(named=True)])
+        named = pl.concat([horizons.head(1), other]).select(
+            pl.format("{} starts {} with {} buckets", "scenario_id", "start", "buckets"))
+        described = "; ".join(named.to_series().to_list())
         raise ArrivalError(
             error_code("S1", "HORIZON_MISALIGNED"),
             f"scenario coupling common_v1 needs one horizon start and bucket count "

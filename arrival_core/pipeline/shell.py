@@ -58,6 +58,7 @@ class StateRun:
     timings: dict[str, float] = field(default_factory=dict)
     progress: Progress | None = None
     diagnostics: dict = field(default_factory=dict)
+    gate: Gate | None = None  # opened once per execution (a verify attempt and the body share it)
     rows_done: int = 0
 
     def advance(self, rows: int, total: int) -> None:
@@ -76,12 +77,15 @@ class StateRun:
             self.timings[phase] = round(self.timings.get(phase, 0.0) + time.perf_counter() - start, 6)
 
     def open_gate(self) -> tuple[Identity, Gate]:
-        """Resolve this partition's identity and its re-validated S0 gate; record both on the run for the report."""
-        self.identity = resolve_identity(self.store, seed=self.seed, scenario_id=self.scenario_id, state=self.state,
-                                         parameter_hash=self.parameter_hash)
-        gate_ = load_gate(self.store, self.identity, state=self.state)
-        self.scenario_set = gate_.scenario_set
-        return self.identity, gate_
+        """Resolve this partition's identity and its re-validated S0 gate (once per execution); record both on the
+        run for the report."""
+        if self.gate is None:
+            self.identity = resolve_identity(self.store, seed=self.seed, scenario_id=self.scenario_id,
+                                             state=self.state, parameter_hash=self.parameter_hash)
+            self.gate = load_gate(self.store, self.identity, state=self.state)
+            self.scenario_set = self.gate.scenario_set
+        assert self.identity is not None
+        return self.identity, self.gate
 
 
 StateBody = Callable[[StateRun], Sequence[Published]]

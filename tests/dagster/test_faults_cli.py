@@ -31,6 +31,7 @@ from faultlib import (
     temp_files,
     umount,
 )
+from graph_helpers import failures
 
 from arrival_assets import cli
 from arrival_assets.definitions import build_definitions
@@ -56,15 +57,6 @@ def _store(world: WorldInfo | Path, config_dir: Path | None = None) -> Store:
 
 def _seed_files(root: Path, seed: int) -> list[Path]:
     return list((Path(root) / "data/layer1/3B/virtual_classification").glob(f"seed={seed}/**/*.parquet"))
-
-
-def _failures(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
-    """Step -> failure metadata (error_code, error_message, ...) of every failed step of a run."""
-    out = {}
-    for event in result.get_step_failure_events():
-        data = event.step_failure_data.user_failure_data
-        out[event.step_key] = {k: getattr(v, "value", v) for k, v in (data.metadata if data else {}).items()}
-    return out
 
 
 def _stopped_runs(home: Path) -> dict[str, dg.DagsterRunStatus]:
@@ -263,7 +255,7 @@ def test_policy_edited_just_before_s2_fails_s2_gate_naming_the_file(tiny_world_c
     _with_runner(monkeypatch, "S2", edit_then_s2)
     result = _run_graph(root, config_copy)
     policy = before_s2.pop("policy")
-    failed = _failures(result)
+    failed = failures(result)
     assert list(failed) == ["s2_latent"]
     assert failed["s2_latent"]["error_code"] == "5B.S2.S0_GATE_INVALID"
     assert failed["s2_latent"]["error_message"] == f"policy {policy} changed since S0 sealed it"
@@ -290,7 +282,7 @@ def test_policy_edited_right_after_s1_publishes_stops_the_run_at_s1_checks(tiny_
                      for e in result.get_asset_check_evaluations() if not e.passed}
     assert {asset for asset, _ in failed_checks} == {"s1_time_grid_5B", "s1_grouping_5B"}
     assert set(failed_checks.values()) == {f"5B.S1.S0_GATE_INVALID: policy {policy} changed since S0 sealed it"}
-    assert "s2_latent" not in {e.step_key for e in result.get_step_success_events()} | set(_failures(result))
+    assert "s2_latent" not in {e.step_key for e in result.get_step_success_events()} | set(failures(result))
     assert _s2_files(root) == []
     assert_nothing_written(root, after_s1, records_for=S0_DATASETS + S1_DATASETS)
 
@@ -315,7 +307,7 @@ def test_policy_restored_after_an_edit_during_a_run_lets_the_next_run_pass(tiny_
     failed_checks = {(e.asset_key.to_user_string(), e.check_name): e.description
                      for e in again.get_asset_check_evaluations() if not e.passed}
     assert failed_checks == {}
-    assert again.success, _failures(again)
+    assert again.success, failures(again)
 
 
 # ---- refusals before anything is written --------------------------------------------------------------------------
