@@ -5,6 +5,7 @@ consecutive rows; chunks are checked against it and outputs are built from its d
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -72,7 +73,8 @@ def dictionary_codes(column: pa.ChunkedArray, dictionary: pa.Array) -> np.ndarra
     for chunk in column.chunks:
         if pa.types.is_dictionary(chunk.type):
             mapping = np.array([lookup.get(v, -1) for v in chunk.dictionary.to_pylist()] + [-1], dtype=np.int32)
-            parts.append(mapping[chunk.indices.fill_null(len(chunk.dictionary)).to_numpy()])
+            indices = chunk.indices.fill_null(len(chunk.dictionary)) if chunk.null_count else chunk.indices
+            parts.append(mapping[indices.to_numpy()])
         else:
             parts.append(pc.index_in(chunk, value_set=dictionary).fill_null(-1).to_numpy().astype(np.int32))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
@@ -90,20 +92,25 @@ def first_mismatch(column: pa.ChunkedArray, value: object) -> int | None:
 def chunk_misaligned(chunk: pa.Table, domain: Domain, e0: int, e1: int, bucket_column: str,
                      *, group_column: str | None = None) -> tuple[int | None, int | None]:
     """First row of a chunk that is not entity e0..e1 × bucket 0..H-1 in writer order, and first row whose
-    `group_column` differs from the entity's group (None when there is none)."""
+    `group_column` differs from the entity's group (None when there is none).
+
+    Rows are compared as an (entities × buckets) grid against each entity's expected value, broadcast along
+    its buckets, so no per-row expectation is built."""
     h = domain.buckets
     n = (e1 - e0) * h
     if chunk.num_rows != n:
         return min(chunk.num_rows, n), None
-    entity = np.repeat(np.arange(e0, e1), h)
-    bad = chunk[bucket_column].to_numpy() != np.tile(np.arange(h, dtype=np.int32), e1 - e0)
-    bad |= chunk["merchant_id"].to_numpy() != domain.merchant_id[entity]
+    grid = (e1 - e0, h)
+    bad = chunk[bucket_column].to_numpy().reshape(grid) != np.arange(h, dtype=np.int32)
+    bad |= chunk["merchant_id"].to_numpy().reshape(grid) != domain.merchant_id[e0:e1, None]
     for column in _STRING_KEYS:
-        bad |= dictionary_codes(chunk[column], domain.dictionaries[column]) != domain.codes[column][entity]
+        codes = dictionary_codes(chunk[column], domain.dictionaries[column]).reshape(grid)
+        bad |= codes != domain.codes[column][e0:e1, None]
     if bad.any():
         return int(np.argmax(bad)), None
     if group_column is not None:
-        wrong = dictionary_codes(chunk[group_column], domain.dictionaries["group_id"]) != domain.entity_group[entity]
+        codes = dictionary_codes(chunk[group_column], domain.dictionaries["group_id"]).reshape(grid)
+        wrong = codes != domain.entity_group[e0:e1, None]
         if wrong.any():
             return None, int(np.argmax(wrong))
     return None, None
@@ -153,10 +160,16 @@ def alignment_error(summary: pl.DataFrame, domain: Domain, *, state: str, where:
                         f"aligned to s1_grouping_5B chunk by chunk", file=where)
 
 
-def numeric_error(values: np.ndarray, chunk: pa.Table, bucket_column: str, *, column: str, code: str,
+def grid_key(domain: Domain, e0: int, row: int, bucket_column: str) -> dict:
+    """The entity keys and bucket of a row of the chunk starting at entity e0 (the chunk is aligned)."""
+    entity = domain.entities.row(e0 + row // domain.buckets, named=True)
+    return {**{k: entity[k] for k in ENTITY_KEYS}, bucket_column: row % domain.buckets}
+
+
+def numeric_error(values: np.ndarray, domain: Domain, e0: int, bucket_column: str, *, column: str, code: str,
                   where: str, upper: float | None = None) -> ArrivalError | None:
-    """An error naming the first entity/bucket whose value is NaN, infinite, negative (or above `upper`),
-    with the value printed plainly, else None."""
+    """An error naming the first entity/bucket (of the aligned chunk starting at entity e0) whose value is NaN,
+    infinite, negative (or above `upper`), with the value printed plainly, else None."""
     bad = ~np.isfinite(values) | (values < 0)
     rule = "NaN, infinite or negative"
     if upper is not None:
@@ -165,14 +178,24 @@ def numeric_error(values: np.ndarray, chunk: pa.Table, bucket_column: str, *, co
     if not bad.any():
         return None
     i = int(np.argmax(bad))
-    key = row_key(chunk, i, (*ENTITY_KEYS, bucket_column))
+    key = grid_key(domain, e0, i, bucket_column)
     return ArrivalError(code, f"{where}: {int(bad.sum())} row(s) have {column} {rule} (first {float(values[i])!r} "
                               f"at {key})", file=where, column=column, key=key, value=float(values[i]))
 
 
 def constant(value: str, n: int) -> pa.DictionaryArray:
     """A string column holding one value, dictionary-encoded (no per-row strings are built)."""
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value], pa.string()))
+    return pa.DictionaryArray.from_arrays(filled(0, n, pa.int32()), pa.array([value], pa.string()), safe=False)
+
+
+def filled(value: int, n: int, dtype: pa.DataType) -> pa.Array:
+    """n copies of an integer: a slice of one immutable array shared by every chunk (no per-chunk allocation)."""
+    return _filled(value, max(1024, 1 << (n - 1).bit_length()), dtype).slice(0, n)
+
+
+@functools.lru_cache(maxsize=16)
+def _filled(value: int, capacity: int, dtype: pa.DataType) -> pa.Array:
+    return pa.array(np.full(capacity, value, dtype=dtype.to_pandas_dtype()))
 
 
 def entity_columns(domain: Domain, e0: int, e1: int, *, with_group: bool,
@@ -181,12 +204,18 @@ def entity_columns(domain: Domain, e0: int, e1: int, *, with_group: bool,
     (positions within that chunk) only."""
     h = domain.buckets
     if rows is None:
-        entity, bucket = np.repeat(np.arange(e0, e1), h), np.tile(np.arange(h, dtype=np.int32), e1 - e0)
+        def per_row(values: np.ndarray) -> np.ndarray:
+            return np.repeat(values[e0:e1], h)
+        bucket = np.tile(np.arange(h, dtype=np.int32), e1 - e0)
     else:
-        entity, bucket = e0 + rows // h, (rows % h).astype(np.int32)
-    cols: dict[str, pa.Array] = {"merchant_id": pa.array(domain.merchant_id[entity])}
+        entity = e0 + rows // h
+        def per_row(values: np.ndarray) -> np.ndarray:
+            return values[entity]
+        bucket = (rows % h).astype(np.int32)
+    cols: dict[str, pa.Array] = {"merchant_id": pa.array(per_row(domain.merchant_id))}
     for column in (*_STRING_KEYS, *(("group_id",) if with_group else ())):
-        cols[column] = pa.DictionaryArray.from_arrays(pa.array(domain.codes[column][entity]),
-                                                      domain.dictionaries[column])
+        # codes index the domain's own dictionary by construction, so Arrow need not re-check their bounds
+        cols[column] = pa.DictionaryArray.from_arrays(pa.array(per_row(domain.codes[column])),
+                                                      domain.dictionaries[column], safe=False)
     cols["bucket_index"] = pa.array(bucket)
     return cols

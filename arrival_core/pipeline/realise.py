@@ -13,6 +13,7 @@ from ..errors import ArrivalError, error_code
 from ..identity import Identity
 from ..rng import ledger, streams, variates
 from ..store import Published, Store
+from . import records
 from .shell import Progress, StateResult, StateRun, execute_state
 from .streaming import (
     default_chunk_entities,
@@ -20,6 +21,7 @@ from .streaming import (
     identity_values,
     read_s1,
     stream_chunks,
+    stream_proven,
     streamed_outputs,
     surface_path,
 )
@@ -158,14 +160,14 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
                 group_column=None, identity=identity_values(identity, columns),
                 identity_code=error_code("S2", "DOMAIN_ALIGN_FAILED"), state="S2"):
             target = chunk["lambda_local_scenario"].to_numpy()
-            error = entity_grid.numeric_error(target, chunk, "local_horizon_bucket_index", column="lambda_local_scenario",
+            error = entity_grid.numeric_error(target, domain, e0, "local_horizon_bucket_index", column="lambda_local_scenario",
                                          code=error_code("S2", "REALISED_NUMERIC_INVALID"), where=where)
             if error is not None:
                 raise error
             factor, realised = latent.realise(target, domain.entity_group[e0:e1], field, lgcp.lambda_max)
             if lgcp.lambda_max is not None:
                 capped += int((target * factor > lgcp.lambda_max).sum())
-            error = entity_grid.numeric_error(realised, chunk, "local_horizon_bucket_index", column="lambda_realised",
+            error = entity_grid.numeric_error(realised, domain, e0, "local_horizon_bucket_index", column="lambda_realised",
                                          code=error_code("S2", "REALISED_NUMERIC_INVALID"), where=where)
             if error is not None:
                 raise error
@@ -244,8 +246,8 @@ def _count_events_table(domain: entity_grid.Domain, e0: int, e1: int, identity: 
         "rng_counter_before_hi": pa.array(draws.before_hi),
         "rng_counter_after_lo": pa.array(draws.after_lo),
         "rng_counter_after_hi": pa.array(draws.after_hi),
-        "draws": pa.array(np.full(n, policy.draws_per_event, dtype=np.int64)),
-        "blocks": pa.array(np.ones(n, dtype=np.int64)),
+        "draws": entity_grid.filled(policy.draws_per_event, n, pa.int64()),
+        "blocks": entity_grid.filled(1, n, pa.int64()),
     }
     return pa.table(cols)
 
@@ -280,14 +282,18 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
         ("rng_trace_arrival_bucket_count", "RNG_ACCOUNTING_MISMATCH"))]
     with run.timed("stream"), store.transaction("S3") as tx, streamed_outputs(tx, store, specs) as outputs:
         count_out, event_out, trace_out = outputs
-        for e0, e1, chunk in stream_chunks(
+        if records.proves(store, identity, source, ("S1", "S2")):
+            chunks = stream_proven(source, ["lambda_realised"], domain, step)
+        else:
+            chunks = stream_chunks(
                 store, "s2_realised_intensity_5B", source, _S2_COLUMNS, domain, step, bucket_column="bucket_index",
                 group_column="group_id", identity=identity_values(identity, _S2_COLUMNS),
-                identity_code=error_code("S3", "S2_OUTPUT_MISSING"), state="S3"):
+                identity_code=error_code("S3", "S2_OUTPUT_MISSING"), state="S3")
+        for e0, e1, chunk in chunks:
             mu = chunk["lambda_realised"].to_numpy()
-            error = entity_grid.numeric_error(mu, chunk, "bucket_index", column="lambda_realised",
+            error = entity_grid.numeric_error(mu, domain, e0, "bucket_index", column="lambda_realised",
                                               code=error_code("S3", "S2_OUTPUT_MISSING"), where=str(source)) or \
-                entity_grid.numeric_error(mu, chunk, "bucket_index", column="lambda_realised", where=str(source),
+                entity_grid.numeric_error(mu, domain, e0, "bucket_index", column="lambda_realised", where=str(source),
                                           code=error_code("S3", "COUNTS_NUMERIC_INVALID"),
                                           upper=variates.POISSON_LAMBDA_MAX)
             if error is not None:

@@ -57,6 +57,14 @@ def verified_outputs(store: Store, state: str, identity: Identity) -> tuple[Publ
     return tuple(files)
 
 
+def proves(store: Store, identity: Identity, path: Path, states: Sequence[str]) -> bool:
+    """Whether the commit records of `states` all still match their files and the last one published `path`:
+    then the file is exactly what this engine wrote on those states' outputs, and a reader need not re-check
+    what its writer built (keys, identity columns, alignment)."""
+    found = [verified_outputs(store, state, identity) for state in states]
+    return all(f is not None for f in found) and any(p.path == path for p in found[-1])
+
+
 def check_basis(store: Store, identity: Identity, upto: str) -> str | None:
     """The sha256 over the partition's commit records of the states up to `upto`, in state order (None unless
     each has one): the outputs a check step of that state's data reads are exactly these files."""

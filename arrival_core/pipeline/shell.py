@@ -310,9 +310,11 @@ def load_gate(store: Store, identity: Identity, *, state: str) -> Gate:
 # ---- outputs ---------------------------------------------------------------------------------------------------
 
 def arrow_schema(store: Store, dataset_id: str) -> pa.Schema:
-    """The explicit Arrow schema of a table dataset, derived from its contract."""
-    dtypes = table_schema.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
-    return pl.DataFrame(schema=dtypes).to_arrow().schema
+    """The explicit Arrow schema of a table dataset, derived from its contract: a column is nullable in the file
+    only when its contract allows nulls."""
+    spec = table_schema.table_spec(Path(store.contracts_dir).resolve(), store.entry(dataset_id).schema_ref)
+    schema = pl.DataFrame(schema={c.name: c.dtype for c in spec.columns}).to_arrow().schema
+    return pa.schema([f.with_nullable(c.nullable) for f, c in zip(schema, spec.columns)])
 
 
 def conform(store: Store, dataset_id: str, frame: pl.DataFrame, identity: Identity) -> pl.DataFrame:

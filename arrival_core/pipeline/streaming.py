@@ -39,7 +39,7 @@ def _sink_schema(store: Store, dataset_id: str) -> pa.Schema:
     file, so readers see plain strings, and constant or low-cardinality columns are never expanded."""
     schema = arrow_schema(store, dataset_id)
     dictionary = pa.dictionary(pa.int32(), pa.string())
-    return pa.schema([pa.field(f.name, dictionary) if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    return pa.schema([f.with_type(dictionary) if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
                       else f for f in schema])
 
 
@@ -72,10 +72,13 @@ class ValueSets:
                     pa.types.is_large_string(column.type):
                 seen.update(pc.unique(column).to_pylist())
             elif len(column):
-                extremes = pc.min_max(column)  # skips NaN, so non-finite values are added below
-                seen.update((extremes["min"].as_py(), extremes["max"].as_py()))
-                if pa.types.is_floating(column.type) and not math.isfinite(pc.sum(column).as_py()):
-                    seen.update(pc.unique(pc.filter(column, pc.invert(pc.is_finite(column)))).to_pylist())
+                values = column.to_numpy()
+                low, high = values.min(), values.max()  # NaN propagates: then the non-finite values are added
+                if pa.types.is_floating(column.type) and not (math.isfinite(low) and math.isfinite(high)):
+                    finite = values[np.isfinite(values)]
+                    seen.update(np.unique(values[~np.isfinite(values)]).tolist())
+                    low, high = (finite.min(), finite.max()) if len(finite) else (low, low)
+                seen.update((low.item(), high.item()))
 
     def validate(self) -> None:
         """Raise the state's schema code naming the column and value that break the contract."""
@@ -162,7 +165,7 @@ def identity_columns(identity: Identity, n: int, *, seeded: bool = True) -> dict
     cols = {"manifest_fingerprint": entity_grid.constant(identity.manifest_fingerprint, n),
             "parameter_hash": entity_grid.constant(identity.parameter_hash, n)}
     if seeded:
-        cols["seed"] = pa.array(np.full(n, identity.seed, dtype=np.uint64))
+        cols["seed"] = entity_grid.filled(identity.seed, n, pa.uint64())
     cols["scenario_id"] = entity_grid.constant(identity.scenario_id, n)
     return cols
 
@@ -275,6 +278,14 @@ def stream_chunks(store: Store, dataset_id: str, path: Path, columns: list[str],
                                    f"{path}: the row at {key} has {column} {chunk[column][row]}, the partition's is "
                                    f"{value!r}", file=str(path), column=column, key=key)
         yield e0, e1, chunk
+
+
+def stream_proven(path: Path, columns: list[str], domain: entity_grid.Domain, chunk_entities: int
+                  ) -> Iterator[tuple[int, int, pa.Table]]:
+    """Yield (e0, e1, rows) of whole entities of a file its commit records prove (`records.proves`), reading
+    only the named columns: its keys and identity were built from this domain by the state that wrote it."""
+    for e0, chunk in _read_whole_entities(path, columns, [], domain.buckets, chunk_entities):
+        yield e0, e0 + chunk.num_rows // domain.buckets, chunk
 
 
 def _alignment_error(scan: pl.LazyFrame, domain: entity_grid.Domain, bucket_column: str, *, state: str, where: str,

@@ -18,13 +18,21 @@ def arrow_schema(dataset_id: str, store: Store) -> pa.Schema:
     return pl.DataFrame(schema=dtypes).to_arrow().schema
 
 
+# The 5A writer's format, fixed: the bundle records each file's sha256, and the manifest fingerprint (so every
+# 5B identity and RNG stream) depends on those bytes.
+UPSTREAM_PARQUET_OPTIONS = {
+    "compression": "zstd", "compression_level": 1, "use_dictionary": True, "write_statistics": True,
+    "store_schema": False,
+}
+
+
 def parquet_bytes(frames: Iterable[pl.DataFrame], schema: pa.Schema) -> tuple[pa.Buffer, int]:
     """Encode frames (already in writer order) as one parquet file in memory, in the store's fixed row groups.
 
     In memory so the 5A bundle can carry each file's sha256 before the transaction publishes anything.
     """
     out = pa.BufferOutputStream()
-    sink = ParquetSink(out, schema)
+    sink = ParquetSink(out, schema, options=UPSTREAM_PARQUET_OPTIONS)
     for frame in frames:
         sink.write(frame)
     sink.close()

@@ -1,9 +1,12 @@
 """Publishing is atomic and no-clobber: identical bytes are a no-op, different bytes a conflict, failures leave nothing."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from arrival_core.errors import ArrivalError
@@ -93,4 +96,35 @@ def test_parquet_bytes_do_not_depend_on_how_the_writer_was_fed(tmp_path):
         digests.append(tx.published[0].sha256)
         assert tx.published[0].rows == frame.height
     assert len(set(digests)) == 1
+    assert digests[0] == hashlib.sha256(target.read_bytes()).hexdigest()  # hashed while written, not read back
     assert pl.read_parquet(target).equals(frame)
+
+
+def test_parquet_columns_are_encoded_by_type_and_required_unless_nullable(tmp_path):
+    schema = pa.schema([pa.field("s", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+                        pa.field("i", pa.int64(), nullable=False), pa.field("f", pa.float64()),
+                        pa.field("b", pa.bool_(), nullable=False)])
+    table = pa.table({"s": pa.array(["x", "y"] * 500).dictionary_encode(), "i": pa.array(range(1000)),
+                      "f": pa.array([0.5] * 1000), "b": pa.array([True, False] * 500)}).cast(schema)
+    store = _store(tmp_path)
+    target = _receipt_path(store).with_suffix(".parquet")
+    with store.transaction("S2") as tx:
+        tx.parquet("x", target, schema).write(table)
+    meta = pq.ParquetFile(target).metadata
+    columns = {meta.schema.column(i).name: meta.row_group(0).column(i) for i in range(meta.num_columns)}
+    assert "RLE_DICTIONARY" in columns["s"].encodings and columns["s"].statistics is None
+    assert "DELTA_BINARY_PACKED" in columns["i"].encodings and columns["i"].statistics.max == 999
+    assert set(columns["f"].encodings) <= {"PLAIN", "RLE"} and columns["f"].statistics is not None
+    repetition = {meta.schema.column(i).name: meta.schema.column(i).max_definition_level for i in range(4)}
+    assert repetition == {"s": 0, "i": 0, "f": 1, "b": 0}
+    assert pl.read_parquet(target).equals(pl.from_arrow(table.cast(pa.schema([("s", pa.string()), ("i", pa.int64()),
+                                                                             ("f", pa.float64()), ("b", pa.bool_())]))))
+
+
+def test_a_null_in_a_required_column_is_refused(tmp_path):
+    schema = pa.schema([pa.field("i", pa.int64(), nullable=False)])
+    store = _store(tmp_path)
+    with pytest.raises(ArrivalError) as info, store.transaction("S2") as tx:
+        tx.parquet("x", _receipt_path(store).with_suffix(".parquet"), schema).write(pa.table({"i": [1, None]}))
+    assert info.value.code == "5B.S2.IO_WRITE_FAILED" and "not nullable" in info.value.message
+    assert _files_under(tmp_path) == []

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 import pytest
 from faultlib import (
     assert_nothing_written,
@@ -63,8 +62,9 @@ def _surface(world: WorldInfo, scenario_id: str = "baseline_v1") -> Path:
 # ---- a full disk ---------------------------------------------------------------------------------------------
 
 def _fail_writes(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
-    """Every write of a state's temp file raises `code`: JSON through the store's `open`, parquet in the writer."""
-    real_open, real_write_table = open, pq.ParquetWriter.write_table
+    """Every write of a state's temp file raises `code`: JSON through the store's `open`, parquet at the
+    descriptor the sink writes to."""
+    real_open, real_write = open, os.write
 
     class FullFile(io.FileIO):
         def write(self, data: bytes) -> int:
@@ -75,13 +75,13 @@ def _fail_writes(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
             return FullFile(file, "w")
         return real_open(file, mode, *args, **kwargs)
 
-    def write_table(self, table, *args, **kwargs):
-        if is_state_temp(os.path.basename(str(self.where))):
-            raise os_error(code, self.where)
-        return real_write_table(self, table, *args, **kwargs)
+    def write(fd: int, data) -> int:
+        if is_state_temp(fd_name(fd)):
+            raise os_error(code, fd_name(fd))
+        return real_write(fd, data)
 
     monkeypatch.setattr(store_module, "open", store_open, raising=False)
-    monkeypatch.setattr(pq.ParquetWriter, "write_table", write_table)
+    monkeypatch.setattr(os, "write", write)
 
 
 def _fail_fsyncs(monkeypatch: pytest.MonkeyPatch, code: int) -> None:

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from s2s3lib import ENTITY, TABLES, edited_config, outputs, path, read, run_all, store
 
 from arrival_core import checks, contracts, pipeline, tables
+from arrival_core.pipeline import records
 from arrival_core.world import WorldInfo
 
 SCENARIOS = ("baseline_v1", "stress_v1")
@@ -116,6 +118,35 @@ def test_chunk_size_changes_no_byte(tiny_run, tiny_world: WorldInfo, tmp_path: P
         got = {k: v for k, v in outputs(root).items() if "seed=42" in k and "stress_v1" in k}
         assert got.keys() == reference.keys() and len(got) == 8
         assert all(got[k] == reference[k] for k in got), [k for k in got if got[k] != reference[k]]
+
+
+def test_s3_reads_only_lambda_of_an_s2_output_its_records_prove(tiny_run, tiny_world: WorldInfo, tmp_path: Path,
+                                                                  monkeypatch):
+    """S3 on an S2 output that S1's and S2's commit records prove reads only lambda_realised; without S2's record
+    it reads and checks every key column; the counts are the same bytes either way."""
+    st, _ = tiny_run
+    read_columns: list[list[str]] = []
+    real_read = pq.ParquetFile.read_row_group
+
+    def spy(self, i, columns=None, **kwargs):
+        read_columns.append(list(columns or []))
+        return real_read(self, i, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
+    reference = {k: v for k, v in outputs(st.run_root).items() if "seed=42" in k and "baseline_v1" in k}
+    for proven in (True, False):
+        root = tmp_path / f"proven-{proven}"
+        shutil.copytree(tiny_world.root, root)
+        ident = run_all(store(root), seed=42, scenario_id="baseline_v1", upto="run_s2")
+        if not proven:
+            records.commit_path(store(root), "S2", ident).unlink()
+        read_columns.clear()
+        pipeline.run_s3(store(root), seed=42, scenario_id="baseline_v1")
+        assert read_columns and all(c == (["lambda_realised"] if proven else ["manifest_fingerprint", "parameter_hash",
+                                    "seed", "scenario_id", *ENTITY, "bucket_index", "group_id", "lambda_realised"])
+                                    for c in read_columns), read_columns[:2]
+        got = {k: v for k, v in outputs(root).items() if "s3_bucket_counts" in k or "arrival_bucket_count" in k}
+        assert len(got) == 3 and all(got[k] == reference[k] for k in got)
 
 
 def test_different_seeds_give_different_realisations(tiny_run):
