@@ -83,6 +83,9 @@ def dictionary_codes(column: pa.ChunkedArray, dictionary: pa.Array) -> np.ndarra
 def first_mismatch(column: pa.ChunkedArray, value: object) -> int | None:
     """Index of the first row of a column that is null or differs from `value`, else None."""
     if isinstance(value, str):
+        if all(pa.types.is_dictionary(c.type) and not c.null_count and
+               pc.all(pc.equal(c.dictionary, value), skip_nulls=False).as_py() is True for c in column.chunks):
+            return None  # every dictionary entry is the value: no row can differ
         bad = dictionary_codes(column, pa.array([value], pa.string())) < 0
     else:
         bad = ~pc.equal(column, pa.scalar(value, column.type)).fill_null(False).to_numpy()

@@ -73,6 +73,11 @@ class CheckContext:
         return e0, e1, bad_key if bad_key is not None else bad_group
 
     @cached_property
+    def surface(self):
+        """The scenario's λ surface (S0 proved its digest; the checks compare its values, so need not re-hash it)."""
+        return self.gate.path("merchant_zone_scenario_local_5A", scenario_id=self.identity.scenario_id)
+
+    @cached_property
     def corridors(self) -> dict:
         """The statistical corridors' settings (config/check_policy.yaml)."""
         return pipeline.read_check_policy(self.store)

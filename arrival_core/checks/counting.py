@@ -6,26 +6,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
-from .. import counts, pipeline
+from .. import counts, entity_grid, pipeline
 from ..grouping import ENTITY_KEYS
 from ..rng import ledger, streams, variates
 from ..rng.philox import add_counter
-from .context import (
-    CheckContext,
-    CheckResult,
-    TableScan,
-    document_schema,
-    first_true,
-    key_of,
-    require_file,
-    scan_table,
-)
-from .intensity import ledger_result
+from .context import CheckContext, CheckResult, document_schema, first_true, key_of, require_file
+from .intensity import _merge, ledger_result
+from .scanning import GRID_KEYS, GridScan, RowStream, ValueCheck, column
 from .specs import (
     COUNT_CORRIDOR,
-    DOMAIN_COMPLETE,
     NUMERIC_VALID,
+    PRIMARY_KEY_UNIQUE,
     RNG_ACCOUNTING,
     RNG_REPLAY,
     SCHEMA_VALID,
@@ -130,16 +123,15 @@ def count_corridor(m: CountMoments, law: str, alpha: float) -> dict:
     return out | {"passed": out["total_ok"] and out["dispersion_ok"]}
 
 
-def _replay_counts(ctx: CheckContext, frame: pl.DataFrame, e0: int, rows: np.ndarray, kappa: np.ndarray | None) -> np.ndarray:
-    """count_N re-derived for chosen rows of a slice of whole entities starting at entity e0."""
+def _replay_counts(ctx: CheckContext, mu: np.ndarray, e0: int, rows: np.ndarray, kappa: np.ndarray | None) -> np.ndarray:
+    """count_N re-derived for chosen rows of a chunk of whole entities starting at entity e0."""
     h = ctx.domain.buckets
-    local_entity = rows // h
-    entities, index = np.unique(local_entity, return_inverse=True)
+    entities, index = np.unique(rows // h, return_inverse=True)
     keys = counts.domain_keys(ctx.domain.entities[e0 + entities])
     ident = ctx.identity
     bases = streams.stream_bases(counts.FAMILY_ID, ident.manifest_fingerprint, ident.parameter_hash, ident.seed,
                                  ident.scenario_id, keys, domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
-    draws = counts.draw_counts(frame["mu"].to_numpy()[rows], index, frame["bucket_index"].to_numpy()[rows], bases,
+    draws = counts.draw_counts(mu[rows], index, (rows % h).astype(np.int32), bases,
                                None if kappa is None else kappa[e0 + entities], ctx.count_policy)
     return draws.count
 
@@ -147,65 +139,48 @@ def _replay_counts(ctx: CheckContext, frame: pl.DataFrame, e0: int, rows: np.nda
 def check_counts(ctx: CheckContext) -> dict[str, CheckResult]:
     d, policy = ctx.domain, ctx.count_policy
     h = d.buckets
-    path = ctx.path("s3_bucket_counts_5B")
-    require_file(path)
-    total = pipeline.table_rows(path)
-    domain, numeric, replay, corridor = CheckResult(), CheckResult(), CheckResult(), CheckResult()
-    aligned = [total == d.rows]
-    if not aligned[0]:
-        domain.fail(f"{total} rows, expected {d.size} entities × {h} buckets = {d.rows}")
+    scan = GridScan(ctx, "s3_bucket_counts_5B")
+    numeric, replay, corridor = CheckResult(), CheckResult(), CheckResult()
     kappa = counts.entity_kappa(ctx.grouping, policy) if policy.law == "nb2" else None
-    slice_rows = pipeline.default_chunk_entities(h) * h
-    source = pipeline.read_slices(ctx.path("s2_realised_intensity_5B"), slice_rows,
-                                  [*ENTITY_KEYS, "bucket_index", "lambda_realised"])
-    sample = ctx.sample(total)
+    source = pipeline.read_whole_entities(ctx.path("s2_realised_intensity_5B"), ["lambda_realised"], [], h,
+                                          pipeline.default_chunk_entities(h))
+    sample = ctx.sample(scan.rows)
     moments = CountMoments()
-    replayed = [0]
-
-    def on_slice(start: int, frame: pl.DataFrame) -> None:
-        if not aligned[0]:
-            return
-        e0, e1, row = ctx.entity_span(start, frame)
+    replayed = 0
+    for e0, e1, chunk in scan.chunks():
+        start = e0 * h
         _, s2 = next(source)
-        same = all(frame[c].equals(s2[c]) for c in (*ENTITY_KEYS, "bucket_index"))
-        if row is not None or not same:
-            domain.fail(f"rows from {start} are not the rows of s2_realised_intensity_5B / grid × grouping")
-            aligned[0] = False
-            return
-        mu = frame["mu"].to_numpy()
-        n = frame["count_N"].to_numpy()
-        capped = frame["count_capped"].to_numpy()
+        mu, n, capped = column(chunk, "mu"), column(chunk, "count_N"), column(chunk, "count_capped")
+        realised = column(chunk, "lambda_realised")
         for label, bad in (
-            ("λ_realised differs from s2_realised_intensity_5B", frame["lambda_realised"].to_numpy()
-             != s2["lambda_realised"].to_numpy()),
-            ("μ ≠ λ_realised", mu != frame["lambda_realised"].to_numpy()),
+            ("λ_realised differs from s2_realised_intensity_5B", realised != column(s2, "lambda_realised")),
+            ("μ ≠ λ_realised", mu != realised),
             ("count_N > max_count_per_bucket", n > policy.max_count),
             ("count_N > 0 where μ ≤ lambda_zero_eps", (mu <= policy.lambda_zero_eps) & (n != 0)),
             ("count_capped without count_N = max_count_per_bucket", capped & (n != policy.max_count)),
-            (f"count_law_id is not {policy.law}", (frame["count_law_id"] != policy.law).to_numpy()),
+            (f"count_law_id is not {policy.law}", entity_grid.dictionary_codes(
+                chunk["count_law_id"], pa.array([policy.law])) < 0),
         ):
             if (i := first_true(bad)) is not None:
-                numeric.fail(f"{int(bad.sum())} row(s): {label}", key_of(frame, i, (*ENTITY_KEYS, "bucket_index")))
-        rows = sample[(sample >= start) & (sample < start + frame.height)] - start
+                numeric.fail(f"{int(bad.sum())} row(s): {label}", entity_grid.grid_key(d, e0, i, "bucket_index"))
+        rows = sample[(sample >= start) & (sample < start + chunk.num_rows)] - start
         if len(rows):
-            again = _replay_counts(ctx, frame, e0, rows, kappa)
-            replayed[0] += len(rows)
+            again = _replay_counts(ctx, mu, e0, rows, kappa)
+            replayed += len(rows)
             bad = again != n[rows]
             if (i := first_true(bad)) is not None:
                 replay.fail(f"{int(bad.sum())} of {len(rows)} replayed row(s) differ",
-                            key_of(frame, int(rows[i]), (*ENTITY_KEYS, "bucket_index")) | {"count_N": int(n[rows[i]]),
-                                                                                           "replayed": int(again[i])})
+                            entity_grid.grid_key(d, e0, int(rows[i]), "bucket_index")
+                            | {"count_N": int(n[rows[i]]), "replayed": int(again[i])})
         use = (mu > policy.lambda_zero_eps) & ~capped
         k = None if kappa is None else np.repeat(kappa[e0:e1], h)[use]
         moments.add(mu[use], n[use].astype(np.float64), k)
-
-    results = scan_table(ctx, "s3_bucket_counts_5B", slice_rows, on_slice)
-    replay.facts |= {"rows_replayed": replayed[0], "mode": ctx.replay}
+    replay.facts |= {"rows_replayed": replayed, "mode": ctx.replay}
     stats = count_corridor(moments, policy.law, ctx.corridors["false_alarm"])
     corridor.facts |= {k: v for k, v in stats.items() if k not in ("passed",)}
     if not stats["passed"]:
         corridor.fail(f"counts outside their corridor: {({k: stats[k] for k in stats if k.endswith('_ok')})}")
-    return results | {DOMAIN_COMPLETE: domain, NUMERIC_VALID: numeric, RNG_REPLAY: replay, COUNT_CORRIDOR: corridor}
+    return scan.results() | {NUMERIC_VALID: numeric, RNG_REPLAY: replay, COUNT_CORRIDOR: corridor}
 
 
 def check_count_events(ctx: CheckContext) -> dict[str, CheckResult]:
@@ -213,52 +188,101 @@ def check_count_events(ctx: CheckContext) -> dict[str, CheckResult]:
     h = d.buckets
     path = ctx.path("rng_event_arrival_bucket_count")
     require_file(path)
-    family = pipeline.read_ledger(ctx.gate, counts.FAMILY_ID)
-    accounting = ledger_result(ctx, counts.FAMILY_ID, family.events, family.expected, family.trace)
-    replay = CheckResult(facts={"mode": ctx.replay})
-    scan = TableScan(ctx, "rng_event_arrival_bucket_count")
+    events_in = RowStream(path)
+    values, key = ValueCheck(ctx, "rng_event_arrival_bucket_count", path), CheckResult(facts={"by": "the count rows"})
+    accounting, replay = CheckResult(), CheckResult(facts={"mode": ctx.replay})
     kappa = counts.entity_kappa(ctx.grouping, policy) if policy.law == "nb2" else None
-    sample = ctx.sample(family.events.events, full=False)  # under `full` the counts' own check replays them all
+    sample = ctx.sample(pipeline.table_rows(path), full=False)  # under `full` the counts' own check replays them all
     chosen: list[pl.DataFrame] = []
-    offset, ident = 0, ctx.identity
-    keys = (*ENTITY_KEYS, "bucket_index")
-    step = pipeline.default_chunk_entities(h)
-    for start, frame in pipeline.read_slices(ctx.path("s3_bucket_counts_5B"), step * h, [*keys, "mu", "count_N"]):
-        e0, e1 = start // h, (start + frame.height) // h
-        drew = frame["mu"].to_numpy() > policy.lambda_zero_eps
-        expected = frame.filter(pl.Series(drew))
-        events = pipeline.read_rows(path, offset, expected.height)
-        scan.feed(offset, events)
-        if not events.select(keys).equals(expected.select(keys)):
-            accounting.fail(f"events from row {offset} are not the count rows with μ > lambda_zero_eps (same order)")
-            break
-        entity = np.repeat(np.arange(e0, e1), h)[drew]
-        key, hi, lo = streams.stream_bases(counts.FAMILY_ID, ident.manifest_fingerprint, ident.parameter_hash,
-                                           ident.seed, ident.scenario_id, counts.domain_keys(d.entities[np.unique(entity)]),
-                                           domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
-        local = np.searchsorted(np.unique(entity), entity)
-        bucket = expected["bucket_index"].to_numpy().astype(np.uint64)
-        before_hi, before_lo, _ = add_counter(hi[local], lo[local], bucket)
-        after_hi, after_lo, _ = add_counter(before_hi, before_lo, np.ones_like(bucket))
-        for column, want in (("rng_key", key[local]), ("rng_counter_before_hi", before_hi),
-                             ("rng_counter_before_lo", before_lo), ("rng_counter_after_hi", after_hi),
-                             ("rng_counter_after_lo", after_lo),
-                             ("draws", np.full(len(bucket), policy.draws_per_event)), ("blocks", np.ones(len(bucket)))):
-            bad = events[column].to_numpy() != want
-            if (i := first_true(bad)) is not None:
-                accounting.fail(f"{int(bad.sum())} event(s): {column} is not the stream base + bucket_index",
-                                key_of(events, i, keys))
-        rows = sample[(sample >= offset) & (sample < offset + events.height)] - offset
-        if len(rows):
-            chosen.append(events[rows].with_columns(
-                mu=expected["mu"].gather(rows), count_N=expected["count_N"].gather(rows),
-                kappa=pl.Series(np.ones(len(rows)) if kappa is None else kappa[entity[rows]])))
-        offset += events.height
-    if offset != pipeline.table_rows(path):
-        accounting.fail(f"the event log has {pipeline.table_rows(path)} rows, the counts imply {offset}")
+    totals = np.zeros(3, dtype=np.int64)  # events, draws, blocks
+    drawing = 0
+    for e0, chunk in pipeline.read_whole_entities(ctx.path("s3_bucket_counts_5B"), ["mu", "count_N"], [], h,
+                                                  pipeline.default_chunk_entities(h)):
+        mu = column(chunk, "mu")
+        rows = np.flatnonzero(mu > policy.lambda_zero_eps)
+        drawing += len(rows)
+        offset = events_in.taken
+        events = events_in.take(len(rows))
+        values.add(offset, events)
+        totals += (events.num_rows, pc_sum(events, "draws"), pc_sum(events, "blocks"))
+        if events.num_rows != len(rows) and not key.problems:
+            key.fail(f"the event log ends at row {offset + events.num_rows}; the counts imply more")
+        if key.problems:
+            continue
+        if (problem := _event_keys_problem(ctx, events, e0, rows, offset)) is not None:
+            key.fail(*problem)
+            accounting.fail(*problem)
+            continue
+        if (problem := _event_counters_problem(ctx, events, e0, rows, policy)) is not None:
+            accounting.fail(*problem)
+        local = sample[(sample >= offset) & (sample < offset + len(rows))] - offset
+        if len(local):
+            picked = events.take(pa.array(local))
+            entity = e0 + rows[local] // h
+            chosen.append(pl.from_arrow(picked).with_columns(pl.col(pl.Categorical).cast(pl.String)).with_columns(
+                mu=pl.Series(mu[rows[local]]), count_N=pl.Series(column(chunk, "count_N")[rows[local]]),
+                kappa=pl.Series(np.ones(len(local)) if kappa is None else kappa[entity])))
+    if events_in.take(1).num_rows:
+        accounting.fail(f"the event log has {pipeline.table_rows(path)} rows, the counts imply {drawing}")
+    trace = pipeline.read_table(ctx.path("rng_trace_arrival_bucket_count"))
+    expected = ledger.FamilyTotals(drawing, drawing * policy.draws_per_event, drawing)
+    found = ledger_result(ctx, counts.FAMILY_ID, ledger.FamilyTotals(*map(int, totals)), expected, trace)
+    accounting = _merge(accounting, found)
     if chosen:
         _replay_count_events(ctx, pl.concat(chosen), policy, replay)
-    return scan.results() | {RNG_ACCOUNTING: accounting, RNG_REPLAY: replay}
+    return {SCHEMA_VALID: values.finish(events_in.taken), PRIMARY_KEY_UNIQUE: key, RNG_ACCOUNTING: accounting,
+            RNG_REPLAY: replay}
+
+
+def pc_sum(table: pa.Table, name: str) -> int:
+    """The sum of an integer column (0 when empty)."""
+    return int(table[name].to_numpy().sum()) if table.num_rows else 0
+
+
+def _event_keys_problem(ctx: CheckContext, events: pa.Table, e0: int, rows: np.ndarray,
+                        offset: int) -> tuple[str, dict] | None:
+    """Why the events of a chunk are not its drawing count rows (same keys, same order, this partition); else None."""
+    d = ctx.domain
+    h = d.buckets
+    entity, bucket = e0 + rows // h, rows % h
+    keys_bad = column(events, "bucket_index") != bucket
+    keys_bad |= column(events, "merchant_id") != d.merchant_id[entity]
+    for name in ("legal_country_iso", "tzid", "channel_group"):
+        keys_bad |= entity_grid.dictionary_codes(events[name], d.dictionaries[name]) != d.codes[name][entity]
+    for name, value in pipeline.identity_values(ctx.identity, events.column_names).items():
+        if isinstance(value, str):
+            keys_bad |= entity_grid.dictionary_codes(events[name], pa.array([value])) < 0
+        else:
+            keys_bad |= column(events, name) != value
+    if (i := first_true(keys_bad)) is not None:
+        message = f"event row {offset + i} is not the count row with μ > lambda_zero_eps it should log (same keys, same order)"
+        return message, entity_grid.row_key(events, i, GRID_KEYS)
+    return None
+
+
+def _event_counters_problem(ctx: CheckContext, events: pa.Table, e0: int, rows: np.ndarray,
+                            policy: counts.CountPolicy) -> tuple[str, dict] | None:
+    """Why the events of a chunk (keys already proven) do not sit at the stream base + bucket_index, one block of
+    the policy's draws each; else None."""
+    d = ctx.domain
+    h = d.buckets
+    entity, bucket = e0 + rows // h, rows % h
+    ident = ctx.identity
+    unique, local = np.unique(entity, return_inverse=True)
+    key, hi, lo = streams.stream_bases(counts.FAMILY_ID, ident.manifest_fingerprint, ident.parameter_hash,
+                                       ident.seed, ident.scenario_id, counts.domain_keys(d.entities[unique]),
+                                       domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
+    before_hi, before_lo, _ = add_counter(hi[local], lo[local], bucket.astype(np.uint64))
+    after_hi, after_lo, _ = add_counter(before_hi, before_lo, np.ones(len(rows), dtype=np.uint64))
+    for name, want in (("rng_key", key[local]), ("rng_counter_before_hi", before_hi),
+                       ("rng_counter_before_lo", before_lo), ("rng_counter_after_hi", after_hi),
+                       ("rng_counter_after_lo", after_lo), ("draws", policy.draws_per_event), ("blocks", 1)):
+        bad = column(events, name) != want
+        if (i := first_true(bad)) is not None:
+            return (f"{int(bad.sum())} event(s): {name} is not the stream base + bucket_index"
+                    if name.startswith("rng") else f"{int(bad.sum())} event(s): {name} is not {want}",
+                    entity_grid.grid_key(d, e0, int(rows[i]), "bucket_index"))
+    return None
 
 
 def _replay_count_events(ctx: CheckContext, events: pl.DataFrame, policy: counts.CountPolicy, result: CheckResult) -> None:

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 import polars as pl
+import pyarrow as pa
 
 from .. import pipeline
 from ..encoding import jsonable
@@ -29,7 +30,7 @@ def evaluate(store: Store, identity: Identity, dataset_id: str, *, replay: str =
     results: dict[str, CheckResult] = {}
     try:
         results = _EVALUATORS[dataset_id](ctx)
-    except (ArrivalError, OSError, pl.exceptions.PolarsError) as exc:
+    except (ArrivalError, OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
         reason = f"{exc.code}: {exc.message}" if isinstance(exc, ArrivalError) else f"cannot be read: {exc}"
         results = {}
         for spec in specs:

@@ -6,11 +6,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
-from .. import counts, kernels, latent, pipeline
-from ..grouping import ENTITY_KEYS
+from .. import counts, entity_grid, kernels, latent, pipeline
 from ..rng import ledger, streams
-from .context import CheckContext, CheckResult, TableScan, first_true, key_of, require_file, scan_table
+from .context import CheckContext, CheckResult, TableScan, first_true, require_file, scan_table
+from .scanning import GridScan, ValueCheck, column, string_columns
 from .specs import (
     DOMAIN_COMPLETE,
     LATENT_CORRIDOR,
@@ -26,70 +27,52 @@ from .specs import (
 
 # ---- S2 ------------------------------------------------------------------------------------------------------------
 
-def _latent_matrix(ctx: CheckContext) -> pl.DataFrame | None:
-    """The published latent field's columns (G·H rows), or None when the policy does not emit it."""
+def _published_factors(ctx: CheckContext) -> np.ndarray | None:
+    """ξ of the published latent field as a (groups × buckets) matrix, or None when the policy does not emit it."""
     path = ctx.path("s2_latent_field_5B")
     if not path.is_file():
         return None
-    return pipeline.read_table(path, ["group_id", "bucket_index", "latent_value", "latent_std",
-                                      "length_scale_buckets", "lambda_random_component", "clipped"])
+    return pq.read_table(path, columns=["lambda_random_component"])["lambda_random_component"].to_numpy().reshape(
+        -1, ctx.domain.buckets)
 
 
 def check_realised(ctx: CheckContext) -> dict[str, CheckResult]:
     d, lgcp = ctx.domain, ctx.lgcp
     h = d.buckets
-    path = ctx.path("s2_realised_intensity_5B")
-    require_file(path)
-    total = pipeline.table_rows(path)
-    domain, numeric, replay = CheckResult(), CheckResult(), CheckResult()
-    aligned = [total == d.rows]
-    if not aligned[0]:
-        domain.fail(f"{total} rows, expected {d.size} entities × {h} buckets = {d.rows}")
+    scan = GridScan(ctx, "s2_realised_intensity_5B")
+    numeric, replay = CheckResult(), CheckResult()
     chosen, fresh = ctx.replay_groups()
     position = np.full(len(d.group_ids), -1)
     position[chosen] = np.arange(len(chosen))
-    published = _latent_matrix(ctx)
-    factors = None if published is None else published["lambda_random_component"].to_numpy().reshape(-1, h)
-    slice_rows = pipeline.default_chunk_entities(h) * h
-    source = pipeline.read_slices(pipeline.surface_path(ctx.gate, ctx.identity), slice_rows, ["lambda_local_scenario"])
-    replayed = [0]
-
-    def on_slice(start: int, frame: pl.DataFrame) -> None:
-        if not aligned[0]:
-            return
-        e0, e1, row = ctx.entity_span(start, frame)
-        if row is not None:
-            domain.fail(f"row {start + row} breaks grid × grouping", key_of(frame, row, (*ENTITY_KEYS, "bucket_index")))
-            aligned[0] = False
-            return
-        target = frame["lambda_baseline"].to_numpy()
-        factor = frame["lambda_random_component"].to_numpy()
-        realised = frame["lambda_realised"].to_numpy()
+    factors = _published_factors(ctx)
+    source = pipeline.read_whole_entities(ctx.surface, ["lambda_local_scenario"], [], h,
+                                          pipeline.default_chunk_entities(h))
+    replayed = 0
+    for e0, e1, chunk in scan.chunks():
+        target, factor, realised = (column(chunk, c) for c in ("lambda_baseline", "lambda_random_component",
+                                                                "lambda_realised"))
         group = np.repeat(d.entity_group[e0:e1], h)
-        bucket = frame["bucket_index"].to_numpy()
+        bucket = np.tile(np.arange(h), e1 - e0)
         _, src = next(source)
         checks = [
-            ("λ_baseline differs from the sealed λ_target", target != src["lambda_local_scenario"].to_numpy()),
+            ("λ_baseline differs from the sealed λ_target", target != column(src, "lambda_local_scenario")),
             ("ξ outside [min_factor, max_factor]", (factor < lgcp.min_factor) | (factor > lgcp.max_factor)),
             ("λ_realised ≠ min(λ_baseline·ξ, lambda_max)",
              realised != (target * factor if lgcp.lambda_max is None else np.minimum(target * factor, lgcp.lambda_max))),
         ]
         if factors is not None:
-            checks.append(("ξ differs from s2_latent_field_5B", factor != factors[group, bucket]))
+            checks.append(("ξ differs from s2_latent_field_5B", factor != factors.ravel()[group * h + bucket]))
         for label, bad in checks:
             if (i := first_true(bad)) is not None:
-                numeric.fail(f"{int(bad.sum())} row(s): {label}", key_of(frame, i, (*ENTITY_KEYS, "bucket_index")))
-        rows = position[group] >= 0
-        replayed[0] += int(rows.sum())
-        bad = np.zeros(len(factor), dtype=bool)
-        bad[rows] = factor[rows] != fresh.factor[position[group[rows]], bucket[rows]]
+                numeric.fail(f"{int(bad.sum())} row(s): {label}", entity_grid.grid_key(d, e0, i, "bucket_index"))
+        rows = np.flatnonzero(position[group] >= 0)
+        replayed += len(rows)
+        bad = factor[rows] != fresh.factor[position[group[rows]], bucket[rows]]
         if (i := first_true(bad)) is not None:
-            replay.fail(f"{int(bad.sum())} row(s) have ξ that does not replay", key_of(frame, i, (*ENTITY_KEYS, "bucket_index")))
-
-    results = scan_table(ctx, "s2_realised_intensity_5B", slice_rows, on_slice)
-    domain.facts |= {"rows": total, "entities": d.size, "buckets": h}
-    replay.facts |= {"groups_replayed": len(chosen), "rows_compared": replayed[0], "mode": ctx.replay}
-    return results | {DOMAIN_COMPLETE: domain, NUMERIC_VALID: numeric, RNG_REPLAY: replay}
+            replay.fail(f"{int(bad.sum())} row(s) have ξ that does not replay",
+                        entity_grid.grid_key(d, e0, int(rows[i]), "bucket_index"))
+    replay.facts |= {"groups_replayed": len(chosen), "rows_compared": replayed, "mode": ctx.replay}
+    return scan.results() | {NUMERIC_VALID: numeric, RNG_REPLAY: replay}
 
 
 def check_latent_field(ctx: CheckContext) -> dict[str, CheckResult]:
@@ -97,14 +80,25 @@ def check_latent_field(ctx: CheckContext) -> dict[str, CheckResult]:
     if not ctx.path("s2_latent_field_5B").is_file() and not lgcp.emit_latent_field:
         result = CheckResult(facts={"emitted": False})
         return {spec.name: result for spec in checks_for("s2_latent_field_5B")}
-    results = scan_table(ctx, "s2_latent_field_5B", pipeline.DEFAULT_CHUNK_ROWS)
-    table = _latent_matrix(ctx)
+    path = ctx.path("s2_latent_field_5B")
+    require_file(path)
+    arrow = pq.read_table(path, read_dictionary=string_columns(path))
+    values = ValueCheck(ctx, "s2_latent_field_5B", path)
+    values.add(0, arrow)
+    table = pl.from_arrow(arrow.drop_columns([c for c in string_columns(path)]))
     g, h = len(d.group_ids), d.buckets
     domain, numeric, replay, corridor = CheckResult(), CheckResult(), CheckResult(), CheckResult()
-    if table.height != g * h or not table["group_id"].equals(pl.Series(d.group_ids).gather(
-            np.repeat(np.arange(g), h)), check_names=False) or not np.array_equal(
-            table["bucket_index"].to_numpy(), np.tile(np.arange(h), g)):
-        domain.fail(f"{table.height} rows; expected {g} groups × {h} buckets in (group_id, bucket) order")
+    key = CheckResult(facts={"by": "(group_id, bucket) order against the grouping's sorted group ids"})
+    codes = entity_grid.dictionary_codes(arrow["group_id"], d.dictionaries["group_id"])
+    if arrow.num_rows != g * h or not np.array_equal(codes, np.repeat(np.arange(g), h)) or not np.array_equal(
+            table["bucket_index"].to_numpy(), np.tile(np.arange(h), g)) or list(d.group_ids) != sorted(set(d.group_ids)):
+        domain.fail(f"{arrow.num_rows} rows; expected {g} groups × {h} buckets in (group_id, bucket) order")
+        key.fail("the rows are not one per (group_id, bucket) in writer order (see domain_complete)")
+    for name, value in pipeline.identity_values(ctx.identity, arrow.column_names).items():
+        if (row := entity_grid.first_mismatch(arrow[name], value)) is not None:
+            domain.fail(f"{name} is {arrow[name][row]} at row {row}, the partition's is {value!r}")
+    results = {SCHEMA_VALID: values.finish(arrow.num_rows), PRIMARY_KEY_UNIQUE: key}
+    if domain.problems:
         return results | {name: domain for name in (DOMAIN_COMPLETE, NUMERIC_VALID, RNG_REPLAY, LATENT_CORRIDOR)}
     domain.facts |= {"groups": g, "buckets": h}
     latent_z = table["latent_value"].to_numpy().reshape(g, h)
@@ -121,8 +115,8 @@ def check_latent_field(ctx: CheckContext) -> dict[str, CheckResult]:
         ("`clipped` does not mark the clipped factors", table["clipped"].to_numpy() != (factor != raw).ravel()),
     ):
         if (i := first_true(bad)) is not None:
-            numeric.fail(f"{int(bad.sum())} row(s): {label}", {"group_id": table["group_id"][i],
-                                                              "bucket_index": table["bucket_index"][i]})
+            numeric.fail(f"{int(bad.sum())} row(s): {label}", {"group_id": d.group_ids[i // h],
+                                                              "bucket_index": int(i % h)})
     chosen, fresh = ctx.replay_groups()
     bad = (latent_z[chosen] != fresh.latent) | (factor[chosen] != fresh.factor)
     if bad.any():

@@ -35,7 +35,14 @@ from .shell import (
     validate_output,
 )
 from .states import STATES, State, state_of_output
-from .streaming import DEFAULT_CHUNK_ROWS, ValueSets, default_chunk_entities, surface_path
+from .streaming import (
+    DEFAULT_CHUNK_ROWS,
+    ValueSets,
+    default_chunk_entities,
+    identity_values,
+    read_whole_entities,
+    surface_path,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
@@ -51,6 +58,7 @@ __all__ = [
     "conform",
     "default_chunk_entities",
     "execute_state",
+    "identity_values",
     "load_gate",
     "output_path",
     "parse_policy",
@@ -66,6 +74,7 @@ __all__ = [
     "read_sealed_table",
     "read_slices",
     "read_table",
+    "read_whole_entities",
     "read_world",
     "recorded_outcomes",
     "resolve_identity",

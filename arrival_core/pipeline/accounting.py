@@ -39,7 +39,7 @@ def _scan_existing(store: Store, dataset_id: str, identity: Identity, *, code: s
 
 def _event_totals(scan: pl.LazyFrame) -> ledger.FamilyTotals:
     row = scan.select(pl.len().alias("events"), pl.col("draws").sum().alias("draws"),
-                      pl.col("blocks").sum().alias("blocks")).collect().row(0)
+                      pl.col("blocks").sum().alias("blocks")).collect(engine="streaming").row(0)
     return ledger.FamilyTotals(*(int(v or 0) for v in row))
 
 
@@ -50,14 +50,18 @@ def read_ledger(g: Gate, family_id: str) -> FamilyLedger:
     if family_id == latent.FAMILY_ID:
         code = error_code("S3", "S2_OUTPUT_MISSING")
         lgcp = latent.parse_lgcp_policy(g.policy("arrival_lgcp_config_5B"))
-        realised, _ = _scan_existing(store, "s2_realised_intensity_5B", identity, code=code)
-        groups, buckets = realised.select(pl.col("group_id").n_unique(),
-                                          pl.col("bucket_index").n_unique()).collect().row(0)
+        _scan_existing(store, "s2_realised_intensity_5B", identity, code=code)
+        # S2's rows are grid × grouping (its own checks prove it), so S1 gives the groups and buckets it drew for
+        missing = error_code("S3", "S1_OUTPUT_MISSING")
+        grouping, _ = _scan_existing(store, "s1_grouping_5B", identity, code=missing)
+        grid, _ = _scan_existing(store, "s1_time_grid_5B", identity, code=missing)
+        groups = grouping.select(pl.col("group_id").n_unique()).collect().item()
+        buckets = grid.select(pl.len()).collect().item()
         if lgcp.latent_model_id == "none":
             groups = 0
         events_id, trace_id = "rng_event_arrival_lgcp_gaussian", "rng_trace_arrival_lgcp_gaussian"
         if lgcp.latent_model_id == latent.STATIONARY:
-            expected = _stationary_expectation(store, identity, lgcp, realised, buckets)
+            expected = _stationary_expectation(grouping, lgcp, buckets)
         else:
             expected = ledger.FamilyTotals(groups, 2 * buckets * groups, buckets * groups)
     elif family_id == counts.FAMILY_ID:
@@ -72,13 +76,10 @@ def read_ledger(g: Gate, family_id: str) -> FamilyLedger:
     return FamilyLedger(family_id, _event_totals(events), trace.collect(), expected, event_path, trace_path)
 
 
-def _stationary_expectation(store: Store, identity: Identity, lgcp: latent.LgcpPolicy, realised: pl.LazyFrame,
-                            buckets: int) -> ledger.FamilyTotals:
-    """S2 totals under log_gaussian_stationary_v1: one event per group of the realised intensity, with 2M blocks
-    and 4M draws, M the group's embedding size (from its L in S1's grouping)."""
-    grouping, _ = _scan_existing(store, "s1_grouping_5B", identity, code=error_code("S3", "S1_OUTPUT_MISSING"))
-    present = realised.select(pl.col("group_id").cast(pl.String).unique()).collect()["group_id"]
-    params = latent.group_parameters(grouping.filter(pl.col("group_id").is_in(present.implode())).collect(), lgcp)
+def _stationary_expectation(grouping: pl.LazyFrame, lgcp: latent.LgcpPolicy, buckets: int) -> ledger.FamilyTotals:
+    """S2 totals under log_gaussian_stationary_v1: one event per group, with 2M blocks and 4M draws, M the group's
+    embedding size (from its L in S1's grouping)."""
+    params = latent.group_parameters(grouping.collect(), lgcp)
     blocks = latent.event_blocks(params, lgcp, buckets)
     return ledger.FamilyTotals(int(blocks.shape[0]), int(2 * blocks.sum()), int(blocks.sum()))
 
@@ -90,7 +91,7 @@ def read_ledgers(g: Gate) -> tuple[FamilyLedger, FamilyLedger]:
 
 def _count_expectation(store: Store, identity: Identity, policy: counts.CountPolicy) -> ledger.FamilyTotals:
     scan, _ = _scan_existing(store, "s3_bucket_counts_5B", identity, code=error_code("S3", "RNG_ACCOUNTING_MISMATCH"))
-    drawing = int(scan.select((pl.col("mu") > policy.lambda_zero_eps).sum()).collect().item())
+    drawing = int(scan.select((pl.col("mu") > policy.lambda_zero_eps).sum()).collect(engine="streaming").item())
     return ledger.FamilyTotals(drawing, drawing * policy.draws_per_event, drawing)
 
 

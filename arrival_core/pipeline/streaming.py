@@ -15,8 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .. import entity_grid, gate, grouping, table_schema, tables
-from .. import store as store_module
+from .. import entity_grid, gate, grouping, sink, table_schema, tables
 from ..encoding import sha256_file
 from ..errors import ArrivalError, error_code
 from ..gate import Gate
@@ -125,7 +124,7 @@ class _Output:
         if self._error is not None:
             raise self._error
         self.values.add(table)
-        step = store_module.ROW_GROUP_ROWS
+        step = sink.ROW_GROUP_ROWS
         start = 0
         while start < table.num_rows:
             length = min(table.num_rows - start, step - (self._offset + start) % step)
@@ -220,7 +219,7 @@ def surface_path(g: Gate, identity: Identity) -> Path:
     return dict(files)[identity.scenario_id]
 
 
-def _read_whole_entities(path: Path, columns: list[str], strings: list[str], buckets: int, chunk_entities: int
+def read_whole_entities(path: Path, columns: list[str], strings: list[str], buckets: int, chunk_entities: int
                          ) -> Iterator[tuple[int, pa.Table]]:
     """(first entity, rows) of at most `chunk_entities` whole entities, reading each row group once with the
     string columns dictionary-encoded (the file's row count is a multiple of `buckets`, checked by the caller)."""
@@ -239,7 +238,7 @@ def _read_whole_entities(path: Path, columns: list[str], strings: list[str], buc
         start = 0
         while table.num_rows - start >= step or (last and start < table.num_rows):
             length = min(step, table.num_rows - start)
-            yield entity, table.slice(start, length)
+            yield entity, table.slice(start, length).combine_chunks()  # one copy; NumPy views of it are free
             entity += length // buckets
             start += length
         pending, held = [table.slice(start)], table.num_rows - start
@@ -260,7 +259,7 @@ def stream_chunks(store: Store, dataset_id: str, path: Path, columns: list[str],
         raise ArrivalError(error_code(state, "DOMAIN_ALIGN_FAILED"), f"{path} cannot be read: {exc}", file=str(path))
     if total != domain.rows:
         raise _alignment_error(scan, domain, bucket_column, state=state, where=str(path), surface=surface)
-    for e0, chunk in _read_whole_entities(path, columns, strings, domain.buckets, chunk_entities):
+    for e0, chunk in read_whole_entities(path, columns, strings, domain.buckets, chunk_entities):
         e1 = e0 + chunk.num_rows // domain.buckets
         bad_key, bad_group = entity_grid.chunk_misaligned(chunk, domain, e0, e1, bucket_column, group_column=group_column)
         if bad_key is not None:
@@ -284,7 +283,7 @@ def stream_proven(path: Path, columns: list[str], domain: entity_grid.Domain, ch
                   ) -> Iterator[tuple[int, int, pa.Table]]:
     """Yield (e0, e1, rows) of whole entities of a file its commit records prove (`records.proves`), reading
     only the named columns: its keys and identity were built from this domain by the state that wrote it."""
-    for e0, chunk in _read_whole_entities(path, columns, [], domain.buckets, chunk_entities):
+    for e0, chunk in read_whole_entities(path, columns, [], domain.buckets, chunk_entities):
         yield e0, e0 + chunk.num_rows // domain.buckets, chunk
 
 

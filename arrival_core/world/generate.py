@@ -11,7 +11,8 @@ import polars as pl
 from ..encoding import canonical_json, le64, sha256_hex, uer
 from ..errors import ArrivalError, error_code
 from ..identity import validate_hex64, validate_seed
-from ..store import ROW_GROUP_ROWS, Store, Transaction, read_json
+from ..sink import ROW_GROUP_ROWS
+from ..store import Store, Transaction, read_json
 from .hashgate import bundle_files
 from .merchants import Population, draw_population
 from .profiles import Profile, load_profile

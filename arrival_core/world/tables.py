@@ -7,7 +7,8 @@ import polars as pl
 import pyarrow as pa
 
 from .. import contracts, table_schema
-from ..store import ParquetSink, Store
+from ..sink import ParquetSink
+from ..store import Store
 from .merchants import Population
 from .profiles import Profile
 

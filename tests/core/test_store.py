@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from arrival_core.errors import ArrivalError
-from arrival_core.store import ROW_GROUP_ROWS, Store
+from arrival_core.sink import ROW_GROUP_ROWS
+from arrival_core.store import Store
 
 MF = "b" * 64
 PH = "a" * 64
