@@ -85,6 +85,7 @@ class GridScan:
         group = "group_id" if "group_id" in columns else None
         for e0, chunk in pipeline.read_whole_entities(self.path, columns, string_columns(self.path), h,
                                                       pipeline.default_chunk_entities(h)):
+            chunk = chunk.combine_chunks()  # every column is read more than once: one copy, then NumPy views
             self.values.add(e0 * h, chunk)
             if not self.aligned:
                 continue

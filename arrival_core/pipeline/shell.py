@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 import yaml
 
-from .. import contracts, gate, reports, table_schema, tables
+from .. import contracts, gate, memory, reports, table_schema, tables
 from ..encoding import load_yaml, sha256_hex
 from ..errors import ArrivalError, error_code, has_code
 from ..gate import Gate
@@ -100,6 +100,7 @@ def execute_state(
     `parameter_hash` pins the identity S0 sealed for the run, so a policy edited while the run goes on fails
     the gate (S0_GATE_INVALID naming the file) instead of moving later steps to another parameter_hash. With
     `reuse`, a partition whose commit record still matches its files is verified, not recomputed."""
+    memory.keep_freed_memory()
     key = PartitionKey(seed, scenario_id)
     seed_value, sid = key.seed, key.scenario_id
     run_id = run_id or uuid.uuid4().hex

@@ -25,7 +25,9 @@ from .shell import arrow_schema, validate_output
 
 # ---- S2 / S3: streaming helpers ------------------------------------------------------------------------------------
 
-DEFAULT_CHUNK_ROWS = 4_000_000  # rows per streamed chunk (bounds memory); any chunk size gives the same bytes
+# Rows per streamed chunk (bounds memory; any chunk size gives the same bytes): a chunk's float column is then
+# 16 MB, under the allocator's 32 MiB ceiling for reusable heap blocks (see memory.keep_freed_memory).
+DEFAULT_CHUNK_ROWS = 2_000_000
 
 
 def default_chunk_entities(buckets: int) -> int:
@@ -238,7 +240,7 @@ def read_whole_entities(path: Path, columns: list[str], strings: list[str], buck
         start = 0
         while table.num_rows - start >= step or (last and start < table.num_rows):
             length = min(step, table.num_rows - start)
-            yield entity, table.slice(start, length).combine_chunks()  # one copy; NumPy views of it are free
+            yield entity, table.slice(start, length)
             entity += length // buckets
             start += length
         pending, held = [table.slice(start)], table.num_rows - start
