@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from .. import counts, entity_grid, pipeline
 from ..grouping import ENTITY_KEYS
+from ..prefetch import prefetched
 from ..rng import ledger, streams, variates
 from ..rng.philox import add_counter
 from .context import CheckContext, CheckResult, document_schema, first_true, key_of, require_file
@@ -63,7 +64,7 @@ class CountMoments:
             self.ratio_max = max(self.ratio_max, float((mu / kappa).max()))
             m1 = np.exp(-kappa * np.log1p(mu * one_minus_s / kappa))
             m2 = np.exp(-kappa * np.log1p(mu * one_minus_s2 / kappa))
-        power = np.where(s > 0.0, np.exp(n * np.log(np.where(s > 0.0, s, 1.0))), (n == 0).astype(np.float64))
+        power = np.power(s, n)  # s^N, with 0^0 = 1 and 0^N = 0 for N > 0
         self.pgf += float((power - m1).sum())
         self.pgf_var += float(np.maximum(m2 - m1 * m1, 0.0).sum())
 
@@ -142,8 +143,8 @@ def check_counts(ctx: CheckContext) -> dict[str, CheckResult]:
     scan = GridScan(ctx, "s3_bucket_counts_5B")
     numeric, replay, corridor = CheckResult(), CheckResult(), CheckResult()
     kappa = counts.entity_kappa(ctx.grouping, policy) if policy.law == "nb2" else None
-    source = pipeline.read_whole_entities(ctx.path("s2_realised_intensity_5B"), ["lambda_realised"], [], h,
-                                          pipeline.default_chunk_entities(h))
+    source = prefetched(pipeline.read_whole_entities(ctx.path("s2_realised_intensity_5B"), ["lambda_realised"], [], h,
+                                                     pipeline.default_chunk_entities(h)))
     sample = ctx.sample(scan.rows)
     moments = CountMoments()
     replayed = 0
@@ -196,8 +197,8 @@ def check_count_events(ctx: CheckContext) -> dict[str, CheckResult]:
     chosen: list[pl.DataFrame] = []
     totals = np.zeros(3, dtype=np.int64)  # events, draws, blocks
     drawing = 0
-    for e0, chunk in pipeline.read_whole_entities(ctx.path("s3_bucket_counts_5B"), ["mu", "count_N"], [], h,
-                                                  pipeline.default_chunk_entities(h)):
+    for e0, chunk in prefetched(pipeline.read_whole_entities(ctx.path("s3_bucket_counts_5B"), ["mu", "count_N"], [],
+                                                             h, pipeline.default_chunk_entities(h))):
         mu = column(chunk, "mu")
         rows = np.flatnonzero(mu > policy.lambda_zero_eps)
         drawing += len(rows)

@@ -7,7 +7,7 @@ from dataclasses import asdict
 import polars as pl
 import pyarrow as pa
 
-from .. import pipeline
+from .. import memory, pipeline
 from ..encoding import jsonable
 from ..errors import ArrivalError
 from ..identity import Identity
@@ -26,6 +26,7 @@ def evaluate(store: Store, identity: Identity, dataset_id: str, *, replay: str =
         raise ValueError(f"no checks are defined for dataset {dataset_id!r}")
     if replay not in REPLAY_MODES:
         raise ValueError(f"replay must be one of {REPLAY_MODES}, got {replay!r}")
+    memory.keep_freed_memory()
     ctx = CheckContext(store, identity, replay, dataset_id)
     results: dict[str, CheckResult] = {}
     try:

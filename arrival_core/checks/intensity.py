@@ -9,6 +9,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from .. import counts, entity_grid, kernels, latent, pipeline
+from ..prefetch import prefetched
 from ..rng import ledger, streams
 from .context import CheckContext, CheckResult, TableScan, first_true, require_file, scan_table
 from .scanning import GridScan, ValueCheck, column, string_columns
@@ -45,14 +46,13 @@ def check_realised(ctx: CheckContext) -> dict[str, CheckResult]:
     position = np.full(len(d.group_ids), -1)
     position[chosen] = np.arange(len(chosen))
     factors = _published_factors(ctx)
-    source = pipeline.read_whole_entities(ctx.surface, ["lambda_local_scenario"], [], h,
-                                          pipeline.default_chunk_entities(h))
+    source = prefetched(pipeline.read_whole_entities(ctx.surface, ["lambda_local_scenario"], [], h,
+                                                     pipeline.default_chunk_entities(h)))
     replayed = 0
     for e0, e1, chunk in scan.chunks():
         target, factor, realised = (column(chunk, c) for c in ("lambda_baseline", "lambda_random_component",
                                                                 "lambda_realised"))
-        group = np.repeat(d.entity_group[e0:e1], h)
-        bucket = np.tile(np.arange(h), e1 - e0)
+        group = d.entity_group[e0:e1]  # per entity; rows are (entity, bucket) = factor.reshape(entities, H)
         _, src = next(source)
         checks = [
             ("λ_baseline differs from the sealed λ_target", target != column(src, "lambda_local_scenario")),
@@ -61,16 +61,17 @@ def check_realised(ctx: CheckContext) -> dict[str, CheckResult]:
              realised != (target * factor if lgcp.lambda_max is None else np.minimum(target * factor, lgcp.lambda_max))),
         ]
         if factors is not None:
-            checks.append(("ξ differs from s2_latent_field_5B", factor != factors.ravel()[group * h + bucket]))
+            checks.append(("ξ differs from s2_latent_field_5B", (factor.reshape(-1, h) != factors[group]).ravel()))
         for label, bad in checks:
             if (i := first_true(bad)) is not None:
                 numeric.fail(f"{int(bad.sum())} row(s): {label}", entity_grid.grid_key(d, e0, i, "bucket_index"))
-        rows = np.flatnonzero(position[group] >= 0)
-        replayed += len(rows)
-        bad = factor[rows] != fresh.factor[position[group[rows]], bucket[rows]]
-        if (i := first_true(bad)) is not None:
+        entities = np.flatnonzero(position[group] >= 0)
+        replayed += len(entities) * h
+        bad = factor.reshape(-1, h)[entities] != fresh.factor[position[group[entities]]]
+        if bad.any():
+            entity, bucket = np.argwhere(bad)[0]
             replay.fail(f"{int(bad.sum())} row(s) have ξ that does not replay",
-                        entity_grid.grid_key(d, e0, int(rows[i]), "bucket_index"))
+                        entity_grid.grid_key(d, e0, int(entities[entity]) * h + int(bucket), "bucket_index"))
     replay.facts |= {"groups_replayed": len(chosen), "rows_compared": replayed, "mode": ctx.replay}
     return scan.results() | {NUMERIC_VALID: numeric, RNG_REPLAY: replay}
 

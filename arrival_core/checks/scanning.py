@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from .. import entity_grid, pipeline
 from ..errors import CONTRACT_INVALID, ArrivalError
 from ..grouping import ENTITY_KEYS
+from ..prefetch import prefetched
 from .context import CheckContext, CheckResult, require_file
 from .specs import DOMAIN_COMPLETE, PRIMARY_KEY_UNIQUE, SCHEMA_VALID
 
@@ -83,9 +84,10 @@ class GridScan:
         columns = pq.ParquetFile(self.path).schema_arrow.names
         identity = pipeline.identity_values(self.ctx.identity, columns)
         group = "group_id" if "group_id" in columns else None
-        for e0, chunk in pipeline.read_whole_entities(self.path, columns, string_columns(self.path), h,
-                                                      pipeline.default_chunk_entities(h)):
-            chunk = chunk.combine_chunks()  # every column is read more than once: one copy, then NumPy views
+        strings = string_columns(self.path)
+        for e0, chunk in prefetched(pipeline.read_whole_entities(self.path, columns, strings, h,
+                                                                 pipeline.default_chunk_entities(h))):
+            chunk = combined_numbers(chunk)
             self.values.add(e0 * h, chunk)
             if not self.aligned:
                 continue
@@ -140,6 +142,13 @@ class RowStream:
         self._held = table.slice(n)
         self.taken += min(n, table.num_rows)
         return table.slice(0, n)
+
+
+def combined_numbers(table: pa.Table) -> pa.Table:
+    """The table with each non-dictionary column in one piece (read several times: one copy, then NumPy views);
+    dictionary columns stay as read (their codes are mapped chunk by chunk)."""
+    return pa.table({name: col if pa.types.is_dictionary(col.type) else col.combine_chunks()
+                     for name, col in zip(table.column_names, table.columns)})
 
 
 def column(table: pa.Table, name: str) -> np.ndarray:

@@ -20,6 +20,7 @@ from ..encoding import sha256_file
 from ..errors import ArrivalError, error_code
 from ..gate import Gate
 from ..identity import Identity
+from ..prefetch import prefetched
 from ..store import Store
 from .shell import arrow_schema, validate_output
 
@@ -261,7 +262,7 @@ def stream_chunks(store: Store, dataset_id: str, path: Path, columns: list[str],
         raise ArrivalError(error_code(state, "DOMAIN_ALIGN_FAILED"), f"{path} cannot be read: {exc}", file=str(path))
     if total != domain.rows:
         raise _alignment_error(scan, domain, bucket_column, state=state, where=str(path), surface=surface)
-    for e0, chunk in read_whole_entities(path, columns, strings, domain.buckets, chunk_entities):
+    for e0, chunk in prefetched(read_whole_entities(path, columns, strings, domain.buckets, chunk_entities)):
         e1 = e0 + chunk.num_rows // domain.buckets
         bad_key, bad_group = entity_grid.chunk_misaligned(chunk, domain, e0, e1, bucket_column, group_column=group_column)
         if bad_key is not None:
@@ -285,7 +286,7 @@ def stream_proven(path: Path, columns: list[str], domain: entity_grid.Domain, ch
                   ) -> Iterator[tuple[int, int, pa.Table]]:
     """Yield (e0, e1, rows) of whole entities of a file its commit records prove (`records.proves`), reading
     only the named columns: its keys and identity were built from this domain by the state that wrote it."""
-    for e0, chunk in read_whole_entities(path, columns, [], domain.buckets, chunk_entities):
+    for e0, chunk in prefetched(read_whole_entities(path, columns, [], domain.buckets, chunk_entities)):
         yield e0, e0 + chunk.num_rows // domain.buckets, chunk
 
 

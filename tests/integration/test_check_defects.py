@@ -125,3 +125,16 @@ def test_an_altered_counter_fails_accounting_naming_the_column(clean, tmp_path):
     result = _edited(clean, tmp_path, "rng_event_arrival_bucket_count", edit)
     assert _failing(result) == {checks.RNG_ACCOUNTING}, result["_problems"]
     assert "rng_counter_after_lo" in " ".join(result["_problems"])
+
+
+def test_a_changed_factor_in_the_realised_rows_fails_numeric_and_replay(clean, tmp_path):
+    st, ident = clean
+    root = tmp_path / "w"
+    shutil.copytree(st.run_root, root)
+    edited = store(root)
+    file = path(edited, "s2_realised_intensity_5B", ident)
+    _at(3, "lambda_random_component", 1.0001)(pl.read_parquet(file)).write_parquet(file)
+    outcomes = {o.name: o for o in checks.evaluate(edited, ident, "s2_realised_intensity_5B", replay="full")}
+    assert not outcomes[checks.NUMERIC_VALID].passed and not outcomes[checks.RNG_REPLAY].passed
+    assert outcomes[checks.RNG_REPLAY].metadata["offending_keys"][0]["bucket_index"] == 3
+    assert outcomes[checks.DOMAIN_COMPLETE].passed and outcomes[checks.SCHEMA_VALID].passed
