@@ -15,7 +15,7 @@ from ..rng import ledger, streams, variates
 from ..rng.philox import add_counter
 from .context import CheckContext, CheckResult, document_schema, first_true, key_of, require_file
 from .intensity import _merge, ledger_result
-from .scanning import GRID_KEYS, GridScan, RowStream, ValueCheck, column
+from .scanning import GRID_KEYS, GridScan, RowStream, ValueCheck, column, combined_numbers
 from .specs import (
     COUNT_CORRIDOR,
     NUMERIC_VALID,
@@ -203,7 +203,7 @@ def check_count_events(ctx: CheckContext) -> dict[str, CheckResult]:
         rows = np.flatnonzero(mu > policy.lambda_zero_eps)
         drawing += len(rows)
         offset = events_in.taken
-        events = events_in.take(len(rows))
+        events = combined_numbers(events_in.take(len(rows)))
         values.add(offset, events)
         totals += (events.num_rows, pc_sum(events, "draws"), pc_sum(events, "blocks"))
         if events.num_rows != len(rows) and not key.problems:
@@ -267,11 +267,11 @@ def _event_counters_problem(ctx: CheckContext, events: pa.Table, e0: int, rows: 
     the policy's draws each; else None."""
     d = ctx.domain
     h = d.buckets
-    entity, bucket = e0 + rows // h, rows % h
+    local, bucket = rows // h, rows % h  # the chunk's entity and the bucket of each event
     ident = ctx.identity
-    unique, local = np.unique(entity, return_inverse=True)
+    e1 = e0 + (int(local[-1]) + 1 if len(local) else 0)
     key, hi, lo = streams.stream_bases(counts.FAMILY_ID, ident.manifest_fingerprint, ident.parameter_hash,
-                                       ident.seed, ident.scenario_id, counts.domain_keys(d.entities[unique]),
+                                       ident.seed, ident.scenario_id, counts.domain_keys(d.entities[e0:e1]),
                                        domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
     before_hi, before_lo, _ = add_counter(hi[local], lo[local], bucket.astype(np.uint64))
     after_hi, after_lo, _ = add_counter(before_hi, before_lo, np.ones(len(rows), dtype=np.uint64))
