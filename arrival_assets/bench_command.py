@@ -12,6 +12,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -43,6 +46,31 @@ def variant_config(root: Path, count_law: str, kernel: str | None) -> tuple[Path
         doc.update(changes)
         (config / file).write_text(yaml.safe_dump(doc, sort_keys=False))
     return config, name
+
+
+_NOT_INPUTS = {("bench",), ("records",), ("data", "layer2", "5B")}  # outputs and records of earlier runs
+
+
+@contextmanager
+def scratch_root(root: Path) -> Iterator[Path]:
+    """A fresh run root under <root>/bench holding every input file of `root` (hard links, copies across file
+    systems) and none of its 5B outputs or records, removed afterwards: each timing is of a realisation that
+    computes, and the world's own outputs are never touched."""
+    scratch = root / "bench" / f"scratch-{uuid.uuid4().hex[:12]}"
+    try:
+        for folder, subfolders, files in os.walk(root):
+            relative = Path(folder).relative_to(root)
+            subfolders[:] = [d for d in subfolders if (relative / d).parts not in _NOT_INPUTS]
+            for name in files:
+                target = scratch / relative / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(Path(folder) / name, target)
+                except OSError:
+                    shutil.copy2(Path(folder) / name, target)
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class TimedRunFailed(RuntimeError):
@@ -83,22 +111,23 @@ def bench(args: argparse.Namespace, err) -> int:
             raise ArrivalError(IDENTITY_INVALID, f"{root} holds no world; give --profile to create one")
         create_world(args.profile, root, seeds=(seed, seed + 1), progress=err)
     config, variant = variant_config(root, args.count_law, args.kernel)
-    store = Store(run_root=root, config_dir=config)
-    scenarios = [args.scenario] if args.scenario else pipeline.world_scenarios(store)
     world = args.profile or root.name
-    result = core_bench.run_bench(store, world=world, variant=variant, seed=seed, scenarios=scenarios)
-    if args.dagster:
-        with tempfile.TemporaryDirectory(prefix="arrival-bench-home-") as home:
-            try:
-                first = time_arrival_run(root, config, seed + 1, scenarios[0], Path(home))
-                again = time_arrival_run(root, config, seed + 1, scenarios[0], Path(home))
-            except TimedRunFailed as exc:
-                err(exc.stderr)
-                return exc.status
-        paths = (core_bench.PathTiming("dagster partition", first.seconds, first.peak_rss_bytes),
-                 core_bench.PathTiming("verified re-run", again.seconds, again.peak_rss_bytes))
-        result = core_bench.BenchResult(result.world, result.variant, result.seed, result.scenarios, result.states,
-                                        result.targets, paths)
+    with scratch_root(root) as scratch:
+        store = Store(run_root=scratch, config_dir=config)
+        scenarios = [args.scenario] if args.scenario else pipeline.world_scenarios(store)
+        result = core_bench.run_bench(store, world=world, variant=variant, seed=seed, scenarios=scenarios)
+        if args.dagster:
+            with tempfile.TemporaryDirectory(prefix="arrival-bench-home-") as home:
+                try:
+                    first = time_arrival_run(scratch, config, seed + 1, scenarios[0], Path(home))
+                    again = time_arrival_run(scratch, config, seed + 1, scenarios[0], Path(home))
+                except TimedRunFailed as exc:
+                    err(exc.stderr)
+                    return exc.status
+            paths = (core_bench.PathTiming("dagster partition", first.seconds, first.peak_rss_bytes),
+                     core_bench.PathTiming("verified re-run", again.seconds, again.peak_rss_bytes))
+            result = core_bench.BenchResult(result.world, result.variant, result.seed, result.scenarios,
+                                            result.states, result.targets, paths)
     print(core_bench.format_table(result))
     out = root / "bench" / f"{world}-{variant}{'-dagster' if args.dagster else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
