@@ -6,7 +6,7 @@ consecutive rows; chunks are checked against it and outputs are built from its d
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,28 +95,50 @@ def first_mismatch(column: pa.ChunkedArray, value: object) -> int | None:
 def chunk_misaligned(chunk: pa.Table, domain: Domain, e0: int, e1: int, bucket_column: str,
                      *, group_column: str | None = None) -> tuple[int | None, int | None]:
     """First row of a chunk that is not entity e0..e1 × bucket 0..H-1 in writer order, and first row whose
-    `group_column` differs from the entity's group (None when there is none).
-
-    Rows are compared as an (entities × buckets) grid against each entity's expected value, broadcast along
-    its buckets, so no per-row expectation is built."""
+    `group_column` differs from the entity's group (None when there is none)."""
     h = domain.buckets
     n = (e1 - e0) * h
     if chunk.num_rows != n:
         return min(chunk.num_rows, n), None
-    grid = (e1 - e0, h)
-    bad = chunk[bucket_column].to_numpy().reshape(grid) != np.arange(h, dtype=np.int32)
-    bad |= chunk["merchant_id"].to_numpy().reshape(grid) != domain.merchant_id[e0:e1, None]
-    for column in _STRING_KEYS:
-        codes = dictionary_codes(chunk[column], domain.dictionaries[column]).reshape(grid)
-        bad |= codes != domain.codes[column][e0:e1, None]
-    if bad.any():
-        return int(np.argmax(bad)), None
+    def per_entity(values: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda rows: values[e0 + rows // h]
+    firsts = [_first_off_grid(chunk[bucket_column], h, lambda rows: rows % h, step=1),
+              _first_off_grid(chunk["merchant_id"], h, per_entity(domain.merchant_id))]
+    firsts += [_first_off_grid(chunk[c], h, per_entity(domain.codes[c]), domain.dictionaries[c]) for c in _STRING_KEYS]
+    if any(f is not None for f in firsts):
+        return min(f for f in firsts if f is not None), None
     if group_column is not None:
-        codes = dictionary_codes(chunk[group_column], domain.dictionaries["group_id"]).reshape(grid)
-        wrong = codes != domain.entity_group[e0:e1, None]
-        if wrong.any():
-            return None, int(np.argmax(wrong))
+        return None, _first_off_grid(chunk[group_column], h, per_entity(domain.entity_group),
+                                     domain.dictionaries["group_id"])
     return None, None
+
+
+def _first_off_grid(column: pa.ChunkedArray, h: int, expected: Callable[[np.ndarray], np.ndarray],
+                    dictionary: pa.Array | None = None, *, step: int = 0) -> int | None:
+    """First row of a column of whole entities (H rows each, from row 0) whose value is not `expected(row)`,
+    given that the value moves by `step` from row to row inside an entity (0: a key, 1: the bucket).
+
+    Only the rows where the value moves otherwise and each entity's (and each piece's) first row are compared
+    with the expectation: the first wrong row is always one of them, so no per-row expectation is built.
+    Strings are compared as codes into `dictionary`."""
+    offset = 0
+    for piece in column.chunks:
+        raw = (piece.indices if pa.types.is_dictionary(piece.type) else piece).to_numpy(zero_copy_only=False)
+        moved = np.flatnonzero((np.diff(raw) != step) if step else (raw[1:] != raw[:-1])) + 1
+        moved = moved[(offset + moved) % h != 0]
+        probe = np.union1d([0], np.arange((-offset) % h, len(raw), h)).astype(np.int64)[: len(raw)]
+        found = raw[probe]
+        if dictionary is not None:
+            lookup = {v: i for i, v in enumerate(dictionary.to_pylist())}
+            found = np.array([lookup.get(v, -1) for v in piece.dictionary.to_pylist()] + [-1])[found]
+        wrong = probe[found != expected(offset + probe)]
+        hits = [int(x[0]) for x in (moved, wrong) if len(x)]
+        if piece.null_count:
+            hits.append(int(np.argmax(~piece.is_valid().to_numpy(zero_copy_only=False))))
+        if hits:
+            return offset + min(hits)
+        offset += len(raw)
+    return None
 
 
 def row_key(chunk: pa.Table, row: int, columns: tuple[str, ...]) -> dict:
