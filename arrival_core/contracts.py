@@ -40,7 +40,7 @@ def _validate_token(name: str, value: object) -> str:
         return str(validate_seed(value))
     if name == "scenario_id":
         return validate_scenario_id(value)
-    if name in ("parameter_hash", "manifest_fingerprint"):
+    if name in ("parameter_hash", "manifest_fingerprint", "basis"):
         return validate_hex64(value, name)
     if name == "state" and isinstance(value, str) and _STATE_RE.fullmatch(value):
         return value

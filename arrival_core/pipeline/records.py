@@ -77,14 +77,16 @@ def check_basis(store: Store, identity: Identity, upto: str) -> str | None:
     return sha256_hex(canonical_json([sha256_hex(p) for p in parts]))
 
 
-def check_record_path(store: Store, dataset_id: str, identity: Identity) -> Path:
-    """Where a dataset's check record for a partition lives."""
-    return store.path("check_record_5B", code_version=code_version(), checked=dataset_id, **identity.tokens())
+def check_record_path(store: Store, dataset_id: str, identity: Identity, basis: str) -> Path:
+    """Where a dataset's check record for a partition and basis lives: a new basis is a new record, so a record
+    of files since replaced never stands in the way of the current one."""
+    return store.path("check_record_5B", code_version=code_version(), checked=dataset_id, basis=basis,
+                      **identity.tokens())
 
 
 def recorded_outcomes(store: Store, dataset_id: str, identity: Identity, basis: str) -> list[dict] | None:
     """The outcomes a check step recorded on this basis with this code version, else None."""
-    path = check_record_path(store, dataset_id, identity)
+    path = check_record_path(store, dataset_id, identity, basis)
     try:
         record = read_json(path)
     except (OSError, ValueError):
@@ -97,7 +99,7 @@ def recorded_outcomes(store: Store, dataset_id: str, identity: Identity, basis: 
 def write_check_record(store: Store, dataset_id: str, identity: Identity, basis: str, outcomes: list[dict],
                        state: str) -> None:
     """Record a check step's outcomes on their basis; a record already there is left as it is (a cache)."""
-    path = check_record_path(store, dataset_id, identity)
+    path = check_record_path(store, dataset_id, identity, basis)
     record = {"dataset_id": dataset_id, "code_version": code_version(), "basis": basis, "outcomes": outcomes}
     contracts.validate_document(record, store.entry("check_record_5B").schema_ref, code="5B.CONTRACT_INVALID",
                                 where=str(path), contracts_dir=store.contracts_dir)

@@ -89,3 +89,23 @@ def test_a_removed_commit_record_means_the_state_computes_again_and_proves_its_b
     after = materialized(second)[state_output]
     assert after["created"] is False and after["data_version"] == materialized(first)[state_output]["data_version"]
     assert "verified" not in after["run_report_metrics"]
+
+
+def test_check_records_of_another_basis_never_stand_in_the_way_of_the_current_ones(world_root, monkeypatch):
+    defs = graph_for(world_root)
+    records = world_root / "records" / "5B" / "check_record"
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_partition(defs, instance, KEY).success
+        current = sorted(records.rglob("check_record_5B.json"))
+        assert current and all(p.parent.name.startswith("basis=") for p in current)
+        for path in current:  # as if the files the records were made on had since been replaced
+            stale = path.parent.with_name("basis=" + "0" * 64)
+            stale.mkdir()
+            path.rename(stale / path.name)
+            path.parent.rmdir()
+        assert run_partition(defs, instance, KEY).success  # evaluated again, recorded on the current basis
+        assert sorted(records.rglob("check_record_5B.json")) == sorted([*current, *(
+            p.parent.with_name("basis=" + "0" * 64) / p.name for p in current)])
+        monkeypatch.setattr(evaluation, "evaluate", _refuse("a check evaluation"))
+        third = run_partition(defs, instance, KEY)
+        assert third.success, failures(third)
