@@ -17,14 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
-
 from arrival_core import bench as core_bench
-from arrival_core import contracts, pipeline
-from arrival_core.encoding import load_yaml
+from arrival_core import contracts
 from arrival_core.errors import IDENTITY_INVALID, ArrivalError
 from arrival_core.identity import validate_seed
-from arrival_core.store import Store
 
 DEFAULT_ROOT_PARENT = Path(".arrival")
 
@@ -32,6 +28,10 @@ DEFAULT_ROOT_PARENT = Path(".arrival")
 def variant_config(root: Path, count_law: str, kernel: str | None) -> tuple[Path, str]:
     """The shipped policies, or a copy under <root>/bench with another count law or latent kernel (a new
     parameter_hash, so the variant's outputs sit beside the shipped ones)."""
+    import yaml
+
+    from arrival_core.encoding import load_yaml
+
     name = count_law + (f"-{kernel}" if kernel else "")
     if count_law == "poisson" and kernel is None:
         return contracts.DEFAULT_CONFIG_DIR, name
@@ -100,10 +100,15 @@ def time_arrival_run(root: Path, config: Path, seed: int, scenario: str, home: P
 
 def bench(args: argparse.Namespace, err) -> int:
     """Run S0–S3 and the audit on a world; print and save the per-state timings (and the Dagster paths)."""
-    from arrival_core.world import create_world
+    from arrival_core import pipeline
+    from arrival_core.store import Store
+    from arrival_core.world import available_profiles, create_world
 
     if not args.root and not args.profile:
         raise ArrivalError(IDENTITY_INVALID, "arrival bench needs --profile (to create a world) or --root (a world)")
+    if args.profile and args.profile not in available_profiles():
+        raise ArrivalError(IDENTITY_INVALID, f"unknown world profile {args.profile!r}; the profiles are "
+                                             f"{', '.join(available_profiles())}")
     root = (Path(args.root) if args.root else DEFAULT_ROOT_PARENT / args.profile).resolve()
     seed = validate_seed(args.seed)
     if not Store(run_root=root).path("run_receipt").exists():
@@ -139,10 +144,9 @@ def bench(args: argparse.Namespace, err) -> int:
 def add_parser(sub: argparse._SubParsersAction, err) -> None:
     """`bench [--profile P] [--root DIR] [--count-law L] [--kernel K] [--seed N] [--scenario S] [--dagster]`."""
     from arrival_core.kernels import KERNELS
-    from arrival_core.world import available_profiles
 
     parser = sub.add_parser("bench", help="time S0-S3 and the audit per state on a world (created if absent)")
-    parser.add_argument("--profile", choices=available_profiles(), help="world profile (to create it if absent)")
+    parser.add_argument("--profile", help="world profile, e.g. reference or reference4x (to create it if absent)")
     parser.add_argument("--root", help="run root holding a world (default ./.arrival/<profile>)")
     parser.add_argument("--count-law", choices=("poisson", "nb2"), default="poisson", help="S3 count law (poisson)")
     parser.add_argument("--kernel", choices=KERNELS, help="a stationary latent kernel instead of OU")

@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from arrival_core.diagnostics import MAX_GROUPS, CountHistogram
+
+if TYPE_CHECKING:  # matplotlib is imported when a picture is drawn, not when a command starts
+    from matplotlib.figure import Figure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGSIZE = (7.0, 3.0)  # inches
@@ -38,6 +39,9 @@ ABOVE = {"loc": "lower right", "bbox_to_anchor": (1.0, 1.0), "frameon": False, "
 
 def new_figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
     """A figure on its own Agg canvas (no pyplot), laid out to fit its labels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -143,5 +147,7 @@ def s3_counts_png(counts_per_bucket: np.ndarray, mu_per_bucket: np.ndarray, hist
                    transform=right.transAxes)
     _style(right)
     right.margins(x=0.02)
+    from matplotlib.ticker import MaxNLocator
+
     right.xaxis.set_major_locator(MaxNLocator(integer=True))
     return figure_png(fig)
