@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -85,10 +86,19 @@ def _add_partitions(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Materialise the whole graph for each (scenario, seed) partition and print a summary per partition."""
-    from .commands import run_partitions
+    from arrival_core.rng import warmup
 
-    return run_partitions(root=args.root, seed=args.seed, scenario=args.scenario, err=_err, quiet=args.quiet,
-                          debug=args.debug)
+    from .cluster import celery_settings
+
+    if celery_settings() is None:  # steps run in this process: a child compiles their kernels while Dagster loads
+        warmup.start(os.environ.get("ARRIVAL_CONFIG_DIR"))
+    try:
+        from .commands import run_partitions
+
+        return run_partitions(root=args.root, seed=args.seed, scenario=args.scenario, err=_err, quiet=args.quiet,
+                              debug=args.debug)
+    finally:
+        warmup.stop()
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:

@@ -11,6 +11,7 @@ import polars as pl
 from .errors import ArrivalError, error_code
 from .rng import variates
 from .rng.philox import philox_block
+from .rng.threads import run_sliced
 
 FAMILY_ID = "S3.bucket_count.v1"
 LAWS = ("poisson", "nb2")
@@ -90,11 +91,10 @@ class CountDraws:
     after_lo: np.ndarray
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _count_blocks(rows, entity, bucket, key, hi, lo, before_hi, before_lo, x0, x1, wrapped):  # pragma: no cover
-    """Block at the row's stream base + bucket for each drawing row (the RNG core's Philox round function)."""
+@numba.njit(cache=True, nogil=True)
+def _count_blocks_slice(rows, entity, bucket, key, hi, lo, before_hi, before_lo, x0, x1, wrapped):  # pragma: no cover
     top = np.uint64(0xFFFFFFFFFFFFFFFF)
-    for j in numba.prange(rows.shape[0]):
+    for j in range(rows.shape[0]):
         i = rows[j]
         e = entity[i]
         c_lo = lo[e] + np.uint64(bucket[i])
@@ -104,6 +104,12 @@ def _count_blocks(rows, entity, bucket, key, hi, lo, before_hi, before_lo, x0, x
         before_hi[j] = c_hi
         before_lo[j] = c_lo
         x0[j], x1[j] = philox_block(c_lo, c_hi, key[e])
+
+
+def _count_blocks(rows, entity, bucket, key, hi, lo, before_hi, before_lo, x0, x1, wrapped) -> None:
+    """Block at the row's stream base + bucket for each drawing row (the RNG core's Philox round function)."""
+    run_sliced(rows.shape[0], lambda a, b: _count_blocks_slice(rows[a:b], entity, bucket, key, hi, lo, before_hi[a:b],
+                                                               before_lo[a:b], x0[a:b], x1[a:b], wrapped[a:b]))
 
 
 def draw_counts(

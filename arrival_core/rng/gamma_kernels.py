@@ -12,6 +12,7 @@ import numpy as np
 
 from .normal_kernels import JIT, ndtri
 from .poisson_kernels import EPS, TINY_REL, dpois
+from .threads import run_sliced
 
 # ---- gamma: regularised incomplete gamma and its inverse in x ---------------------------------------------
 HALLEY_DONE = 1e-6   # a Halley step this small (relative) leaves an error ~1e-18: stop without another P(a,x)
@@ -114,10 +115,15 @@ def gamma_inv_one(a, u):
     return gamma_inv_tail(a, 1.0 - u, False)
 
 
-@numba.njit(**JIT, parallel=True)
-def gamma_inv_array(a, u, out):  # pragma: no cover - compiled
-    for i in numba.prange(a.shape[0]):
+@numba.njit(**JIT)
+def _gamma_inv_slice(a, u, out):  # pragma: no cover - compiled
+    for i in range(a.shape[0]):
         out[i] = gamma_inv_one(a[i], u[i])
+
+
+def gamma_inv_array(a: np.ndarray, u: np.ndarray, out: np.ndarray) -> None:
+    """out = gamma_inv_one(a, u) elementwise by the direct solve (contiguous 1-D float64)."""
+    run_sliced(a.shape[0], lambda i, j: _gamma_inv_slice(a[i:j], u[i:j], out[i:j]))
 
 
 # ---- per-shape quantile tables: ln x as a piecewise Chebyshev series in w = Φ⁻¹(u) --------------------------
@@ -174,11 +180,10 @@ def gamma_table(a):
     return coef, ok
 
 
-@numba.njit(**JIT, parallel=True)
-def gamma_inv_table_array(ids, u, shapes, coefs, oks, out):  # pragma: no cover - compiled
-    """Quantiles by table where the piece is certified, by the direct solve elsewhere (depends on (a, u) only)."""
+@numba.njit(**JIT)
+def _gamma_inv_table_slice(ids, u, shapes, coefs, oks, out):  # pragma: no cover - compiled
     h = 2.0 * TABLE_W / TABLE_PIECES
-    for i in numba.prange(u.shape[0]):
+    for i in range(u.shape[0]):
         s = ids[i]
         w = ndtri(u[i])
         piece = math.floor((w + TABLE_W) / h) if abs(w) < TABLE_W else -1
@@ -187,3 +192,9 @@ def gamma_inv_table_array(ids, u, shapes, coefs, oks, out):  # pragma: no cover 
             out[i] = math.exp(_clenshaw(coefs[s, piece], t))
         else:
             out[i] = gamma_inv_one(shapes[s], u[i])
+
+
+def gamma_inv_table_array(ids: np.ndarray, u: np.ndarray, shapes: np.ndarray, coefs: np.ndarray, oks: np.ndarray,
+                          out: np.ndarray) -> None:
+    """Quantiles by table where the piece is certified, by the direct solve elsewhere (depends on (a, u) only)."""
+    run_sliced(u.shape[0], lambda i, j: _gamma_inv_table_slice(ids[i:j], u[i:j], shapes, coefs, oks, out[i:j]))

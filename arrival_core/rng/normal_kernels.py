@@ -9,7 +9,9 @@ import math
 import numba
 import numpy as np
 
-JIT = {"cache": True, "nogil": True}  # the options every compiled kernel of the RNG layer is built with
+from .threads import run_sliced
+
+JIT = {"cache": True, "nogil": True}  # every RNG kernel: cached, and GIL-free so `threads.run_sliced` runs slices at once
 
 # ---- Φ⁻¹: Wichura (1988), Algorithm AS 241, PPND16 --------------------------------------------------------
 _A = np.array([3.3871328727963666080e0, 1.3314166789178437745e+2, 1.9715909503065514427e+3,
@@ -63,17 +65,26 @@ def ndtri(p):
     return -val if q < 0.0 else val
 
 
-@numba.njit(**JIT, parallel=True)
-def ndtri_array(u, out):  # pragma: no cover - compiled
-    for i in numba.prange(u.shape[0]):
+@numba.njit(**JIT)
+def _ndtri_slice(u, out):  # pragma: no cover - compiled
+    for i in range(u.shape[0]):
         out[i] = ndtri(u[i])
 
 
-@numba.njit(**JIT, parallel=True)
-def box_muller_array(x0, x1, out):  # pragma: no cover - compiled
-    """z = √(-2 ln u(x0)) · cos(2π u(x1)) with u(x) = ((x >> 11) | 1) · 2^-53."""
+@numba.njit(**JIT)
+def _box_muller_slice(x0, x1, out):  # pragma: no cover - compiled
     scale = 2.0 ** -53
-    for i in numba.prange(x0.shape[0]):
+    for i in range(x0.shape[0]):
         u0 = float((x0[i] >> np.uint64(11)) | np.uint64(1)) * scale
         u1 = float((x1[i] >> np.uint64(11)) | np.uint64(1)) * scale
         out[i] = math.sqrt(-2.0 * math.log(u0)) * math.cos(2.0 * math.pi * u1)
+
+
+def ndtri_array(u: np.ndarray, out: np.ndarray) -> None:
+    """out = Φ⁻¹(u) elementwise (contiguous 1-D float64)."""
+    run_sliced(u.shape[0], lambda a, b: _ndtri_slice(u[a:b], out[a:b]))
+
+
+def box_muller_array(x0: np.ndarray, x1: np.ndarray, out: np.ndarray) -> None:
+    """out = √(-2 ln u(x0)) · cos(2π u(x1)) with u(x) = ((x >> 11) | 1) · 2^-53 (contiguous 1-D uint64 in)."""
+    run_sliced(x0.shape[0], lambda a, b: _box_muller_slice(x0[a:b], x1[a:b], out[a:b]))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .threads import run_sliced
+
 PHILOX_M = 0xD2B74407B1CE6E93  # Random123 PHILOX_M2x64_0
 PHILOX_W = 0x9E3779B97F4A7C15  # Random123 PHILOX_W64_0 (the key bump)
 ROUNDS = 10
@@ -41,9 +43,9 @@ def philox_block(c0: np.uint64, c1: np.uint64, k: np.uint64) -> tuple[np.uint64,
     return c0, c1
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _philox_kernel(c0, c1, key, o0, o1):  # pragma: no cover - compiled
-    for i in numba.prange(c0.shape[0]):
+@numba.njit(cache=True, nogil=True)
+def _philox_slice(c0, c1, key, o0, o1):  # pragma: no cover - compiled
+    for i in range(c0.shape[0]):
         o0[i], o1[i] = philox_block(c0[i], c1[i], key[i])
 
 
@@ -72,18 +74,19 @@ def flat_u64(**arrays: object) -> tuple[tuple[int, ...], list[np.ndarray]]:
 
 
 def broadcast_flat(parts: list[np.ndarray]) -> tuple[tuple[int, ...], list[np.ndarray]]:
-    """The common shape of arrays and each as a contiguous 1-D array (broadcast ones materialised, others as is)."""
+    """The common shape and each array as a contiguous, writable 1-D one (read-only would compile another signature)."""
     shape = np.broadcast_shapes(*(p.shape for p in parts))
-    flat = [np.ascontiguousarray(p if p.shape == shape else np.broadcast_to(p, shape)).reshape(-1) for p in parts]
+    flat = [np.require(p if p.shape == shape else np.broadcast_to(p, shape), requirements=("C", "W")).reshape(-1)
+            for p in parts]
     return shape, flat
 
 
 def philox2x64_10(c0: object, c1: object, key: object) -> tuple[np.ndarray, np.ndarray]:
     """Return the Philox2x64-10 output words (o0, o1) for counters (c0, c1) under key, broadcast elementwise."""
-    shape, flat = flat_u64(c0=c0, c1=c1, key=key)
-    o0 = np.empty(flat[0].shape[0], dtype=np.uint64)
+    shape, (c0f, c1f, kf) = flat_u64(c0=c0, c1=c1, key=key)
+    o0 = np.empty(c0f.shape[0], dtype=np.uint64)
     o1 = np.empty_like(o0)
-    _philox_kernel(flat[0], flat[1], flat[2], o0, o1)
+    run_sliced(c0f.shape[0], lambda a, b: _philox_slice(c0f[a:b], c1f[a:b], kf[a:b], o0[a:b], o1[a:b]))
     return o0.reshape(shape), o1.reshape(shape)
 
 

@@ -10,6 +10,7 @@ import numba
 import numpy as np
 
 from .normal_kernels import JIT, horner, ndtri
+from .threads import run_sliced
 
 LN_SQRT_2PI = 0.9189385332046728  # ln √(2π)
 EPS = 2.220446049250313e-16
@@ -239,7 +240,12 @@ def poisson_inv_one(lam, u, fast):
     return search_upper(max(c, 0.0), lam, v)
 
 
-@numba.njit(**JIT, parallel=True)
-def poisson_inv_array(lam, u, fast, out):  # pragma: no cover - compiled
-    for i in numba.prange(lam.shape[0]):
+@numba.njit(**JIT)
+def _poisson_inv_slice(lam, u, fast, out):  # pragma: no cover - compiled
+    for i in range(lam.shape[0]):
         out[i] = np.int64(poisson_inv_one(lam[i], u[i], fast))
+
+
+def poisson_inv_array(lam: np.ndarray, u: np.ndarray, fast: bool, out: np.ndarray) -> None:
+    """out = poisson_inv_one(lam, u, fast) elementwise (contiguous 1-D float64 in, int64 out)."""
+    run_sliced(lam.shape[0], lambda a, b: _poisson_inv_slice(lam[a:b], u[a:b], fast, out[a:b]))

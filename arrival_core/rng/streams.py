@@ -11,6 +11,7 @@ from ..encoding import be64, le64, uer
 from ..identity import validate_hex64, validate_scenario_id, validate_seed
 from .errors import CounterWrapError
 from .philox import flat_u64, philox_block
+from .threads import run_sliced
 
 DOMAIN_SEP = "5B.arrival.rng.v1"  # the policy's derivation.domain_sep; callers pass the policy value when it differs
 COUPLED_SCENARIO = "*"  # the scenario field of every stream under scenario coupling common_v1 (laws §10)
@@ -70,7 +71,7 @@ def stream_bases(family_id: str, manifest_fingerprint: str, parameter_hash: str,
 
 
 @numba.njit(cache=True, nogil=True)
-def _blocks_kernel(key, hi, lo, off, x0, x1):  # pragma: no cover - compiled
+def _blocks_slice(key, hi, lo, off, x0, x1):  # pragma: no cover - compiled
     """Philox block at (hi, lo) + off per element (branch-free, so it vectorises); returns how many wrapped."""
     wraps = 0
     top = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -90,7 +91,7 @@ def blocks(key: object, counter_hi: object, counter_lo: object, offsets: object)
     shape, (k, h, lo, off) = flat_u64(key=key, counter_hi=counter_hi, counter_lo=counter_lo, offsets=offsets)
     x0 = np.empty(k.shape[0], dtype=np.uint64)
     x1 = np.empty_like(x0)
-    if _blocks_kernel(k, h, lo, off, x0, x1):
+    if sum(run_sliced(k.shape[0], lambda a, b: _blocks_slice(k[a:b], h[a:b], lo[a:b], off[a:b], x0[a:b], x1[a:b]))):
         wrapped = int(np.argmax((lo + off < lo) & (h == np.uint64(0xFFFFFFFFFFFFFFFF))))
         raise CounterWrapError("blocks", int(k[wrapped]), int(off[wrapped]), wrapped)
     return x0.reshape(shape), x1.reshape(shape)

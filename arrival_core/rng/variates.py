@@ -36,7 +36,7 @@ def normal_icdf(u: object) -> np.ndarray:
     """Φ⁻¹(u) by Wichura's AS241 (relative error ≤ 1e-15 on (0, 1)); -inf at 0, +inf at 1, NaN outside [0, 1]."""
     arr = np.asarray(u, dtype=np.float64)
     out = np.empty(arr.size, dtype=np.float64)
-    normal_kernels.ndtri_array(np.ascontiguousarray(arr).reshape(-1), out)
+    normal_kernels.ndtri_array(np.require(arr, requirements=("C", "W")).reshape(-1), out)  # writable: one signature
     return out.reshape(arr.shape)
 
 

@@ -1,0 +1,112 @@
+"""A child process compiles a run's kernels into numba's on-disk cache while the run loads Dagster and runs S0–S1
+(numba's compiler holds the GIL, so a thread would only take turns with the run); the run's first kernel call
+waits for it (`threads.run_sliced` → `wait`) and then loads the kernels from the cache instead of compiling them."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from .. import contracts
+
+COUNT_POLICY, LGCP_POLICY = "arrival_count_config_5B.yaml", "arrival_lgcp_config_5B.yaml"
+WAIT_LIMIT_SECONDS = 300  # a child still compiling after this is left to finish alone; the run compiles for itself
+
+_lock = threading.Lock()
+_child: subprocess.Popen | None = None
+
+
+def policy_laws(config_dir: Path) -> tuple[str, str]:
+    """(count law, latent model) of the policy files in a folder, read by their own parsers."""
+    from .. import counts, latent  # the callers of the kernels (the RNG layer itself never imports them)
+    from ..encoding import load_yaml
+
+    count_policy = counts.parse_count_policy(load_yaml((config_dir / COUNT_POLICY).read_text()))
+    lgcp_policy = latent.parse_lgcp_policy(load_yaml((config_dir / LGCP_POLICY).read_text()))
+    return count_policy.law, lgcp_policy.latent_model_id
+
+
+def kernels(count_law: str, latent_model: str) -> list:
+    """The kernels a run of this law and model calls from Python (S2, S3 and the replays; callees compile into them)."""
+    from .. import counts
+    from . import gamma_kernels, normal_kernels, poisson_kernels, streams, variates
+
+    used = [streams._blocks_slice, counts._count_blocks_slice, poisson_kernels._poisson_inv_slice]
+    if latent_model != "none":
+        used.append(normal_kernels._box_muller_slice)
+    if count_law == "nb2":
+        used += [variates._factorize_small, gamma_kernels.gamma_table, gamma_kernels._gamma_inv_table_slice]
+    return used
+
+
+def cached(kernel: object) -> bool:
+    """Whether numba's on-disk cache holds a fresh index for a kernel (numba's internals: False when in doubt)."""
+    try:
+        return bool(kernel._cache._cache_file._load_index())
+    except Exception:  # noqa: BLE001 - numba's cache internals differ: treat the kernel as not cached
+        return False
+
+
+def compile_kernels(count_law: str, latent_model: str) -> None:
+    """Call each of `kernels` through the run's own function, on two elements of the run's types: its signatures."""
+    import numpy as np
+
+    from .. import counts
+    from . import streams, variates
+
+    words = np.arange(1, 3, dtype=np.uint64)
+    x0, x1 = streams.blocks(words, words, words, words)
+    if latent_model != "none":
+        variates.box_muller(x0, x1)
+    policy = counts.CountPolicy(version="warmup", law=count_law, lambda_zero_eps=0.0, max_count=1, kappa_base={},
+                                kappa_demand={}, kappa_bounds=(1.0, 1.0))
+    counts.draw_counts(np.ones(2), np.arange(2), np.zeros(2, dtype=np.int32), (words, words, words),
+                       np.ones(2) if count_law == "nb2" else None, policy)
+
+
+def start(config_dir: str | os.PathLike | None = None) -> None:
+    """Start a child compiling the kernels of the policies in `config_dir` unless numba's cache has them all."""
+    global _child
+    try:
+        laws = policy_laws(Path(config_dir) if config_dir else contracts.DEFAULT_CONFIG_DIR)
+    except Exception:  # noqa: BLE001 - only a head start: the run reports a bad policy with its own code
+        return
+    if all(cached(kernel) for kernel in kernels(*laws)):
+        return
+    with _lock:
+        if _child is None:
+            _child = subprocess.Popen([sys.executable, "-m", __name__, *laws], stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait() -> None:
+    """Let a compiling child finish before this process calls a kernel, so that it loads instead of compiling."""
+    global _child
+    if _child is None:
+        return
+    with _lock:
+        child, _child = _child, None
+    if child is not None:
+        try:
+            child.wait(timeout=WAIT_LIMIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def stop() -> None:
+    """End a child still compiling when the command is done (it needed none of the kernels)."""
+    global _child
+    with _lock:
+        child, _child = _child, None
+    if child is not None and child.poll() is None:
+        child.terminate()
+        child.wait()
+
+
+if __name__ == "__main__":
+    try:
+        compile_kernels(*sys.argv[1:3])
+    except (Exception, KeyboardInterrupt):  # noqa: BLE001 - the run compiles whatever is missing itself
+        sys.exit(1)
