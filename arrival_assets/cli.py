@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from arrival_core.errors import IDENTITY_INVALID, ArrivalError
@@ -50,13 +50,23 @@ def world_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_world(sub: argparse._SubParsersAction) -> None:
-    from arrival_core.world import available_profiles
+class _Profiles:
+    """The world profiles as argparse choices, listed only when a command shows or checks them (listing imports polars)."""
 
+    def __iter__(self) -> Iterator[str]:
+        from arrival_core.world import available_profiles
+
+        return iter(available_profiles())
+
+    def __contains__(self, name: object) -> bool:
+        return name in tuple(self)
+
+
+def _add_world(sub: argparse._SubParsersAction) -> None:
     world = sub.add_parser("world", help="synthetic upstream worlds")
     world_sub = world.add_subparsers(dest="world_command", required=True)
     create = world_sub.add_parser("create", help="create a synthetic world (a no-op if it already exists)")
-    create.add_argument("--profile", required=True, choices=available_profiles())
+    create.add_argument("--profile", required=True, choices=_Profiles(), metavar="PROFILE", help="one of %(choices)s")
     create.add_argument("--root", help="run root (default ./.arrival/<profile>)")
     create.add_argument("--world-seed", help="world seed (default: the profile's)")
     create.add_argument("--seeds", default="42", help="comma-separated seeds to write 3B files for (42)")
