@@ -14,7 +14,7 @@ from ..prefetch import prefetched
 from ..rng import ledger, streams, variates
 from ..rng.philox import add_counter
 from .context import CheckContext, CheckResult, document_schema, first_true, key_of, require_file
-from .intensity import _merge, ledger_result
+from .intensity import ledger_result, merge_results
 from .scanning import GRID_KEYS, GridScan, RowStream, ValueCheck, column, combined_numbers
 from .specs import (
     COUNT_CORRIDOR,
@@ -205,7 +205,7 @@ def check_count_events(ctx: CheckContext) -> dict[str, CheckResult]:
         offset = events_in.taken
         events = combined_numbers(events_in.take(len(rows)))
         values.add(offset, events)
-        totals += (events.num_rows, pc_sum(events, "draws"), pc_sum(events, "blocks"))
+        totals += (events.num_rows, _column_sum(events, "draws"), _column_sum(events, "blocks"))
         if events.num_rows != len(rows) and not key.problems:
             key.fail(f"the event log ends at row {offset + events.num_rows}; the counts imply more")
         if key.problems:
@@ -228,14 +228,14 @@ def check_count_events(ctx: CheckContext) -> dict[str, CheckResult]:
     trace = pipeline.read_table(ctx.path("rng_trace_arrival_bucket_count"))
     expected = ledger.FamilyTotals(drawing, drawing * policy.draws_per_event, drawing)
     found = ledger_result(ctx, counts.FAMILY_ID, ledger.FamilyTotals(*map(int, totals)), expected, trace)
-    accounting = _merge(accounting, found)
+    accounting = merge_results(accounting, found)
     if chosen:
         _replay_count_events(ctx, pl.concat(chosen), policy, replay)
     return {SCHEMA_VALID: values.finish(events_in.taken), PRIMARY_KEY_UNIQUE: key, RNG_ACCOUNTING: accounting,
             RNG_REPLAY: replay}
 
 
-def pc_sum(table: pa.Table, name: str) -> int:
+def _column_sum(table: pa.Table, name: str) -> int:
     """The sum of an integer column (0 when empty)."""
     return int(table[name].to_numpy().sum()) if table.num_rows else 0
 

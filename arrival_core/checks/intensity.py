@@ -291,10 +291,11 @@ def check_trace(ctx: CheckContext, dataset_id: str, family_index: int) -> dict[s
     if ledger.trace_totals(family.trace) != family.events:
         consistent.fail(f"trace totals {ledger.trace_totals(family.trace)} differ from the event log {family.events}")
     results = scan.results()
-    return {TRACE_SCHEMA_VALID: _merge(results[SCHEMA_VALID], results[PRIMARY_KEY_UNIQUE]), TRACE_CONSISTENT: consistent}
+    return {TRACE_SCHEMA_VALID: merge_results(results[SCHEMA_VALID], results[PRIMARY_KEY_UNIQUE]), TRACE_CONSISTENT: consistent}
 
 
-def _merge(*parts: CheckResult) -> CheckResult:
+def merge_results(*parts: CheckResult) -> CheckResult:
+    """One result holding every part's facts, problems and offending keys (at most five each)."""
     out = CheckResult()
     for part in parts:
         out.facts |= part.facts
