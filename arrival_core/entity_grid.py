@@ -123,6 +123,8 @@ def _first_off_grid(column: pa.ChunkedArray, h: int, expected: Callable[[np.ndar
     Strings are compared as codes into `dictionary`."""
     offset = 0
     for piece in column.chunks:
+        if dictionary is not None and not pa.types.is_dictionary(piece.type):
+            piece = piece.dictionary_encode()  # plain strings: compared as codes like dictionary-coded ones
         values = piece.indices if pa.types.is_dictionary(piece.type) else piece
         raw = (values.fill_null(0) if piece.null_count else values).to_numpy(zero_copy_only=False)  # nulls: hits
         moved = np.flatnonzero((np.diff(raw) != step) if step else (raw[1:] != raw[:-1])) + 1
