@@ -68,16 +68,27 @@ def dictionary_codes(column: pa.ChunkedArray, dictionary: pa.Array) -> np.ndarra
     """Position in `dictionary` of each value of a string column (−1 where absent or null).
 
     Dictionary-encoded chunks map their own small dictionary once, so no per-row string is compared."""
-    lookup = {v: i for i, v in enumerate(dictionary.to_pylist())}
+    lookup = _positions(dictionary)
     parts = []
     for chunk in column.chunks:
         if pa.types.is_dictionary(chunk.type):
-            mapping = np.array([lookup.get(v, -1) for v in chunk.dictionary.to_pylist()] + [-1], dtype=np.int32)
+            mapping = _recoded(chunk, lookup)
             indices = chunk.indices.fill_null(len(chunk.dictionary)) if chunk.null_count else chunk.indices
             parts.append(mapping[indices.to_numpy()])
         else:
             parts.append(pc.index_in(chunk, value_set=dictionary).fill_null(-1).to_numpy().astype(np.int32))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+
+def _positions(dictionary: pa.Array) -> dict:
+    """Each value of a dictionary with its position."""
+    return {v: i for i, v in enumerate(dictionary.to_pylist())}
+
+
+def _recoded(chunk: pa.DictionaryArray, positions: dict) -> np.ndarray:
+    """The position in the target dictionary of each entry of a chunk's own dictionary (−1 where absent), with a
+    last −1 that null slots can index."""
+    return np.array([positions.get(v, -1) for v in chunk.dictionary.to_pylist()] + [-1], dtype=np.int32)
 
 
 def first_mismatch(column: pa.ChunkedArray, value: object) -> int | None:
@@ -121,6 +132,7 @@ def _first_off_grid(column: pa.ChunkedArray, h: int, expected: Callable[[np.ndar
     Only the rows where the value moves otherwise and each entity's (and each piece's) first row are compared
     with the expectation: the first wrong row is always one of them, so no per-row expectation is built.
     Strings are compared as codes into `dictionary`."""
+    positions = None if dictionary is None else _positions(dictionary)
     offset = 0
     for piece in column.chunks:
         if dictionary is not None and not pa.types.is_dictionary(piece.type):
@@ -131,9 +143,8 @@ def _first_off_grid(column: pa.ChunkedArray, h: int, expected: Callable[[np.ndar
         moved = moved[(offset + moved) % h != 0]
         probe = np.union1d([0], np.arange((-offset) % h, len(raw), h)).astype(np.int64)[: len(raw)]
         found = raw[probe]
-        if dictionary is not None:
-            lookup = {v: i for i, v in enumerate(dictionary.to_pylist())}
-            found = np.array([lookup.get(v, -1) for v in piece.dictionary.to_pylist()] + [-1])[found]
+        if positions is not None:
+            found = _recoded(piece, positions)[found]
         wrong = probe[found != expected(offset + probe)]
         hits = [int(x[0]) for x in (moved, wrong) if len(x)]
         if piece.null_count:

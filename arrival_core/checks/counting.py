@@ -193,7 +193,8 @@ def check_count_events(ctx: CheckContext) -> dict[str, CheckResult]:
     values, key = ValueCheck(ctx, "rng_event_arrival_bucket_count", path), CheckResult(facts={"by": "the count rows"})
     accounting, replay = CheckResult(), CheckResult(facts={"mode": ctx.replay})
     kappa = counts.entity_kappa(ctx.grouping, policy) if policy.law == "nb2" else None
-    sample = ctx.sample(pipeline.table_rows(path), full=False)  # under `full` the counts' own check replays them all
+    logged = pipeline.table_rows(path)
+    sample = ctx.sample(logged, full=False)  # under `full` the counts' own check replays them all
     chosen: list[pl.DataFrame] = []
     totals = np.zeros(3, dtype=np.int64)  # events, draws, blocks
     drawing = 0
@@ -224,7 +225,7 @@ def check_count_events(ctx: CheckContext) -> dict[str, CheckResult]:
                 mu=pl.Series(mu[rows[local]]), count_N=pl.Series(column(chunk, "count_N")[rows[local]]),
                 kappa=pl.Series(np.ones(len(local)) if kappa is None else kappa[entity])))
     if events_in.take(1).num_rows:
-        accounting.fail(f"the event log has {pipeline.table_rows(path)} rows, the counts imply {drawing}")
+        accounting.fail(f"the event log has {logged} rows, the counts imply {drawing}")
     trace = pipeline.read_table(ctx.path("rng_trace_arrival_bucket_count"))
     expected = ledger.FamilyTotals(drawing, drawing * policy.draws_per_event, drawing)
     found = ledger_result(ctx, counts.FAMILY_ID, ledger.FamilyTotals(*map(int, totals)), expected, trace)
@@ -250,12 +251,9 @@ def _event_keys_problem(ctx: CheckContext, events: pa.Table, e0: int, rows: np.n
     keys_bad |= column(events, "merchant_id") != d.merchant_id[entity]
     for name in ("legal_country_iso", "tzid", "channel_group"):
         keys_bad |= entity_grid.dictionary_codes(events[name], d.dictionaries[name]) != d.codes[name][entity]
-    for name, value in pipeline.identity_values(ctx.identity, events.column_names).items():
-        if isinstance(value, str):
-            keys_bad |= entity_grid.dictionary_codes(events[name], pa.array([value])) < 0
-        else:
-            keys_bad |= column(events, name) != value
-    if (i := first_true(keys_bad)) is not None:
+    firsts = [first_true(keys_bad)] + [entity_grid.first_mismatch(events[name], value) for name, value in
+                                       pipeline.identity_values(ctx.identity, events.column_names).items()]
+    if (i := min((f for f in firsts if f is not None), default=None)) is not None:
         message = f"event row {offset + i} is not the count row with μ > lambda_zero_eps it should log (same keys, same order)"
         return message, entity_grid.row_key(events, i, GRID_KEYS)
     return None

@@ -83,10 +83,11 @@ def check_latent_field(ctx: CheckContext) -> dict[str, CheckResult]:
         return {spec.name: result for spec in checks_for("s2_latent_field_5B")}
     path = ctx.path("s2_latent_field_5B")
     require_file(path)
-    arrow = pq.read_table(path, read_dictionary=string_columns(path))
+    strings = string_columns(path)
+    arrow = pq.read_table(path, read_dictionary=strings)
     values = ValueCheck(ctx, "s2_latent_field_5B", path)
     values.add(0, arrow)
-    table = pl.from_arrow(arrow.drop_columns([c for c in string_columns(path)]))
+    table = pl.from_arrow(arrow.drop_columns(strings))
     g, h = len(d.group_ids), d.buckets
     domain, numeric, replay, corridor = CheckResult(), CheckResult(), CheckResult(), CheckResult()
     key = CheckResult(facts={"by": "(group_id, bucket) order against the grouping's sorted group ids"})
