@@ -129,8 +129,15 @@ def test_postgres_db_config_needs_a_user_and_a_database(url):
         postgres_db_config(url)
 
 
-def test_instance_config_is_the_shipped_one_without_a_database():
-    assert instance_config({}) == yaml.safe_load(SHIPPED_INSTANCE_CONFIG.read_text())
+def test_instance_config_is_the_shipped_one_with_the_kept_open_event_log_without_a_database(tmp_path):
+    shipped = yaml.safe_load(SHIPPED_INSTANCE_CONFIG.read_text())
+    assert instance_config({}) == shipped
+    config = instance_config({}, home=tmp_path)
+    assert {k: v for k, v in config.items() if k != "event_log_storage"} == shipped
+    assert config["event_log_storage"] == {
+        "module": "arrival_assets.event_log", "class": "KeptOpenSqliteEventLogStorage",
+        "config": {"base_dir": str(tmp_path / "history" / "runs")},
+    }
 
 
 def test_instance_config_with_a_database_keeps_every_other_shipped_setting():
@@ -154,13 +161,17 @@ def test_the_generated_config_is_valid_for_dagster(tmp_path):
 def test_install_tracks_the_environment_and_leaves_a_hand_written_config_alone(tmp_path):
     home = tmp_path / "home"
     target = home / "dagster.yaml"
+    target.parent.mkdir()
+    target.write_text(SHIPPED_INSTANCE_CONFIG.read_text())  # as earlier versions installed it
     install_instance_config(home, env={})
-    assert target.read_text() == SHIPPED_INSTANCE_CONFIG.read_text()
+    sqlite_text = target.read_text()
+    assert sqlite_text.startswith(GENERATED_MARK) and SHIPPED_INSTANCE_CONFIG.read_text() in sqlite_text
+    assert yaml.safe_load(sqlite_text) == instance_config({}, home=home.resolve())
     install_instance_config(home, env=PG)
-    assert target.read_text().startswith(GENERATED_MARK)
+    assert target.read_text().startswith(GENERATED_MARK) and "postgres_db" in target.read_text()
     assert stat.S_IMODE(target.stat().st_mode) == 0o600  # it holds a password
     install_instance_config(home, env={})  # unset again: back to SQLite
-    assert target.read_text() == SHIPPED_INSTANCE_CONFIG.read_text()
+    assert target.read_text() == sqlite_text
     target.write_text("telemetry:\n  enabled: false\n")
     install_instance_config(home, env=PG)
     assert target.read_text() == "telemetry:\n  enabled: false\n"

@@ -1,0 +1,74 @@
+"""Dagster's SQLite event log with its database connections kept open between statements.
+
+Dagster's `SqliteEventLogStorage` creates and disposes a SQLAlchemy engine (and a new SQLite connection) for
+every event it stores, and opens yet another engine to check that the partitions table exists before every
+partition lookup. A partition's run stores ~250 events and looks partitions up ~300 times: seconds of every
+run. This subclass keeps one engine per database file open (the few most recently used) and remembers the
+tables it has seen. Files, journaling, locking, tables and rows are exactly Dagster's: `dagster dev`, the
+daemon and any process reading the instance see no difference.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.sql import create_engine
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import StaticPool
+
+OPEN_ENGINES = 8  # the index and the runs in progress; older runs' files are reopened when read again
+
+
+class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
+    """Dagster's SQLite event log storage, reusing one open connection per database file."""
+
+    def __init__(self, base_dir: str, inst_data=None):
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
+        self._tables: set[str] = set()
+        super().__init__(base_dir, inst_data=inst_data)
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value) -> KeptOpenSqliteEventLogStorage:
+        return cls(inst_data=inst_data, **config_value)
+
+    def _engine(self, shard: str) -> Engine:
+        """The shard's engine: one connection (StaticPool), used only under the storage's lock."""
+        engine = self._engines.get(shard)
+        if engine is not None:
+            self._engines.move_to_end(shard)
+            return engine
+        engine = create_engine(
+            self.conn_string_for_shard(shard),
+            poolclass=StaticPool,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+        )
+        self._engines[shard] = engine
+        while len(self._engines) > OPEN_ENGINES:
+            self._engines.popitem(last=False)[1].dispose()
+        return engine
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:
+        with self._db_lock:
+            engine = self._engine(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn, conn.begin():
+                yield conn
+
+    def has_table(self, table_name: str) -> bool:
+        # Asked inside open transactions, so it keeps Dagster's own throwaway engine; a table once there stays.
+        if table_name not in self._tables and super().has_table(table_name):
+            self._tables.add(table_name)
+        return table_name in self._tables
+
+    def dispose(self) -> None:
+        with self._db_lock:
+            while self._engines:
+                self._engines.popitem()[1].dispose()
+        super().dispose()
