@@ -6,7 +6,9 @@ import fcntl
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +49,28 @@ def open_instance(home: Path) -> dg.DagsterInstance:
     with open(home / ".arrival-open.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return dg.DagsterInstance.from_config(str(home))
+
+
+@contextmanager
+def opening_instance(early: bool) -> Iterator[Callable[[], dg.DagsterInstance]]:
+    """A getter of the instance at DAGSTER_HOME, disposed on exit. With `early` it is opened at once on a worker
+    thread, overlapping what the caller does first (a new SQLite instance creates its tables: about a second of
+    a first run, while the demo world is created); otherwise on first use, so a refused command touches no home."""
+    with ThreadPoolExecutor(1, thread_name_prefix="arrival-instance") as pool:
+        opened: list[Future] = []
+
+        def instance() -> dg.DagsterInstance:
+            if not opened:
+                opened.append(pool.submit(lambda: open_instance(prepare_dagster_home())))
+            return opened[0].result()
+
+        if early:
+            opened.append(pool.submit(lambda: open_instance(prepare_dagster_home())))
+        try:
+            yield instance
+        finally:
+            if opened and opened[0].exception() is None:
+                opened[0].result().dispose()
 
 
 def _scenarios_for(store: Store, requested: Sequence[str] | None) -> list[str]:
@@ -250,16 +274,18 @@ def run_partitions(
     seed_value = validate_seed(seed)
     requested = [validate_scenario_id(scenario)] if scenario else None
     run_root = resolve_run_root(root)
-    store = ensure_world(run_root, say=None if quiet else err)
-    scenario_list = _scenarios_for(store, requested)  # every identity value is valid before the world is extended
-    ensure_seed(store, seed_value)
-    resource = StoreResource(run_root=str(run_root))
-    job = build_definitions(resource).resolve_job_def(JOB_NAME)
-    run_store = Store(run_root=run_root, config_dir=resolve_config_dir())
-    if not quiet:
-        out(f"run root {run_root}")
+    creating_world = not run_root.exists() or (run_root.is_dir() and not any(run_root.iterdir()))
     failures: list[PartitionRun] = []
-    with open_instance(prepare_dagster_home()) as instance:
+    with opening_instance(early=creating_world) as opened:
+        store = ensure_world(run_root, say=None if quiet else err)
+        scenario_list = _scenarios_for(store, requested)  # every identity value is valid before the world is extended
+        ensure_seed(store, seed_value)
+        resource = StoreResource(run_root=str(run_root))
+        job = build_definitions(resource).resolve_job_def(JOB_NAME)
+        run_store = Store(run_root=run_root, config_dir=resolve_config_dir())
+        if not quiet:
+            out(f"run root {run_root}")
+        instance = opened()
         for run_id in liveness.fail_dead_runs(instance):
             err(f"marked run {run_id} failed: the process that executed it is gone")
         register_partitions(instance, [str(seed_value)], scenario_list)
