@@ -78,11 +78,7 @@ class GridScan:
                              f"= {ctx.domain.rows}")
 
     def chunks(self) -> Iterator[tuple[int, int, pa.Table]]:
-        """(e0, e1, rows) of whole entities, in order, while every row so far is aligned: decoded on one worker
-        thread and validated on another while the caller works on the chunks before them."""
-        yield from prefetched(self._validated(), depth=1)
-
-    def _validated(self) -> Iterator[tuple[int, int, pa.Table]]:
+        """(e0, e1, rows) of whole entities, in order, while every row so far is aligned."""
         d = self.ctx.domain
         h = d.buckets
         columns = pq.ParquetFile(self.path).schema_arrow.names
