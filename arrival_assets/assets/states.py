@@ -147,6 +147,7 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
             options["parameter_hash"] = sealed_parameter_hash(context)
         if step.code in STREAMING:
             options["progress"] = progress_logger(context)
+            plots.preload()
         result = call_core(
             context, step.runner, st, seed=part.seed, scenario_id=part.scenario_id, run_id=context.run.run_id,
             **options,
