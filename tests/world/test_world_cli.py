@@ -53,7 +53,24 @@ def test_a_conflicting_world_prints_the_write_conflict_and_exits_2(tiny_world_co
 
 def test_the_console_script_is_registered():
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "arrival"]
-    assert script.value == "arrival_assets.cli:main"
+    assert script.value == "arrival_assets.cli:run_console"
+
+
+def test_the_console_script_keeps_the_status_the_output_and_the_exit_handlers(tmp_path):
+    marker = tmp_path / "handler-ran"
+    code = (
+        "import atexit, sys, pathlib, arrival_assets.cli as c\n"
+        f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes')\n"
+        "print('buffered before the command')\n"
+        "sys.argv = ['arrival', 'run', '--seed', 'not-a-seed']\n"
+        "c.run_console()\n"
+        "print('never reached')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert result.stdout == "buffered before the command\n"
+    assert result.stderr.startswith("error: 5B.IDENTITY_INVALID")
+    assert marker.read_text() == "yes"
 
 
 def test_the_cli_module_does_not_import_dagster():
