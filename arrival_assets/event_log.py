@@ -20,7 +20,13 @@ from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
-OPEN_ENGINES = 8  # the index and the runs in progress; older runs' files are reopened when read again
+from arrival_core import contracts
+
+
+def open_engines() -> int:
+    """How many files' engines stay open (`event_log_open_engines` of config/runtime.yaml): the index and the runs
+    in progress; older runs' files are reopened when read again."""
+    return contracts.runtime_settings()["event_log_open_engines"]
 
 
 class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
@@ -47,7 +53,7 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
         )
         self._engines[shard] = engine
-        while len(self._engines) > OPEN_ENGINES:
+        while len(self._engines) > open_engines():
             self._engines.popitem(last=False)[1].dispose()
         return engine
 

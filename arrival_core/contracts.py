@@ -225,3 +225,18 @@ def validate_document(
             json_path=error.json_path,
             schema_ref=schema_ref,
         )
+
+
+RUNTIME_CONFIG = "runtime"  # config/runtime.yaml: tunable numbers, read from the project's own config folder
+
+
+@functools.cache
+def runtime_settings() -> dict[str, Any]:
+    """config/runtime.yaml (how work is cut, paced and kept in memory), validated once per process."""
+    path = DEFAULT_CONFIG_DIR / f"{RUNTIME_CONFIG}.yaml"
+    try:
+        doc = load_yaml(path.read_bytes())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ArrivalError(CONTRACT_INVALID, f"{path} cannot be read: {exc}", file=str(path)) from exc
+    validate_document(doc, f"schemas.5B.yaml#/config/{RUNTIME_CONFIG}", code=CONTRACT_INVALID, where=str(path))
+    return doc

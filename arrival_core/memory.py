@@ -8,19 +8,21 @@ import functools
 
 import pyarrow as pa
 
+from . import contracts
+
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-_MMAP_THRESHOLD = 32 << 20  # glibc's ceiling: blocks up to 32 MiB come from the reusable heap
-_TRIM_THRESHOLD = 1 << 30  # free heap kept before any is returned to the kernel
 
 
 @functools.cache
 def keep_freed_memory() -> bool:
     """Route Arrow's allocations through malloc and keep malloc's freed heap (glibc), once per process; False
-    where the C library is not glibc (nothing is changed then)."""
+    where the C library is not glibc (nothing is changed then). The thresholds are config/runtime.yaml's."""
+    settings = contracts.runtime_settings()
     pa.set_memory_pool(pa.system_memory_pool())
     name = ctypes.util.find_library("c")
     try:
         mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError, TypeError):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+    return (bool(mallopt(_M_MMAP_THRESHOLD, settings["malloc_mmap_threshold_bytes"]))
+            and bool(mallopt(_M_TRIM_THRESHOLD, settings["malloc_trim_threshold_bytes"])))

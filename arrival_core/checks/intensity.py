@@ -245,7 +245,7 @@ def ledger_result(ctx: CheckContext, family_id: str, events: ledger.FamilyTotals
 
 
 def check_latent_events(ctx: CheckContext) -> dict[str, CheckResult]:
-    results = scan_table(ctx, "rng_event_arrival_lgcp_gaussian", pipeline.DEFAULT_CHUNK_ROWS)
+    results = scan_table(ctx, "rng_event_arrival_lgcp_gaussian", pipeline.default_chunk_rows())
     family = pipeline.read_ledger(ctx.gate, latent.FAMILY_ID)
     table = pipeline.read_table(ctx.path("rng_event_arrival_lgcp_gaussian"))
     accounting = ledger_result(ctx, latent.FAMILY_ID, family.events, family.expected, family.trace)

@@ -51,7 +51,7 @@ def check_receipt(ctx: CheckContext) -> dict[str, CheckResult]:
 
 
 def check_time_grid(ctx: CheckContext) -> dict[str, CheckResult]:
-    results = scan_table(ctx, "s1_time_grid_5B", pipeline.DEFAULT_CHUNK_ROWS)
+    results = scan_table(ctx, "s1_time_grid_5B", pipeline.default_chunk_rows())
     frame = pipeline.read_table(ctx.path("s1_time_grid_5B"))
     domain = CheckResult()
     manifest, _ = pipeline.read_sealed_table(ctx.gate, "scenario_manifest_5A", code=error_code("S1", "INPUT_SCHEMA_INVALID"))
@@ -72,7 +72,7 @@ def check_time_grid(ctx: CheckContext) -> dict[str, CheckResult]:
 
 
 def check_grouping(ctx: CheckContext) -> dict[str, CheckResult]:
-    results = scan_table(ctx, "s1_grouping_5B", pipeline.DEFAULT_CHUNK_ROWS)
+    results = scan_table(ctx, "s1_grouping_5B", pipeline.default_chunk_rows())
     domain = CheckResult()
     surface = ctx.gate.path("merchant_zone_scenario_local_5A")
     entities = pipeline.read_entity_keys(surface)

@@ -36,16 +36,15 @@ from .shell import (
 )
 from .states import STATES, State, state_of_output
 from .streaming import (
-    DEFAULT_CHUNK_ROWS,
     ValueSets,
     default_chunk_entities,
+    default_chunk_rows,
     identity_values,
     read_whole_entities,
     surface_path,
 )
 
 __all__ = [
-    "DEFAULT_CHUNK_ROWS",
     "STATES",
     "FamilyLedger",
     "State",
@@ -57,6 +56,7 @@ __all__ = [
     "check_basis",
     "conform",
     "default_chunk_entities",
+    "default_chunk_rows",
     "execute_state",
     "identity_values",
     "load_gate",

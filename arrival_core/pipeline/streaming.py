@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .. import entity_grid, gate, grouping, sink, table_schema, tables
+from .. import contracts, entity_grid, gate, grouping, sink, table_schema, tables
 from ..encoding import sha256_file
 from ..errors import ArrivalError, error_code
 from ..gate import Gate
@@ -26,14 +26,14 @@ from .shell import arrow_schema, validate_output
 
 # ---- S2 / S3: streaming helpers ------------------------------------------------------------------------------------
 
-# Rows per streamed chunk (bounds memory; any chunk size gives the same bytes): a chunk's float column is then
-# 16 MB, under the allocator's 32 MiB ceiling for reusable heap blocks (see memory.keep_freed_memory).
-DEFAULT_CHUNK_ROWS = 2_000_000
+def default_chunk_rows() -> int:
+    """Rows per streamed chunk (`chunk_rows` of config/runtime.yaml): bounds memory; any size gives the same bytes."""
+    return contracts.runtime_settings()["chunk_rows"]
 
 
 def default_chunk_entities(buckets: int) -> int:
-    """Entities per chunk so that a chunk holds about DEFAULT_CHUNK_ROWS rows."""
-    return max(1, DEFAULT_CHUNK_ROWS // max(1, buckets))
+    """Entities per chunk so that a chunk holds about `default_chunk_rows()` rows."""
+    return max(1, default_chunk_rows() // max(1, buckets))
 
 
 def _sink_schema(store: Store, dataset_id: str) -> pa.Schema:

@@ -9,15 +9,16 @@ from typing import TypeVar
 
 import numba
 
+from .. import contracts
 from . import warmup
 
 T = TypeVar("T")
-MIN_SLICE = 1 << 15  # elements below which another thread costs more than it saves (~50 µs to start one)
 
 
 def bounds(n: int) -> list[tuple[int, int]]:
-    """Contiguous slices covering range(n): one per `numba.get_num_threads()`, none under MIN_SLICE but the only one."""
-    count = max(1, min(numba.get_num_threads(), n // MIN_SLICE))
+    """Contiguous slices covering range(n): one per `numba.get_num_threads()`, none under `thread_min_slice`
+    (config/runtime.yaml) elements but the only one."""
+    count = max(1, min(numba.get_num_threads(), n // contracts.runtime_settings()["thread_min_slice"]))
     return list(itertools.pairwise([n * i // count for i in range(count + 1)]))
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from .. import contracts
 
 COUNT_POLICY, LGCP_POLICY = "arrival_count_config_5B.yaml", "arrival_lgcp_config_5B.yaml"
-WAIT_LIMIT_SECONDS = 300  # a child still compiling after this is left to finish alone; the run compiles for itself
 
 _lock = threading.Lock()
 _child: subprocess.Popen | None = None
@@ -90,7 +89,8 @@ def wait() -> None:
         child, _child = _child, None
     if child is not None:
         try:
-            child.wait(timeout=WAIT_LIMIT_SECONDS)
+            # a child still compiling after this is left to finish alone; the run compiles for itself
+            child.wait(timeout=contracts.runtime_settings()["warmup_wait_seconds"])
         except subprocess.TimeoutExpired:
             pass
 

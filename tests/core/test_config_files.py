@@ -212,3 +212,35 @@ def test_check_policy_refuses_a_false_alarm_probability_that_is_not_small():
         contracts.validate_document({"false_alarm": 0.5},
                                     "schemas.5B.yaml#/config/check_policy", code="5B.CONTRACT_INVALID",
                                     where="check_policy.yaml")
+
+
+def _runtime_in(folder: Path, monkeypatch, **changes) -> None:
+    """Point runtime_settings at a copy of config/runtime.yaml with some values changed."""
+    doc = _load(CONFIG / "runtime.yaml") | changes
+    (folder / "runtime.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setattr(contracts, "DEFAULT_CONFIG_DIR", folder)
+    contracts.runtime_settings.cache_clear()
+
+
+def test_runtime_numbers_come_from_config_runtime_yaml(tmp_path, monkeypatch):
+    from arrival_core import pipeline
+    from arrival_core.rng import threads
+
+    _runtime_in(tmp_path, monkeypatch, chunk_rows=1344, thread_min_slice=10)
+    try:
+        assert pipeline.default_chunk_rows() == 1344
+        assert pipeline.default_chunk_entities(672) == 2  # two whole entities of 672 buckets
+        assert len(threads.bounds(15)) == 1 and threads.bounds(25) in ([(0, 25)], [(0, 12), (12, 25)])
+    finally:
+        contracts.runtime_settings.cache_clear()
+
+
+def test_a_broken_runtime_file_is_contract_invalid_naming_the_field(tmp_path, monkeypatch):
+    _runtime_in(tmp_path, monkeypatch, chunk_rows=0)
+    try:
+        with pytest.raises(ArrivalError) as err:
+            contracts.runtime_settings()
+        assert err.value.code == "5B.CONTRACT_INVALID"
+        assert err.value.message.startswith(f"{tmp_path / 'runtime.yaml'}: $.chunk_rows")
+    finally:
+        contracts.runtime_settings.cache_clear()

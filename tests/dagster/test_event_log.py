@@ -71,7 +71,7 @@ def test_it_opens_one_engine_per_file_and_never_holds_a_lock_between_statements(
 
 
 def test_it_closes_the_least_recently_used_engines(home, monkeypatch):
-    monkeypatch.setattr(event_log, "OPEN_ENGINES", 2)
+    monkeypatch.setattr(event_log, "open_engines", lambda: 2)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         storage = instance.event_log_storage
         runs = [_materialise(instance, str(seed)) for seed in (1, 2, 3)]
