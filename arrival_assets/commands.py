@@ -59,13 +59,16 @@ def opening_instance(early: bool) -> Iterator[Callable[[], dg.DagsterInstance]]:
     with ThreadPoolExecutor(1, thread_name_prefix="arrival-instance") as pool:
         opened: list[Future] = []
 
-        def instance() -> dg.DagsterInstance:
+        def start() -> None:
             if not opened:
                 opened.append(pool.submit(lambda: open_instance(prepare_dagster_home())))
+
+        def instance() -> dg.DagsterInstance:
+            start()
             return opened[0].result()
 
         if early:
-            opened.append(pool.submit(lambda: open_instance(prepare_dagster_home())))
+            start()
         try:
             yield instance
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -38,16 +39,17 @@ ABOVE = {"loc": "lower right", "bbox_to_anchor": (1.0, 1.0), "frameon": False, "
 
 # ---- rendering -----------------------------------------------------------------------------------------------
 
-def preload() -> threading.Thread:
+def preload() -> None:
     """Import matplotlib's figure and Agg canvas on a worker thread while a state streams (its numeric work leaves
-    the GIL free), so the picture drawn when it ends does not wait about 0.7 s for the import."""
+    the GIL free), so the picture drawn when it ends does not wait about 0.7 s for the import; once per process."""
+    if "matplotlib.backends.backend_agg" in sys.modules:
+        return
+
     def load() -> None:
         from matplotlib import figure  # noqa: F401
         from matplotlib.backends import backend_agg  # noqa: F401
 
-    thread = threading.Thread(target=load, daemon=True, name="arrival-matplotlib")
-    thread.start()
-    return thread
+    threading.Thread(target=load, daemon=True, name="arrival-matplotlib").start()
 
 
 def new_figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:

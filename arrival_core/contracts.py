@@ -230,13 +230,20 @@ def validate_document(
 RUNTIME_CONFIG = "runtime"  # config/runtime.yaml: tunable numbers, read from the project's own config folder
 
 
-@functools.cache
-def runtime_settings() -> dict[str, Any]:
-    """config/runtime.yaml (how work is cut, paced and kept in memory), validated once per process."""
-    path = DEFAULT_CONFIG_DIR / f"{RUNTIME_CONFIG}.yaml"
+def read_config_file(config_dir: Path, name: str, contracts_dir: Path = DEFAULT_CONTRACTS_DIR) -> dict[str, Any]:
+    """A configuration file that is not a sealed policy (`<config_dir>/<name>.yaml`), validated by its schema
+    `schemas.5B.yaml#/config/<name>`; CONTRACT_INVALID naming the file otherwise."""
+    path = Path(config_dir) / f"{name}.yaml"
     try:
         doc = load_yaml(path.read_bytes())
     except (OSError, yaml.YAMLError) as exc:
         raise ArrivalError(CONTRACT_INVALID, f"{path} cannot be read: {exc}", file=str(path)) from exc
-    validate_document(doc, f"schemas.5B.yaml#/config/{RUNTIME_CONFIG}", code=CONTRACT_INVALID, where=str(path))
+    validate_document(doc, f"schemas.5B.yaml#/config/{name}", code=CONTRACT_INVALID, where=str(path),
+                      contracts_dir=contracts_dir)
     return doc
+
+
+@functools.cache
+def runtime_settings() -> dict[str, Any]:
+    """config/runtime.yaml (how work is cut, paced and kept in memory), validated once per process."""
+    return read_config_file(DEFAULT_CONFIG_DIR, RUNTIME_CONFIG)

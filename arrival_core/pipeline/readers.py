@@ -5,11 +5,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import polars as pl
-import yaml
 
 from .. import contracts, gate
-from ..encoding import load_yaml
-from ..errors import CONTRACT_INVALID, ArrivalError, error_code
+from ..errors import ArrivalError, error_code
 from ..identity import Identity
 from ..store import Store
 from .plan import read_domain
@@ -62,15 +60,8 @@ def world_scenarios(store: Store) -> list[str]:
 
 
 def read_config(store: Store, name: str) -> dict:
-    """A configuration file of config/ that is not a sealed policy (`<name>.yaml`), validated by its schema."""
-    path = store.config_dir / f"{name}.yaml"
-    try:
-        doc = load_yaml(path.read_bytes())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ArrivalError(CONTRACT_INVALID, f"{path} cannot be read: {exc}", file=str(path)) from exc
-    contracts.validate_document(doc, f"schemas.5B.yaml#/config/{name}", code=CONTRACT_INVALID, where=str(path),
-                                contracts_dir=store.contracts_dir)
-    return doc
+    """A configuration file of the store's config/ that is not a sealed policy (`<name>.yaml`), validated."""
+    return contracts.read_config_file(store.config_dir, name, store.contracts_dir)
 
 
 def read_check_policy(store: Store) -> dict:
