@@ -13,6 +13,7 @@ from ..grouping import ENTITY_KEYS
 from ..prefetch import prefetched
 from ..rng import ledger, streams, variates
 from ..rng.philox import add_counter
+from . import count_kernels
 from .context import CheckContext, CheckResult, document_schema, first_true, key_of, require_file
 from .intensity import ledger_result, merge_results
 from .scanning import GRID_KEYS, GridScan, RowStream, ValueCheck, column, combined_numbers
@@ -27,13 +28,10 @@ from .specs import (
 
 # ---- S3 ------------------------------------------------------------------------------------------------------------
 
-PGF_TARGET = 2.0  # s = max(0, 1 − 2/μ): μ(1 − s) = min(μ, 2), where E[s^N] is most sensitive to dispersion
-
-
 @dataclass
 class CountMoments:
     """Running sums over drawing, uncapped rows for the count corridors (all functions of μ and κ, except the
-    sums that involve N)."""
+    sums that involve N); see `count_kernels.moment_sums`."""
 
     rows: int = 0
     mu: float = 0.0  # Σ μ
@@ -46,33 +44,18 @@ class CountMoments:
     pgf_var: float = 0.0  # Σ Var[s^N] under the law
 
     def add(self, mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None) -> None:
-        r = n - mu
+        """Add rows with μ > 0 (float64 μ and N; κ per row under NB2, None under Poisson)."""
+        if len(mu) != len(n) or (kappa is not None and len(kappa) != len(mu)):
+            raise ValueError("CountMoments.add needs μ, N (and κ) of equal length")
         self.rows += len(mu)
-        self.mu += float(mu.sum())
-        self.n += float(n.sum())
-        self.sq += float((r * r).sum())
         if len(mu) == 0:
             return
-        s, one_minus_s = _pgf_argument(mu)
-        one_minus_s2 = one_minus_s * (1.0 + s)
-        if kappa is None:
-            self.var += float(mu.sum())
-            m1, m2 = np.exp(-mu * one_minus_s), np.exp(-mu * one_minus_s2)
-        else:
-            self.var += float((mu + mu * mu / kappa).sum())
-            self.mu2_kappa += float((mu * mu / kappa).sum())
-            self.ratio_max = max(self.ratio_max, float((mu / kappa).max()))
-            m1 = np.exp(-kappa * np.log1p(mu * one_minus_s / kappa))
-            m2 = np.exp(-kappa * np.log1p(mu * one_minus_s2 / kappa))
-        power = np.power(s, n)  # s^N, with 0^0 = 1 and 0^N = 0 for N > 0
-        self.pgf += float((power - m1).sum())
-        self.pgf_var += float(np.maximum(m2 - m1 * m1, 0.0).sum())
-
-
-def _pgf_argument(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(s, 1 − s) per row, s = max(0, 1 − 2/μ); 1 − s = min(1, 2/μ) computed without cancellation."""
-    one_minus_s = np.minimum(1.0, PGF_TARGET / mu)
-    return 1.0 - one_minus_s, one_minus_s
+        sums = dict(zip(count_kernels.SUMS, count_kernels.moment_sums(
+            np.ascontiguousarray(mu, dtype=np.float64), np.ascontiguousarray(n, dtype=np.float64),
+            np.empty(0) if kappa is None else np.ascontiguousarray(kappa, dtype=np.float64)).tolist()))
+        self.ratio_max = max(self.ratio_max, sums.pop("ratio_max"))
+        for name, value in sums.items():
+            setattr(self, name, getattr(self, name) + value)
 
 
 def _bernstein(variance: float, c: float, scale: float) -> float:

@@ -28,11 +28,14 @@ def policy_laws(config_dir: Path) -> tuple[str, str]:
 
 
 def kernels(count_law: str, latent_model: str) -> list:
-    """The kernels a run of this law and model calls from Python (S2, S3 and the replays; callees compile into them)."""
+    """The kernels a run of this law and model calls from Python (S2, S3, the replays and the count corridor;
+    callees compile into them)."""
     from .. import counts
+    from ..checks import count_kernels
     from . import gamma_kernels, normal_kernels, poisson_kernels, streams, variates
 
-    used = [streams._blocks_slice, counts._count_blocks_slice, poisson_kernels._poisson_inv_slice]
+    used = [streams._blocks_slice, counts._count_blocks_slice, poisson_kernels._poisson_inv_slice,
+            count_kernels.moment_sums]
     if latent_model != "none":
         used.append(normal_kernels._box_muller_slice)
     if count_law == "nb2":
@@ -53,6 +56,7 @@ def compile_kernels(count_law: str, latent_model: str) -> None:
     import numpy as np
 
     from .. import counts
+    from ..checks import count_kernels
     from . import streams, variates
 
     words = np.arange(1, 3, dtype=np.uint64)
@@ -63,6 +67,7 @@ def compile_kernels(count_law: str, latent_model: str) -> None:
                                 kappa_demand={}, kappa_bounds=(1.0, 1.0))
     counts.draw_counts(np.ones(2), np.arange(2), np.zeros(2, dtype=np.int32), (words, words, words),
                        np.ones(2) if count_law == "nb2" else None, policy)
+    count_kernels.moment_sums(np.ones(2), np.ones(2), np.ones(2) if count_law == "nb2" else np.empty(0))
 
 
 def start(config_dir: str | os.PathLike | None = None) -> None:

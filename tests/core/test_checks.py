@@ -1,6 +1,8 @@
 """The check catalogue and its statistical corridors on synthetic data with fixed keys."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -74,6 +76,24 @@ def _moments(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None) -> checks.
         sl = slice(part, part + 100_000)
         m.add(mu[sl], n[sl].astype(float), None if kappa is None else kappa[sl])
     return m
+
+
+def test_count_moments_are_the_stated_sums_by_hand():
+    # μ = 1 (s = 0) and μ = 4 (s = 1/2): E s^N = e^{−μ(1−s)} (Poisson) or (1 + μ(1−s)/κ)^{−κ} (NB2, κ = 2), and
+    # E s^{2N} takes 1 − s² in place of 1 − s; worked out by hand, not by the kernel's formulas.
+    e = math.exp
+    m = checks.CountMoments()
+    m.add(np.array([1.0, 4.0]), np.array([0.0, 3.0]), None)
+    assert (m.rows, m.mu, m.n, m.sq, m.var) == (2, 5.0, 3.0, 2.0, 5.0)
+    assert m.pgf == pytest.approx((1 - e(-1)) + (0.125 - e(-2)), rel=1e-14)
+    assert m.pgf_var == pytest.approx((e(-1) - e(-2)) + (e(-3) - e(-4)), rel=1e-14)
+    nb2 = checks.CountMoments()
+    nb2.add(np.array([4.0]), np.array([3.0]), np.array([2.0]))
+    assert (nb2.var, nb2.mu2_kappa, nb2.ratio_max) == (12.0, 8.0, 2.0)
+    assert nb2.pgf == pytest.approx(0.125 - 2.0 ** -2, rel=1e-14)
+    assert nb2.pgf_var == pytest.approx(2.5 ** -2 - 2.0 ** -4, rel=1e-14)
+    with pytest.raises(ValueError):
+        nb2.add(np.ones(2), np.ones(3), None)
 
 
 def test_count_corridor_accepts_poisson_and_flags_overdispersion():
