@@ -12,8 +12,7 @@ from .. import counts, entity_grid, pipeline
 from ..grouping import ENTITY_KEYS
 from ..prefetch import prefetched
 from ..rng import ledger, streams, variates
-from ..rng.philox import add_counter
-from . import count_kernels
+from . import count_kernels, event_kernels
 from .context import CheckContext, CheckResult, document_schema, first_true, key_of, require_file
 from .intensity import ledger_result, merge_results
 from .scanning import GRID_KEYS, GridScan, RowStream, ValueCheck, column, combined_numbers
@@ -194,12 +193,13 @@ def check_count_events(ctx: CheckContext) -> dict[str, CheckResult]:
             key.fail(f"the event log ends at row {offset + events.num_rows}; the counts imply more")
         if key.problems:
             continue
-        if (problem := _event_keys_problem(ctx, events, e0, rows, offset)) is not None:
-            key.fail(*problem)
-            accounting.fail(*problem)
+        keys_problem, envelope_problem = _event_problems(ctx, events, e0, rows, offset, policy)
+        if keys_problem is not None:
+            key.fail(*keys_problem)
+            accounting.fail(*keys_problem)
             continue
-        if (problem := _event_counters_problem(ctx, events, e0, rows, policy)) is not None:
-            accounting.fail(*problem)
+        if envelope_problem is not None:
+            accounting.fail(*envelope_problem)
         local = sample[(sample >= offset) & (sample < offset + len(rows))] - offset
         if len(local):
             picked = events.take(pa.array(local))
@@ -224,47 +224,40 @@ def _column_sum(table: pa.Table, name: str) -> int:
     return int(table[name].to_numpy().sum()) if table.num_rows else 0
 
 
-def _event_keys_problem(ctx: CheckContext, events: pa.Table, e0: int, rows: np.ndarray,
-                        offset: int) -> tuple[str, dict] | None:
-    """Why the events of a chunk are not its drawing count rows (same keys, same order, this partition); else None."""
+def _event_problems(ctx: CheckContext, events: pa.Table, e0: int, rows: np.ndarray, offset: int,
+                    policy: counts.CountPolicy) -> tuple[tuple[str, dict] | None, tuple[str, dict] | None]:
+    """(keys problem, envelope problem) of a chunk's events against its drawing count rows: the keys must be theirs
+    (same order, this partition), and only then the envelopes the stream base + bucket_index, one block of the
+    policy's draws each; None where they hold."""
     d = ctx.domain
     h = d.buckets
-    entity, bucket = e0 + rows // h, rows % h
-    keys_bad = column(events, "bucket_index") != bucket
-    keys_bad |= column(events, "merchant_id") != d.merchant_id[entity]
-    for name in ("legal_country_iso", "tzid", "channel_group"):
-        keys_bad |= entity_grid.dictionary_codes(events[name], d.dictionaries[name]) != d.codes[name][entity]
-    firsts = [first_true(keys_bad)] + [entity_grid.first_mismatch(events[name], value) for name, value in
-                                       pipeline.identity_values(ctx.identity, events.column_names).items()]
-    if (i := min((f for f in firsts if f is not None), default=None)) is not None:
-        message = f"event row {offset + i} is not the count row with μ > lambda_zero_eps it should log (same keys, same order)"
-        return message, entity_grid.row_key(events, i, GRID_KEYS)
-    return None
-
-
-def _event_counters_problem(ctx: CheckContext, events: pa.Table, e0: int, rows: np.ndarray,
-                            policy: counts.CountPolicy) -> tuple[str, dict] | None:
-    """Why the events of a chunk (keys already proven) do not sit at the stream base + bucket_index, one block of
-    the policy's draws each; else None."""
-    d = ctx.domain
-    h = d.buckets
-    local, bucket = rows // h, rows % h  # the chunk's entity and the bucket of each event
+    local = rows // h  # each event's entity within the chunk, and its bucket
     ident = ctx.identity
     e1 = e0 + (int(local[-1]) + 1 if len(local) else 0)
     key, hi, lo = streams.stream_bases(counts.FAMILY_ID, ident.manifest_fingerprint, ident.parameter_hash,
                                        ident.seed, ident.scenario_id, counts.domain_keys(d.entities[e0:e1]),
                                        domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
-    before_hi, before_lo, _ = add_counter(hi[local], lo[local], bucket.astype(np.uint64))
-    after_hi, after_lo, _ = add_counter(before_hi, before_lo, np.ones(len(rows), dtype=np.uint64))
-    for name, want in (("rng_key", key[local]), ("rng_counter_before_hi", before_hi),
-                       ("rng_counter_before_lo", before_lo), ("rng_counter_after_hi", after_hi),
-                       ("rng_counter_after_lo", after_lo), ("draws", policy.draws_per_event), ("blocks", 1)):
-        bad = column(events, name) != want
-        if (i := first_true(bad)) is not None:
-            return (f"{int(bad.sum())} event(s): {name} is not the stream base + bucket_index"
-                    if name.startswith("rng") else f"{int(bad.sum())} event(s): {name} is not {want}",
-                    entity_grid.grid_key(d, e0, int(rows[i]), "bucket_index"))
-    return None
+    strings = event_kernels.KEY_COLUMNS[2:]
+    found, first = event_kernels.event_mismatches(
+        local, rows % h, d.merchant_id[e0:e1], np.stack([d.codes[name][e0:e1] for name in strings]), key, hi, lo,
+        *(column(events, name) for name in event_kernels.KEY_COLUMNS[:2]),
+        np.stack([entity_grid.dictionary_codes(events[name], d.dictionaries[name]) for name in strings]),
+        *(column(events, name) for name in event_kernels.ENVELOPE_COLUMNS), policy.draws_per_event)
+    keyed = len(event_kernels.KEY_COLUMNS)
+    firsts = [int(first[:keyed][found[:keyed] > 0].min())] if found[:keyed].any() else []
+    firsts += [f for f in (entity_grid.first_mismatch(events[name], value) for name, value in
+                           pipeline.identity_values(ident, events.column_names).items()) if f is not None]
+    if firsts:
+        i = min(firsts)
+        message = f"event row {offset + i} is not the count row with μ > lambda_zero_eps it should log (same keys, same order)"
+        return (message, entity_grid.row_key(events, i, GRID_KEYS)), None
+    for name, want, n, i in zip(event_kernels.ENVELOPE_COLUMNS, (*("the stream base + bucket_index",) * 5,
+                                                                  policy.draws_per_event, 1),
+                                found[keyed:], first[keyed:]):
+        if n:
+            return None, (f"{int(n)} event(s): {name} is not {want}",
+                          entity_grid.grid_key(d, e0, int(rows[i]), "bucket_index"))
+    return None, None
 
 
 def _replay_count_events(ctx: CheckContext, events: pl.DataFrame, policy: counts.CountPolicy, result: CheckResult) -> None:

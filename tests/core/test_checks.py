@@ -150,3 +150,51 @@ def test_streamed_trace_is_full_batches_with_running_totals(events, draws):
     assert trace["draws_total"].to_list() == [draws * v for v in np.cumsum(sizes).tolist()]
     assert ledger.trace_problems(trace, append_events=65_536) == []
     assert ledger.trace_totals(trace) == ledger.FamilyTotals(events, events * draws, events)
+
+
+def _events_by_hand(bases: list[tuple[int, int, int]], logged: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+    """Events logging (entity, bucket) rows, envelopes worked out with Python's integers (128-bit counters)."""
+    cols: dict[str, list] = {name: [] for name in ("rng_key", "rng_counter_before_hi", "rng_counter_before_lo",
+                                                   "rng_counter_after_hi", "rng_counter_after_lo")}
+    for entity, bucket in logged:
+        key, hi, lo = bases[entity]
+        before = (hi << 64) + lo + bucket
+        after = before + 1
+        for name, value in (("rng_key", key), ("rng_counter_before_hi", before >> 64),
+                            ("rng_counter_before_lo", before & (2**64 - 1)), ("rng_counter_after_hi", after >> 64),
+                            ("rng_counter_after_lo", after & (2**64 - 1))):
+            cols[name].append(value)
+    return {name: np.array(values, dtype=np.uint64) for name, values in cols.items()}
+
+
+def test_event_mismatches_counts_each_column_and_its_first_event():
+    from arrival_core.checks import event_kernels
+
+    top = 2**64 - 1
+    bases = [(11, 0, top), (12, 5, 7), (13, top - 1, top - 3)]  # carries into hi at bucket ≥ 1 and ≥ 3
+    logged = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 9), (2, 3), (2, 4)]
+    entity = np.array([e for e, _ in logged])
+    bucket = np.array([b for _, b in logged])
+    merchant = np.array([100, 200, 300], dtype=np.uint64)
+    codes = np.array([[0, 1, 2], [3, 4, 5], [6, 7, 8]], dtype=np.int32)
+    key, hi, lo = (np.array(v, dtype=np.uint64) for v in zip(*bases))
+
+    def run(**edits):
+        events = {"bucket_index": bucket.astype(np.int32), "merchant_id": merchant[entity],
+                  "codes": codes[:, entity].copy(), **_events_by_hand(bases, logged),
+                  "draws": np.full(len(logged), 2, dtype=np.int64), "blocks": np.ones(len(logged), dtype=np.int64)}
+        for name, (row, value) in edits.items():
+            events[name][row] = value
+        found, first = event_kernels.event_mismatches(
+            entity, bucket, merchant, codes, key, hi, lo, events["bucket_index"], events["merchant_id"],
+            events["codes"], *(events[n] for n in event_kernels.ENVELOPE_COLUMNS), 2)
+        return dict(zip(event_kernels.KEY_COLUMNS + event_kernels.ENVELOPE_COLUMNS, zip(found, first)))
+
+    assert all(v == (0, -1) for v in run().values())
+    assert run(rng_counter_before_hi=(1, 0))["rng_counter_before_hi"] == (1, 1)  # the carry is expected
+    assert run(rng_counter_after_lo=(4, 0))["rng_counter_after_lo"] == (1, 4)
+    assert run(bucket_index=(6, 5))["bucket_index"] == (1, 6)
+    assert run(merchant_id=(2, 1))["merchant_id"] == (1, 2)
+    assert run(draws=(3, 1))["draws"] == (1, 3) and run(blocks=(5, 2))["blocks"] == (1, 5)
+    changed = run(rng_key=(2, 12))
+    assert changed["rng_key"] == (1, 2) and sum(n for n, _ in changed.values()) == 1
