@@ -205,6 +205,10 @@ def load_schema(schema_ref: str, contracts_dir: Path = DEFAULT_CONTRACTS_DIR) ->
     return resolve_schema(Path(contracts_dir).resolve(), schema_ref).contents
 
 
+_PASSED: dict[tuple[Path, str, str], None] = {}  # documents known to satisfy a schema, by (contracts, schema, repr)
+_PASSED_KEPT = 512
+
+
 @functools.lru_cache(maxsize=256)
 def _validator(contracts_dir: Path, schema_ref: str) -> jsonschema.Draft202012Validator:
     resolve_schema(contracts_dir, schema_ref)  # fail early, naming the reference
@@ -214,8 +218,16 @@ def _validator(contracts_dir: Path, schema_ref: str) -> jsonschema.Draft202012Va
 def validate_document(
     doc: Any, schema_ref: str, *, code: str, where: str, contracts_dir: Path = DEFAULT_CONTRACTS_DIR
 ) -> None:
-    """Validate a JSON/YAML document against its schema; raise `code` naming the file, JSON path, reason."""
-    validator = _validator(Path(contracts_dir).resolve(), schema_ref)
+    """Validate a JSON/YAML document against its schema; raise `code` naming the file, JSON path, reason.
+
+    A document that passed is remembered by its `repr` (exact for the plain values YAML and JSON give: 1, 1.0,
+    True and "1" all differ), so the gate's receipt and policies, re-read by every check step of a run, are
+    validated once per process; a failing document is validated, and reported, every time."""
+    contracts_dir = Path(contracts_dir).resolve()
+    key = (contracts_dir, schema_ref, repr(doc))
+    if key in _PASSED:
+        return
+    validator = _validator(contracts_dir, schema_ref)
     error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
     if error is not None:
         raise ArrivalError(
@@ -225,6 +237,9 @@ def validate_document(
             json_path=error.json_path,
             schema_ref=schema_ref,
         )
+    if len(_PASSED) >= _PASSED_KEPT:
+        _PASSED.clear()
+    _PASSED[key] = None
 
 
 RUNTIME_CONFIG = "runtime"  # config/runtime.yaml: tunable numbers, read from the project's own config folder

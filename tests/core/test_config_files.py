@@ -244,3 +244,17 @@ def test_a_broken_runtime_file_is_contract_invalid_naming_the_field(tmp_path, mo
         assert err.value.message.startswith(f"{tmp_path / 'runtime.yaml'}: $.chunk_rows")
     finally:
         contracts.runtime_settings.cache_clear()
+
+
+def test_a_document_that_passed_is_remembered_exactly_and_a_failing_one_is_never():
+    ref = "schemas.5B.yaml#/config/runtime"
+    doc = contracts.read_config_file(CONFIG, "runtime")
+    contracts.validate_document(doc, ref, code="5B.CONTRACT_INVALID", where="runtime.yaml")
+    for value in (True, 1.5, "2000000"):  # equal or alike to 1 or 2000000 in some sense, but not integers
+        for _ in range(2):  # rejected again: a failure is never remembered
+            with pytest.raises(ArrivalError) as err:
+                contracts.validate_document({**doc, "chunk_rows": value}, ref, code="5B.CONTRACT_INVALID", where="r")
+            assert err.value.context["json_path"] == "$.chunk_rows"
+    doc["chunk_rows"] = 0  # the same object changed after it passed
+    with pytest.raises(ArrivalError):
+        contracts.validate_document(doc, ref, code="5B.CONTRACT_INVALID", where="runtime.yaml")
