@@ -10,14 +10,14 @@ import math
 import numba
 import numpy as np
 
-from ..rng.normal_kernels import JIT
+from .compiled import JIT, frozen
 
 SUMS = ("mu", "n", "sq", "var", "mu2_kappa", "ratio_max", "pgf", "pgf_var")  # the order `moment_sums` returns
 PGF_TARGET = 2.0  # s = max(0, 1 − 2/μ): μ(1 − s) = min(μ, 2), where E[s^N] is most sensitive to dispersion
 
 
 @numba.njit(**JIT)
-def moment_sums(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray) -> np.ndarray:
+def _moment_sums(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray) -> np.ndarray:
     """Σ μ, Σ N, Σ (N − μ)², Σ Var N, Σ μ²/κ, max μ/κ, Σ (s^N − E s^N), Σ Var s^N over rows (in `SUMS` order);
     `kappa` empty means Poisson (Var N = μ, E s^N = exp(−μ(1 − s))), else NB2 (E s^N = (1 + μ(1 − s)/κ)^−κ)."""
     out = np.zeros(len(SUMS))
@@ -47,3 +47,11 @@ def moment_sums(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray) -> np.ndarray:
         out[6] += power - m1
         out[7] += max(m2 - m1 * m1, 0.0)
     return out
+
+
+def moment_sums(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None) -> np.ndarray:
+    """`_moment_sums` of float64 read-only views (κ None under Poisson): one compiled signature."""
+    if len(mu) != len(n) or (kappa is not None and len(kappa) != len(mu)):
+        raise ValueError("moment_sums needs μ, N (and κ) of equal length")
+    floats = [frozen(np.ascontiguousarray(a, dtype=np.float64)) for a in (mu, n, np.empty(0) if kappa is None else kappa)]
+    return _moment_sums(*floats)

@@ -44,14 +44,8 @@ class CountMoments:
 
     def add(self, mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None) -> None:
         """Add rows with μ > 0 (float64 μ and N; κ per row under NB2, None under Poisson)."""
-        if len(mu) != len(n) or (kappa is not None and len(kappa) != len(mu)):
-            raise ValueError("CountMoments.add needs μ, N (and κ) of equal length")
+        sums = dict(zip(count_kernels.SUMS, count_kernels.moment_sums(mu, n, kappa).tolist()))
         self.rows += len(mu)
-        if len(mu) == 0:
-            return
-        sums = dict(zip(count_kernels.SUMS, count_kernels.moment_sums(
-            np.ascontiguousarray(mu, dtype=np.float64), np.ascontiguousarray(n, dtype=np.float64),
-            np.empty(0) if kappa is None else np.ascontiguousarray(kappa, dtype=np.float64)).tolist()))
         self.ratio_max = max(self.ratio_max, sums.pop("ratio_max"))
         for name, value in sums.items():
             setattr(self, name, getattr(self, name) + value)
@@ -242,7 +236,7 @@ def _event_problems(ctx: CheckContext, events: pa.Table, e0: int, rows: np.ndarr
         local, rows % h, d.merchant_id[e0:e1], np.stack([d.codes[name][e0:e1] for name in strings]), key, hi, lo,
         *(column(events, name) for name in event_kernels.KEY_COLUMNS[:2]),
         np.stack([entity_grid.dictionary_codes(events[name], d.dictionaries[name]) for name in strings]),
-        *(column(events, name) for name in event_kernels.ENVELOPE_COLUMNS), policy.draws_per_event)
+        *(column(events, name) for name in event_kernels.ENVELOPE_COLUMNS), draws=policy.draws_per_event)
     keyed = len(event_kernels.KEY_COLUMNS)
     firsts = [int(first[:keyed][found[:keyed] > 0].min())] if found[:keyed].any() else []
     firsts += [f for f in (entity_grid.first_mismatch(events[name], value) for name, value in

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..rng.normal_kernels import JIT
+from .compiled import JIT, frozen
 
 KEY_COLUMNS = ("bucket_index", "merchant_id", "legal_country_iso", "tzid", "channel_group")
 ENVELOPE_COLUMNS = ("rng_key", "rng_counter_before_hi", "rng_counter_before_lo", "rng_counter_after_hi",
@@ -17,7 +17,7 @@ ENVELOPE_COLUMNS = ("rng_key", "rng_counter_before_hi", "rng_counter_before_lo",
 
 
 @numba.njit(**JIT)
-def event_mismatches(entity, bucket, merchant, codes, key, hi, lo,
+def _event_mismatches(entity, bucket, merchant, codes, key, hi, lo,
                      ev_bucket, ev_merchant, ev_codes, ev_key, ev_before_hi, ev_before_lo, ev_after_hi,
                      ev_after_lo, ev_draws, ev_blocks, draws):  # pragma: no cover - compiled
     """(differing events, first differing event or −1) per column of KEY_COLUMNS + ENVELOPE_COLUMNS.
@@ -48,3 +48,10 @@ def event_mismatches(entity, bucket, merchant, codes, key, hi, lo,
                     if first[c] < 0:
                         first[c] = j
     return counts, first
+
+
+def event_mismatches(*arrays: np.ndarray, draws: int) -> tuple[np.ndarray, np.ndarray]:
+    """`_event_mismatches` on read-only views of its 17 arrays (one compiled signature)."""
+    if len(arrays) != 17:
+        raise ValueError(f"event_mismatches takes 17 arrays, got {len(arrays)}")
+    return _event_mismatches(*(frozen(a) for a in arrays), draws)

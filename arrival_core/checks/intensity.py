@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from .. import counts, entity_grid, kernels, latent, pipeline
 from ..prefetch import prefetched
 from ..rng import ledger, streams
+from . import intensity_kernels
 from .context import CheckContext, CheckResult, TableScan, first_true, require_file, scan_table
 from .scanning import GridScan, ValueCheck, column, string_columns
 from .specs import (
@@ -54,17 +55,12 @@ def check_realised(ctx: CheckContext) -> dict[str, CheckResult]:
                                                                 "lambda_realised"))
         group = d.entity_group[e0:e1]  # per entity; rows are (entity, bucket) = factor.reshape(entities, H)
         _, src = next(source)
-        checks = [
-            ("λ_baseline differs from the sealed λ_target", target != column(src, "lambda_local_scenario")),
-            ("ξ outside [min_factor, max_factor]", (factor < lgcp.min_factor) | (factor > lgcp.max_factor)),
-            ("λ_realised ≠ min(λ_baseline·ξ, lambda_max)",
-             realised != (target * factor if lgcp.lambda_max is None else np.minimum(target * factor, lgcp.lambda_max))),
-        ]
-        if factors is not None:
-            checks.append(("ξ differs from s2_latent_field_5B", (factor.reshape(-1, h) != factors[group]).ravel()))
-        for label, bad in checks:
-            if (i := first_true(bad)) is not None:
-                numeric.fail(f"{int(bad.sum())} row(s): {label}", entity_grid.grid_key(d, e0, i, "bucket_index"))
+        found, first = intensity_kernels.realised_mismatches(
+            target, column(src, "lambda_local_scenario"), factor, realised, lgcp.min_factor, lgcp.max_factor,
+            lgcp.lambda_max, factors, group, h)
+        for label, n, i in zip(intensity_kernels.RULES, found, first):
+            if n:
+                numeric.fail(f"{int(n)} row(s): {label}", entity_grid.grid_key(d, e0, int(i), "bucket_index"))
         entities = np.flatnonzero(position[group] >= 0)
         replayed += len(entities) * h
         bad = factor.reshape(-1, h)[entities] != fresh.factor[position[group[entities]]]

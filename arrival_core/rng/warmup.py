@@ -28,14 +28,14 @@ def policy_laws(config_dir: Path) -> tuple[str, str]:
 
 
 def kernels(count_law: str, latent_model: str) -> list:
-    """The kernels a run of this law and model calls from Python (S2, S3, the replays and the count corridor;
-    callees compile into them)."""
+    """The kernels a run of this law and model calls from Python (S2, S3, the replays and the checks; callees
+    compile into them)."""
     from .. import counts
-    from ..checks import count_kernels, event_kernels
+    from ..checks import count_kernels, event_kernels, intensity_kernels
     from . import gamma_kernels, normal_kernels, poisson_kernels, streams, variates
 
     used = [streams._blocks_slice, counts._count_blocks_slice, poisson_kernels._poisson_inv_slice,
-            count_kernels.moment_sums, event_kernels.event_mismatches]
+            count_kernels._moment_sums, event_kernels._event_mismatches, intensity_kernels._realised_mismatches]
     if latent_model != "none":
         used.append(normal_kernels._box_muller_slice)
     if count_law == "nb2":
@@ -56,7 +56,7 @@ def compile_kernels(count_law: str, latent_model: str) -> None:
     import numpy as np
 
     from .. import counts
-    from ..checks import count_kernels, event_kernels
+    from ..checks import count_kernels, event_kernels, intensity_kernels
     from . import streams, variates
 
     words = np.arange(1, 3, dtype=np.uint64)
@@ -67,14 +67,12 @@ def compile_kernels(count_law: str, latent_model: str) -> None:
                                 kappa_demand={}, kappa_bounds=(1.0, 1.0))
     counts.draw_counts(np.ones(2), np.arange(2), np.zeros(2, dtype=np.int32), (words, words, words),
                        np.ones(2) if count_law == "nb2" else None, policy)
-    count_kernels.moment_sums(np.ones(2), np.ones(2), np.ones(2) if count_law == "nb2" else np.empty(0))
+    count_kernels.moment_sums(np.ones(2), np.ones(2), np.ones(2) if count_law == "nb2" else None)
     index, codes = np.zeros(2, dtype=np.int64), np.zeros((3, 2), dtype=np.int32)
-    frozen = [words.copy(), index.astype(np.int32), index.copy()]  # columns read from Arrow are read-only views
-    for array in frozen:
-        array.flags.writeable = False
-    read_only, read_only_32, read_only_64 = frozen
-    event_kernels.event_mismatches(index, index, read_only, codes, words, words, words, read_only_32, read_only,
-                                   codes, *(read_only,) * 5, read_only_64, read_only_64, 1)
+    event_kernels.event_mismatches(index, index, words, codes, words, words, words, index.astype(np.int32), words,
+                                   codes, *(words,) * 5, index, index, draws=1)
+    intensity_kernels.realised_mismatches(np.ones(2), np.ones(2), np.ones(2), np.ones(2), 0.0, 1.0, None, None,
+                                          np.zeros(1, dtype=np.int32), 2)
 
 
 def start(config_dir: str | os.PathLike | None = None) -> None:

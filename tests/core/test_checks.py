@@ -187,7 +187,7 @@ def test_event_mismatches_counts_each_column_and_its_first_event():
             events[name][row] = value
         found, first = event_kernels.event_mismatches(
             entity, bucket, merchant, codes, key, hi, lo, events["bucket_index"], events["merchant_id"],
-            events["codes"], *(events[n] for n in event_kernels.ENVELOPE_COLUMNS), 2)
+            events["codes"], *(events[n] for n in event_kernels.ENVELOPE_COLUMNS), draws=2)
         return dict(zip(event_kernels.KEY_COLUMNS + event_kernels.ENVELOPE_COLUMNS, zip(found, first)))
 
     assert all(v == (0, -1) for v in run().values())
@@ -198,3 +198,30 @@ def test_event_mismatches_counts_each_column_and_its_first_event():
     assert run(draws=(3, 1))["draws"] == (1, 3) and run(blocks=(5, 2))["blocks"] == (1, 5)
     changed = run(rng_key=(2, 12))
     assert changed["rng_key"] == (1, 2) and sum(n for n, _ in changed.values()) == 1
+
+
+@pytest.mark.parametrize("cap", [None, 3.0])
+def test_realised_mismatches_are_the_array_rules(cap):
+    from arrival_core.checks import intensity_kernels
+
+    rng = np.random.default_rng(5)
+    h, groups = 6, np.array([1, 0, 1, 2], dtype=np.int32)  # 4 entities × 6 buckets
+    field = rng.uniform(0.5, 1.5, (3, h))
+    factor = field[groups].ravel()
+    target = rng.uniform(0.5, 4.0, factor.size)
+    realised = target * factor if cap is None else np.minimum(target * factor, cap)
+    sealed = target.copy()
+    sealed[7], target[20] = 9.0, np.nan  # λ_baseline off the surface twice (NaN equals nothing)
+    factor[3], factor[11] = 0.1, np.nan  # ξ out of bounds once, NaN once (it then differs from everything)
+    realised[15] = 2 * realised[15]
+    expected = [
+        sealed != target, (factor < 0.4) | (factor > 1.6),
+        realised != (target * factor if cap is None else np.minimum(target * factor, cap)),
+        factor.reshape(-1, h) != field[groups],
+    ]
+    found, first = intensity_kernels.realised_mismatches(target, sealed, factor, realised, 0.4, 1.6, cap, field,
+                                                         groups, h)
+    assert found.tolist() == [int(bad.sum()) for bad in expected]
+    assert first.tolist() == [int(np.argmax(bad.ravel())) for bad in expected]
+    found, _ = intensity_kernels.realised_mismatches(target, sealed, factor, realised, 0.4, 1.6, cap, None, groups, h)
+    assert found[3] == 0  # no published field: its rule is not checked
