@@ -10,7 +10,7 @@ import math
 import numba
 import numpy as np
 
-from .compiled import JIT, frozen
+from .compiled import JIT, frozen, ready
 
 SUMS = ("mu", "n", "sq", "var", "mu2_kappa", "ratio_max", "pgf", "pgf_var")  # the order `moment_sums` returns
 PGF_TARGET = 2.0  # s = max(0, 1 − 2/μ): μ(1 − s) = min(μ, 2), where E[s^N] is most sensitive to dispersion
@@ -54,4 +54,5 @@ def moment_sums(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None) -> np.n
     if len(mu) != len(n) or (kappa is not None and len(kappa) != len(mu)):
         raise ValueError("moment_sums needs μ, N (and κ) of equal length")
     floats = [frozen(np.ascontiguousarray(a, dtype=np.float64)) for a in (mu, n, np.empty(0) if kappa is None else kappa)]
+    ready()
     return _moment_sums(*floats)

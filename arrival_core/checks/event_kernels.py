@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .compiled import JIT, frozen
+from .compiled import JIT, frozen, ready
 
 KEY_COLUMNS = ("bucket_index", "merchant_id", "legal_country_iso", "tzid", "channel_group")
 ENVELOPE_COLUMNS = ("rng_key", "rng_counter_before_hi", "rng_counter_before_lo", "rng_counter_after_hi",
@@ -54,4 +54,5 @@ def event_mismatches(*arrays: np.ndarray, draws: int) -> tuple[np.ndarray, np.nd
     """`_event_mismatches` on read-only views of its 17 arrays (one compiled signature)."""
     if len(arrays) != 17:
         raise ValueError(f"event_mismatches takes 17 arrays, got {len(arrays)}")
+    ready()
     return _event_mismatches(*(frozen(a) for a in arrays), draws)

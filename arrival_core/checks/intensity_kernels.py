@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .compiled import JIT, frozen
+from .compiled import JIT, frozen, ready
 
 RULES = ("λ_baseline differs from the sealed λ_target", "ξ outside [min_factor, max_factor]",
          "λ_realised ≠ min(λ_baseline·ξ, lambda_max)", "ξ differs from s2_latent_field_5B")
@@ -50,6 +50,7 @@ def realised_mismatches(target: np.ndarray, sealed: np.ndarray, factor: np.ndarr
     if not len(target) == len(sealed) == len(factor) == len(realised) == len(group) * buckets:
         raise ValueError("realised_mismatches needs whole entities of equal-length columns")
     field = np.empty((0, buckets)) if field is None else field
+    ready()
     return _realised_mismatches(*(frozen(np.asarray(a, dtype=np.float64)) for a in (target, sealed, factor, realised)),
                                 float(low), float(high), np.nan if cap is None else float(cap),
                                 frozen(np.asarray(field, dtype=np.float64)), frozen(np.asarray(group, dtype=np.int32)),

@@ -1,9 +1,14 @@
 """A child process compiles a run's kernels into numba's on-disk cache while the run loads Dagster and runs S0–S1
 (numba's compiler holds the GIL, so a thread would only take turns with the run); the run's first kernel call
-waits for it (`threads.run_sliced` → `wait`) and then loads the kernels from the cache instead of compiling them."""
+waits for it (`threads.run_sliced` → `wait`) and then loads the kernels from the cache instead of compiling them.
+
+The child compiles in two phases: the RNG kernels of S2 and S3 first, then says so on its stdout and compiles the
+check kernels, which the run needs only after S2; a check kernel's first call waits for the whole child
+(`wait(checks=True)`)."""
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -13,8 +18,11 @@ from .. import contracts
 
 COUNT_POLICY, LGCP_POLICY = "arrival_count_config_5B.yaml", "arrival_lgcp_config_5B.yaml"
 
+RNG_DONE = b"rng kernels compiled\n"  # the child's line between its two phases
+
 _lock = threading.Lock()
 _child: subprocess.Popen | None = None
+_rng_done = False
 
 
 def policy_laws(config_dir: Path) -> tuple[str, str]:
@@ -27,20 +35,30 @@ def policy_laws(config_dir: Path) -> tuple[str, str]:
     return count_policy.law, lgcp_policy.latent_model_id
 
 
-def kernels(count_law: str, latent_model: str) -> list:
-    """The kernels a run of this law and model calls from Python (S2, S3, the replays and the checks; callees
-    compile into them)."""
+def rng_kernels(count_law: str, latent_model: str) -> list:
+    """The RNG kernels a run of this law and model calls from Python (S2, S3 and the replays; callees compile into
+    them)."""
     from .. import counts
-    from ..checks import count_kernels, event_kernels, intensity_kernels
     from . import gamma_kernels, normal_kernels, poisson_kernels, streams, variates
 
-    used = [streams._blocks_slice, counts._count_blocks_slice, poisson_kernels._poisson_inv_slice,
-            count_kernels._moment_sums, event_kernels._event_mismatches, intensity_kernels._realised_mismatches]
+    used = [streams._blocks_slice, counts._count_blocks_slice, poisson_kernels._poisson_inv_slice]
     if latent_model != "none":
         used.append(normal_kernels._box_muller_slice)
     if count_law == "nb2":
         used += [variates._factorize_small, gamma_kernels.gamma_table, gamma_kernels._gamma_inv_table_slice]
     return used
+
+
+def check_kernels() -> list:
+    """The kernels of the checks (the same for every law and model)."""
+    from ..checks import count_kernels, event_kernels, intensity_kernels
+
+    return [count_kernels._moment_sums, event_kernels._event_mismatches, intensity_kernels._realised_mismatches]
+
+
+def kernels(count_law: str, latent_model: str) -> list:
+    """Every kernel a run of this law and model calls from Python."""
+    return rng_kernels(count_law, latent_model) + check_kernels()
 
 
 def cached(kernel: object) -> bool:
@@ -51,12 +69,12 @@ def cached(kernel: object) -> bool:
         return False
 
 
-def compile_kernels(count_law: str, latent_model: str) -> None:
-    """Call each of `kernels` through the run's own function, on two elements of the run's types: its signatures."""
+def compile_rng_kernels(count_law: str, latent_model: str) -> None:
+    """Call each of `rng_kernels` through the run's own function, on two elements of the run's types: its
+    signatures."""
     import numpy as np
 
     from .. import counts
-    from ..checks import count_kernels, event_kernels, intensity_kernels
     from . import streams, variates
 
     words = np.arange(1, 3, dtype=np.uint64)
@@ -67,7 +85,16 @@ def compile_kernels(count_law: str, latent_model: str) -> None:
                                 kappa_demand={}, kappa_bounds=(1.0, 1.0))
     counts.draw_counts(np.ones(2), np.arange(2), np.zeros(2, dtype=np.int32), (words, words, words),
                        np.ones(2) if count_law == "nb2" else None, policy)
-    count_kernels.moment_sums(np.ones(2), np.ones(2), np.ones(2) if count_law == "nb2" else None)
+
+
+def compile_check_kernels() -> None:
+    """Call each of `check_kernels` through its wrapper (which fixes the argument types) on a few elements."""
+    import numpy as np
+
+    from ..checks import count_kernels, event_kernels, intensity_kernels
+
+    words = np.arange(1, 3, dtype=np.uint64)
+    count_kernels.moment_sums(np.ones(2), np.ones(2), None)
     index, codes = np.zeros(2, dtype=np.int64), np.zeros((3, 2), dtype=np.int32)
     event_kernels.event_mismatches(index, index, words, codes, words, words, words, index.astype(np.int32), words,
                                    codes, *(words,) * 5, index, index, draws=1)
@@ -77,7 +104,7 @@ def compile_kernels(count_law: str, latent_model: str) -> None:
 
 def start(config_dir: str | os.PathLike | None = None) -> None:
     """Start a child compiling the kernels of the policies in `config_dir` unless numba's cache has them all."""
-    global _child
+    global _child, _rng_done
     try:
         laws = policy_laws(Path(config_dir) if config_dir else contracts.DEFAULT_CONFIG_DIR)
     except Exception:  # noqa: BLE001 - only a head start: the run reports a bad policy with its own code
@@ -86,23 +113,36 @@ def start(config_dir: str | os.PathLike | None = None) -> None:
         return
     with _lock:
         if _child is None:
+            _rng_done = all(cached(kernel) for kernel in rng_kernels(*laws))
             _child = subprocess.Popen([sys.executable, "-m", __name__, *laws], stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
 
-def wait() -> None:
-    """Let a compiling child finish before this process calls a kernel, so that it loads instead of compiling."""
-    global _child
-    if _child is None:
+def wait(*, checks: bool = False) -> None:
+    """Let a compiling child finish its RNG kernels (or, with `checks`, all of them) before this process calls a
+    kernel, so that it loads instead of compiling; a child still compiling after `warmup_wait_seconds` is left
+    to finish alone and the run compiles for itself."""
+    global _child, _rng_done
+    if _child is None or (_rng_done and not checks):
         return
+    timeout = contracts.runtime_settings()["warmup_wait_seconds"]
     with _lock:
-        child, _child = _child, None
-    if child is not None:
+        child = _child
+        if child is None:
+            return
+        if not checks:
+            if not _rng_done:
+                ready, _, _ = select.select([child.stdout], [], [], timeout)
+                if ready:
+                    child.stdout.readline()  # the phase line, or b"" when the child ended without it
+                _rng_done = True
+            return
         try:
-            # a child still compiling after this is left to finish alone; the run compiles for itself
-            child.wait(timeout=contracts.runtime_settings()["warmup_wait_seconds"])
+            child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             pass
+        child.stdout.close()
+        _child = None
 
 
 def stop() -> None:
@@ -110,13 +150,18 @@ def stop() -> None:
     global _child
     with _lock:
         child, _child = _child, None
-    if child is not None and child.poll() is None:
-        child.terminate()
-        child.wait()
+    if child is not None:
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
+        child.stdout.close()
 
 
 if __name__ == "__main__":
     try:
-        compile_kernels(*sys.argv[1:3])
+        compile_rng_kernels(*sys.argv[1:3])
+        sys.stdout.buffer.write(RNG_DONE)
+        sys.stdout.flush()
+        compile_check_kernels()
     except (Exception, KeyboardInterrupt):  # noqa: BLE001 - the run compiles whatever is missing itself
         sys.exit(1)
