@@ -1,5 +1,5 @@
-"""What the compiled check kernels share: their numba options, one array type per argument, and the wait for a
-run's compiling child.
+"""What the compiled check kernels share: their numba options, one array type per argument, the tally of failing
+rows per rule, and the wait for a run's compiling child.
 
 numba compiles a kernel once per argument type, and whether an array is read-only is part of its type. A column
 taken from Arrow is read-only when it is one chunk and a writable copy when it is several, so each kernel is
@@ -7,12 +7,13 @@ called through `frozen` views: one signature whatever the layout, the one the wa
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ..rng import warmup
 from ..rng.normal_kernels import JIT
 
-__all__ = ["JIT", "frozen", "ready"]
+__all__ = ["JIT", "frozen", "ready", "tally"]
 
 
 def frozen(array: np.ndarray) -> np.ndarray:
@@ -26,3 +27,17 @@ def ready() -> None:
     """Before a check kernel's first call: let a compiling child of this run finish the check kernels, so they load
     from numba's cache (`rng.warmup`; nothing to wait for in any other process)."""
     warmup.wait(checks=True)
+
+
+@numba.njit(**JIT)
+def tally(failed, row, counts, first):  # pragma: no cover - compiled into the kernels that call it
+    """Count `row` against every rule whose bit is set in the mask `failed` (bit r: rule r), noting the first
+    failing row of each; a loop over the mask's bits, never over rows."""
+    rule = 0
+    while failed:
+        if failed & 1:
+            counts[rule] += 1
+            if first[rule] < 0:
+                first[rule] = row
+        failed >>= 1
+        rule += 1

@@ -225,7 +225,7 @@ def _event_problems(ctx: CheckContext, events: pa.Table, e0: int, rows: np.ndarr
     policy's draws each; None where they hold."""
     d = ctx.domain
     h = d.buckets
-    local = rows // h  # each event's entity within the chunk, and its bucket
+    local = rows // h  # each event's entity within the chunk (its bucket is rows % h)
     ident = ctx.identity
     e1 = e0 + (int(local[-1]) + 1 if len(local) else 0)
     key, hi, lo = streams.stream_bases(counts.FAMILY_ID, ident.manifest_fingerprint, ident.parameter_hash,

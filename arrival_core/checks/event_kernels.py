@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .compiled import JIT, frozen, ready
+from .compiled import JIT, frozen, ready, tally
 
 KEY_COLUMNS = ("bucket_index", "merchant_id", "legal_country_iso", "tzid", "channel_group")
 ENVELOPE_COLUMNS = ("rng_key", "rng_counter_before_hi", "rng_counter_before_lo", "rng_counter_after_hi",
@@ -42,11 +42,7 @@ def _event_mismatches(entity, bucket, merchant, codes, key, hi, lo,
                | (ev_after_hi[j] != after_hi) << 8 | (ev_after_lo[j] != after_lo) << 9
                | (ev_draws[j] != draws) << 10 | (ev_blocks[j] != 1) << 11)
         if bad:  # one bit per column, in KEY_COLUMNS + ENVELOPE_COLUMNS order
-            for c in range(width):
-                if bad >> c & 1:
-                    counts[c] += 1
-                    if first[c] < 0:
-                        first[c] = j
+            tally(bad, j, counts, first)
     return counts, first
 
 

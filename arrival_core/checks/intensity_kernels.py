@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .compiled import JIT, frozen, ready
+from .compiled import JIT, frozen, ready, tally
 
 RULES = ("λ_baseline differs from the sealed λ_target", "ξ outside [min_factor, max_factor]",
          "λ_realised ≠ min(λ_baseline·ξ, lambda_max)", "ξ differs from s2_latent_field_5B")
@@ -34,11 +34,7 @@ def _realised_mismatches(target, sealed, factor, realised, low, high, cap, field
         bad = ((t != sealed[i]) | ((f < low) | (f > high)) << 1 | (realised[i] != expected) << 2
                | (compare_field and f != field[group[i // buckets], i % buckets]) << 3)
         if bad:
-            for r in range(len(RULES)):
-                if bad >> r & 1:
-                    counts[r] += 1
-                    if first[r] < 0:
-                        first[r] = i
+            tally(bad, i, counts, first)
     return counts, first
 
 

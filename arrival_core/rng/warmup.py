@@ -56,11 +56,6 @@ def check_kernels() -> list:
     return [count_kernels._moment_sums, event_kernels._event_mismatches, intensity_kernels._realised_mismatches]
 
 
-def kernels(count_law: str, latent_model: str) -> list:
-    """Every kernel a run of this law and model calls from Python."""
-    return rng_kernels(count_law, latent_model) + check_kernels()
-
-
 def cached(kernel: object) -> bool:
     """Whether numba's on-disk cache holds a fresh index for a kernel (numba's internals: False when in doubt)."""
     try:
@@ -109,11 +104,12 @@ def start(config_dir: str | os.PathLike | None = None) -> None:
         laws = policy_laws(Path(config_dir) if config_dir else contracts.DEFAULT_CONFIG_DIR)
     except Exception:  # noqa: BLE001 - only a head start: the run reports a bad policy with its own code
         return
-    if all(cached(kernel) for kernel in kernels(*laws)):
+    rng_cached = all(cached(kernel) for kernel in rng_kernels(*laws))
+    if rng_cached and all(cached(kernel) for kernel in check_kernels()):
         return
     with _lock:
         if _child is None:
-            _rng_done = all(cached(kernel) for kernel in rng_kernels(*laws))
+            _rng_done = rng_cached
             _child = subprocess.Popen([sys.executable, "-m", __name__, *laws], stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
