@@ -98,12 +98,13 @@ def _add_partitions(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Materialise the whole graph for each (scenario, seed) partition and print a summary per partition."""
-    from arrival_core.rng import warmup
+    from arrival_core import checks, contracts, pipeline, warmup
 
-    from .cluster import celery_settings
+    from .executors import celery_settings
 
     if celery_settings() is None:  # steps run in this process: a child compiles their kernels while Dagster loads
-        warmup.start(os.environ.get("ARRIVAL_CONFIG_DIR"))
+        config_dir = Path(os.environ.get("ARRIVAL_CONFIG_DIR") or contracts.DEFAULT_CONFIG_DIR)
+        warmup.start(pipeline.warmup_phases(config_dir) + checks.warmup_phases())
     try:
         from .commands import run_partitions
 

@@ -22,7 +22,8 @@ from arrival_core.store import Store, read_json
 
 from . import interrupts, liveness, progress
 from .checks import ASSET_OF_COMPANION
-from .cluster import celery_settings, install_instance_config, launch_partition_run
+from .cluster import install_instance_config, launch_partition_run
+from .executors import celery_settings
 from .jobs import JOB_NAME
 from .partitions import partition_key, register_partitions
 from .resources import StoreResource, ensure_seed, ensure_world, resolve_config_dir, resolve_run_root

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from .errors import ArrivalError, error_code
+from .jit import JIT
 from .rng import variates
 from .rng.philox import philox_block
 from .rng.threads import run_sliced
@@ -91,7 +92,7 @@ class CountDraws:
     after_lo: np.ndarray
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**JIT)
 def _count_blocks_slice(rows, entity, bucket, key, hi, lo, before_hi, before_lo, x0, x1, wrapped):  # pragma: no cover
     top = np.uint64(0xFFFFFFFFFFFFFFFF)
     for j in range(rows.shape[0]):

@@ -4,6 +4,7 @@ Both the Dagster assets and the CLI call these runners; this package and the sto
 """
 from ..store import read_json
 from .accounting import FamilyLedger, read_ledger, read_ledgers, run_audit
+from .compiling import warmup_phases
 from .plan import run_s0, run_s1, verify_bundle
 from .readers import (
     output_path,
@@ -89,6 +90,7 @@ __all__ = [
     "table_rows",
     "validate_output",
     "verify_bundle",
+    "warmup_phases",
     "world_scenarios",
     "write_check_record",
 ]

@@ -13,7 +13,7 @@ from ..errors import ArrivalError, error_code
 from ..identity import Identity
 from ..rng import ledger, streams, variates
 from ..store import Published, Store
-from . import records
+from . import compiling, records
 from .shell import Progress, StateResult, StateRun, execute_state
 from .streaming import (
     default_chunk_entities,
@@ -127,6 +127,7 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     run.metrics |= {"total_bucket_count": h, "total_entity_bucket_count": domain.rows,
                     "total_entity_count": domain.size, "total_group_count": len(domain.group_ids),
                     "total_latent_values": len(domain.group_ids) * h, "latent_model_id": lgcp.latent_model_id}
+    compiling.wait_for_kernels()
     with run.timed("latent"):
         field = latent.sample_latent(params, lgcp, h, manifest_fingerprint=identity.manifest_fingerprint,
                                      parameter_hash=identity.parameter_hash, seed=identity.seed,
@@ -280,6 +281,7 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     specs = [(d, paths[d], error_code("S3", category)) for d, category in (
         ("s3_bucket_counts_5B", "COUNTS_SCHEMA_INVALID"), ("rng_event_arrival_bucket_count", "RNG_ACCOUNTING_MISMATCH"),
         ("rng_trace_arrival_bucket_count", "RNG_ACCOUNTING_MISMATCH"))]
+    compiling.wait_for_kernels()
     with run.timed("stream"), store.transaction("S3") as tx, streamed_outputs(tx, store, specs) as outputs:
         count_out, event_out, trace_out = outputs
         if records.proves(store, identity, source, ("S1", "S2")):
