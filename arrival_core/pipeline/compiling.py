@@ -9,6 +9,7 @@ import numpy as np
 from .. import counts, latent, warmup
 from ..encoding import load_yaml
 from ..rng import gamma_kernels, normal_kernels, poisson_kernels, streams, variates
+from ..strata import StratumLaw
 
 PHASE = "rng kernels"
 COUNT_POLICY, LGCP_POLICY = "arrival_count_config_5B.yaml", "arrival_lgcp_config_5B.yaml"
@@ -39,8 +40,8 @@ def compile_rng_kernels(count_law: str, latent_model: str) -> None:
     x0, x1 = streams.blocks(words, words, words, words)
     if latent_model != "none":
         variates.box_muller(x0, x1)
-    policy = counts.CountPolicy(version="warmup", law=count_law, lambda_zero_eps=0.0, max_count=1, kappa_base={},
-                                kappa_demand={}, kappa_bounds=(1.0, 1.0))
+    policy = counts.CountPolicy(version="warmup", law=count_law, lambda_zero_eps=0.0, max_count=1,
+                                kappa=StratumLaw({}, (), (1.0, 1.0)))
     counts.draw_counts(np.ones(2), np.arange(2), np.zeros(2, dtype=np.int32), (words, words, words),
                        np.ones(2) if count_law == "nb2" else None, policy)
 
