@@ -21,7 +21,7 @@ from arrival_core.identity import validate_scenario_id, validate_seed
 from arrival_core.store import Store, read_json
 
 from . import interrupts, liveness, progress
-from .checks import ASSET_OF_COMPANION
+from .checks import asset_of
 from .cluster import install_instance_config, launch_partition_run
 from .executors import celery_settings
 from .jobs import JOB_NAME
@@ -30,7 +30,6 @@ from .resources import StoreResource, ensure_seed, ensure_world, resolve_config_
 
 AUDIT_DATASET = "rng_audit_log_5B"
 # The summary is the command's output; the step-by-step event log stays in the instance (and the UI).
-STEP_OF_OUTPUT = {out: state.name for state in pipeline.STATES for out in state.outputs}
 BLOCKING_FAILED = "blocking check(s) failed"
 CODED = re.compile(r"^(5B\.[A-Z0-9_.]+): ")  # a check that failed because an error with a code was raised
 INTERRUPTED_ERRORS = frozenset({"DagsterExecutionInterruptedError", "Interrupted", "KeyboardInterrupt"})
@@ -216,12 +215,13 @@ def format_run(run: PartitionRun) -> list[str]:
             f"   {'sealed':<11}{len(sealed)} inputs verified"
             + (f", optional absent: {', '.join(absent)}" if absent else "")
         )
+    step_of = {out: state.name for state in pipeline.STATES for out in state.outputs}
     for asset, meta in run.materialized.items():
         if asset in sealed:
             continue
         rows = meta.get("dagster/row_count")
         rows = f"{rows:,} rows" if isinstance(rows, int) else "—"
-        step = STEP_OF_OUTPUT.get(asset, "")
+        step = step_of.get(asset, "")
         lines.append(f"   {step:<11}{asset:<34}{rows:>16}  sha256 {str(meta.get('digest', ''))[:12]}")
     for fid, totals in run.rng.items():
         lines.append(
@@ -252,7 +252,7 @@ def already_materialised(instance: dg.DagsterInstance, store: Store, seed: int, 
         identity = pipeline.resolve_identity(store, seed=seed, scenario_id=scenario_id, state="S1")
     except ArrivalError:
         return False
-    checked = [(d, pipeline.state_of_output(ASSET_OF_COMPANION.get(d, d)).code)
+    checked = [(d, pipeline.state_of_output(asset_of(d)).code)
                for d in dict.fromkeys(spec.dataset_id for spec in core_checks.CHECKS)]
     digests = pipeline.partition_verified(store, identity, checked)
     if digests is None:
