@@ -12,6 +12,7 @@ import signal
 from dataclasses import replace
 from pathlib import Path
 
+import configlib
 import dagster as dg
 import polars as pl
 import pytest
@@ -238,9 +239,7 @@ def _s2_files(root: Path) -> list[str]:
 
 @pytest.fixture
 def config_copy(tmp_path: Path) -> Path:
-    config = tmp_path / "config"
-    shutil.copytree(contracts.DEFAULT_CONFIG_DIR, config)
-    return config
+    return configlib.config_copy(tmp_path)
 
 
 def test_policy_edited_just_before_s2_fails_s2_gate_naming_the_file(tiny_world_copy, config_copy, monkeypatch):

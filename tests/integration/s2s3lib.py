@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 
+import configlib
 import polars as pl
-import yaml
 
 from arrival_core import contracts, pipeline
 from arrival_core.encoding import canonical_json
@@ -59,16 +57,7 @@ def outputs(root: Path) -> dict[str, bytes]:
             if p.is_file() and "run_report" not in p.parts}
 
 
-def edited_config(tmp_path: Path, policy_id: str, change: Callable[[dict], None], name: str = "config") -> Path:
-    """A copy of the shipped config dir with one policy edited (so a new parameter_hash)."""
-    config = tmp_path / name
-    if not config.exists():
-        shutil.copytree(contracts.DEFAULT_CONFIG_DIR, config)
-    file = config / f"{policy_id}.yaml"
-    doc = yaml.safe_load(file.read_text())
-    change(doc)
-    file.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return config
+edited_config = configlib.edited_config  # a copy of the shipped config dir with one policy edited
 
 
 def revalidate_5a(root: Path) -> None:

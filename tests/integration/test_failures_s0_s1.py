@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
+from configlib import edited_config
 from s2s3lib import revalidate_5a
 
 from arrival_core import contracts, gate, pipeline
@@ -54,16 +54,6 @@ def _sealed(world: WorldInfo, config_dir: Path | None = None, scenario_id: str =
     store = _store(world, config_dir)
     pipeline.run_s0(store, seed=42, scenario_id=scenario_id)
     return store
-
-
-def _edited_config(tmp_path: Path, policy: str, change: Callable[[dict], None]) -> Path:
-    config = tmp_path / "config"
-    shutil.copytree(contracts.DEFAULT_CONFIG_DIR, config)
-    path = config / f"{policy}.yaml"
-    doc = yaml.safe_load(path.read_text())
-    change(doc)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return config
 
 
 def _rewrite_table(store: Store, dataset_id: str, change: Callable[[pl.DataFrame], pl.DataFrame], **tokens) -> None:
@@ -146,13 +136,13 @@ def test_broken_upstream_bundle_fails_the_gate_naming_the_segment(tiny_world_cop
 # ---- policies ------------------------------------------------------------------------------------------------------
 
 def test_policy_failing_its_schema(tiny_world_copy: WorldInfo, tmp_path: Path):
-    config = _edited_config(tmp_path, "time_grid_policy_5B", lambda d: d.update(bucket_duration_seconds=1200))
+    config = edited_config(tmp_path, "time_grid_policy_5B", lambda d: d.update(bucket_duration_seconds=1200))
     err = _expect_failure(_store(tiny_world_copy, config), pipeline.run_s0, "5B.S0.POLICY_INVALID")
     assert "time_grid_policy_5B.yaml" in err.message and err.context["json_path"] == "$.bucket_duration_seconds"
 
 
 def test_policy_with_an_unknown_key(tiny_world_copy: WorldInfo, tmp_path: Path):
-    config = _edited_config(tmp_path, "grouping_policy_5B", lambda d: d.update(zone_groups=8))
+    config = edited_config(tmp_path, "grouping_policy_5B", lambda d: d.update(zone_groups=8))
     err = _expect_failure(_store(tiny_world_copy, config), pipeline.run_s0, "5B.S0.POLICY_INVALID")
     assert "grouping_policy_5B.yaml" in err.message and "zone_groups" in err.message
 
@@ -260,7 +250,7 @@ def test_realism_targets_violated_at_demo_scale(demo_world: WorldInfo, tmp_path:
     root = tmp_path / "demo"
     shutil.copytree(demo_world.root, root)
     world = replace(demo_world, root=root.resolve())
-    config = _edited_config(tmp_path, "grouping_policy_5B",
+    config = edited_config(tmp_path, "grouping_policy_5B",
                             lambda d: d["realism_targets"].update(min_multi_member_fraction=0.95, max_group_share=0.005))
     store = _sealed(world, config)
     err = _expect_failure(store, pipeline.run_s1, "5B.S1.GROUP_REALISM_FAILED")

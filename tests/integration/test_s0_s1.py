@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
+from configlib import edited_config
 
 from arrival_core import contracts, gate, grouping, pipeline, reports, tables
 from arrival_core.errors import ArrivalError
@@ -106,21 +106,11 @@ def test_two_fresh_run_roots_from_one_world_seed_are_byte_identical(tmp_path: Pa
     assert first == second
 
 
-def _edited_config(tmp_path: Path, policy: str, change) -> Path:
-    config = tmp_path / "config"
-    shutil.copytree(contracts.DEFAULT_CONFIG_DIR, config)
-    path = config / f"{policy}.yaml"
-    doc = yaml.safe_load(path.read_text())
-    change(doc)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return config
-
-
 def test_policy_edit_gives_new_parameter_hash_beside_the_old_outputs(tiny_world_copy: WorldInfo, tmp_path: Path):
     root = tiny_world_copy.root
     old = _run_all(Store(run_root=root), ["baseline_v1"])
     old_files = _outputs(root)
-    config = _edited_config(tmp_path, "grouping_policy_5B", lambda d: d.update(in_stratum_buckets=16))
+    config = edited_config(tmp_path, "grouping_policy_5B", lambda d: d.update(in_stratum_buckets=16))
     new = _run_all(Store(run_root=root, config_dir=config), ["baseline_v1"])
     old_ph, new_ph = old[0].identity.parameter_hash, new[0].identity.parameter_hash
     assert new_ph != old_ph and new[0].identity.manifest_fingerprint == old[0].identity.manifest_fingerprint
