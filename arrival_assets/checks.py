@@ -88,7 +88,7 @@ def build_dataset_checks(dataset_id: str, specs: tuple[CheckSpec, ...]) -> dg.As
         st = call_core(context, store.open)
         state = contracts.dataset(dataset_id).state or "S0"
         identity = call_core(
-            context, pipeline.resolve_identity, st, seed=part.seed, scenario_id=part.scenario_id, state=state,
+            context, pipeline.resolve_identity, st, part, state=state,
             parameter_hash=sealed_parameter_hash(context),
         )
         owner = pipeline.state_of_output(asset_key_of(dataset_id).to_user_string())

@@ -17,7 +17,7 @@ import dagster as dg
 from arrival_core import checks as core_checks
 from arrival_core import pipeline
 from arrival_core.errors import IDENTITY_INVALID, ArrivalError
-from arrival_core.identity import validate_scenario_id, validate_seed
+from arrival_core.identity import PartitionKey, validate_scenario_id, validate_seed
 from arrival_core.store import Store, read_json
 
 from . import interrupts, liveness, progress
@@ -245,11 +245,11 @@ def format_run(run: PartitionRun) -> list[str]:
     return lines
 
 
-def already_materialised(instance: dg.DagsterInstance, store: Store, seed: int, scenario_id: str) -> bool:
+def already_materialised(instance: dg.DagsterInstance, store: Store, key: PartitionKey) -> bool:
     """Whether a partition needs no run: its files and check results are verified by their records, and the
     instance already holds materialisations of those very files (the same data versions)."""
     try:
-        identity = pipeline.resolve_identity(store, seed=seed, scenario_id=scenario_id, state="S1")
+        identity = pipeline.resolve_identity(store, key, state="S1")
     except ArrivalError:
         return False
     checked = [(d, pipeline.state_of_output(asset_of(d)).code)
@@ -257,11 +257,11 @@ def already_materialised(instance: dg.DagsterInstance, store: Store, seed: int, 
     digests = pipeline.partition_verified(store, identity, checked)
     if digests is None:
         return False
-    key = str(partition_key(seed, scenario_id))
+    grid_key = str(partition_key(key))
     for state in pipeline.STATES:
         asset = state.outputs[0]
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1).records
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[grid_key]), limit=1).records
         if not records or records[0].asset_materialization is None or \
                 records[0].asset_materialization.tags.get("dagster/data_version") != digests.get(asset):
             return False
@@ -294,9 +294,10 @@ def run_partitions(
             err(f"marked run {run_id} failed: the process that executed it is gone")
         register_partitions(instance, [str(seed_value)], scenario_list)
         for sid in scenario_list:
-            key = partition_key(seed_value, sid)
+            part = PartitionKey(seed_value, sid)
+            key = partition_key(part)
             started = time.perf_counter()
-            if already_materialised(instance, run_store, seed_value, sid):
+            if already_materialised(instance, run_store, part):
                 out(f"== {key}  PASS  verified, already materialised ({time.perf_counter() - started:.1f} s; every "
                     f"file matches its commit record and every check its record: no run launched)")
                 continue

@@ -22,7 +22,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 
 from arrival_core import checks as core_checks
 from arrival_core import contracts, pipeline
-from arrival_core.identity import validate_seed
+from arrival_core.identity import PartitionKey, validate_seed
 
 from .checks import asset_key_of
 from .partitions import SCENARIO_DIMENSION, SEED_DIMENSION, partition_key
@@ -92,7 +92,7 @@ def registered_partitions(
     if seed is not None:
         wanted = str(validate_seed(seed))
         seeds = [s for s in seeds if s == wanted]
-    return [(str(partition_key(s, sid)), s, sid) for s in seeds for sid in scenarios]
+    return [(str(partition_key(PartitionKey(s, sid))), s, sid) for s in seeds for sid in scenarios]
 
 
 def _run_statuses(instance: dg.DagsterInstance, run_ids: Iterable[str]) -> dict[str, dg.DagsterRunStatus]:

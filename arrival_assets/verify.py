@@ -27,7 +27,7 @@ def relative(text: str, root: Path) -> str:
 
 
 def _missing_outputs(store: Store, key: PartitionKey, datasets: list[str]) -> list[str]:
-    identity = pipeline.resolve_identity(store, seed=key.seed, scenario_id=key.scenario_id, state="S1")
+    identity = pipeline.resolve_identity(store, key, state="S1")
     return [d for d in datasets if not contracts.dataset(d).optional and not pipeline.output_path(store, d, identity).is_file()]
 
 
@@ -49,7 +49,7 @@ def verify_partition(*, root: str | None, seed: str, scenario: str, out: Printer
     failed = 0
     for dataset_id in datasets:
         state = contracts.dataset(dataset_id).state or "S0"
-        identity = pipeline.resolve_identity(store, seed=key.seed, scenario_id=key.scenario_id, state=state)
+        identity = pipeline.resolve_identity(store, key, state=state)
         for outcome in core_checks.evaluate(store, identity, dataset_id, replay="full"):
             mark = "ok  " if outcome.passed else ("FAIL" if outcome.severity == "ERROR" else "warn")
             failed += (not outcome.passed) and outcome.severity == "ERROR"

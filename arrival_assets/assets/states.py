@@ -131,16 +131,13 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
     def _state(context: dg.AssetExecutionContext, store: StoreResource) -> Iterator[dg.MaterializeResult]:
         part = partition_of(context)
         st = call_core(context, store.open)
-        options = {"reuse": True}  # a partition materialised before is verified, not recomputed
-        if step.code != "S0":
-            options["parameter_hash"] = sealed_parameter_hash(context)
+        # A partition materialised before is verified, not recomputed; every step after S0 keeps the identity S0
+        # sealed in this run (S0 itself seals one from the live policies and ignores it).
+        options = pipeline.RunOptions(run_id=context.run.run_id, parameter_hash=sealed_parameter_hash(context),
+                                      progress=progress_logger(context), reuse=True)
         if step.streams:
-            options["progress"] = progress_logger(context)
             plots.preload()
-        result = call_core(
-            context, step.runner, st, seed=part.seed, scenario_id=part.scenario_id, run_id=context.run.run_id,
-            **options,
-        )
+        result = call_core(context, step.runner, st, part, options)
         pictures = picture_metadata(result.diagnostics) or previous_pictures(context, step.outputs)
         by_id = {p.dataset_id: p for p in result.published}
         metrics = result.report.get("metrics") or {}

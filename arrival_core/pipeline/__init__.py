@@ -20,6 +20,8 @@ from .readers import (
 from .realise import run_s2, run_s3
 from .records import check_basis, partition_verified, recorded_outcomes, write_check_record
 from .shell import (
+    Runner,
+    RunOptions,
     StateResult,
     StateRun,
     World,
@@ -48,6 +50,8 @@ from .streaming import (
 __all__ = [
     "STATES",
     "FamilyLedger",
+    "RunOptions",
+    "Runner",
     "State",
     "StateResult",
     "StateRun",

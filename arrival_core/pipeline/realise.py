@@ -11,11 +11,11 @@ import pyarrow as pa
 from .. import counts, diagnostics, entity_grid, grouping, latent
 from ..errors import ArrivalError, error_code
 from ..gate import Gate
-from ..identity import Identity
+from ..identity import Identity, PartitionKey
 from ..rng import ledger, streams, variates
 from ..store import Store
 from . import records
-from .shell import Progress, StateResult, execute_state
+from .shell import DEFAULT_OPTIONS, RunOptions, StateResult, execute_state
 from .stream_state import Partition, Summary, stream_state
 from .streaming import (
     identity_columns,
@@ -191,13 +191,9 @@ def _latent_metrics(field: latent.LatentField, lgcp: latent.LgcpPolicy, trace_ap
     }
 
 
-def run_s2(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
-           chunk_entities: int | None = None, parameter_hash: str | None = None,
-           progress: Progress | None = None, reuse: bool = False) -> StateResult:
+def run_s2(store: Store, key: PartitionKey, options: RunOptions = DEFAULT_OPTIONS) -> StateResult:
     """S2: sample one latent field per group and publish λ_realised, the field and the RNG log (per seed)."""
-    return execute_state(store, "S2", seed=seed, scenario_id=scenario_id, run_id=run_id,
-                         body=lambda run: stream_state(run, chunk_entities, _Latent), parameter_hash=parameter_hash,
-                         progress=progress, reuse=reuse)
+    return execute_state(store, "S2", key, options, lambda run: stream_state(run, options.chunk_entities, _Latent))
 
 
 # ---- S3: bucket counts ---------------------------------------------------------------------------------------------
@@ -321,12 +317,8 @@ class _Counts:
         }
 
 
-def run_s3(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
-           chunk_entities: int | None = None, parameter_hash: str | None = None,
-           progress: Progress | None = None, reuse: bool = False) -> StateResult:
+def run_s3(store: Store, key: PartitionKey, options: RunOptions = DEFAULT_OPTIONS) -> StateResult:
     """S3: draw a count per (entity, bucket) from λ_realised and publish the counts and their RNG log (per seed)."""
-    return execute_state(store, "S3", seed=seed, scenario_id=scenario_id, run_id=run_id,
-                         body=lambda run: stream_state(run, chunk_entities, _Counts), parameter_hash=parameter_hash,
-                         progress=progress, reuse=reuse)
+    return execute_state(store, "S3", key, options, lambda run: stream_state(run, options.chunk_entities, _Counts))
 
 

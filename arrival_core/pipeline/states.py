@@ -5,16 +5,13 @@ What a state publishes comes from the dataset dictionary (each output's `state`)
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import contracts
 from .accounting import run_audit
 from .plan import run_s0, run_s1
 from .realise import run_s2, run_s3
-from .shell import StateResult
-
-Runner = Callable[..., StateResult]
+from .shell import Runner
 
 
 @dataclass(frozen=True)

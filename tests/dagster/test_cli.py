@@ -13,6 +13,7 @@ import pytest
 
 from arrival_core import pipeline
 from arrival_core.contracts import PROJECT_ROOT
+from arrival_core.identity import PartitionKey
 from arrival_core.store import Store
 
 BIN = Path(sys.executable).parent
@@ -31,7 +32,7 @@ def _env(root: Path, home: Path) -> dict[str, str]:
 def _outputs(root: Path, seed: int, scenario: str) -> list[Path]:
     """The partition's seed-scoped output files, resolved through the dictionary."""
     store = Store(run_root=root)
-    tokens = pipeline.resolve_identity(store, seed=seed, scenario_id=scenario, state="S2").tokens()
+    tokens = pipeline.resolve_identity(store, PartitionKey(seed, scenario), state="S2").tokens()
     return [
         store.path(d, **tokens)
         for d in ("s2_realised_intensity_5B", "s3_bucket_counts_5B", "rng_audit_log_5B")

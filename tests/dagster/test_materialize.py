@@ -150,8 +150,8 @@ def test_state_failure_carries_its_code_and_stops_later_states(world_root, tmp_p
 def test_accounting_mismatch_fails_the_blocking_check_and_stops_downstream(world_root, monkeypatch):
     real_s2 = pipeline.run_s2
 
-    def s2_then_drop_two_trace_draws(store, **kw):
-        result = real_s2(store, **kw)
+    def s2_then_drop_two_trace_draws(store, *args):
+        result = real_s2(store, *args)
         trace = next(p.path for p in result.published if p.dataset_id == "rng_trace_arrival_lgcp_gaussian")
         pl.read_parquet(trace).with_columns(pl.col("draws_total") - 2).write_parquet(trace)
         return result

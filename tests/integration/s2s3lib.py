@@ -10,7 +10,7 @@ import polars as pl
 
 from arrival_core import contracts, pipeline
 from arrival_core.encoding import canonical_json
-from arrival_core.identity import Identity
+from arrival_core.identity import Identity, PartitionKey
 from arrival_core.store import Store
 from arrival_core.world import WorldInfo
 from arrival_core.world.hashgate import bundle_files
@@ -32,14 +32,14 @@ def run_all(st: Store, *, seed: int = 42, scenario_id: str = "baseline_v1", chun
     """Run S0 → audit (or up to a named runner) for one partition; return its identity."""
     for runner in RUNNERS:
         extra = {"chunk_entities": chunk_entities} if runner in (pipeline.run_s2, pipeline.run_s3) else {}
-        result = runner(st, seed=seed, scenario_id=scenario_id, **extra)
+        result = runner(st, PartitionKey(seed, scenario_id), pipeline.RunOptions(**extra))
         if runner.__name__ == upto:
             break
     return result.identity
 
 
 def identity(st: Store, *, seed: int = 42, scenario_id: str = "baseline_v1") -> Identity:
-    return pipeline.resolve_identity(st, seed=seed, scenario_id=scenario_id, state="S2")
+    return pipeline.resolve_identity(st, PartitionKey(seed, scenario_id), state="S2")
 
 
 def path(st: Store, dataset_id: str, ident: Identity) -> Path:

@@ -12,6 +12,7 @@ from configlib import edited_config
 
 from arrival_core import contracts, gate, grouping, pipeline, reports, tables
 from arrival_core.errors import ArrivalError
+from arrival_core.identity import PartitionKey
 from arrival_core.store import Store
 from arrival_core.world import WorldInfo, create_world
 from arrival_core.world.generate import ensure_seed
@@ -29,8 +30,8 @@ def _outputs(root: Path) -> dict[str, bytes]:
 def _run_all(store: Store, scenario_ids, seed: int = 42) -> list[pipeline.StateResult]:
     results = []
     for sid in scenario_ids:
-        results.append(pipeline.run_s0(store, seed=seed, scenario_id=sid))
-        results.append(pipeline.run_s1(store, seed=seed, scenario_id=sid))
+        results.append(pipeline.run_s0(store, PartitionKey(seed, sid)))
+        results.append(pipeline.run_s1(store, PartitionKey(seed, sid)))
     return results
 
 
@@ -125,7 +126,7 @@ def test_policy_edit_gives_new_parameter_hash_beside_the_old_outputs(tiny_world_
 def test_s1_reads_only_a_gate_s0_wrote(tiny_world_copy: WorldInfo):
     store = Store(run_root=tiny_world_copy.root)
     with pytest.raises(ArrivalError) as err:
-        pipeline.run_s1(store, seed=42, scenario_id="baseline_v1")
+        pipeline.run_s1(store, PartitionKey(42, "baseline_v1"))
     assert err.value.code == "5B.S1.S0_GATE_INVALID" and "run S0" in err.value.message
     assert _outputs(tiny_world_copy.root) == {}
 
@@ -133,7 +134,7 @@ def test_s1_reads_only_a_gate_s0_wrote(tiny_world_copy: WorldInfo):
 def test_fail_report_carries_code_payload_and_identity(tiny_world_copy: WorldInfo):
     store = Store(run_root=tiny_world_copy.root)
     with pytest.raises(ArrivalError):
-        pipeline.run_s1(store, seed=42, scenario_id="baseline_v1", run_id="run-fail-1")
+        pipeline.run_s1(store, PartitionKey(42, "baseline_v1"), pipeline.RunOptions(run_id="run-fail-1"))
     path = store.path("run_report_5B", state="S1", seed=42, scenario_id="baseline_v1", run_id="run-fail-1")
     doc = json.loads(path.read_bytes())
     contracts.validate_document(doc, reports.REPORT_SCHEMA, code="5B.CONTRACT_INVALID", where=str(path))
@@ -145,14 +146,14 @@ def test_fail_report_carries_code_payload_and_identity(tiny_world_copy: WorldInf
 
 def test_unexpected_exception_is_reported_without_a_code_and_reraised(tiny_world_copy: WorldInfo, monkeypatch):
     store = Store(run_root=tiny_world_copy.root)
-    pipeline.run_s0(store, seed=42, scenario_id="baseline_v1")
+    pipeline.run_s0(store, PartitionKey(42, "baseline_v1"))
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(grouping, "assign_groups", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        pipeline.run_s1(store, seed=42, scenario_id="baseline_v1", run_id="run-broken")
+        pipeline.run_s1(store, PartitionKey(42, "baseline_v1"), pipeline.RunOptions(run_id="run-broken"))
     path = store.path("run_report_5B", state="S1", seed=42, scenario_id="baseline_v1", run_id="run-broken")
     doc = json.loads(path.read_bytes())
     assert (doc["status"], doc["error_code"]) == ("FAIL", None)
