@@ -30,6 +30,11 @@ def _seed_list(text: str) -> list[int]:
     return [validate_seed(part.strip()) for part in text.split(",") if part.strip()]
 
 
+def _add_root(parser: argparse.ArgumentParser) -> None:
+    """The `--root` option of every command that reads a run root."""
+    parser.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
+
+
 # ---- arrival world create -------------------------------------------------------------------------------------
 
 def world_create(args: argparse.Namespace) -> int:
@@ -90,7 +95,7 @@ def _add_partitions(sub: argparse._SubParsersAction) -> None:
     add = partitions_sub.add_parser("add", help="register seeds (and scenarios) as partitions")
     add.add_argument("--seed", action="append", required=True, help="seed to register (repeatable)")
     add.add_argument("--scenario", action="append", help="scenario to register (repeatable; default: all)")
-    add.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
+    _add_root(add)
     add.set_defaults(handler=partitions_add)
 
 
@@ -98,12 +103,13 @@ def _add_partitions(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Materialise the whole graph for each (scenario, seed) partition and print a summary per partition."""
-    from arrival_core.rng import warmup
+    from arrival_core import checks, contracts, pipeline, warmup
 
-    from .cluster import celery_settings
+    from .executors import celery_settings
 
     if celery_settings() is None:  # steps run in this process: a child compiles their kernels while Dagster loads
-        warmup.start(os.environ.get("ARRIVAL_CONFIG_DIR"))
+        config_dir = Path(os.environ.get("ARRIVAL_CONFIG_DIR") or contracts.DEFAULT_CONFIG_DIR)
+        warmup.start(pipeline.warmup_phases(config_dir) + checks.warmup_phases())
     try:
         from .commands import run_partitions
 
@@ -117,7 +123,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("run", help="materialise S0-S3 and the audit, with every check, into the Dagster instance")
     parser.add_argument("--seed", required=True, help="seed to realise")
     parser.add_argument("--scenario", help="one scenario (default: every scenario of the world)")
-    parser.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
+    _add_root(parser)
     parser.add_argument("--quiet", action="store_true", help="print only the summary (no step lines or progress)")
     parser.set_defaults(handler=run)
 
@@ -135,7 +141,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("verify", help="all checks over stored outputs, with a full RNG replay")
     parser.add_argument("--seed", required=True, help="seed of the partition")
     parser.add_argument("--scenario", required=True, help="scenario of the partition")
-    parser.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
+    _add_root(parser)
     parser.set_defaults(handler=verify)
 
 
@@ -179,7 +185,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("compare", help="two scenarios' count totals for one seed and their difference")
     parser.add_argument("--seed", required=True, help="seed of both partitions")
     parser.add_argument("--scenario", action="append", required=True, help="a scenario (give exactly two)")
-    parser.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
+    _add_root(parser)
     parser.set_defaults(handler=compare)
 
 
