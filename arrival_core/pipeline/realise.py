@@ -180,6 +180,7 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     run.diagnostics |= {
         "lambda_target_per_bucket": target_totals.totals, "lambda_realised_per_bucket": realised_totals.totals,
         "top_group_factors": diagnostics.largest_groups(domain.group_ids, domain.entity_group, field.factor),
+        "bucket_start_utc": time_grid["bucket_start_utc"].to_numpy(),
     }
     run.metrics |= _latent_metrics(field, lgcp, trace.height) | {
         "scenario_count_succeeded": 1, "scenario_count_failed": 0, "lambda_max_capped_rows": capped,
@@ -274,7 +275,7 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
     paths = {d: store.path(d, **tokens) for d in ("s3_bucket_counts_5B", "rng_event_arrival_bucket_count",
                                                   "rng_trace_arrival_bucket_count")}
     mu_stats, count_stats = _Summary(), _Summary()
-    count_totals, mu_totals = diagnostics.BucketTotals(h), diagnostics.BucketTotals(h)
+    count_totals, mu_totals, variance_totals = (diagnostics.BucketTotals(h) for _ in range(3))
     band = diagnostics.HistogramBand(*diagnostics.HISTOGRAM_BAND)
     events = capped = 0
     specs = [(d, paths[d], error_code("S3", category)) for d, category in (
@@ -311,14 +312,17 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
             count_stats.add(draws.count.astype(np.float64))
             count_totals.add_blocks(draws.count)
             mu_totals.add_blocks(mu)
-            band.add(mu, draws.count, None if kappa is None else np.repeat(kappa[e0:e1], h))
+            row_kappa = None if kappa is None else np.repeat(kappa[e0:e1], h)
+            variance_totals.add_blocks(diagnostics.count_variance(mu, row_kappa))
+            band.add(mu, draws.count, row_kappa)
             count_out.write(_counts_table(domain, e0, e1, identity, policy, mu, draws))
             run.advance(len(mu), domain.rows)
             event_out.write(_count_events_table(domain, e0, e1, identity, policy, rng, draws))
         trace = ledger.trace_frame(events, policy.draws_per_event, 1, append_events=rng.trace_append_events)
         trace_out.write(_trace_table(trace, identity, rng, counts.FAMILY_ID))
     run.diagnostics |= {"counts_per_bucket": count_totals.totals, "mu_per_bucket": mu_totals.totals,
-                        "count_histogram": band.histogram()}
+                        "variance_per_bucket": variance_totals.totals, "count_histogram": band.histogram(),
+                        "bucket_start_utc": time_grid["bucket_start_utc"].to_numpy()}
     run.metrics |= {
         "scenario_count_succeeded": 1, "scenario_count_failed": 0,
         "count_rng_event_count": events, "count_rng_total_draws": events * policy.draws_per_event,

@@ -247,5 +247,11 @@ def test_materialisations_in_the_instance_follow_dagster_conventions_and_carry_p
             assert meta["dagster/uri"].value == path.as_uri()
             if asset != "s1_grouping_5B":
                 markdown = meta["plot"].value
-                payload = markdown.split("data:image/png;base64,", 1)[1].rstrip(")")
+                image, facts = markdown.split(")\n\n", 1)  # the picture, then the table of what it shows
+                assert image.startswith(f"![{asset} baseline_v1|42: ")
+                payload = image.split("data:image/png;base64,", 1)[1]
                 assert base64.b64decode(payload).startswith(b"\x89PNG\r\n\x1a\n")
+                column, fact = ("count_N", "Σ N") if asset == "s3_bucket_counts_5B" else ("lambda_realised", "Σ λ_realised")
+                total = pl.scan_parquet(path).select(pl.col(column).sum()).collect().item()
+                shown = next(line for line in facts.splitlines() if line.startswith(f"| {fact} |")).split("|")[2]
+                assert float(shown) == pytest.approx(total, rel=1e-5)  # the table shows 6 significant digits
