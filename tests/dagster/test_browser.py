@@ -94,7 +94,7 @@ def test_asset_pages_show_column_rules_pictures_and_an_absent_input(tmp_path, re
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
     if importlib.util.find_spec("playwright") is None:
         pytest.skip("playwright is not importable: pip install -e '.[dev]'")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     world = create_world("tiny", tmp_path / "w", seeds=(42,))
     home = tmp_path / "dagster_home"
@@ -131,10 +131,10 @@ def test_asset_pages_show_column_rules_pictures_and_an_absent_input(tmp_path, re
             page.goto(f"http://127.0.0.1:{port}/assets/{ASSET}?view=overview")
             # (the UI shows column names in lower case: count_N reads "count_n")
             count_n = _row_of(page, "count_N", re.IGNORECASE).locator("td").nth(2)
-            count_n.wait_for()
-            assert count_n.inner_text().strip() == ">= 0"
-            group_id = _row_of(page, "group_id").locator("td").nth(2).inner_text()
-            assert r"^(baseline|stress)\|(office_hours|" in group_id  # the pattern keeps its backslashes
+            # (the row shows before its description fills in: wait for the text, up to the UI timeout)
+            expect(count_n).to_have_text(re.compile(r"^\s*>= 0\s*$"), timeout=UI_TIMEOUT_MS)
+            group_id = _row_of(page, "group_id").locator("td").nth(2)
+            expect(group_id).to_contain_text(r"^(baseline|stress)\|(office_hours|", timeout=UI_TIMEOUT_MS)
             page.screenshot(path=str(shots / "columns.png"), full_page=True)
 
             # The partition's latest materialisation: its row count (100 entities x 168 hourly buckets), the
@@ -159,8 +159,8 @@ def test_asset_pages_show_column_rules_pictures_and_an_absent_input(tmp_path, re
             # The optional input this world lacks says ABSENT, not just "Materialized".
             page.goto(_partition_url(port, ABSENT_INPUT))
             status = _value_of(page, "status")
-            status.wait_for()
-            assert status.inner_text().strip().startswith(f"ABSENT: optional input {ABSENT_INPUT} is not in this world")
+            expect(status).to_contain_text(f"ABSENT: optional input {ABSENT_INPUT} is not in this world",
+                                           timeout=UI_TIMEOUT_MS)
         finally:
             browser.close()
     for shot in sorted(shots.iterdir()):
