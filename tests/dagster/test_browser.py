@@ -136,6 +136,7 @@ def test_asset_pages_show_column_rules_pictures_and_an_absent_input(tmp_path, re
             group_id = _row_of(page, "group_id").locator("td").nth(2)
             expect(group_id).to_contain_text(r"^(baseline|stress)\|(office_hours|", timeout=UI_TIMEOUT_MS)
             page.screenshot(path=str(shots / "columns.png"), full_page=True)
+            _row_of(page, "count_N", re.IGNORECASE).screenshot(path=str(shots / "columns_count_n.png"))
 
             # The partition's latest materialisation: its row count (100 entities x 168 hourly buckets), the
             # picture as the first metadata entry.
