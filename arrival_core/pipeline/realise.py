@@ -253,7 +253,7 @@ class _Counts:
                                                                       f"first", file=str(self.source))
         h = part.domain.buckets
         self.mu_stats, self.count_stats = Summary(), Summary()
-        self.count_totals, self.mu_totals = diagnostics.BucketTotals(h), diagnostics.BucketTotals(h)
+        self.count_totals, self.mu_totals, self.variance_totals = (diagnostics.BucketTotals(h) for _ in range(3))
         self.band = diagnostics.HistogramBand(*diagnostics.HISTOGRAM_BAND)
         self.events = self.capped = 0
         return {"count_law_id": policy.law}
@@ -297,7 +297,9 @@ class _Counts:
         self.count_stats.add(draws.count.astype(np.float64))
         self.count_totals.add_blocks(draws.count)
         self.mu_totals.add_blocks(mu)
-        self.band.add(mu, draws.count, None if kappa is None else np.repeat(kappa[e0:e1], h))
+        row_kappa = None if kappa is None else np.repeat(kappa[e0:e1], h)
+        self.variance_totals.add_blocks(diagnostics.count_variance(mu, row_kappa))
+        self.band.add(mu, draws.count, row_kappa)
         count_out, event_out, _ = outputs
         count_out.write(_counts_table(domain, e0, e1, identity, policy, mu, draws))
         event_out.write(_count_events_table(domain, e0, e1, identity, policy, part.rng, draws))
@@ -307,6 +309,7 @@ class _Counts:
         trace = ledger.trace_frame(events, policy.draws_per_event, 1, append_events=part.rng.trace_append_events)
         outputs[2].write(_trace_table(trace, part.identity, part.rng, counts.FAMILY_ID))
         part.run.diagnostics |= {"counts_per_bucket": self.count_totals.totals, "mu_per_bucket": self.mu_totals.totals,
+                                 "variance_per_bucket": self.variance_totals.totals,
                                  "count_histogram": self.band.histogram()}
         return {
             "count_rng_event_count": events, "count_rng_total_draws": events * policy.draws_per_event,
