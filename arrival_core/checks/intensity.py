@@ -248,7 +248,7 @@ def check_latent_events(ctx: CheckContext) -> dict[str, CheckResult]:
     replay = CheckResult(facts={"mode": ctx.replay})
     d, h = ctx.domain, ctx.domain.buckets
     if ctx.lgcp.latent_model_id != "none":
-        blocks = latent.event_blocks(ctx.params, ctx.lgcp, h)  # per group: H, or 2M (stationary)
+        blocks = latent.event_blocks(ctx.params, ctx.lgcp, h, coupled=ctx.rng.coupled)  # H, 2M or 2M_c
         if table.height != len(d.group_ids) or table["group_id"].to_list() != list(d.group_ids):
             accounting.fail(f"{table.height} events; expected one per group ({len(d.group_ids)}) in group_id order")
         else:
