@@ -11,8 +11,8 @@ import pyarrow as pa
 from .. import counts, entity_grid, pipeline
 from ..grouping import ENTITY_KEYS
 from ..prefetch import prefetched
-from ..rng import ledger, streams, variates
-from . import count_kernels, event_kernels
+from ..rng import ledger, streams
+from . import count_kernels, event_kernels, reference
 from .context import CheckContext, CheckResult, document_schema, first_true, key_of, require_file
 from .intensity import ledger_result, merge_results
 from .scanning import GRID_KEYS, GridScan, RowStream, ValueCheck, column, combined_numbers
@@ -101,7 +101,8 @@ def count_corridor(m: CountMoments, law: str, alpha: float) -> dict:
 
 
 def _replay_counts(ctx: CheckContext, mu: np.ndarray, e0: int, rows: np.ndarray, kappa: np.ndarray | None) -> np.ndarray:
-    """count_N re-derived for chosen rows of a chunk of whole entities starting at entity e0."""
+    """count_N re-derived by the engine's own sampler for chosen rows of a chunk of whole entities starting at
+    entity e0 (the fast path of a full replay; the sample is replayed by `_reference_counts`)."""
     h = ctx.domain.buckets
     entities, index = np.unique(rows // h, return_inverse=True)
     keys = counts.domain_keys(ctx.domain.entities[e0 + entities])
@@ -113,6 +114,39 @@ def _replay_counts(ctx: CheckContext, mu: np.ndarray, e0: int, rows: np.ndarray,
     return draws.count
 
 
+def _reference_blocks(ctx: CheckContext, entities: np.ndarray, buckets: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(base rows (key, hi, lo), x0, x1) of chosen (entity, bucket) pairs by the independent reference: the stream
+    from the RNG policy's template and the law's derivation, the block at base + bucket_index."""
+    ident, rng_doc = ctx.identity, ctx.gate.policy("arrival_rng_policy_5B")
+    coupled = rng_doc.get("scenario_coupling", "independent_v1") == "common_v1"
+    rows = ctx.domain.entities[entities].select(ENTITY_KEYS).to_dicts()
+    base = np.zeros((len(rows), 3), dtype=np.uint64)
+    x0, x1 = np.zeros(len(rows), dtype=np.uint64), np.zeros(len(rows), dtype=np.uint64)
+    for i, (row, bucket) in enumerate(zip(rows, buckets.tolist(), strict=True)):  # over the replayed sample
+        b = reference.stream_base(rng_doc["derivation"]["domain_sep"], counts.FAMILY_ID, ident.manifest_fingerprint,
+                                  ident.parameter_hash, ident.seed, "*" if coupled else ident.scenario_id,
+                                  reference.entity_domain_key(rng_doc, row))
+        base[i] = b
+        x0[i], x1[i] = (w[0] for w in reference.blocks_at(*b, np.array([bucket])))
+    return base, x0, x1
+
+
+def _reference_counts(ctx: CheckContext, mu: np.ndarray, entities: np.ndarray, buckets: np.ndarray) -> np.ndarray:
+    """count_N of chosen rows (μ, entity index, bucket) derived afresh by the independent reference."""
+    doc = ctx.gate.policy("arrival_count_config_5B")
+    _, x0, x1 = _reference_blocks(ctx, entities, buckets)
+    kappa = None
+    if doc["count_law_id"] != "poisson":
+        strata = ctx.grouping.select("scenario_band", "demand_class")[entities].to_dicts()
+        kappa = np.array([reference.kappa_of(doc, row) for row in strata])
+    drawing = mu > float(doc["lambda_zero_eps"])
+    out = np.zeros(len(mu), dtype=np.int64)
+    out[drawing] = reference.counts(doc, mu[drawing], None if kappa is None else kappa[drawing], x0[drawing],
+                                    x1[drawing])
+    return out
+
+
 def check_counts(ctx: CheckContext) -> dict[str, CheckResult]:
     d, policy = ctx.domain, ctx.count_policy
     h = d.buckets
@@ -121,9 +155,11 @@ def check_counts(ctx: CheckContext) -> dict[str, CheckResult]:
     kappa = counts.entity_kappa(ctx.grouping, policy) if policy.law == "nb2" else None
     source = prefetched(pipeline.read_whole_entities(ctx.path("s2_realised_intensity_5B"), ["lambda_realised"], [], h,
                                                      pipeline.default_chunk_entities(h)))
-    sample = ctx.sample(scan.rows)
+    drawn = np.arange(scan.rows, dtype=np.int64)
+    sample = ctx.sample(scan.rows, full=False)  # the reference's rows, in both modes
+    everything = drawn if ctx.replay == "full" else drawn[:0]
     moments = CountMoments()
-    replayed = 0
+    replayed = {"reference": 0, "engine": 0}
     for e0, e1, chunk in scan.chunks():
         start = e0 * h
         _, s2 = next(source)
@@ -140,19 +176,23 @@ def check_counts(ctx: CheckContext) -> dict[str, CheckResult]:
         ):
             if (i := first_true(bad)) is not None:
                 numeric.fail(f"{int(bad.sum())} row(s): {label}", entity_grid.grid_key(d, e0, i, "bucket_index"))
-        rows = sample[(sample >= start) & (sample < start + chunk.num_rows)] - start
-        if len(rows):
-            again = _replay_counts(ctx, mu, e0, rows, kappa)
-            replayed += len(rows)
+        for chosen, how in ((sample, "reference"), (everything, "engine")):  # `everything`: full replays only
+            rows = chosen[(chosen >= start) & (chosen < start + chunk.num_rows)] - start
+            if not len(rows):
+                continue
+            again = (_reference_counts(ctx, mu[rows], e0 + rows // h, rows % h) if how == "reference"
+                     else _replay_counts(ctx, mu, e0, rows, kappa))
+            replayed[how] += len(rows)
             bad = again != n[rows]
             if (i := first_true(bad)) is not None:
-                replay.fail(f"{int(bad.sum())} of {len(rows)} replayed row(s) differ",
+                replay.fail(f"{int(bad.sum())} of {len(rows)} row(s) replayed by the {how} differ",
                             entity_grid.grid_key(d, e0, int(rows[i]), "bucket_index")
                             | {"count_N": int(n[rows[i]]), "replayed": int(again[i])})
         use = (mu > policy.lambda_zero_eps) & ~capped
         k = None if kappa is None else np.repeat(kappa[e0:e1], h)[use]
         moments.add(mu[use], n[use].astype(np.float64), k)
-    replay.facts |= {"rows_replayed": replayed, "mode": ctx.replay}
+    replay.facts |= {"rows_replayed": replayed["reference"] + replayed["engine"],
+                     "rows_replayed_by_reference": replayed["reference"], "mode": ctx.replay}
     stats = count_corridor(moments, policy.law, ctx.corridors["false_alarm"])
     corridor.facts |= {k: v for k, v in stats.items() if k not in ("passed",)}
     if not stats["passed"]:
@@ -168,7 +208,6 @@ def check_count_events(ctx: CheckContext) -> dict[str, CheckResult]:
     events_in = RowStream(path)
     values, key = ValueCheck(ctx, "rng_event_arrival_bucket_count", path), CheckResult(facts={"by": "the count rows"})
     accounting, replay = CheckResult(), CheckResult(facts={"mode": ctx.replay})
-    kappa = counts.entity_kappa(ctx.grouping, policy) if policy.law == "nb2" else None
     logged = pipeline.table_rows(path)
     sample = ctx.sample(logged, full=False)  # under `full` the counts' own check replays them all
     chosen: list[pl.DataFrame] = []
@@ -200,7 +239,7 @@ def check_count_events(ctx: CheckContext) -> dict[str, CheckResult]:
             entity = e0 + rows[local] // h
             chosen.append(pl.from_arrow(picked).with_columns(pl.col(pl.Categorical).cast(pl.String)).with_columns(
                 mu=pl.Series(mu[rows[local]]), count_N=pl.Series(column(chunk, "count_N")[rows[local]]),
-                kappa=pl.Series(np.ones(len(local)) if kappa is None else kappa[entity])))
+                entity=pl.Series(entity, dtype=pl.Int64)))
     if events_in.take(1).num_rows:
         accounting.fail(f"the event log has {logged} rows, the counts imply {drawing}")
     trace = pipeline.read_table(ctx.path("rng_trace_arrival_bucket_count"))
@@ -255,19 +294,22 @@ def _event_problems(ctx: CheckContext, events: pa.Table, e0: int, rows: np.ndarr
 
 
 def _replay_count_events(ctx: CheckContext, events: pl.DataFrame, policy: counts.CountPolicy, result: CheckResult) -> None:
-    """Re-derive sampled events with the ledger (policy template → stream → blocks) and recompute their counts."""
-    replayed = ledger.replay(ctx.gate.policy("arrival_rng_policy_5B"), counts.FAMILY_ID, events,
-                             ctx.identity.columns())
-    for mismatch in replayed.mismatches:
-        result.fail(mismatch)
-    first = replayed.event_start[:-1]
-    mu, kappa = events["mu"].to_numpy(), events["kappa"].to_numpy()
-    u0 = variates.u01(replayed.x0[first])
-    if policy.law == "poisson":
-        n = variates.poisson_inv(mu, u0)
-    else:
-        n = variates.poisson_inv(variates.gamma_inv(kappa, u0) * mu / kappa, variates.u01(replayed.x1[first]))
-    n = np.minimum(n, policy.max_count)
+    """Re-derive sampled events with the independent reference (policy template → stream → block at
+    base + bucket_index) and recompute their counts."""
+    entities, buckets = events["entity"].to_numpy(), events["bucket_index"].to_numpy().astype(np.int64)
+    base, _, _ = _reference_blocks(ctx, entities, buckets)
+    after = [(int(h) * 2**64 + int(lo) + int(b) + 1) for (_, h, lo), b in zip(base.tolist(), buckets.tolist(), strict=True)]
+    before = [(int(h) * 2**64 + int(lo) + int(b)) for (_, h, lo), b in zip(base.tolist(), buckets.tolist(), strict=True)]
+    for name, want in (("rng_key", base[:, 0]),
+                         ("rng_counter_before_hi", np.array([c >> 64 for c in before], dtype=np.uint64)),
+                         ("rng_counter_before_lo", np.array([c & (2**64 - 1) for c in before], dtype=np.uint64)),
+                         ("rng_counter_after_hi", np.array([c >> 64 for c in after], dtype=np.uint64)),
+                         ("rng_counter_after_lo", np.array([c & (2**64 - 1) for c in after], dtype=np.uint64))):
+        bad = events[name].to_numpy().astype(np.uint64) != want
+        if (i := first_true(bad)) is not None:
+            result.fail(f"{int(bad.sum())} replayed event(s): {name} is not the reference's",
+                        key_of(events, i, (*ENTITY_KEYS, "bucket_index")))
+    n = _reference_counts(ctx, events["mu"].to_numpy(), entities, buckets)
     bad = n != events["count_N"].to_numpy()
     if (i := first_true(bad)) is not None:
         result.fail(f"{int(bad.sum())} of {len(bad)} replayed event(s) give another count",

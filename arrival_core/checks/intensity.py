@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from .. import counts, entity_grid, kernels, latent, pipeline
 from ..prefetch import prefetched
-from ..rng import ledger, streams
+from ..rng import ledger
 from . import intensity_kernels
 from .context import CheckContext, CheckResult, TableScan, first_true, require_file, scan_table
 from .scanning import GridScan, ValueCheck, column, string_columns
@@ -252,13 +252,9 @@ def check_latent_events(ctx: CheckContext) -> dict[str, CheckResult]:
         if table.height != len(d.group_ids) or table["group_id"].to_list() != list(d.group_ids):
             accounting.fail(f"{table.height} events; expected one per group ({len(d.group_ids)}) in group_id order")
         else:
-            chosen = ctx.sample(len(d.group_ids))
-            key, hi, lo = streams.stream_bases(latent.FAMILY_ID, ctx.identity.manifest_fingerprint,
-                                               ctx.identity.parameter_hash, ctx.identity.seed, ctx.identity.scenario_id,
-                                               latent.domain_keys([d.group_ids[i] for i in chosen],
-                                                                  coupled=ctx.rng.coupled),
-                                               domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
-            after_lo = lo + blocks[chosen].astype(np.uint64)
+            chosen, fresh = ctx.replay_groups()  # stream bases and blocks from the independent reference
+            key, hi, lo = fresh.base.T
+            after_lo = lo + fresh.blocks.astype(np.uint64)
             after_hi = hi + (after_lo < lo).astype(np.uint64)
             sub = table[chosen]
             for column, expected in (("rng_key", key), ("rng_counter_before_hi", hi), ("rng_counter_before_lo", lo),
