@@ -29,26 +29,34 @@ from .specs import (
 
 @dataclass
 class CountMoments:
-    """Running sums over drawing, uncapped rows for the count corridors (all functions of μ and κ, except the
-    sums that involve N); see `count_kernels.moment_sums`."""
+    """Running sums for the count corridors over drawing rows (functions of μ and κ, except the sums that involve N
+    or the cap flag); see `count_kernels`: free rows feed the total and dispersion sums, cappable rows the cap sums."""
 
-    rows: int = 0
+    rows: int = 0  # free rows (P(N > cap) ≤ 1e-40 by Chernoff)
     mu: float = 0.0  # Σ μ
     n: float = 0.0  # Σ N
     sq: float = 0.0  # Σ (N − μ)²
     var: float = 0.0  # Σ Var N: Σ μ (Poisson) or Σ (μ + μ²/κ) (NB2)
     mu2_kappa: float = 0.0  # Σ μ²/κ (NB2)
     ratio_max: float = 0.0  # max μ/κ (NB2)
-    pgf: float = 0.0  # Σ (s^N − E[s^N]), s = max(0, 1 − 2/μ) per row: mean 0 under the law
-    pgf_var: float = 0.0  # Σ Var[s^N] under the law
+    outside: float = 0.0  # rows with N outside [⌈μ − √V⌉, ⌊μ + √V⌋]
+    outside_p: float = 0.0  # Σ of that event's exact probability
+    outside_var: float = 0.0  # Σ p(1 − p) of it
+    cap_rows: int = 0  # cappable rows
+    capped: float = 0.0  # cappable rows flagged count_capped
+    cap_p: float = 0.0  # Σ P(N > cap) over them
+    cap_var: float = 0.0  # Σ P(1 − P)
+    cap_free_bound: float = 0.0  # Σ of the free rows' Chernoff bounds on P(N > cap): what their statistics ignore
 
-    def add(self, mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None) -> None:
-        """Add rows with μ > 0 (float64 μ and N; κ per row under NB2, None under Poisson)."""
-        sums = dict(zip(count_kernels.SUMS, count_kernels.moment_sums(mu, n, kappa).tolist()))
-        self.rows += len(mu)
+    def add(self, mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None, capped: np.ndarray | None = None,
+            cap: float = 2.0**62) -> None:
+        """Add drawing rows (float64 μ and N; κ per row under NB2, None under Poisson; the count_capped flags)."""
+        sums = dict(zip(count_kernels.SUMS, count_kernels.moment_sums(mu, n, kappa, capped, cap).tolist()))
         self.ratio_max = max(self.ratio_max, sums.pop("ratio_max"))
         for name, value in sums.items():
-            setattr(self, name, getattr(self, name) + value)
+            current = getattr(self, name)
+            setattr(self, name, current + (int(value) if isinstance(current, int) else value))
+        self.rows += len(mu) - int(sums["cap_rows"])
 
 
 def _bernstein(variance: float, c: float, scale: float) -> float:
@@ -68,23 +76,28 @@ def _nb2_upper(sum_mu: float, mu2_kappa: float, ratio_max: float, c: float) -> f
 
 
 def count_corridor(m: CountMoments, law: str, alpha: float) -> dict:
-    """Non-asymptotic corridors for counts given μ (and κ), rows independent given μ; false alarm ≤ alpha
-    (alpha/4 per tail, four tails). Rows that drew nothing or were capped are left out (exact when no row
-    reaches max_count_per_bucket).
+    """Non-asymptotic corridors for counts given μ (and κ), rows independent given μ; false alarm ≤ alpha plus the
+    free rows' capping bound (≤ rows · 1e-40): alpha/6 per tail, six tails, c = ln(6/alpha).
 
+    Rows are split by μ (and κ) alone, never by N: a row is cappable when Chernoff's bound on P(N > cap) exceeds
+    1e-40. Free rows: their N is the published count except on an event of probability ≤ Σ bounds.
     Total. Poisson: Σ N is Poisson(Σ μ), sub-gamma, so Bernstein gives
-    Σμ − √(2Σμ c) ≤ Σ N ≤ Σμ + c/3 + √((c/3)² + 2Σμ c), c = ln(4/alpha). NB2: below, log E e^{−λ(N−μ)} ≤
+    Σμ − √(2Σμ c) ≤ Σ N ≤ Σμ + c/3 + √((c/3)² + 2Σμ c). NB2: below, log E e^{−λ(N−μ)} ≤
     λ²(μ + μ²/κ)/2, so Σ N ≥ Σμ − √(2 V c), V = Σ(μ + μ²/κ); above, the Chernoff bound of `_nb2_upper`.
-    Dispersion (both laws): with s = max(0, 1 − 2/μ) per row (a function of μ alone), the s^N ∈ [0, 1] are
-    independent with E[s^N] = exp(−μ(1 − s)) (Poisson) or (1 + μ(1 − s)/κ)^{−κ} (NB2) and known variance
-    E[s^{2N}] − E[s^N]², so Bernstein with |s^N − E s^N| ≤ 1 bounds |Σ(s^N − E s^N)| by
-    c/3 + √((c/3)² + 2 Σ Var c). Over-dispersion raises E[s^N] (Jensen over a mixing law), under-dispersion
-    lowers it; the generating function is the law's, so no normal approximation enters.
+    Dispersion (both laws): B = 1[N outside [⌈μ − √V⌉, ⌊μ + √V⌋]] with V = Var N is Bernoulli(p), p from the law's
+    exact pmf, so Bernstein with |B − p| ≤ 1 bounds |Σ(B − p)| by c/3 + √((c/3)² + 2 Σ p(1 − p) c) — each summand's
+    range is its own, so a few rows of large μ cannot widen the bound. Over-dispersion raises Σ B, under-dispersion
+    lowers it. Cap: over cappable rows the flags count_capped = 1[N > cap] are Bernoulli(P(N > cap)), P exact from
+    the pmf; the same Bernstein bound applies to Σ(flag − P).
     """
-    out: dict = {"rows": m.rows, "sum_mu": m.mu, "sum_n": m.n, "law": law, "false_alarm": alpha}
+    out: dict = {"rows": m.rows, "sum_mu": m.mu, "sum_n": m.n, "law": law, "false_alarm": alpha,
+                 "cappable_rows": m.cap_rows, "capped_rows": m.capped, "cap_expected": m.cap_p,
+                 "free_rows_cap_bound": m.cap_free_bound}
+    c = math.log(6.0 / alpha)
+    cap_bound = _bernstein(m.cap_var, c, 1.0)
+    out |= {"cap_bound": cap_bound, "cap_ok": abs(m.capped - m.cap_p) <= cap_bound}
     if m.rows == 0 or m.mu == 0:
-        return out | {"passed": True}
-    c = math.log(4.0 / alpha)
+        return out | {"total_ok": True, "dispersion_ok": True, "passed": out["cap_ok"]}
     if law == "poisson":
         down, up = math.sqrt(2 * m.mu * c), _bernstein(m.mu, c, 1.0)
         out |= {"standardised_total": (m.n - m.mu) / math.sqrt(m.mu), "dispersion_index": m.sq / m.mu}
@@ -92,12 +105,12 @@ def count_corridor(m: CountMoments, law: str, alpha: float) -> dict:
         down, up = math.sqrt(2 * m.var * c), _nb2_upper(m.mu, m.mu2_kappa, m.ratio_max, c)
         out |= {"standardised_total": (m.n - m.mu) / math.sqrt(m.var),
                 "variance_ratio": (m.sq / m.var) if m.var else None}
-    pgf_bound = _bernstein(m.pgf_var, c, 1.0)
-    out |= {"total_low": m.mu - down, "total_high": m.mu + up, "pgf_stat": m.pgf, "pgf_bound": pgf_bound,
-            "pgf_sd": math.sqrt(m.pgf_var)}
+    outside_bound = _bernstein(m.outside_var, c, 1.0)
+    out |= {"total_low": m.mu - down, "total_high": m.mu + up, "outside": m.outside, "outside_expected": m.outside_p,
+            "outside_bound": outside_bound, "outside_sd": math.sqrt(m.outside_var)}
     out["total_ok"] = m.mu - down <= m.n <= m.mu + up
-    out["dispersion_ok"] = abs(m.pgf) <= pgf_bound
-    return out | {"passed": out["total_ok"] and out["dispersion_ok"]}
+    out["dispersion_ok"] = abs(m.outside - m.outside_p) <= outside_bound
+    return out | {"passed": out["total_ok"] and out["dispersion_ok"] and out["cap_ok"]}
 
 
 def _replay_counts(ctx: CheckContext, mu: np.ndarray, e0: int, rows: np.ndarray, kappa: np.ndarray | None) -> np.ndarray:
@@ -188,9 +201,9 @@ def check_counts(ctx: CheckContext) -> dict[str, CheckResult]:
                 replay.fail(f"{int(bad.sum())} of {len(rows)} row(s) replayed by the {how} differ",
                             entity_grid.grid_key(d, e0, int(rows[i]), "bucket_index")
                             | {"count_N": int(n[rows[i]]), "replayed": int(again[i])})
-        use = (mu > policy.lambda_zero_eps) & ~capped
+        use = mu > policy.lambda_zero_eps
         k = None if kappa is None else np.repeat(kappa[e0:e1], h)[use]
-        moments.add(mu[use], n[use].astype(np.float64), k)
+        moments.add(mu[use], n[use].astype(np.float64), k, capped[use], float(policy.max_count))
     replay.facts |= {"rows_replayed": replayed["reference"] + replayed["engine"],
                      "rows_replayed_by_reference": replayed["reference"], "mode": ctx.replay}
     stats = count_corridor(moments, policy.law, ctx.corridors["false_alarm"])
