@@ -93,7 +93,7 @@ def test_count_moments_are_the_stated_sums_by_hand():
     nb2 = checks.CountMoments()
     nb2.add(np.array([4.0]), np.array([3.0]), np.array([2.0]))
     assert (nb2.var, nb2.mu2_kappa, nb2.ratio_max) == (12.0, 8.0, 2.0)
-    pmf = [math.gamma(k + 2) / (math.gamma(2) * f(k)) * (2 / 6) ** 2 * (4 / 6) ** k for k in range(0, 8)]
+    pmf = [math.gamma(k + 2) / (math.gamma(2) * f(k)) * (2 / 6) ** 2 * (4 / 6) ** k for k in range(8)]
     assert nb2.outside == 0.0 and nb2.outside_p == pytest.approx(1 - sum(pmf[1:8]), rel=1e-13)
     with pytest.raises(ValueError):
         nb2.add(np.ones(2), np.ones(3), None)
