@@ -248,7 +248,7 @@ def test_a_stationary_kernel_passes_every_check_with_a_full_replay(tiny_world: W
         assert (read(st, "s2_realised_intensity_5B", ident)["kernel_id"] == "matern52_v1").all()
     _all_checks_pass(st, idents)
     corridor = {o.name: o for o in checks.evaluate(st, idents["stress_v1"], "s2_latent_field_5B")}
-    assert corridor[checks.LATENT_CORRIDOR].metadata["model"] == "whitened matern52_v1"
+    assert corridor[checks.LATENT_CORRIDOR].metadata["model"] == "projected matern52_v1"
 
 
 def test_a_kernel_that_cannot_be_embedded_fails_s2_with_its_code_and_writes_nothing(tiny_world_copy: WorldInfo,
