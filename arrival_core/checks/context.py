@@ -123,10 +123,23 @@ class CheckContext:
         return np.unique((np.arange(m) * total) // max(m, 1)).astype(np.int64)
 
     def replay_groups(self) -> tuple[np.ndarray, ReplayedGroups]:
-        """The replayed groups (indices in group_id order) and their latent fields derived afresh by the
-        independent reference (`checks/reference.py`) from the policy documents and the RNG law alone."""
-        chosen = self.sample(len(self.domain.group_ids))
+        """The sampled groups (indices in group_id order, the sample in both modes) and their latent fields derived
+        afresh by the independent reference (`checks/reference.py`) from the policy documents and the law alone."""
+        chosen = self.sample(len(self.domain.group_ids), full=False)
         return chosen, self._replayed(tuple(chosen.tolist()))
+
+    def group_replays(self) -> list[tuple[str, np.ndarray, ReplayedGroups | latent.LatentField]]:
+        """(by, groups, fields) to compare with the published latent values: the reference on the sample, and under
+        `full` also the engine's own sampler on every group (the fast path of a full replay)."""
+        out: list = [("reference", *self.replay_groups())]
+        if self.replay == "full":
+            ident = self.identity
+            every = np.arange(len(self.domain.group_ids), dtype=np.int64)
+            out.append(("engine", every, latent.sample_latent(
+                self.params, self.lgcp, self.domain.buckets, manifest_fingerprint=ident.manifest_fingerprint,
+                parameter_hash=ident.parameter_hash, seed=ident.seed, scenario_id=ident.scenario_id,
+                domain_sep=self.rng.domain_sep, coupled=self.rng.coupled)))
+        return out
 
     def _replayed(self, chosen: tuple[int, ...]) -> ReplayedGroups:
         ident, lgcp_doc = self.identity, self.gate.policy("arrival_lgcp_config_5B")

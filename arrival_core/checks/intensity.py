@@ -43,9 +43,12 @@ def check_realised(ctx: CheckContext) -> dict[str, CheckResult]:
     h = d.buckets
     scan = GridScan(ctx, "s2_realised_intensity_5B")
     numeric, replay = CheckResult(), CheckResult()
-    chosen, fresh = ctx.replay_groups()
-    position = np.full(len(d.group_ids), -1)
-    position[chosen] = np.arange(len(chosen))
+    replays = ctx.group_replays()
+    positions = []
+    for _, chosen, _ in replays:  # the reference's sample, and the engine's every group under `full`
+        position = np.full(len(d.group_ids), -1)
+        position[chosen] = np.arange(len(chosen))
+        positions.append(position)
     factors = _published_factors(ctx)
     source = prefetched(pipeline.read_whole_entities(ctx.surface, ["lambda_local_scenario"], [], h,
                                                      pipeline.default_chunk_entities(h)))
@@ -61,14 +64,17 @@ def check_realised(ctx: CheckContext) -> dict[str, CheckResult]:
         for label, n, i in zip(intensity_kernels.RULES, found, first):
             if n:
                 numeric.fail(f"{int(n)} row(s): {label}", entity_grid.grid_key(d, e0, int(i), "bucket_index"))
-        entities = np.flatnonzero(position[group] >= 0)
-        replayed += len(entities) * h
-        bad = factor.reshape(-1, h)[entities] != fresh.factor[position[group[entities]]]
-        if bad.any():
-            entity, bucket = np.argwhere(bad)[0]
-            replay.fail(f"{int(bad.sum())} row(s) have ξ that does not replay",
-                        entity_grid.grid_key(d, e0, int(entities[entity]) * h + int(bucket), "bucket_index"))
-    replay.facts |= {"groups_replayed": len(chosen), "rows_compared": replayed, "mode": ctx.replay}
+        for (by, _, fresh), position in zip(replays, positions, strict=True):
+            entities = np.flatnonzero(position[group] >= 0)
+            replayed += len(entities) * h
+            bad = factor.reshape(-1, h)[entities] != fresh.factor[position[group[entities]]]
+            if bad.any():
+                entity, bucket = np.argwhere(bad)[0]
+                replay.fail(f"{int(bad.sum())} row(s) have ξ that does not replay by the {by}",
+                            entity_grid.grid_key(d, e0, int(entities[entity]) * h + int(bucket), "bucket_index"))
+    replay.facts |= {"groups_replayed": max(len(chosen) for _, chosen, _ in replays),
+                     "groups_replayed_by_reference": len(replays[0][1]), "rows_compared": replayed,
+                     "mode": ctx.replay}
     return scan.results() | {NUMERIC_VALID: numeric, RNG_REPLAY: replay}
 
 
@@ -115,13 +121,15 @@ def check_latent_field(ctx: CheckContext) -> dict[str, CheckResult]:
         if (i := first_true(bad)) is not None:
             numeric.fail(f"{int(bad.sum())} row(s): {label}", {"group_id": d.group_ids[i // h],
                                                               "bucket_index": int(i % h)})
-    chosen, fresh = ctx.replay_groups()
-    bad = (latent_z[chosen] != fresh.latent) | (factor[chosen] != fresh.factor)
-    if bad.any():
-        gi, t = np.argwhere(bad)[0]
-        replay.fail(f"{int(bad.sum())} latent value(s) do not replay", {"group_id": d.group_ids[chosen[gi]],
-                                                                         "bucket_index": int(t)})
-    replay.facts |= {"groups_replayed": len(chosen), "mode": ctx.replay}
+    replays = ctx.group_replays()
+    for by, chosen, fresh in replays:  # the reference's sample, and the engine's every group under `full`
+        bad = (latent_z[chosen] != fresh.latent) | (factor[chosen] != fresh.factor)
+        if bad.any():
+            gi, t = np.argwhere(bad)[0]
+            replay.fail(f"{int(bad.sum())} latent value(s) do not replay by the {by}",
+                        {"group_id": d.group_ids[chosen[gi]], "bucket_index": int(t)})
+    replay.facts |= {"groups_replayed": max(len(chosen) for _, chosen, _ in replays),
+                     "groups_replayed_by_reference": len(replays[0][1]), "mode": ctx.replay}
     if none:
         corridor.facts["model"] = "none (ξ ≡ 1)"
         if (latent_z != 0).any() or (factor != 1).any():
