@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from .. import counts, entity_grid, kernels, latent, pipeline
 from ..prefetch import prefetched
-from ..rng import ledger
+from ..rng import ledger, streams
 from . import intensity_kernels
 from .context import CheckContext, CheckResult, TableScan, first_true, require_file, scan_table
 from .scanning import GridScan, ValueCheck, column, string_columns
@@ -271,16 +271,27 @@ def check_latent_events(ctx: CheckContext) -> dict[str, CheckResult]:
             accounting.fail(f"{table.height} events; expected one per group ({len(d.group_ids)}) in group_id order")
         else:
             chosen, fresh = ctx.replay_groups()  # stream bases and blocks from the independent reference
-            key, hi, lo = fresh.base.T
-            after_lo = lo + fresh.blocks.astype(np.uint64)
-            after_hi = hi + (after_lo < lo).astype(np.uint64)
-            sub = table[chosen]
-            for column, expected in (("rng_key", key), ("rng_counter_before_hi", hi), ("rng_counter_before_lo", lo),
-                                     ("rng_counter_after_hi", after_hi), ("rng_counter_after_lo", after_lo)):
-                bad = sub[column].to_numpy() != expected
-                if (i := first_true(bad)) is not None:
-                    replay.fail(f"{int(bad.sum())} event(s): {column} does not replay", {"group_id": sub["group_id"][i]})
-            replay.facts["events_replayed"] = len(chosen)
+            envelopes = [("reference", chosen, *fresh.base.T, fresh.blocks)]
+            if ctx.replay == "full":  # and every event from the engine's stream derivation
+                every = np.arange(len(d.group_ids), dtype=np.int64)
+                bases = streams.stream_bases(latent.FAMILY_ID, ctx.identity.manifest_fingerprint,
+                                             ctx.identity.parameter_hash, ctx.identity.seed, ctx.identity.scenario_id,
+                                             latent.domain_keys(d.group_ids, coupled=ctx.rng.coupled),
+                                             domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
+                envelopes.append(("engine", every, *bases, blocks))
+            for by, rows, key, hi, lo, size in envelopes:
+                after_lo = lo + size.astype(np.uint64)
+                after_hi = hi + (after_lo < lo).astype(np.uint64)
+                sub = table[rows]
+                for column, expected in (("rng_key", key), ("rng_counter_before_hi", hi),
+                                         ("rng_counter_before_lo", lo), ("rng_counter_after_hi", after_hi),
+                                         ("rng_counter_after_lo", after_lo)):
+                    bad = sub[column].to_numpy() != expected
+                    if (i := first_true(bad)) is not None:
+                        replay.fail(f"{int(bad.sum())} event(s): {column} does not replay by the {by}",
+                                    {"group_id": sub["group_id"][i]})
+            replay.facts |= {"events_replayed": max(len(e[1]) for e in envelopes),
+                             "events_replayed_by_reference": len(chosen)}
             law = "4M draws, 2M blocks" if ctx.lgcp.latent_model_id == latent.STATIONARY else "2H draws, H blocks"
             for column, value in (("draws", 2 * blocks), ("blocks", blocks)):
                 got = table[column].to_numpy()

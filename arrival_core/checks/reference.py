@@ -97,14 +97,19 @@ def _clamp(x: float, bounds: Sequence[float]) -> float:
 
 def group_sigma_length(lgcp: Mapping, strata: Mapping[str, str]) -> tuple[float, float]:
     """(σ, L) of a group from the LGCP policy document and its strata (products left to right, then clamp)."""
-    s, ls = lgcp["sigma"], lgcp["length_scale_buckets"]
+    s = lgcp["sigma"]
     sigma = (float(s["base_by_scenario_band"][strata["scenario_band"]])
              * float(s["demand_class_multipliers"][strata["demand_class"]])
              * float(s["channel_group_multipliers"][strata["channel_group"]])
              * float(s["virtual_band_multipliers"][strata["virtual_band"]]))
-    length = (float(ls["base_by_scenario_band"][strata["scenario_band"]])
-              * float(ls["demand_class_multipliers"][strata["demand_class"]]))
-    return _clamp(sigma, s["bounds"]), _clamp(length, ls["bounds"])
+    return _clamp(sigma, s["bounds"]), group_length(lgcp, strata["scenario_band"], strata["demand_class"])
+
+
+def group_length(lgcp: Mapping, band: str, demand_class: str) -> float:
+    """L (buckets) of a band and demand class: clamp(L_base[band] · mL_demand[class], bounds)."""
+    ls = lgcp["length_scale_buckets"]
+    return _clamp(float(ls["base_by_scenario_band"][band]) * float(ls["demand_class_multipliers"][demand_class]),
+                  ls["bounds"])
 
 
 def _stationary(lgcp: Mapping) -> dict:
@@ -183,8 +188,8 @@ def latent_group(lgcp: Mapping, strata: Mapping[str, str], buckets: int, base: t
         start = None
         if coupled:
             bands = sorted(lgcp["length_scale_buckets"]["base_by_scenario_band"])
-            start = coupled_size(kernel, sorted({group_sigma_length(lgcp, {**strata, "scenario_band": b})[1]
-                                                 for b in bands}), buckets, st)
+            start = coupled_size(kernel, sorted({group_length(lgcp, b, strata["demand_class"]) for b in bands}),
+                                 buckets, st)
         size, lam = embedding(kernel, length, buckets, st, start)
         z = normals(*blocks_at(key, hi, lo, np.arange(2 * size)))
         field = np.fft.fft(np.sqrt(lam / size) * (z[:size] + 1j * z[size:])).real[:buckets]
