@@ -213,9 +213,9 @@ def _coupled_size(kernel_id: str, lengths: tuple[float, ...], buckets: int, sett
 def band_lengths(demand_class: str, policy: LgcpPolicy) -> tuple[float, ...]:
     """L of a demand class under every scenario band of the policy (band-name order): the length scales a coupled
     group takes across its scenarios, `clamp(L_base[band] · mL_demand[class], L_low, L_high)` as in S2."""
-    low, high = policy.length_bounds
-    return tuple(min(max(policy.length_base[band] * policy.length_demand[demand_class], low), high)
-                 for band in sorted(policy.length_base))
+    bands = sorted(policy.length.base)
+    frame = pl.DataFrame({"scenario_band": bands, "demand_class": [demand_class] * len(bands)})
+    return tuple(frame.select(policy.length.expr())[:, 0].to_list())
 
 
 def coupled_sizes(params: pl.DataFrame, policy: LgcpPolicy, buckets: int) -> np.ndarray:

@@ -291,8 +291,7 @@ def _coupled_fields(tiny_world: WorldInfo, tmp_path: Path, coupling: str) -> tup
     st = store(tmp_path / coupling, config)
     fields, sizes = {}, {}
     for sid in SCENARIOS:
-        run_all(st, scenario_id=sid, upto="run_s1")
-        ident = pipeline.run_s2(st, seed=42, scenario_id=sid).identity
+        ident = run_all(st, scenario_id=sid, upto="run_s2")
         fields[sid] = read(st, "s2_latent_field_5B", ident).with_columns(
             pl.col("group_id").cast(pl.String).str.splitn("|", 2).struct.field("field_1").alias("coupled"))
         sizes[sid] = read(st, "rng_event_arrival_lgcp_gaussian", ident)["blocks"].to_numpy() // 2
