@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import uuid
@@ -290,5 +289,6 @@ class Transaction:
 
 
 def read_json(path: Path) -> object:
-    """A JSON document (the one reader of every published or sealed JSON file)."""
-    return json.loads(Path(path).read_bytes())
+    """A JSON document (the one reader of every published or sealed JSON file), parsed within the document
+    limits (a DocumentLimitError, a ValueError, past them)."""
+    return contracts.parse_json(Path(path).read_bytes())

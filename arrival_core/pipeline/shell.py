@@ -19,7 +19,7 @@ import pyarrow as pa
 import yaml
 
 from .. import contracts, gate, memory, reports, table_schema, tables
-from ..encoding import load_yaml, sha256_hex
+from ..encoding import sha256_hex
 from ..errors import ArrivalError, error_code, has_code
 from ..gate import Gate
 from ..identity import Identity, PartitionKey, compute_parameter_hash
@@ -251,9 +251,9 @@ def resolve_identity(store: Store, *, seed: int | str, scenario_id: str, state: 
 def parse_policy(data: bytes, entry: contracts.DatasetEntry, path: Path, *, code: str, store: Store) -> dict:
     """A policy file's YAML document, validated against its schema (`code` names the failure)."""
     try:
-        doc = load_yaml(data)
+        doc = contracts.parse_yaml(data)
     except yaml.YAMLError as exc:
-        raise ArrivalError(code, f"{path} is not YAML: {exc}", file=str(path)) from exc
+        raise ArrivalError(code, f"{path} is not YAML within the document limits: {exc}", file=str(path)) from exc
     contracts.validate_document(doc, entry.schema_ref, code=code, where=str(path), contracts_dir=store.contracts_dir)
     return doc
 
