@@ -253,7 +253,8 @@ def already_materialised(instance: dg.DagsterInstance, store: Store, seed: int, 
         return False
     checked = [(d, pipeline.state_of_output(ASSET_OF_COMPANION.get(d, d)).code)
                for d in dict.fromkeys(spec.dataset_id for spec in core_checks.CHECKS)]
-    digests = pipeline.partition_verified(store, identity, checked)
+    names = {d: [spec.name for spec in core_checks.checks_for(d)] for d, _ in checked}
+    digests = pipeline.partition_verified(store, identity, checked, names)
     if digests is None:
         return False
     key = str(partition_key(seed, scenario_id))

@@ -90,6 +90,10 @@ def verify_sealed_input(store: Store, entry: DatasetEntry, *, seed: int, scenari
         _verify_policy(store, entry, path)
         return VerifiedInput(path, True, sha256_file(path), None)
     rows = _verify_table(store, entry, path)
+    if entry.seed_scoped and pipeline.read_receipt(store).get("synthetic") is True:
+        from arrival_core import world  # the generator, only for a synthetic world's seed-scoped file
+
+        return VerifiedInput(path, True, world.verify_seed_file(store.run_root, seed), rows)
     return VerifiedInput(path, True, sha256_file(path), rows)
 
 

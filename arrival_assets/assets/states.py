@@ -1,5 +1,6 @@
 """The state assets: thin multi-assets calling `arrival_core.pipeline` for one (scenario, seed) partition."""
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -73,6 +74,20 @@ def picture_metadata(diagnostics: Mapping[str, Any]) -> dict[str, dict[str, Any]
         out["s3_bucket_counts_5B"] = {"plot": dg.MetadataValue.md(plots.markdown_image(
             png, "total counts per bucket against total μ ± 3√μ; a count histogram against the law"))}
     return out
+
+
+def drawn_pictures(context: dg.AssetExecutionContext, diagnostics: Mapping[str, Any],
+                   outputs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The state's pictures (or the partition's previous ones). The state has committed when they are drawn, so
+    a picture that cannot be drawn (values no axis can hold, such as λ near the float maximum) is a warning in
+    the step's log and no picture: it never fails, or uncodes, a state whose files are published."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # overflow and degenerate-axis warnings of extreme values
+            return picture_metadata(diagnostics) or previous_pictures(context, outputs)
+    except Exception as exc:  # noqa: BLE001 - any failure of a picture leaves the committed state as it is
+        context.log.warning(f"no picture for {', '.join(outputs)}: {type(exc).__name__}: {exc}")
+        return {}
 
 
 # Optional outputs: a policy may switch them off (the latent field is a diagnostic).
@@ -152,7 +167,7 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
             context, step.runner, st, seed=part.seed, scenario_id=part.scenario_id, run_id=context.run.run_id,
             **options,
         )
-        pictures = picture_metadata(result.diagnostics) or previous_pictures(context, step.outputs)
+        pictures = drawn_pictures(context, result.diagnostics, step.outputs)
         by_id = {p.dataset_id: p for p in result.published}
         metrics = result.report.get("metrics") or {}
         tokens = result.identity.tokens()

@@ -139,8 +139,8 @@ def execute_state(
     if failure is not None:
         raise failure
     assert run.identity is not None, f"{state} passed without resolving its identity"
-    if not verified:
-        _write_commit(store, state, run.identity, published)
+    if not verified and published:
+        records.write_commit_record(store, state, run.identity, published)
     return StateResult(state, run.identity, published, report, report_path, run.diagnostics)
 
 
@@ -177,15 +177,6 @@ def _verified(run: StateRun) -> tuple[Published, ...] | None:
     if found is not None:
         run.metrics["verified"] = True
     return found
-
-
-def _write_commit(store: Store, state: str, identity: Identity, published: Sequence[Published]) -> None:
-    """Write the state's commit record last (left as it is when one is there: it is a cache of this identity)."""
-    path = records.commit_path(store, state, identity)
-    if path.is_file() or not published:
-        return
-    with store.transaction(state) as tx:
-        tx.write_json("commit_record_5B", path, records.commit_record(state, identity, published, store.run_root))
 
 
 # ---- identity ----------------------------------------------------------------------------------------

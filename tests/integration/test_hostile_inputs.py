@@ -18,6 +18,7 @@ import yaml
 
 from arrival_core import contracts, pipeline
 from arrival_core.errors import ArrivalError
+from arrival_core.pipeline import records
 from arrival_core.store import Store
 from arrival_core.world import WorldInfo
 
@@ -129,3 +130,68 @@ def test_embedding_size_is_bounded(tiny_world_copy: WorldInfo, tmp_path: Path, f
     assert found["code"] == code, found
     if code.endswith("POLICY_INVALID"):
         assert "max_embedding_factor" in found["message"]
+
+
+# ---- damaged records: schema-validated on read, replaced once their files are proved again ---------------------
+
+def _s1_materialised(world: WorldInfo) -> tuple[Store, object]:
+    store = Store(run_root=world.root)
+    pipeline.run_s0(store, seed=42, scenario_id="baseline_v1", reuse=True)
+    result = pipeline.run_s1(store, seed=42, scenario_id="baseline_v1", reuse=True)
+    return store, result.identity
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+def _lie_about_a_digest(path: Path) -> None:
+    record = json.loads(path.read_bytes())
+    record["files"][0]["sha256"] = "0" * 64
+    path.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _lie_about_a_digest])
+def test_damaged_commit_record_costs_one_recomputation_then_is_replaced(tiny_world_copy: WorldInfo, damage):
+    store, identity = _s1_materialised(tiny_world_copy)
+    path = records.commit_path(store, "S1", identity)
+    good = path.read_bytes()
+    damage(path)
+    again = pipeline.run_s1(store, seed=42, scenario_id="baseline_v1", reuse=True)
+    assert not again.report["metrics"].get("verified")  # the damaged record proved nothing: S1 computed
+    assert path.read_bytes() == good  # ... and its record was replaced by the true one
+    third = pipeline.run_s1(store, seed=42, scenario_id="baseline_v1", reuse=True)
+    assert third.report["metrics"].get("verified") is True
+    assert not list(path.parent.glob(".*.tmp-*"))
+
+
+def _extra_key(record: dict) -> None:
+    record["outcomes"][0]["extra"] = 1
+
+
+def _no_outcomes(record: dict) -> None:
+    record["outcomes"] = []
+
+
+def _outcome_of_another_step(record: dict) -> None:
+    record["outcomes"][0]["name"] = "not_a_check_of_this_step"
+
+
+@pytest.mark.parametrize("damage", [_extra_key, _no_outcomes, _outcome_of_another_step])
+def test_damaged_check_record_is_evaluated_again_and_replaced(tiny_world_copy: WorldInfo, damage):
+    from arrival_core import checks
+
+    store, identity = _s1_materialised(tiny_world_copy)
+    names = sorted(spec.name for spec in checks.checks_for("s1_time_grid_5B"))
+    first, _ = checks.evaluate_recorded(store, identity, "s1_time_grid_5B", state="S1", recall=True)
+    basis = pipeline.check_basis(store, identity, upto="S1")
+    path = records.check_record_path(store, "s1_time_grid_5B", identity, basis)
+    good = path.read_bytes()
+    record = json.loads(good)
+    damage(record)
+    path.write_text(json.dumps(record))
+    outcomes, recalled = checks.evaluate_recorded(store, identity, "s1_time_grid_5B", state="S1", recall=True)
+    assert not recalled and sorted(o.name for o in outcomes) == names and all(o.passed for o in outcomes)
+    assert path.read_bytes() == good
+    outcomes, recalled = checks.evaluate_recorded(store, identity, "s1_time_grid_5B", state="S1", recall=True)
+    assert recalled and outcomes == first
