@@ -252,6 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - an uncoded failure is a defect: say so, keep the traceback optional
             if args.debug:
                 traceback.print_exc()
+            from .instance_storage import storage_failure
+
+            coded = storage_failure(exc)
+            if coded is not None:  # the instance's folder or database failed, not this program
+                _err(f"error: {coded.code}: {coded.message}")
+                return interrupts.EXIT_FAILURE
             _err(f"error: internal error: {type(exc).__name__}: {exc}"
                  + ("" if args.debug else " (run with --debug for the traceback)"))
             return interrupts.EXIT_FAILURE
