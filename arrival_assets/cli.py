@@ -25,6 +25,20 @@ def _err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+IDENTITY_OPTIONS = ("root", "scenario", "seed", "seeds", "world_seed")  # options naming a run root or identity
+
+
+def refuse_empty_options(args: argparse.Namespace) -> None:
+    """An identity option given as an empty string (`--root ''`, `--scenario ''`) is IDENTITY_INVALID, never
+    taken for an absent one (which would mean the default root, or every scenario)."""
+    for name in IDENTITY_OPTIONS:
+        value = getattr(args, name, None)
+        if any(v == "" for v in (value if isinstance(value, list) else [value])):
+            option = "--" + name.replace("_", "-")
+            raise ArrivalError(IDENTITY_INVALID, f"{option} is empty: give a value or leave the option out",
+                               field=name, value="''")
+
+
 def _seed_list(text: str) -> list[int]:
     """Parse `42,7` into validated seeds (IDENTITY_INVALID names the bad one)."""
     return [validate_seed(part.strip()) for part in text.split(",") if part.strip()]
@@ -92,6 +106,17 @@ def _add_partitions(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--scenario", action="append", help="scenario to register (repeatable; default: all)")
     add.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
     add.set_defaults(handler=partitions_add)
+    remove = partitions_sub.add_parser("remove", help="delete registered seed or scenario keys (e.g. one added by hand)")
+    remove.add_argument("--seed", action="append", help="seed key to delete (repeatable)")
+    remove.add_argument("--scenario", action="append", help="scenario key to delete (repeatable)")
+    remove.set_defaults(handler=partitions_remove)
+
+
+def partitions_remove(args: argparse.Namespace) -> int:
+    """Delete registered seed or scenario keys from the Dagster instance at $DAGSTER_HOME."""
+    from .commands import remove_partitions
+
+    return remove_partitions(seeds=args.seed, scenarios=args.scenario)
 
 
 # ---- arrival run ----------------------------------------------------------------------------------------------
@@ -235,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     with interrupts.stopping_on_signals():
         try:
+            refuse_empty_options(args)
             return handler(args)
         except interrupts.Interrupted as exc:
             _err(f"interrupted by {exc.signal_name}: stopped; nothing partial was kept")

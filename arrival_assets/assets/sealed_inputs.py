@@ -168,6 +168,10 @@ def build_sealed_inputs_asset() -> dg.AssetsDefinition:
         chosen = [e for e in entries if dg.AssetKey(e.id) in context.selected_asset_keys]
         seed_file_needed = any(e.seed_scoped for e in chosen)
         st = call_core(context, store.open, part.seed if seed_file_needed else None)
+        known = call_core(context, pipeline.world_scenarios, st)
+        if part.scenario_id not in known:  # a partition added by hand (the UI's "Add partition"): nothing is sealed
+            err = gate.scenario_not_in_set(part.scenario_id, known)
+            raise failure_from(context, err) from err
         errors: list[ArrivalError] = []
         for entry in chosen:
             try:
