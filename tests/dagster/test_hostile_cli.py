@@ -18,7 +18,6 @@ from graph_helpers import failures, graph_for, materialized, run_partition
 
 from arrival_assets import cli
 from arrival_assets.assets.sealed_inputs import verify_sealed_input
-from arrival_assets.instance_storage import storage_failure
 from arrival_assets.partitions import SCENARIO_DIMENSION, SEED_DIMENSION
 from arrival_assets.resources import StoreResource
 from arrival_assets.sensors import register_partitions as partition_sensor
@@ -118,6 +117,8 @@ def test_a_read_only_or_full_home_is_coded_naming_the_home(tiny_world: WorldInfo
 
 
 def test_storage_failures_are_coded_only_under_the_home(tmp_path: Path):
+    from arrival_assets.instance_storage import storage_failure
+
     home = tmp_path / "home"
     inner = OSError(errno.EROFS, os.strerror(errno.EROFS), str(home / "history" / "runs.db"))
     assert storage_failure(inner, home).code == HOME_CODE
