@@ -28,10 +28,10 @@ _rng_done = False
 def policy_laws(config_dir: Path) -> tuple[str, str]:
     """(count law, latent model) of the policy files in a folder, read by their own parsers."""
     from .. import counts, latent  # the callers of the kernels (the RNG layer itself never imports them)
-    from ..encoding import load_yaml
+    from ..contracts import parse_yaml  # within the document limits: a policy is a user's file
 
-    count_policy = counts.parse_count_policy(load_yaml((config_dir / COUNT_POLICY).read_text()))
-    lgcp_policy = latent.parse_lgcp_policy(load_yaml((config_dir / LGCP_POLICY).read_text()))
+    count_policy = counts.parse_count_policy(parse_yaml((config_dir / COUNT_POLICY).read_text()))
+    lgcp_policy = latent.parse_lgcp_policy(parse_yaml((config_dir / LGCP_POLICY).read_text()))
     return count_policy.law, lgcp_policy.latent_model_id
 
 
