@@ -88,6 +88,9 @@ def _check_length(data: str | bytes, limits: DocumentLimits | None) -> None:
         raise DocumentLimitError(f"the document has {len(data):,} bytes, more than the limit of {limits.max_bytes:,}")
 
 
+_CONTAINERS = (dict, list, tuple, set, frozenset)  # what a safe YAML loader builds (tuples: !!omap, sets: !!set)
+
+
 def _weight(value: Any) -> int:
     return 1 + (len(value) if isinstance(value, (str, bytes)) else 0)
 
@@ -101,15 +104,15 @@ def check_bounds(doc: Any, limits: DocumentLimits) -> None:
     stack: list[tuple[Any, bool]] = [(doc, False)]
     while stack:  # depth-first, post-order, over distinct containers
         node, closing = stack.pop()
-        if not isinstance(node, (dict, list)):
+        if not isinstance(node, _CONTAINERS):
             continue
         key = id(node)
-        children = [v for kv in node.items() for v in kv] if isinstance(node, dict) else node
+        children = [v for kv in node.items() for v in kv] if isinstance(node, dict) else list(node)
         if closing:
             size, height = 1, 0
             for child in children:
                 child_size, child_height = done.get(id(child), (_weight(child), 0)) \
-                    if isinstance(child, (dict, list)) else (_weight(child), 0)
+                    if isinstance(child, _CONTAINERS) else (_weight(child), 0)
                 size += child_size
                 height = max(height, child_height)
             height += 1
@@ -127,7 +130,7 @@ def check_bounds(doc: Any, limits: DocumentLimits) -> None:
         started.add(key)
         stack.append((node, True))
         stack.extend((child, False) for child in children
-                     if isinstance(child, (dict, list)) and id(child) not in done)
+                     if isinstance(child, _CONTAINERS) and id(child) not in done)
         if len(stack) > limits.max_expanded_size:
             raise DocumentLimitError(f"the document expands to more than {limits.max_expanded_size:,} values")
 
