@@ -1,7 +1,9 @@
 """Which STARTED runs `arrival run` marks failed: only those whose process it can see is gone (liveness)."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -67,3 +69,28 @@ def test_a_run_carries_the_token_of_its_process():
     boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     assert tags[liveness.PROCESS_TAG] == f"{boot}/{os.readlink('/proc/self/ns/pid')}/{liveness.start_time(os.getpid())}"
     assert tags[liveness.PID_TAG] == str(os.getpid())
+
+
+def test_a_live_run_in_another_pid_namespace_is_not_marked_failed(tmp_path):
+    """A real second PID namespace (`unshare`, root only): its run's pid names no process here, yet it lives."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs unshare and root")
+    free = _pid_not_in_use()  # the process in the namespace gets this pid there, and no process has it here
+    child = (f"echo {free - 1} > /proc/sys/kernel/ns_last_pid; {sys.executable} -c "
+             "'import json, time; from arrival_assets import liveness; "
+             "print(json.dumps(liveness.process_tags()), flush=True); time.sleep(120)'; exit $?")
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "bash", "-c", child],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        if not line:
+            pytest.skip(f"unshare failed: {proc.stderr.read()[-500:]}")
+        tags = json.loads(line)
+        assert tags[liveness.PID_TAG] == str(free) and not os.path.exists(f"/proc/{free}")
+        with dg.DagsterInstance.ephemeral() as instance:
+            run_id = _started_run(instance, tags)
+            assert liveness.fail_dead_runs(instance) == []
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+    finally:
+        proc.kill()
+        proc.wait()
