@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import counts, latent, warmup
-from ..encoding import load_yaml
+from ..contracts import parse_yaml  # within the document limits: a policy is a user's file
 from ..rng import gamma_kernels, normal_kernels, poisson_kernels, streams, variates
 from ..strata import StratumLaw
 
@@ -17,8 +17,8 @@ COUNT_POLICY, LGCP_POLICY = "arrival_count_config_5B.yaml", "arrival_lgcp_config
 
 def policy_laws(config_dir: Path) -> tuple[str, str]:
     """(count law, latent model) of the policy files in a folder, read by their own parsers."""
-    count_policy = counts.parse_count_policy(load_yaml((config_dir / COUNT_POLICY).read_text()))
-    lgcp_policy = latent.parse_lgcp_policy(load_yaml((config_dir / LGCP_POLICY).read_text()))
+    count_policy = counts.parse_count_policy(parse_yaml((config_dir / COUNT_POLICY).read_text()))
+    lgcp_policy = latent.parse_lgcp_policy(parse_yaml((config_dir / LGCP_POLICY).read_text()))
     return count_policy.law, lgcp_policy.latent_model_id
 
 
