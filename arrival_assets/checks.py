@@ -1,4 +1,5 @@
-"""Asset checks: one multi-asset check per output dataset, built from `arrival_core.checks.CHECKS`."""
+"""Asset checks in their state's step: the specs a state's multi-asset declares, built from
+`arrival_core.checks.CHECKS`, and the results its step yields."""
 
 import warnings
 from collections.abc import Iterator
@@ -9,10 +10,11 @@ import dagster as dg
 from arrival_core import checks as core_checks
 from arrival_core import contracts, pipeline
 from arrival_core.checks import CheckOutcome, CheckSpec
+from arrival_core.identity import Identity
+from arrival_core.store import Store
 
 from .assets.outcomes import call_core, partition_of, sealed_parameter_hash
 from .partitions import grid
-from .resources import StoreResource
 
 SEVERITY = {"ERROR": dg.AssetCheckSeverity.ERROR, "WARN": dg.AssetCheckSeverity.WARN}
 
@@ -66,43 +68,40 @@ def check_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
     )
 
 
-def materialised_in_run(context: dg.AssetCheckExecutionContext, asset: str) -> bool:
-    """Whether this run materialised (computed or verified) an asset: its files were proved in this run."""
-    records = context.instance.get_records_for_run(
-        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
-    return any(r.asset_key is not None and r.asset_key.to_user_string() == asset for r in records)
+def checked_datasets(outputs: tuple[str, ...]) -> tuple[str, ...]:
+    """The datasets a state's step checks: its outputs and their companions (RNG traces), in catalogue order."""
+    datasets = dict.fromkeys(spec.dataset_id for spec in core_checks.CHECKS)
+    return tuple(d for d in datasets if asset_of(d) in outputs)
 
 
-def build_dataset_checks(dataset_id: str, specs: tuple[CheckSpec, ...]) -> dg.AssetChecksDefinition:
-    """One step reading the dataset once and yielding a result per check, recorded for its own partition."""
+def state_check_specs(outputs: tuple[str, ...]) -> list[dg.AssetCheckSpec]:
+    """The Dagster specs of every check a state's step evaluates."""
+    return [check_spec(s) for d in checked_datasets(outputs) for s in core_checks.checks_for(d)]
 
-    @dg.multi_asset_check(
-        name=f"check_{dataset_id}",
-        specs=[check_spec(s) for s in specs],
-        description=f"Checks of {dataset_id}: " + ", ".join(s.name for s in specs),
-    )
-    def _checks(
-        context: dg.AssetCheckExecutionContext, store: StoreResource
-    ) -> Iterator[dg.AssetCheckResult]:
-        part = partition_of(context)
-        st = call_core(context, store.open)
-        state = contracts.dataset(dataset_id).state or "S0"
-        identity = call_core(
-            context, pipeline.resolve_identity, st, part, state=state,
-            parameter_hash=sealed_parameter_hash(context),
-        )
-        owner = pipeline.state_of_output(asset_key_of(dataset_id).to_user_string())
+
+def check_key(spec: CheckSpec | CheckOutcome) -> dg.AssetCheckKey:
+    """The Dagster key of one core check (or of its outcome)."""
+    return dg.AssetCheckKey(asset_key_of(spec.dataset_id), spec.name)
+
+
+def evaluate_state_checks(context: dg.AssetExecutionContext, st: Store, identity: Identity, state: pipeline.State, *,
+                          recall: bool) -> Iterator[dg.AssetCheckResult]:
+    """The results of the run's selected checks of a state's datasets: each dataset read once for all of its
+    checks (`evaluate_recorded`). `recall`: the state's files were proved in this step, so a check record on
+    their basis is re-recorded and a new one written; else (a check-only run) they are evaluated afresh over
+    the stored files and nothing is written."""
+    selected = set(context.selected_asset_check_keys)
+    for dataset_id in checked_datasets(state.outputs):
+        if not any(check_key(s) in selected for s in core_checks.checks_for(dataset_id)):
+            continue
         outcomes, recalled = call_core(context, core_checks.evaluate_recorded, st, identity, dataset_id,
-                                       state=owner.code, recall=materialised_in_run(context, owner.outputs[0]))
+                                       state=state.code, recall=recall, record=recall)
         if recalled:
             context.log.info(f"{dataset_id}: files verified in this run; check results re-recorded")
-        for outcome in outcomes:
-            yield check_result(outcome)
-
-    return _checks
+        yield from (check_result(o) for o in outcomes if check_key(o) in selected)
 
 
-def build_checks() -> list[dg.AssetChecksDefinition]:
-    """Every dataset's check step, in the order of the core catalogue."""
-    datasets = list(dict.fromkeys(spec.dataset_id for spec in core_checks.CHECKS))
-    return [build_dataset_checks(d, core_checks.checks_for(d)) for d in datasets]
+def stored_identity(context: dg.AssetExecutionContext, st: Store, state: pipeline.State) -> Identity:
+    """The identity of a partition's stored files for a check-only run: the one S0 sealed for it."""
+    return call_core(context, pipeline.resolve_identity, st, partition_of(context), state=state.code,
+                     parameter_hash=sealed_parameter_hash(context))

@@ -1,11 +1,10 @@
-"""The code location: composes assets, checks, the job, the sensor and the store resource."""
+"""The code location: composes assets (with their checks), the job, the sensor and the store resource."""
 
 from __future__ import annotations
 
 import dagster as dg
 
 from .assets import build_assets
-from .checks import build_checks
 from .executors import executor_from_env
 from .jobs import arrival_5b
 from .progress import step_progress
@@ -18,7 +17,6 @@ def build_definitions(store: StoreResource | None = None) -> dg.Definitions:
     executor is dagster-celery's when ARRIVAL_CELERY_BROKER is set, else in process."""
     return dg.Definitions(
         assets=build_assets(),
-        asset_checks=build_checks(),
         jobs=[arrival_5b],
         sensors=[register_partitions],
         resources={"store": store or StoreResource()},

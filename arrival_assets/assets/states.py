@@ -1,4 +1,5 @@
-"""The state assets: thin multi-assets calling `arrival_core.pipeline` for one (scenario, seed) partition."""
+"""The state assets: thin multi-assets calling `arrival_core.pipeline` for one (scenario, seed) partition, each
+with its outputs' checks in its own step."""
 
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -10,6 +11,7 @@ from arrival_core import contracts, pipeline
 from arrival_core.version import code_version
 
 from .. import plots
+from ..checks import evaluate_state_checks, state_check_specs, stored_identity
 from ..partitions import grid
 from ..resources import StoreResource
 from .columns import column_schema
@@ -157,10 +159,16 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
         for out in step.outputs
     ]
 
-    @dg.multi_asset(name=step.name, specs=specs, partitions_def=grid, description=STEP_DESCRIPTIONS[step.name])
-    def _state(context: dg.AssetExecutionContext, store: StoreResource) -> Iterator[dg.MaterializeResult]:
-        part = partition_of(context)
+    @dg.multi_asset(name=step.name, specs=specs, check_specs=state_check_specs(step.outputs), can_subset=True,
+                    partitions_def=grid, description=STEP_DESCRIPTIONS[step.name])
+    def _state(context: dg.AssetExecutionContext, store: StoreResource
+               ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         st = call_core(context, store.open)
+        selected = {k.to_user_string() for k in context.selected_asset_keys}
+        if not selected:  # a check-only run (the UI's "Execute"): the stored files are checked, nothing is written
+            yield from evaluate_state_checks(context, st, stored_identity(context, st, step), step, recall=False)
+            return
+        part = partition_of(context)
         # A partition materialised before is verified, not recomputed; every step after S0 keeps the identity S0
         # sealed in this run (S0 itself seals one from the live policies and ignores it).
         options = pipeline.RunOptions(run_id=context.run.run_id, parameter_hash=sealed_parameter_hash(context),
@@ -173,7 +181,7 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
         metrics = result.report.get("metrics") or {}
         tokens = result.identity.tokens()
         for out in step.outputs:
-            if out not in by_id:
+            if out not in by_id or out not in selected:
                 continue  # only skippable outputs may be absent; Dagster fails the step otherwise
             extra: dict[str, object] = {"run_report": dg.MetadataValue.path(str(result.report_path))}
             for companion in contracts.companions(out):  # an RNG trace beside its events
@@ -183,6 +191,9 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
                     extra[f"{companion}.rows"] = by_id[companion].rows or 0
             extra |= pictures.get(out, {})
             yield materialize(out, by_id[out], identity_tokens=tokens, metrics=metrics, extra=extra)
+        # The state's files were just computed or verified: its checks follow in the same step; a failed ERROR
+        # check fails the step, so nothing downstream starts.
+        yield from evaluate_state_checks(context, st, result.identity, step, recall=True)
 
     return _state
 

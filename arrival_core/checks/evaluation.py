@@ -67,10 +67,11 @@ _EVALUATORS: dict[str, Callable[[CheckContext], dict[str, CheckResult]]] = {
 
 
 def evaluate_recorded(store: Store, identity: Identity, dataset_id: str, *, state: str,
-                      recall: bool) -> tuple[list[CheckOutcome], bool]:
+                      recall: bool, record: bool = True) -> tuple[list[CheckOutcome], bool]:
     """A check step's outcomes (sampled replay): re-recorded from its check record when `recall` (the state's
     files were verified or recomputed in this run) and the record's basis, the partition's commit records up to
-    `state`, still holds; else evaluated, and recorded on that basis when no ERROR check failed. Returns
+    `state`, still holds; else evaluated, and recorded on that basis when `record` and no ERROR check failed
+    (a check-only run records nothing: it reports on the store without changing it). Returns
     (outcomes, recalled)."""
     basis = pipeline.check_basis(store, identity, upto=state)
     if recall and basis is not None:
@@ -81,7 +82,7 @@ def evaluate_recorded(store: Store, identity: Identity, dataset_id: str, *, stat
     outcomes = evaluate(store, identity, dataset_id, replay="sample")
     # A failed ERROR check may come from the moment (a policy edited meanwhile, an unreadable file), not from the
     # files the basis pins: only outcomes without one are recorded, so a failure is always evaluated again.
-    if basis is not None and all(o.passed or o.severity != "ERROR" for o in outcomes):
+    if record and basis is not None and all(o.passed or o.severity != "ERROR" for o in outcomes):
         pipeline.write_check_record(store, dataset_id, identity, basis, [jsonable(asdict(o)) for o in outcomes],
                                     state=state)
     return outcomes, False

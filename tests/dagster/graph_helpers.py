@@ -35,6 +35,16 @@ def run_partition(
     )
 
 
+def run_checks(
+    defs: dg.Definitions, instance: dg.DagsterInstance, key: str, checks: set[dg.AssetCheckKey] | None = None
+) -> dg.ExecuteInProcessResult:
+    """Run only checks (default: every check) of one registered partition in process, materialising nothing."""
+    job = defs.resolve_job_def(JOB_NAME)
+    checks = set(defs.resolve_asset_graph().asset_check_keys) if checks is None else checks
+    return job.get_subset(asset_selection=set(), asset_check_selection=checks).execute_in_process(
+        partition_key=key, instance=instance, raise_on_error=False, run_config=run_config(key, quiet=True))
+
+
 def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     """Asset -> plain metadata values of every materialisation in a run."""
     out = {}

@@ -106,10 +106,12 @@ def test_job_sensor_resource_and_executor():
     assert set(defs.resources) == {"store"}
 
 
-def test_one_step_for_the_sealed_inputs_one_per_state_and_one_per_checked_dataset():
+def test_one_step_for_the_sealed_inputs_and_one_per_state_holding_its_checks():
     job = defs.resolve_job_def("arrival_5b")
-    steps = set(job.graph.node_names())
     states = {"sealed_inputs", "s0_gate", "s1_plan", "s2_latent", "s3_counts", "rng_audit"}
-    check_steps = {s for s in steps if s.startswith("check_")}
-    assert len(check_steps) == 12  # ten output datasets and two RNG traces
-    assert steps == states | check_steps
+    assert set(job.graph.node_names()) == states  # no separate check step: 6 steps a partition, not 18
+    graph = defs.resolve_asset_graph()
+    for assets_def in {graph.get(k).assets_def for k in graph.get_all_asset_keys()}:
+        assert assets_def.can_subset  # a run may select its checks alone
+        owned = {k.to_user_string() for k in assets_def.keys}
+        assert {k.asset_key.to_user_string() for k in assets_def.check_keys} == set(CHECKS) & owned

@@ -187,10 +187,7 @@ def test_accounting_mismatch_fails_the_blocking_check_and_stops_downstream(world
     assert "rng_event_arrival_lgcp_gaussian" in done
     assert "rng_audit_log_5B" not in done  # the audit reads the RNG logs; a failed log check stops it
     assert "s3_bucket_counts_5B" not in done  # no counts are drawn while S2's RNG accounting fails
-    assert failures(result).keys() == {
-        "check_rng_event_arrival_lgcp_gaussian",
-        "check_rng_trace_arrival_lgcp_gaussian",
-    }
+    assert failures(result).keys() == {"s2_latent"}  # its checks run in its step, and fail it
 
 
 def test_warn_checks_never_block(world_root, monkeypatch):

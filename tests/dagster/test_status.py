@@ -6,7 +6,7 @@ import dataclasses
 
 import dagster as dg
 import pytest
-from graph_helpers import failures, graph_for, run_partition
+from graph_helpers import failures, graph_for, run_checks, run_partition
 
 from arrival_assets import status
 from arrival_assets.partitions import register_partitions
@@ -43,8 +43,8 @@ def _two_checks_fail(*args, **kwargs):
 
 @pytest.fixture(scope="module")
 def instance(shared_world_root):
-    """baseline_v1|42 run whole; stress_v1|1 run with S3 failing and two latent-field checks failing;
-    baseline_v1|1 and stress_v1|42 registered but never run."""
+    """baseline_v1|42 run whole; stress_v1|1 run with S3 failing, then its latent-field checks alone with two
+    of them failing; baseline_v1|1 and stress_v1|42 registered but never run."""
     with dg.DagsterInstance.ephemeral() as inst:
         register_partitions(inst, ["1", "42"], ["baseline_v1", "stress_v1"])
         good = run_partition(graph_for(shared_world_root), inst, "baseline_v1|42")
@@ -54,10 +54,14 @@ def instance(shared_world_root):
                 dataclasses.replace(s, runner=_s3_fails) if s.code == "S3" else s for s in pipeline.STATES
             ))
             broken = graph_for(shared_world_root)
-        with pytest.MonkeyPatch.context() as mp:
+        bad = run_partition(broken, inst, "stress_v1|1")
+        assert set(failures(bad)) == {"s3_counts"}
+        with pytest.MonkeyPatch.context() as mp:  # then the latent field's checks alone, two of them failing
             mp.setattr(evaluation, "evaluate", _two_checks_fail)
-            bad = run_partition(broken, inst, "stress_v1|1")
-        assert set(failures(bad)) == {"s3_counts", "check_s2_latent_field_5B"}
+            checks = {k for k in broken.resolve_asset_graph().asset_check_keys
+                      if k.asset_key.to_user_string() == FAILED_CHECK[0]}
+            rechecked = run_checks(broken, inst, "stress_v1|1", checks)
+        assert set(failures(rechecked)) == {"s2_latent"}  # a failed ERROR check fails its state's step
         yield inst
 
 

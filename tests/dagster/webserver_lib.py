@@ -18,11 +18,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def graphql(port: int, query: str) -> dict:
-    """POST a GraphQL query or mutation to the webserver on `port`."""
+def graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    """POST a GraphQL query or mutation (with its variables) to the webserver on `port`."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
