@@ -32,12 +32,14 @@ from .executor import (
 )
 from .instance import (
     GENERATED_MARK,
+    MAX_RUNS_LINE,
     STORAGE_KEYS,
     install_instance_config,
     instance_config,
     instance_config_text,
     postgres_db_config,
     psycopg2_url,
+    with_machine_concurrency,
 )
 from .local import cluster_down, cluster_up, restart_worker, start_worker
 from .processes import ClusterInfo, Process, env_file_text, free_port, pid_alive, read_env_file, read_pids
@@ -71,6 +73,7 @@ __all__ = [
     "DEFAULT_DAGSTER_HOME",
     "DEFAULT_QUEUE",
     "GENERATED_MARK",
+    "MAX_RUNS_LINE",
     "PG_URL_ENV",
     "RUN_ROOT_ENV",
     "SHIPPED_INSTANCE_CONFIG",
@@ -107,6 +110,7 @@ __all__ = [
     "start_worker",
     "store_run_config",
     "visibility_timeout",
+    "with_machine_concurrency",
     "worker_celery_config",
     "worker_command",
     "worker_environment",

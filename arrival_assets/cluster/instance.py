@@ -5,6 +5,7 @@ schedules in Postgres (dagster-postgres)."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
+from ..concurrency import concurrent_runs
 from .settings import (
     DAGSTER_HOME_ENV,
     DEFAULT_DAGSTER_HOME,
@@ -30,6 +32,13 @@ EVENT_LOG_COMMENT = (
 STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
 PSYCOPG2_SCHEME = "postgresql+psycopg2"
 PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg")
+MAX_RUNS_LINE = re.compile(r"^(\s*max_concurrent_runs:) *\d+ *$", re.MULTILINE)
+
+
+def with_machine_concurrency(config: dict, env: Mapping[str, str]) -> dict:
+    """The config with `concurrency.runs.max_concurrent_runs` set from this machine (`concurrent_runs`)."""
+    runs = {**config.get("concurrency", {}).get("runs", {}), "max_concurrent_runs": concurrent_runs(env)}
+    return {**config, "concurrency": {**config.get("concurrency", {}), "runs": runs}}
 
 
 def psycopg2_url(url: str) -> str:
@@ -76,7 +85,7 @@ def instance_config(
     with ARRIVAL_PG_URL the same settings (concurrency, telemetry, run monitoring...) with runs, events and
     schedules in Postgres."""
     env = os.environ if env is None else env
-    base = yaml.safe_load(shipped.read_text()) or {}
+    base = with_machine_concurrency(yaml.safe_load(shipped.read_text()) or {}, env)
     url = (env.get(PG_URL_ENV) or "").strip()
     if not url:
         return base if home is None else {**base, "event_log_storage": sqlite_event_log(home)}
@@ -96,7 +105,8 @@ def instance_config_text(
             "while it carries this line.\n"
         )
         block = yaml.safe_dump({"event_log_storage": sqlite_event_log(home)}, sort_keys=False)
-        return header + shipped.read_text().rstrip("\n") + "\n" + EVENT_LOG_COMMENT + block
+        text = MAX_RUNS_LINE.sub(rf"\g<1> {concurrent_runs(env)}", shipped.read_text())
+        return header + text.rstrip("\n") + "\n" + EVENT_LOG_COMMENT + block
     config = instance_config(env, shipped)
     where = config["storage"]["postgres"]["postgres_db"]
     header = (

@@ -52,6 +52,7 @@ from clusterlib import (
 )
 
 from arrival_assets.cluster import cluster_down, cluster_up, pid_alive, read_pids, restart_worker
+from arrival_assets.concurrency import concurrent_runs
 from arrival_assets.jobs import JOB_NAME
 from arrival_core.world import create_world
 
@@ -297,7 +298,7 @@ def test_the_instance_keeps_runs_in_postgres_and_queues_them_two_at_a_time(clust
         kinds.add(type(instance.schedule_storage).__name__)
         assert kinds == {"PostgresRunStorage", "PostgresEventLogStorage", "PostgresScheduleStorage"}
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
-        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 2
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == concurrent_runs()
 
 
 # ---- (a) arrival run --seed 7 through Celery -------------------------------------------------------------------

@@ -40,6 +40,8 @@ from arrival_assets.cluster import (
     worker_command,
     worker_environment,
 )
+from arrival_assets.concurrency import concurrent_runs
+from arrival_core import contracts
 
 PG = {"ARRIVAL_PG_URL": "postgresql://ar%40user:p%3Ass@db.example:6543/runs?sslmode=require"}
 BROKER = {"ARRIVAL_CELERY_BROKER": "redis://127.0.0.1:6379/0"}
@@ -130,7 +132,8 @@ def test_postgres_db_config_needs_a_user_and_a_database(url):
 
 
 def test_instance_config_is_the_shipped_one_with_the_kept_open_event_log_without_a_database(tmp_path):
-    shipped = yaml.safe_load(SHIPPED_INSTANCE_CONFIG.read_text())
+    shipped = cluster.with_machine_concurrency(yaml.safe_load(SHIPPED_INSTANCE_CONFIG.read_text()), {})
+    assert shipped["concurrency"]["runs"]["max_concurrent_runs"] == concurrent_runs({})
     assert instance_config({}) == shipped
     config = instance_config({}, home=tmp_path)
     assert {k: v for k, v in config.items() if k != "event_log_storage"} == shipped
@@ -141,7 +144,7 @@ def test_instance_config_is_the_shipped_one_with_the_kept_open_event_log_without
 
 
 def test_instance_config_with_a_database_keeps_every_other_shipped_setting():
-    shipped = yaml.safe_load(SHIPPED_INSTANCE_CONFIG.read_text())
+    shipped = cluster.with_machine_concurrency(yaml.safe_load(SHIPPED_INSTANCE_CONFIG.read_text()), PG)
     config = instance_config(PG)
     assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
     assert {k: v for k, v in config.items() if k != "storage"} == {
@@ -165,7 +168,8 @@ def test_install_tracks_the_environment_and_leaves_a_hand_written_config_alone(t
     target.write_text(SHIPPED_INSTANCE_CONFIG.read_text())  # as earlier versions installed it
     install_instance_config(home, env={})
     sqlite_text = target.read_text()
-    assert sqlite_text.startswith(GENERATED_MARK) and SHIPPED_INSTANCE_CONFIG.read_text() in sqlite_text
+    machine = cluster.MAX_RUNS_LINE.sub(rf"\g<1> {concurrent_runs({})}", SHIPPED_INSTANCE_CONFIG.read_text())
+    assert sqlite_text.startswith(GENERATED_MARK) and machine in sqlite_text
     assert yaml.safe_load(sqlite_text) == instance_config({}, home=home.resolve())
     install_instance_config(home, env=PG)
     assert target.read_text().startswith(GENERATED_MARK) and "postgres_db" in target.read_text()
@@ -175,6 +179,21 @@ def test_install_tracks_the_environment_and_leaves_a_hand_written_config_alone(t
     target.write_text("telemetry:\n  enabled: false\n")
     install_instance_config(home, env=PG)
     assert target.read_text() == "telemetry:\n  enabled: false\n"
+
+
+def test_concurrent_runs_are_cores_over_threads_bounded_by_memory():
+    gib = 2**30
+    run = contracts.runtime_settings()["run_memory_bytes"]
+    assert concurrent_runs({"ARRIVAL_THREADS": "4"}, cores=16, memory_bytes=64 * gib) == 4
+    assert concurrent_runs({"ARRIVAL_THREADS": "1"}, cores=16, memory_bytes=3 * run + 1) == 3  # memory bounds it
+    assert concurrent_runs({"NUMBA_NUM_THREADS": "2"}, cores=2, memory_bytes=64 * gib) == 1
+    assert concurrent_runs({"ARRIVAL_THREADS": "8"}, cores=2, memory_bytes=run // 2) == 1  # never below one
+
+
+def test_the_instance_written_for_a_machine_sets_its_concurrency(tmp_path):
+    home = install_instance_config(tmp_path / "home", env={"ARRIVAL_THREADS": "1"})
+    config = yaml.safe_load((home / "dagster.yaml").read_text())
+    assert config["concurrency"]["runs"]["max_concurrent_runs"] == concurrent_runs({"ARRIVAL_THREADS": "1"})
 
 
 def test_install_defaults_to_dagster_home(tmp_path):
