@@ -168,10 +168,21 @@ def partitions_remove(args: argparse.Namespace) -> int:
 # ---- arrival run ----------------------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
-    """Materialise the whole graph for each (scenario, seed) partition and print a summary per partition."""
+    """Materialise the whole graph for each (scenario, seed) partition and print a summary per partition: in
+    this process one after the other, or with `--parallel K` > 1 as up to K `arrival run` processes at once."""
     from arrival_core import checks, contracts, pipeline, warmup
 
+    from .concurrency import concurrent_runs
     from .executors import celery_settings
+
+    parallel = concurrent_runs() if args.parallel is None else args.parallel
+    if parallel < 1:
+        raise ArrivalError(USAGE_INVALID, f"--parallel must be at least 1, got {parallel}")
+    if parallel > 1 and len(args.seed) > 1:
+        from .parallel_runs import run_in_processes
+
+        return run_in_processes(root=args.root, seeds=args.seed, scenario=args.scenario, parallel=parallel,
+                                quiet=args.quiet, debug=args.debug, create=_may_create(args), err=_err)
 
     if celery_settings() is None:  # steps run in this process: a child compiles their kernels while Dagster loads
         config_dir = Path(os.environ.get("ARRIVAL_CONFIG_DIR") or contracts.DEFAULT_CONFIG_DIR)
@@ -179,16 +190,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         from .commands import run_partitions
 
-        return run_partitions(root=args.root, seed=args.seed, scenario=args.scenario, err=_err, quiet=args.quiet,
-                              debug=args.debug, create=_may_create(args))
+        statuses = [run_partitions(root=args.root, seed=seed, scenario=args.scenario, err=_err, quiet=args.quiet,
+                                   debug=args.debug, create=_may_create(args)) for seed in args.seed]
+        return interrupts.worst_status(statuses)
     finally:
         warmup.stop()
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("run", help="materialise S0-S3 and the audit, with every check, into the Dagster instance")
-    parser.add_argument("--seed", required=True, help="seed to realise")
+    parser.add_argument("--seed", action="append", required=True, help="seed to realise (repeatable)")
     parser.add_argument("--scenario", help="one scenario (default: every scenario of the world)")
+    parser.add_argument("--parallel", type=int, metavar="K",
+                        help="runs at once for several seeds (default: cores ÷ threads per run, bounded by memory)")
     _add_root(parser)
     parser.add_argument("--quiet", action="store_true", help="print only the summary (no step lines or progress)")
     parser.add_argument("--create", action="store_true", help=CREATE_HELP)

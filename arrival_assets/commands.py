@@ -92,6 +92,18 @@ def _scenarios_for(store: Store, requested: Sequence[str] | None) -> list[str]:
     return chosen
 
 
+def partitions_to_run(*, root: str | None, seeds: Sequence[int], scenario: str | None, create: bool,
+                      say: Printer | None) -> list[tuple[int, str]]:
+    """Ensure the world (an absent or empty root gets the demo world only when `create`) and each seed's files,
+    then the (seed, scenario) partitions to realise, seed by seed."""
+    requested = [validate_scenario_id(scenario)] if scenario is not None else None
+    store = ensure_world(resolve_run_root(root), say=say, create=create)
+    scenarios = _scenarios_for(store, requested)
+    for seed in seeds:
+        ensure_seed(store, seed)
+    return [(seed, sid) for seed in seeds for sid in scenarios]
+
+
 def add_partitions(
     *, root: str | None, seeds: Sequence[str], scenarios: Sequence[str] | None, out: Printer = print,
     create: bool = True,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 EXIT_OK = 0
@@ -81,3 +81,11 @@ def raise_if_signalled(interrupted: bool = False) -> None:
     signum = signalled()
     if signum is not None or interrupted:
         raise Interrupted(signum or signal.SIGINT)
+
+
+def worst_status(statuses: Sequence[int]) -> int:
+    """The exit status of several runs: an interrupt's, else a coded failure's, else failed checks', else 0."""
+    for status in (EXIT_SIGINT, EXIT_SIGTERM, EXIT_FAILURE, EXIT_CHECKS_FAILED):
+        if status in statuses:
+            return status
+    return max(statuses, default=EXIT_OK)

@@ -193,3 +193,27 @@ def test_run_quiet_prints_only_the_summary(tiny_world_copy, tmp_path):
     assert result.stderr == ""
     assert result.stdout.startswith("== baseline_v1|1  PASS")
     assert "started" not in result.stdout and " rows\n" not in result.stdout.split("\n")[0]
+
+
+def test_arrival_run_several_seeds_at_once_writes_what_one_at_a_time_writes(tiny_world, tmp_path):
+    """`--seed 1 --seed 42 --parallel 2`: four partitions, two runs at once, each recorded in the instance, and
+    the same bytes as partitions run one at a time (seed 1 on a copy, alone)."""
+    roots = {}
+    for name, seeds, parallel in (("together", ["1", "42"], "2"), ("alone", ["1"], "1")):
+        root, home = tmp_path / name / "world", tmp_path / name / "home"
+        shutil.copytree(tiny_world.root, root)
+        args = [str(BIN / "arrival"), "run", "--root", str(root), "--quiet", "--parallel", parallel]
+        result = _run([*args, *(a for s in seeds for a in ("--seed", s))], _env(root, home))
+        assert result.returncode == 0, result.stdout + result.stderr
+        roots[name] = root, home, result.stdout
+    root, home, stdout = roots["together"]
+    assert sorted(line.split()[1] for line in stdout.splitlines() if line.startswith("== ")) == [
+        "baseline_v1|1", "baseline_v1|42", "stress_v1|1", "stress_v1|42"]
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_materialized_partitions(dg.AssetKey("rng_audit_log_5B")) == {
+            "baseline_v1|1", "baseline_v1|42", "stress_v1|1", "stress_v1|42"}
+    for scenario in ("baseline_v1", "stress_v1"):
+        together = [p.read_bytes() for p in _outputs(root, 1, scenario)]
+        assert together == [p.read_bytes() for p in _outputs(roots["alone"][0], 1, scenario)]

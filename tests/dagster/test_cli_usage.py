@@ -87,3 +87,14 @@ def test_compare_of_an_unknown_scenario_is_identity_invalid(tiny_world, capsys):
     assert cli.main(["compare", "--seed", "42", "--scenario", "ghost_v1", "--scenario", "stress_v1",
                      "--root", str(tiny_world.root)]) == 2
     assert capsys.readouterr().err.startswith("error: 5B.IDENTITY_INVALID: scenario 'ghost_v1' is not in the world")
+
+
+def test_the_exit_status_of_several_runs_is_the_worst_one():
+    from arrival_assets.interrupts import worst_status
+
+    assert worst_status([0, 0]) == 0
+    assert worst_status([0, 1, 0]) == 1
+    assert worst_status([1, 2, 0]) == 2
+    assert worst_status([2, 130, 1]) == 130
+    assert worst_status([143, 2]) == 143
+    assert worst_status([]) == 0
