@@ -17,6 +17,7 @@ ENV = "ARRIVAL_THREADS"
 _lock = threading.Lock()
 _chosen: int | None = None
 _pool: ThreadPoolExecutor | None = None
+_local = threading.local()
 
 
 def available_cpus() -> int:
@@ -73,8 +74,17 @@ def pool() -> ThreadPoolExecutor | None:
         return None
     with _lock:
         if _pool is None or _pool._max_workers != count:  # a changed setting gets a new pool
-            _pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="arrival-worker")
+            _pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="arrival-worker", initializer=_mark_worker)
         return _pool
+
+
+def _mark_worker() -> None:
+    _local.worker = True
+
+
+def in_worker() -> bool:
+    """Whether this thread is one of the pool's workers (whose work is already one of several in parallel)."""
+    return getattr(_local, "worker", False)
 
 
 def ordered(work: Callable[[T], R], items: Iterable[T], ahead: int | None = None) -> Iterator[R]:

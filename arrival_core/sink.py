@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -89,7 +90,7 @@ class ParquetSink:
         self._inspect: Callable[[pa.Table], None] | None = None
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
-        self._encoding: collections.deque[Future | pa.Buffer] = collections.deque()
+        self._encoding: collections.deque[Future] = collections.deque()
         self.rows = 0
         try:
             self._out = open(tmp, "wb") if isinstance(tmp, (str, Path)) else tmp  # noqa: SIM115 - closed by close()
@@ -132,7 +133,7 @@ class ParquetSink:
     def _flush(self, final: bool) -> None:
         if not self._pending:
             return
-        table = pa.concat_tables(self._pending).combine_chunks()
+        table = pa.concat_tables(self._pending)  # no copy: each row group's pieces are joined by its worker
         full = (table.num_rows // ROW_GROUP_ROWS) * ROW_GROUP_ROWS
         cut = table.num_rows if final else full
         for start in range(0, cut, ROW_GROUP_ROWS):
@@ -144,18 +145,25 @@ class ParquetSink:
     def _submit(self, table: pa.Table) -> None:
         executor = parallel.pool()
         if executor is None:
-            self._stitcher.append(self._encode(table))
+            self._append(self._encode(table))
             return
         self._encoding.append(executor.submit(self._encode, table))
         while len(self._encoding) > max(2, parallel.thread_count()) or self._encoding[0].done():
-            self._stitcher.append(self._encoding.popleft().result())
+            self._append(self._encoding.popleft().result())
             if not self._encoding:
                 break
 
-    def _encode(self, table: pa.Table) -> pa.Buffer:
+    def _encode(self, table: pa.Table) -> _Encoded:
+        table = table.combine_chunks()
         if self._inspect is not None:
             self._inspect(table)
-        return encode_row_group(table, self._schema, self._options)
+        return _encode_pooled(table, self._schema, self._options)
+
+    def _append(self, encoded: _Encoded) -> None:
+        try:
+            self._stitcher.append(encoded.data)
+        finally:
+            _BUFFERS.give(encoded.buffer)
 
     def close_quietly(self) -> None:
         """Stop encoding without writing what is buffered (the transaction is aborting)."""
@@ -165,23 +173,30 @@ class ParquetSink:
         if self._out is not self._file:
             self._out.close()
 
-    def close(self) -> None:
-        """Write what is buffered, the footer, and close the file."""
+    def drain(self) -> None:
+        """Encode and write every row given so far, the last short row group too (nothing may be written after)."""
         try:
             self._flush(final=True)
             while self._encoding:
-                self._stitcher.append(self._encoding.popleft().result())
-            self._stitcher.finish()
-            if self._out is not self._file:
-                self._out.close()
-            if isinstance(self._file, DigestingFile):
-                self._file.close()
+                self._append(self._encoding.popleft().result())
         except (OSError, pa.ArrowException) as exc:
             parallel.settle(self._encoding)
             self._reraise(exc)
         except BaseException:
             parallel.settle(self._encoding)
             raise
+
+    def close(self) -> None:
+        """Write what is buffered, the footer, and close the file."""
+        self.drain()
+        try:
+            self._stitcher.finish()
+            if self._out is not self._file:
+                self._out.close()
+            if isinstance(self._file, DigestingFile):
+                self._file.close()
+        except (OSError, pa.ArrowException) as exc:
+            self._reraise(exc)
 
     def _reraise(self, exc: BaseException) -> None:
         """Raise the owner's coded failure for a write error (or the error itself for an in-memory sink)."""
@@ -196,6 +211,58 @@ def encode_row_group(table: pa.Table, schema: pa.Schema, options: dict) -> pa.Bu
     with pq.ParquetWriter(out, schema, **options) as writer:
         writer.write_table(table, row_group_size=max(1, table.num_rows))
     return out.getvalue()
+
+
+class _Encoded:
+    """A row group's file bytes (`data`) inside a pooled buffer, which goes back to the pool once they are written."""
+
+    def __init__(self, buffer: pa.Buffer, size: int) -> None:
+        self.buffer, self.data = buffer, buffer.slice(0, size)
+
+
+class _BufferPool:
+    """Output buffers for encoded row groups, reused: each row group's bytes land in memory already faulted in,
+    instead of fresh pages that are faulted in and handed back to the kernel for every row group."""
+
+    def __init__(self) -> None:
+        self._free: list[pa.Buffer] = []
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> pa.Buffer:
+        with self._lock:
+            fitting = [b for b in self._free if b.size >= size]
+            if fitting:
+                buffer = min(fitting, key=lambda b: b.size)
+                self._free.remove(buffer)
+                return buffer
+        return pa.allocate_buffer(size)
+
+    def give(self, buffer: pa.Buffer) -> None:
+        with self._lock:
+            self._free.append(buffer)
+            while len(self._free) > 2 * parallel.thread_count() + 4:  # more than the row groups ever in flight
+                self._free.remove(min(self._free, key=lambda b: b.size))
+
+
+_BUFFERS = _BufferPool()
+
+
+def _encode_pooled(table: pa.Table, schema: pa.Schema, options: dict, size: int | None = None) -> _Encoded:
+    """`encode_row_group` into a pooled buffer sized from the table (encoded columns are at most a little larger
+    than Arrow's; a buffer that still proves too small is doubled and the row group encoded again)."""
+    size = size or int(table.nbytes * 1.25) + (1 << 20) + (64 << 10) * table.num_columns
+    while True:
+        buffer = _BUFFERS.take(size)
+        out = pa.FixedSizeBufferWriter(buffer)
+        try:
+            with pq.ParquetWriter(out, schema, **options) as writer:
+                writer.write_table(table, row_group_size=max(1, table.num_rows))
+            return _Encoded(buffer, out.tell())
+        except OSError as exc:
+            _BUFFERS.give(buffer)
+            if "out of bounds" not in str(exc):
+                raise
+            size = 2 * buffer.size
 
 
 _MAGIC = b"PAR1"

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from .. import counts, diagnostics, entity_grid, grouping, latent
+from .. import counts, diagnostics, entity_grid, grouping, latent, parallel
 from ..errors import ArrivalError, error_code
 from ..identity import Identity
 from ..rng import ledger, streams, variates
@@ -106,10 +106,40 @@ class _Summary:
             self.low = min(self.low, float(values.min()))
             self.high = max(self.high, float(values.max()))
 
+    def merge(self, other: _Summary) -> None:
+        """Add another summary's values (of later chunks, summarised on a worker thread)."""
+        self.count += other.count
+        self.total += other.total
+        self.low = min(self.low, other.low)
+        self.high = max(self.high, other.high)
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> _Summary:
+        summary = cls()
+        summary.add(values)
+        return summary
+
     def metrics(self, name: str) -> dict[str, float | None]:
         empty = self.count == 0
         return {f"{name}_min": None if empty else self.low, f"{name}_max": None if empty else self.high,
                 f"{name}_mean": None if empty else self.total / self.count}
+
+
+@dataclass
+class _ChunkResult:
+    """What a worker made of one chunk, merged in chunk order: rows, capped rows, two value summaries (S2:
+    λ_target, λ_realised; S3: μ, counts) and two per-bucket totals (S2: λ_target, λ_realised; S3: counts, μ), the
+    output tables, and S3's events and histogram band."""
+
+    rows: int
+    capped: int
+    summary: _Summary
+    other_summary: _Summary
+    totals: diagnostics.BucketTotals
+    other_totals: diagnostics.BucketTotals
+    tables: list[pa.Table]
+    events: int = 0
+    band: diagnostics.HistogramBand | None = None
 
 
 def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
@@ -154,29 +184,43 @@ def _s2_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
         trace_out.write(_trace_table(trace, identity, rng, latent.FAMILY_ID))
         for out in field_out:
             out.write(_latent_field_table(field, domain, identity))
-        for e0, e1, chunk in stream_chunks(
-                store, "merchant_zone_scenario_local_5A", surface, columns, domain,
-                chunk_entities or default_chunk_entities(h), bucket_column="local_horizon_bucket_index",
-                group_column=None, identity=identity_values(identity, columns),
-                identity_code=error_code("S2", "DOMAIN_ALIGN_FAILED"), state="S2"):
+        chunks = stream_chunks(
+            store, "merchant_zone_scenario_local_5A", surface, columns, domain,
+            chunk_entities or default_chunk_entities(h), bucket_column="local_horizon_bucket_index",
+            group_column=None, identity=identity_values(identity, columns),
+            identity_code=error_code("S2", "DOMAIN_ALIGN_FAILED"), state="S2")
+
+        def realise_chunk(item: tuple[int, int, pa.Table]) -> _ChunkResult:
+            """Validate, realise, summarise and tabulate one chunk (on a worker thread)."""
+            e0, e1, chunk = item
             target = chunk["lambda_local_scenario"].to_numpy()
-            error = entity_grid.numeric_error(target, domain, e0, "local_horizon_bucket_index", column="lambda_local_scenario",
-                                         code=error_code("S2", "REALISED_NUMERIC_INVALID"), where=where)
+            error = entity_grid.numeric_error(target, domain, e0, "local_horizon_bucket_index",
+                                              column="lambda_local_scenario",
+                                              code=error_code("S2", "REALISED_NUMERIC_INVALID"), where=where)
             if error is not None:
                 raise error
             factor, realised = latent.realise(target, domain.entity_group[e0:e1], field, lgcp.lambda_max)
-            if lgcp.lambda_max is not None:
-                capped += int((target * factor > lgcp.lambda_max).sum())
-            error = entity_grid.numeric_error(realised, domain, e0, "local_horizon_bucket_index", column="lambda_realised",
-                                         code=error_code("S2", "REALISED_NUMERIC_INVALID"), where=where)
+            capped = 0 if lgcp.lambda_max is None else int((target * factor > lgcp.lambda_max).sum())
+            error = entity_grid.numeric_error(realised, domain, e0, "local_horizon_bucket_index",
+                                              column="lambda_realised",
+                                              code=error_code("S2", "REALISED_NUMERIC_INVALID"), where=where)
             if error is not None:
                 raise error
-            target_stats.add(target)
-            realised_stats.add(realised)
-            target_totals.add_blocks(target)
-            realised_totals.add_blocks(realised)
-            writer.write(_realised_table(domain, e0, e1, identity, lgcp, target, factor, realised))
-            run.advance(len(target), domain.rows)
+            result = _ChunkResult(len(target), capped, _Summary.of(target), _Summary.of(realised),
+                                  diagnostics.BucketTotals(h), diagnostics.BucketTotals(h),
+                                  [_realised_table(domain, e0, e1, identity, lgcp, target, factor, realised)])
+            result.totals.add_blocks(target)
+            result.other_totals.add_blocks(realised)
+            return result
+
+        for result in parallel.ordered(realise_chunk, chunks):
+            capped += result.capped
+            target_stats.merge(result.summary)
+            realised_stats.merge(result.other_summary)
+            target_totals.merge(result.totals)
+            realised_totals.merge(result.other_totals)
+            writer.write(result.tables[0])
+            run.advance(result.rows, domain.rows)
     run.diagnostics |= {
         "lambda_target_per_bucket": target_totals.totals, "lambda_realised_per_bucket": realised_totals.totals,
         "top_group_factors": diagnostics.largest_groups(domain.group_ids, domain.entity_group, field.factor),
@@ -289,7 +333,10 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
                 store, "s2_realised_intensity_5B", source, _S2_COLUMNS, domain, step, bucket_column="bucket_index",
                 group_column="group_id", identity=identity_values(identity, _S2_COLUMNS),
                 identity_code=error_code("S3", "S2_OUTPUT_MISSING"), state="S3")
-        for e0, e1, chunk in chunks:
+
+        def count_chunk(item: tuple[int, int, pa.Table]) -> _ChunkResult:
+            """Validate, draw, summarise and tabulate one chunk (on a worker thread)."""
+            e0, e1, chunk = item
             mu = chunk["lambda_realised"].to_numpy()
             error = entity_grid.numeric_error(mu, domain, e0, "bucket_index", column="lambda_realised",
                                               code=error_code("S3", "S2_OUTPUT_MISSING"), where=str(source)) or \
@@ -305,16 +352,28 @@ def _s3_body(run: StateRun, chunk_entities: int | None) -> Sequence[Published]:
             draws = counts.draw_counts(mu, np.repeat(np.arange(e1 - e0), h),
                                        np.tile(np.arange(h, dtype=np.int32), e1 - e0), bases,
                                        None if kappa is None else kappa[e0:e1], policy)
-            events += len(draws.key)
-            capped += int(draws.capped.sum())
-            mu_stats.add(mu)
-            count_stats.add(draws.count.astype(np.float64))
-            count_totals.add_blocks(draws.count)
-            mu_totals.add_blocks(mu)
-            band.add(mu, draws.count, None if kappa is None else np.repeat(kappa[e0:e1], h))
-            count_out.write(_counts_table(domain, e0, e1, identity, policy, mu, draws))
-            run.advance(len(mu), domain.rows)
-            event_out.write(_count_events_table(domain, e0, e1, identity, policy, rng, draws))
+            result = _ChunkResult(len(mu), int(draws.capped.sum()), _Summary.of(mu),
+                                  _Summary.of(draws.count.astype(np.float64)), diagnostics.BucketTotals(h),
+                                  diagnostics.BucketTotals(h),
+                                  [_counts_table(domain, e0, e1, identity, policy, mu, draws),
+                                   _count_events_table(domain, e0, e1, identity, policy, rng, draws)],
+                                  events=len(draws.key), band=diagnostics.HistogramBand(*diagnostics.HISTOGRAM_BAND))
+            result.totals.add_blocks(draws.count)
+            result.other_totals.add_blocks(mu)
+            result.band.add(mu, draws.count, None if kappa is None else np.repeat(kappa[e0:e1], h))
+            return result
+
+        for result in parallel.ordered(count_chunk, chunks):
+            events += result.events
+            capped += result.capped
+            mu_stats.merge(result.summary)
+            count_stats.merge(result.other_summary)
+            count_totals.merge(result.totals)
+            mu_totals.merge(result.other_totals)
+            band.merge(result.band)
+            count_out.write(result.tables[0])
+            run.advance(result.rows, domain.rows)
+            event_out.write(result.tables[1])
         trace = ledger.trace_frame(events, policy.draws_per_event, 1, append_events=rng.trace_append_events)
         trace_out.write(_trace_table(trace, identity, rng, counts.FAMILY_ID))
     run.diagnostics |= {"counts_per_bucket": count_totals.totals, "mu_per_bucket": mu_totals.totals,

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import numba
 
-from .. import contracts
+from .. import contracts, parallel
 from . import warmup
 
 T = TypeVar("T")
@@ -17,7 +17,10 @@ T = TypeVar("T")
 
 def bounds(n: int) -> list[tuple[int, int]]:
     """Contiguous slices covering range(n): one per `numba.get_num_threads()`, none under `thread_min_slice`
-    (config/runtime.yaml) elements but the only one."""
+    (config/runtime.yaml) elements but the only one; one on a worker of `parallel.pool()` (its siblings keep the
+    other cores busy)."""
+    if parallel.in_worker():
+        return [(0, n)]
     count = max(1, min(numba.get_num_threads(), n // contracts.runtime_settings()["thread_min_slice"]))
     return list(itertools.pairwise([n * i // count for i in range(count + 1)]))
 
