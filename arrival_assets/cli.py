@@ -25,6 +25,32 @@ def _err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _threads(text: str) -> int:
+    """A `--threads` value: a positive integer (argparse reports anything else as a usage error)."""
+    from arrival_core.parallel import parse_threads
+
+    try:
+        return parse_threads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """`--threads N`: worker threads of the engine (default $ARRIVAL_THREADS, else the CPUs this process may use)."""
+    parser.add_argument("--threads", type=_threads, metavar="N",
+                        help="worker threads (default $ARRIVAL_THREADS, else the CPUs this process may use); "
+                             "no output depends on it")
+
+
+def use_threads(count: int | None) -> None:
+    """Apply `--threads` to this process and to the processes it starts (through $ARRIVAL_THREADS)."""
+    from arrival_core import parallel
+
+    if count is not None:
+        os.environ[parallel.ENV] = str(count)
+    parallel.set_threads(count)
+
+
 def _seed_list(text: str) -> list[int]:
     """Parse `42,7` into validated seeds (IDENTITY_INVALID names the bad one)."""
     return [validate_seed(part.strip()) for part in text.split(",") if part.strip()]
@@ -102,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .cluster import celery_settings
 
+    use_threads(args.threads)
     if celery_settings() is None:  # steps run in this process: a child compiles their kernels while Dagster loads
         warmup.start(os.environ.get("ARRIVAL_CONFIG_DIR"))
     try:
@@ -119,6 +146,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--scenario", help="one scenario (default: every scenario of the world)")
     parser.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
     parser.add_argument("--quiet", action="store_true", help="print only the summary (no step lines or progress)")
+    add_threads_option(parser)
     parser.set_defaults(handler=run)
 
 

@@ -50,20 +50,13 @@ def parse_threads(value: str | int) -> int:
 
 
 def set_threads(count: int | None) -> None:
-    """Use `count` worker threads from now on (None: back to `$ARRIVAL_THREADS` or the CPUs); numba's kernels too."""
+    """Use `count` worker threads from now on (None: back to `$ARRIVAL_THREADS` or the CPUs)."""
     global _chosen, _pool
     with _lock:
         _chosen = None if count is None else parse_threads(count)
         old, _pool = _pool, None
     if old is not None:
         old.shutdown(wait=False)
-    _apply_numba(thread_count())
-
-
-def _apply_numba(count: int) -> None:
-    import numba
-
-    numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
 
 
 def pool() -> ThreadPoolExecutor | None:

@@ -240,7 +240,7 @@ class _BufferPool:
     def give(self, buffer: pa.Buffer) -> None:
         with self._lock:
             self._free.append(buffer)
-            while len(self._free) > 2 * parallel.thread_count() + 4:  # more than the row groups ever in flight
+            while len(self._free) > parallel.thread_count() + 2:  # the row groups in flight at once, about
                 self._free.remove(min(self._free, key=lambda b: b.size))
 
 
