@@ -10,14 +10,13 @@ import pyarrow as pa
 
 from . import contracts
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
 @functools.cache
 def keep_freed_memory() -> bool:
-    """Route Arrow's allocations through malloc and keep malloc's freed heap (glibc), in as few arenas as
-    config/runtime.yaml says (so worker threads reuse it too), once per process; False where the C library is not
-    glibc (nothing is changed then). The thresholds are config/runtime.yaml's."""
+    """Route Arrow's allocations through malloc and keep malloc's freed heap (glibc), once per process; False
+    where the C library is not glibc (nothing is changed then). The thresholds are config/runtime.yaml's."""
     settings = contracts.runtime_settings()
     pa.set_memory_pool(pa.system_memory_pool())
     name = ctypes.util.find_library("c")
@@ -26,5 +25,4 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     return (bool(mallopt(_M_MMAP_THRESHOLD, settings["malloc_mmap_threshold_bytes"]))
-            and bool(mallopt(_M_TRIM_THRESHOLD, settings["malloc_trim_threshold_bytes"]))
-            and bool(mallopt(_M_ARENA_MAX, settings["malloc_arena_max"])))
+            and bool(mallopt(_M_TRIM_THRESHOLD, settings["malloc_trim_threshold_bytes"])))

@@ -115,7 +115,7 @@ class _Output:
         self.values = ValueSets(store, dataset_id, path, code)
         self._sink.inspect_row_groups(self.values.add)
         self._offset = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, daemon=True, name="arrival-output")
         self._thread.start()
@@ -278,9 +278,8 @@ def stream_chunks(store: Store, dataset_id: str, path: Path, columns: list[str],
         raise ArrivalError(error_code(state, "DOMAIN_ALIGN_FAILED"), f"{path} cannot be read: {exc}", file=str(path))
     if total != domain.rows:
         raise _alignment_error(scan, domain, bucket_column, state=state, where=str(path), surface=surface)
-    yield from prefetched(_checked_chunks(  # decoded on one read-ahead thread, checked on another
-        prefetched(read_whole_entities(path, columns, strings, domain.buckets, chunk_entities)), scan, path, domain,
-        surface,
+    yield from prefetched(_checked_chunks(  # decoded and checked on the read-ahead thread
+        read_whole_entities(path, columns, strings, domain.buckets, chunk_entities), scan, path, domain, surface,
         bucket_column=bucket_column, group_column=group_column, identity=identity, identity_code=identity_code,
         state=state))
 
