@@ -59,10 +59,10 @@ def test_demo_outputs_do_not_depend_on_threads_or_chunks(demo_world: WorldInfo, 
     assert [k for k in got if got[k] != reference[k]] == [] and got.keys() == reference.keys()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("count, chunk", [(2, 1), (3, 7)])
 def test_demo_nb2_stationary_outputs_do_not_depend_on_threads_or_chunks(count, chunk, demo_world: WorldInfo,
-                                                                       tmp_path: Path, threads):
+                                                                       tmp_path: Path, threads, monkeypatch):
+    monkeypatch.setattr(sink, "ROW_GROUP_ROWS", 100_003)
     config = _stationary_nb2(tmp_path)
     reference = _outputs_at(demo_world, tmp_path / "t1", config, "stress_v1", 1, None, threads)
     got = _outputs_at(demo_world, tmp_path / "tn", config, "stress_v1", count, chunk, threads)
