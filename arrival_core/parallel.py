@@ -20,6 +20,16 @@ _pool: ThreadPoolExecutor | None = None
 _local = threading.local()
 
 
+def _forget_pool_after_fork() -> None:
+    """A forked child has none of its parent's threads: it starts its own pool when it needs one."""
+    global _pool, _lock
+    _pool, _lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def available_cpus() -> int:
     """The CPUs this process may run on (its affinity mask where the system has one, not the machine's count)."""
     try:
@@ -93,9 +103,9 @@ def ordered(work: Callable[[T], R], items: Iterable[T], ahead: int | None = None
     pending: collections.deque[Future] = collections.deque()
     try:
         for item in items:
-            pending.append(executor.submit(work, item))
-            while len(pending) > limit or (pending and pending[0].done()):
+            while pending and (len(pending) >= limit or pending[0].done()):
                 yield pending.popleft().result()
+            pending.append(executor.submit(work, item))
         while pending:
             yield pending.popleft().result()
     finally:

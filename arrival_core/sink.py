@@ -245,6 +245,8 @@ class _BufferPool:
 
 
 _BUFFERS = _BufferPool()
+if hasattr(os, "register_at_fork"):  # a lock held by a parent's thread at fork would never be released
+    os.register_at_fork(after_in_child=lambda: setattr(_BUFFERS, "_lock", threading.Lock()))
 
 
 def _encode_pooled(table: pa.Table, schema: pa.Schema, options: dict, size: int | None = None) -> _Encoded:
