@@ -90,16 +90,24 @@ def in_worker() -> bool:
     return getattr(_local, "worker", False)
 
 
+def in_flight() -> int:
+    """Items of one stream worked on at once: the threads, at least 2, at most `in_flight_max` of
+    config/runtime.yaml (memory stays bounded on many cores)."""
+    from . import contracts
+
+    return max(2, min(thread_count(), contracts.runtime_settings()["in_flight_max"]))
+
+
 def ordered(work: Callable[[T], R], items: Iterable[T], ahead: int | None = None) -> Iterator[R]:
     """work(item) for each item on the shared pool, yielded in the items' order, with at most `ahead` (default
-    `thread_count()`) items in flight; a failure is raised where its result would have been. Stopping early
+    `in_flight()`) items in flight; a failure is raised where its result would have been. Stopping early
     cancels what has not started and waits for what has."""
     executor = pool()
     if executor is None:
         for item in items:
             yield work(item)
         return
-    limit = max(1, ahead or thread_count())
+    limit = max(1, ahead or in_flight())
     pending: collections.deque[Future] = collections.deque()
     try:
         for item in items:

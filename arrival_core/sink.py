@@ -148,7 +148,7 @@ class ParquetSink:
             self._append(self._encode(table))
             return
         self._encoding.append(executor.submit(self._encode, table))
-        while len(self._encoding) > max(2, parallel.thread_count()) or self._encoding[0].done():
+        while len(self._encoding) > parallel.in_flight() or self._encoding[0].done():
             self._append(self._encoding.popleft().result())
             if not self._encoding:
                 break
@@ -240,7 +240,7 @@ class _BufferPool:
     def give(self, buffer: pa.Buffer) -> None:
         with self._lock:
             self._free.append(buffer)
-            while len(self._free) > parallel.thread_count() + 2:  # the row groups in flight at once, about
+            while len(self._free) > parallel.in_flight() + 2:  # the row groups in flight at once, about
                 self._free.remove(min(self._free, key=lambda b: b.size))
 
 
