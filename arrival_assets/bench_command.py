@@ -22,6 +22,8 @@ from arrival_core import contracts
 from arrival_core.errors import IDENTITY_INVALID, ArrivalError
 from arrival_core.identity import validate_seed
 
+from .threads import add_threads_option, use_threads
+
 DEFAULT_ROOT_PARENT = Path(".arrival")
 
 
@@ -104,8 +106,6 @@ def bench(args: argparse.Namespace, err) -> int:
     from arrival_core.store import Store
     from arrival_core.world import available_profiles, create_world
 
-    from .cli import use_threads
-
     use_threads(args.threads)
     if not args.root and not args.profile:
         raise ArrivalError(IDENTITY_INVALID, "arrival bench needs --profile (to create a world) or --root (a world)")
@@ -159,7 +159,5 @@ def add_parser(sub: argparse._SubParsersAction, err) -> None:
     parser.add_argument("--scenario", help="one scenario (default: every scenario of the world)")
     parser.add_argument("--dagster", action="store_true",
                         help="also time `arrival run` for one partition with every check, and its verified re-run")
-    from .cli import add_threads_option
-
     add_threads_option(parser)
     parser.set_defaults(handler=lambda args: bench(args, err))

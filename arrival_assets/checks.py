@@ -11,19 +11,21 @@ from arrival_core import contracts, pipeline
 from arrival_core.checks import CheckOutcome, CheckSpec
 
 from .assets.outcomes import call_core, partition_of, sealed_parameter_hash
-from .assets.states import COMPANIONS
 from .partitions import grid
 from .resources import StoreResource
 
 SEVERITY = {"ERROR": dg.AssetCheckSeverity.ERROR, "WARN": dg.AssetCheckSeverity.WARN}
-# A companion file (an RNG trace) is checked as part of the asset it is published beside.
-ASSET_OF_COMPANION = {
-    companion: owner for owner, companions in COMPANIONS.items() for companion in companions
-}
+
+
+def asset_of(dataset_id: str) -> str:
+    """The asset a dataset's checks attach to: its own, or for a companion (an RNG trace) the asset it is published
+    beside (the dataset dictionary's `companion_of`)."""
+    return contracts.dataset(dataset_id).companion_of or dataset_id
+
 
 def asset_key_of(dataset_id: str) -> dg.AssetKey:
-    """The asset a dataset's checks attach to."""
-    return dg.AssetKey(ASSET_OF_COMPANION.get(dataset_id, dataset_id))
+    """The asset key a dataset's checks attach to."""
+    return dg.AssetKey(asset_of(dataset_id))
 
 
 def check_spec(spec: CheckSpec) -> dg.AssetCheckSpec:
@@ -86,7 +88,7 @@ def build_dataset_checks(dataset_id: str, specs: tuple[CheckSpec, ...]) -> dg.As
         st = call_core(context, store.open)
         state = contracts.dataset(dataset_id).state or "S0"
         identity = call_core(
-            context, pipeline.resolve_identity, st, seed=part.seed, scenario_id=part.scenario_id, state=state,
+            context, pipeline.resolve_identity, st, part, state=state,
             parameter_hash=sealed_parameter_hash(context),
         )
         owner = pipeline.state_of_output(asset_key_of(dataset_id).to_user_string())

@@ -15,6 +15,7 @@ from arrival_core.identity import validate_seed
 
 from . import interrupts
 from .cluster import ClusterError
+from .threads import add_threads_option, use_threads
 
 DEFAULT_ROOT_PARENT = Path(".arrival")
 
@@ -25,35 +26,14 @@ def _err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _threads(text: str) -> int:
-    """A `--threads` value: a positive integer (argparse reports anything else as a usage error)."""
-    from arrival_core.parallel import parse_threads
-
-    try:
-        return parse_threads(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def add_threads_option(parser: argparse.ArgumentParser) -> None:
-    """`--threads N`: worker threads of the engine (default $ARRIVAL_THREADS, else the CPUs this process may use)."""
-    parser.add_argument("--threads", type=_threads, metavar="N",
-                        help="worker threads (default $ARRIVAL_THREADS, else the CPUs this process may use); "
-                             "no output depends on it")
-
-
-def use_threads(count: int | None) -> None:
-    """Apply `--threads` to this process and to the processes it starts (through $ARRIVAL_THREADS)."""
-    from arrival_core import parallel
-
-    if count is not None:
-        os.environ[parallel.ENV] = str(count)
-    parallel.set_threads(count)
-
-
 def _seed_list(text: str) -> list[int]:
     """Parse `42,7` into validated seeds (IDENTITY_INVALID names the bad one)."""
     return [validate_seed(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def _add_root(parser: argparse.ArgumentParser) -> None:
+    """The `--root` option of every command that reads a run root."""
+    parser.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
 
 
 # ---- arrival world create -------------------------------------------------------------------------------------
@@ -116,7 +96,7 @@ def _add_partitions(sub: argparse._SubParsersAction) -> None:
     add = partitions_sub.add_parser("add", help="register seeds (and scenarios) as partitions")
     add.add_argument("--seed", action="append", required=True, help="seed to register (repeatable)")
     add.add_argument("--scenario", action="append", help="scenario to register (repeatable; default: all)")
-    add.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
+    _add_root(add)
     add.set_defaults(handler=partitions_add)
 
 
@@ -124,13 +104,14 @@ def _add_partitions(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Materialise the whole graph for each (scenario, seed) partition and print a summary per partition."""
-    from arrival_core.rng import warmup
+    from arrival_core import checks, contracts, pipeline, warmup
 
-    from .cluster import celery_settings
+    from .executors import celery_settings
 
     use_threads(args.threads)
     if celery_settings() is None:  # steps run in this process: a child compiles their kernels while Dagster loads
-        warmup.start(os.environ.get("ARRIVAL_CONFIG_DIR"))
+        config_dir = Path(os.environ.get("ARRIVAL_CONFIG_DIR") or contracts.DEFAULT_CONFIG_DIR)
+        warmup.start(pipeline.warmup_phases(config_dir) + checks.warmup_phases())
     try:
         from .commands import run_partitions
 
@@ -144,7 +125,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("run", help="materialise S0-S3 and the audit, with every check, into the Dagster instance")
     parser.add_argument("--seed", required=True, help="seed to realise")
     parser.add_argument("--scenario", help="one scenario (default: every scenario of the world)")
-    parser.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
+    _add_root(parser)
     parser.add_argument("--quiet", action="store_true", help="print only the summary (no step lines or progress)")
     add_threads_option(parser)
     parser.set_defaults(handler=run)
@@ -163,7 +144,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("verify", help="all checks over stored outputs, with a full RNG replay")
     parser.add_argument("--seed", required=True, help="seed of the partition")
     parser.add_argument("--scenario", required=True, help="scenario of the partition")
-    parser.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
+    _add_root(parser)
     parser.set_defaults(handler=verify)
 
 
@@ -207,7 +188,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("compare", help="two scenarios' count totals for one seed and their difference")
     parser.add_argument("--seed", required=True, help="seed of both partitions")
     parser.add_argument("--scenario", action="append", required=True, help="a scenario (give exactly two)")
-    parser.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
+    _add_root(parser)
     parser.set_defaults(handler=compare)
 
 

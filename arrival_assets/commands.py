@@ -17,19 +17,19 @@ import dagster as dg
 from arrival_core import checks as core_checks
 from arrival_core import pipeline
 from arrival_core.errors import IDENTITY_INVALID, ArrivalError
-from arrival_core.identity import validate_scenario_id, validate_seed
+from arrival_core.identity import PartitionKey, validate_scenario_id, validate_seed
 from arrival_core.store import Store, read_json
 
 from . import interrupts, liveness, progress
-from .checks import ASSET_OF_COMPANION
-from .cluster import celery_settings, install_instance_config, launch_partition_run
+from .checks import asset_of
+from .cluster import install_instance_config, launch_partition_run
+from .executors import celery_settings
 from .jobs import JOB_NAME
 from .partitions import partition_key, register_partitions
 from .resources import StoreResource, ensure_seed, ensure_world, resolve_config_dir, resolve_run_root
 
 AUDIT_DATASET = "rng_audit_log_5B"
 # The summary is the command's output; the step-by-step event log stays in the instance (and the UI).
-STEP_OF_OUTPUT = {out: state.name for state in pipeline.STATES for out in state.outputs}
 BLOCKING_FAILED = "blocking check(s) failed"
 CODED = re.compile(r"^(5B\.[A-Z0-9_.]+): ")  # a check that failed because an error with a code was raised
 INTERRUPTED_ERRORS = frozenset({"DagsterExecutionInterruptedError", "Interrupted", "KeyboardInterrupt"})
@@ -215,12 +215,13 @@ def format_run(run: PartitionRun) -> list[str]:
             f"   {'sealed':<11}{len(sealed)} inputs verified"
             + (f", optional absent: {', '.join(absent)}" if absent else "")
         )
+    step_of = {out: state.name for state in pipeline.STATES for out in state.outputs}
     for asset, meta in run.materialized.items():
         if asset in sealed:
             continue
         rows = meta.get("dagster/row_count")
         rows = f"{rows:,} rows" if isinstance(rows, int) else "—"
-        step = STEP_OF_OUTPUT.get(asset, "")
+        step = step_of.get(asset, "")
         lines.append(f"   {step:<11}{asset:<34}{rows:>16}  sha256 {str(meta.get('digest', ''))[:12]}")
     for fid, totals in run.rng.items():
         lines.append(
@@ -244,23 +245,23 @@ def format_run(run: PartitionRun) -> list[str]:
     return lines
 
 
-def already_materialised(instance: dg.DagsterInstance, store: Store, seed: int, scenario_id: str) -> bool:
+def already_materialised(instance: dg.DagsterInstance, store: Store, key: PartitionKey) -> bool:
     """Whether a partition needs no run: its files and check results are verified by their records, and the
     instance already holds materialisations of those very files (the same data versions)."""
     try:
-        identity = pipeline.resolve_identity(store, seed=seed, scenario_id=scenario_id, state="S1")
+        identity = pipeline.resolve_identity(store, key, state="S1")
     except ArrivalError:
         return False
-    checked = [(d, pipeline.state_of_output(ASSET_OF_COMPANION.get(d, d)).code)
+    checked = [(d, pipeline.state_of_output(asset_of(d)).code)
                for d in dict.fromkeys(spec.dataset_id for spec in core_checks.CHECKS)]
     digests = pipeline.partition_verified(store, identity, checked)
     if digests is None:
         return False
-    key = str(partition_key(seed, scenario_id))
+    grid_key = str(partition_key(key))
     for state in pipeline.STATES:
         asset = state.outputs[0]
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1).records
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[grid_key]), limit=1).records
         if not records or records[0].asset_materialization is None or \
                 records[0].asset_materialization.tags.get("dagster/data_version") != digests.get(asset):
             return False
@@ -293,9 +294,10 @@ def run_partitions(
             err(f"marked run {run_id} failed: the process that executed it is gone")
         register_partitions(instance, [str(seed_value)], scenario_list)
         for sid in scenario_list:
-            key = partition_key(seed_value, sid)
+            part = PartitionKey(seed_value, sid)
+            key = partition_key(part)
             started = time.perf_counter()
-            if already_materialised(instance, run_store, seed_value, sid):
+            if already_materialised(instance, run_store, part):
                 out(f"== {key}  PASS  verified, already materialised ({time.perf_counter() - started:.1f} s; every "
                     f"file matches its commit record and every check its record: no run launched)")
                 continue

@@ -6,7 +6,7 @@ import dagster as dg
 
 from .assets import build_assets
 from .checks import build_checks
-from .cluster import executor_from_env
+from .executors import executor_from_env
 from .jobs import arrival_5b
 from .progress import step_progress
 from .resources import StoreResource

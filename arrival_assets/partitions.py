@@ -20,9 +20,8 @@ def parse_partition_key(key: str | dg.MultiPartitionKey) -> PartitionKey:
     return PartitionKey(dims[SEED_DIMENSION], dims[SCENARIO_DIMENSION])
 
 
-def partition_key(seed: int | str, scenario_id: str) -> dg.MultiPartitionKey:
-    """Return the grid key of a validated (seed, scenario) pair."""
-    key = PartitionKey(seed, scenario_id)
+def partition_key(key: PartitionKey) -> dg.MultiPartitionKey:
+    """Return the grid key of a partition (validated where it entered)."""
     return dg.MultiPartitionKey(
         {SEED_DIMENSION: str(key.seed), SCENARIO_DIMENSION: key.scenario_id}
     )

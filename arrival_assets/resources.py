@@ -14,7 +14,8 @@ from arrival_core.encoding import load_yaml
 from arrival_core.errors import ArrivalError, error_code
 from arrival_core.store import Store
 
-RUN_ROOT_ENV = "ARRIVAL_RUN_ROOT"
+from .cluster.settings import RUN_ROOT_ENV
+
 CONFIG_DIR_ENV = "ARRIVAL_CONFIG_DIR"  # another folder of policy files (a variant: a new parameter_hash)
 DEFAULT_RUN_ROOT = Path(".arrival") / "demo"
 DEFAULT_PROFILE = "demo"

@@ -21,10 +21,9 @@ from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from arrival_core import checks as core_checks
-from arrival_core import pipeline
-from arrival_core.identity import validate_seed
+from arrival_core import contracts, pipeline
+from arrival_core.identity import PartitionKey, validate_seed
 
-from .assets.states import SKIPPABLE
 from .checks import asset_key_of
 from .partitions import SCENARIO_DIMENSION, SEED_DIMENSION, partition_key
 
@@ -71,7 +70,7 @@ class PartitionStatus:
 
 def required_outputs(state: pipeline.State) -> tuple[str, ...]:
     """The outputs a state must publish (the optional diagnostic outputs excluded)."""
-    return tuple(out for out in state.outputs if out not in SKIPPABLE)
+    return tuple(out for out in state.outputs if not contracts.dataset(out).optional)
 
 
 def check_keys() -> list[dg.AssetCheckKey]:
@@ -93,7 +92,7 @@ def registered_partitions(
     if seed is not None:
         wanted = str(validate_seed(seed))
         seeds = [s for s in seeds if s == wanted]
-    return [(str(partition_key(s, sid)), s, sid) for s in seeds for sid in scenarios]
+    return [(str(partition_key(PartitionKey(s, sid))), s, sid) for s in seeds for sid in scenarios]
 
 
 def _run_statuses(instance: dg.DagsterInstance, run_ids: Iterable[str]) -> dict[str, dg.DagsterRunStatus]:

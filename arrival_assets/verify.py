@@ -18,8 +18,6 @@ from arrival_core.store import Store
 from . import interrupts
 from .resources import resolve_run_root
 
-OPTIONAL = frozenset({"s2_latent_field_5B"})  # a policy may switch the diagnostic latent field off
-
 Printer = Callable[[str], None]
 
 
@@ -29,8 +27,8 @@ def relative(text: str, root: Path) -> str:
 
 
 def _missing_outputs(store: Store, key: PartitionKey, datasets: list[str]) -> list[str]:
-    identity = pipeline.resolve_identity(store, seed=key.seed, scenario_id=key.scenario_id, state="S1")
-    return [d for d in datasets if d not in OPTIONAL and not pipeline.output_path(store, d, identity).is_file()]
+    identity = pipeline.resolve_identity(store, key, state="S1")
+    return [d for d in datasets if not contracts.dataset(d).optional and not pipeline.output_path(store, d, identity).is_file()]
 
 
 def verify_partition(*, root: str | None, seed: str, scenario: str, out: Printer = print) -> int:
@@ -51,7 +49,7 @@ def verify_partition(*, root: str | None, seed: str, scenario: str, out: Printer
     failed = 0
     for dataset_id in datasets:
         state = contracts.dataset(dataset_id).state or "S0"
-        identity = pipeline.resolve_identity(store, seed=key.seed, scenario_id=key.scenario_id, state=state)
+        identity = pipeline.resolve_identity(store, key, state=state)
         for outcome in core_checks.evaluate(store, identity, dataset_id, replay="full"):
             mark = "ok  " if outcome.passed else ("FAIL" if outcome.severity == "ERROR" else "warn")
             failed += (not outcome.passed) and outcome.severity == "ERROR"

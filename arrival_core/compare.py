@@ -14,7 +14,7 @@ import polars as pl
 from . import pipeline
 from .errors import IDENTITY_INVALID, ArrivalError, error_code
 from .grouping import ENTITY_KEYS
-from .identity import Identity
+from .identity import Identity, PartitionKey
 from .rng import ledger
 from .store import Store
 
@@ -103,7 +103,7 @@ def compare_scenarios(store: Store, *, seed: int | str, scenario_a: str, scenari
     Two equal scenarios are `5B.IDENTITY_INVALID`; a missing or unreadable count file is `5B.S3.IO_READ_FAILED`
     naming it.
     """
-    idents = [pipeline.resolve_identity(store, seed=seed, scenario_id=sid, state="S3", parameter_hash=parameter_hash)
+    idents = [pipeline.resolve_identity(store, PartitionKey(seed, sid), state="S3", parameter_hash=parameter_hash)
               for sid in (scenario_a, scenario_b)]
     if idents[0].scenario_id == idents[1].scenario_id:
         raise ArrivalError(IDENTITY_INVALID, f"compare needs two different scenarios, got {scenario_a!r} twice",

@@ -90,7 +90,18 @@ class DatasetEntry:
 
     @property
     def state(self) -> str | None:
+        """The state that publishes this output (S0…S3, AUDIT); None for an input."""
         return self.raw.get("state")
+
+    @property
+    def companion_of(self) -> str | None:
+        """The output this one is published beside and reported with (an RNG trace beside its events)."""
+        return self.raw.get("companion_of")
+
+    @property
+    def optional(self) -> bool:
+        """Whether the dataset may be absent (an input not supplied, an output a policy switched off)."""
+        return self.status == "OPTIONAL"
 
     def tokens_needed(self) -> tuple[str, ...]:
         """Return the tokens the path template uses, in order of appearance."""
@@ -124,6 +135,16 @@ def _load_dictionary(contracts_dir: Path) -> dict[str, DatasetEntry]:
 def load_dictionary(contracts_dir: Path = DEFAULT_CONTRACTS_DIR) -> dict[str, DatasetEntry]:
     """Return the dataset dictionary as {dataset id: entry} (cached per contracts dir)."""
     return _load_dictionary(Path(contracts_dir).resolve())
+
+
+def outputs_of(state: str, contracts_dir: Path = DEFAULT_CONTRACTS_DIR) -> tuple[str, ...]:
+    """The outputs a state publishes as its own (companions excluded), in dictionary order."""
+    return tuple(e.id for e in load_dictionary(contracts_dir).values() if e.state == state and e.companion_of is None)
+
+
+def companions(dataset_id: str, contracts_dir: Path = DEFAULT_CONTRACTS_DIR) -> tuple[str, ...]:
+    """The outputs published beside `dataset_id` (its RNG trace), in dictionary order."""
+    return tuple(e.id for e in load_dictionary(contracts_dir).values() if e.companion_of == dataset_id)
 
 
 def dataset(dataset_id: str, contracts_dir: Path = DEFAULT_CONTRACTS_DIR) -> DatasetEntry:

@@ -9,9 +9,11 @@ import numpy as np
 import polars as pl
 
 from .errors import ArrivalError, error_code
+from .jit import JIT
 from .rng import variates
 from .rng.philox import philox_block
 from .rng.threads import run_sliced
+from .strata import StratumLaw, parse_law
 
 FAMILY_ID = "S3.bucket_count.v1"
 LAWS = ("poisson", "nb2")
@@ -26,9 +28,7 @@ class CountPolicy:
     law: str
     lambda_zero_eps: float
     max_count: int
-    kappa_base: Mapping[str, float]
-    kappa_demand: Mapping[str, float]
-    kappa_bounds: tuple[float, float]
+    kappa: StratumLaw  # the NB2 shape: base by scenario band × demand-class multiplier, clipped
 
     @property
     def draws_per_event(self) -> int:
@@ -37,31 +37,20 @@ class CountPolicy:
 
 def parse_count_policy(doc: Mapping) -> CountPolicy:
     """Read a schema-valid count config; refuse what the schema cannot express (κ bounds out of order)."""
-    nb2 = doc["nb2"]
-    policy = CountPolicy(
-        version=doc["version"],
-        law=doc["count_law_id"],
-        lambda_zero_eps=float(doc["lambda_zero_eps"]),
-        max_count=int(doc["max_count_per_bucket"]),
-        kappa_base=dict(nb2["kappa_base_by_scenario_band"]),
-        kappa_demand=dict(nb2["demand_class_multipliers"]),
-        kappa_bounds=(float(nb2["kappa_bounds"][0]), float(nb2["kappa_bounds"][1])),
-    )
-    if policy.law not in LAWS or not policy.kappa_bounds[0] <= policy.kappa_bounds[1]:
+    kappa = parse_law(doc["nb2"], ("demand_class",), base="kappa_base_by_scenario_band", bounds="kappa_bounds")
+    policy = CountPolicy(doc["version"], doc["count_law_id"], float(doc["lambda_zero_eps"]),
+                         int(doc["max_count_per_bucket"]), kappa)
+    if policy.law not in LAWS or not kappa.bounds[0] <= kappa.bounds[1]:
         raise ArrivalError(error_code("S3", "COUNT_CONFIG_INVALID"),
                            f"arrival_count_config_5B: count_law_id {policy.law!r} must be one of {list(LAWS)} and "
-                           f"kappa_bounds {list(policy.kappa_bounds)} must be ordered", policy="arrival_count_config_5B")
+                           f"kappa_bounds {list(kappa.bounds)} must be ordered", policy="arrival_count_config_5B")
     return policy
 
 
 def entity_kappa(grouping: pl.DataFrame, policy: CountPolicy) -> np.ndarray:
     """NB2 shape κ = clamp(κ_base[band] · m_demand, bounds) per grouping row (entity order)."""
     try:
-        kappa = grouping.select(
-            (pl.col("scenario_band").replace_strict(dict(policy.kappa_base), return_dtype=pl.Float64)
-             * pl.col("demand_class").replace_strict(dict(policy.kappa_demand), return_dtype=pl.Float64))
-            .clip(*policy.kappa_bounds)
-        ).to_series()
+        kappa = grouping.select(policy.kappa.expr()).to_series()
     except pl.exceptions.InvalidOperationError as exc:
         raise ArrivalError(error_code("S3", "COUNT_CONFIG_INVALID"),
                            f"arrival_count_config_5B has no κ for a stratum of s1_grouping_5B: {exc}",
@@ -91,7 +80,7 @@ class CountDraws:
     after_lo: np.ndarray
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**JIT)
 def _count_blocks_slice(rows, entity, bucket, key, hi, lo, before_hi, before_lo, x0, x1, wrapped):  # pragma: no cover
     top = np.uint64(0xFFFFFFFFFFFFFFFF)
     for j in range(rows.shape[0]):

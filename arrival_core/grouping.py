@@ -168,30 +168,25 @@ def attach_features(
 ) -> pl.DataFrame:
     """Join the entity domain to its demand class and virtual band; an entity missing from either is DOMAIN_INVALID."""
     joined = domain.join(profile.select(*ZONE_KEYS, "demand_class"), on=list(ZONE_KEYS), how="left")
-    missing = joined.filter(pl.col("demand_class").is_null())
-    if missing.height:
-        key = _first_key(missing, ENTITY_KEYS)
-        raise ArrivalError(
-            error_code("S1", "DOMAIN_INVALID"),
-            f"{missing.height} entit(ies) of the λ surface have no row in merchant_zone_profile_5A ({where_profile}); "
-            f"first: {key}",
-            file=where_profile, key=key, rows=missing.height,
-        )
+    _require_joined(joined, "demand_class", f"no row in merchant_zone_profile_5A ({where_profile})", where_profile)
     band_map = pl.DataFrame(
         {"virtual_mode": list(policy.virtual_band_map), "virtual_band": list(policy.virtual_band_map.values())}
     )
     modes = virtual.select("merchant_id", "virtual_mode").join(band_map, on="virtual_mode", how="left")
     joined = joined.join(modes.select("merchant_id", "virtual_band"), on="merchant_id", how="left")
-    missing = joined.filter(pl.col("virtual_band").is_null())
+    _require_joined(joined, "virtual_band", f"no virtual_mode in virtual_classification_3B ({where_virtual})",
+                    where_virtual)
+    return joined
+
+
+def _require_joined(joined: pl.DataFrame, column: str, lacking: str, where: str) -> None:
+    """DOMAIN_INVALID naming the first entity whose left join found no `column` (what it lacks, in words)."""
+    missing = joined.filter(pl.col(column).is_null())
     if missing.height:
         key = _first_key(missing, ENTITY_KEYS)
-        raise ArrivalError(
-            error_code("S1", "DOMAIN_INVALID"),
-            f"{missing.height} entit(ies) of the λ surface have no virtual_mode in virtual_classification_3B "
-            f"({where_virtual}); first: {key}",
-            file=where_virtual, key=key, rows=missing.height,
-        )
-    return joined
+        raise ArrivalError(error_code("S1", "DOMAIN_INVALID"),
+                           f"{missing.height} entit(ies) of the λ surface have {lacking}; first: {key}",
+                           file=where, key=key, rows=missing.height)
 
 
 def assign_groups(features: pl.DataFrame, *, scenario_band: str, policy: GroupingPolicy) -> pl.DataFrame:

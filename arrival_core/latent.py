@@ -11,6 +11,7 @@ import polars as pl
 from . import kernels
 from .errors import ArrivalError, error_code
 from .rng import ledger, streams, variates
+from .strata import StratumLaw, parse_law
 
 FAMILY_ID = "S2.latent_vector.v1"
 STATIONARY = kernels.LATENT_MODEL_ID  # log_gaussian_stationary_v1
@@ -45,14 +46,8 @@ class LgcpPolicy:
     version: str
     latent_model_id: str
     kernel_id: str
-    sigma_base: Mapping[str, float]
-    sigma_demand: Mapping[str, float]
-    sigma_channel: Mapping[str, float]
-    sigma_virtual: Mapping[str, float]
-    sigma_bounds: tuple[float, float]
-    length_base: Mapping[str, float]
-    length_demand: Mapping[str, float]
-    length_bounds: tuple[float, float]
+    sigma: StratumLaw  # σ: band base × demand, channel and virtual multipliers, clipped
+    length: StratumLaw  # L (buckets): band base × demand multiplier, clipped
     min_factor: float
     max_factor: float
     lambda_max: float | None
@@ -67,14 +62,8 @@ def parse_lgcp_policy(doc: Mapping) -> LgcpPolicy:
         version=doc["version"],
         latent_model_id=doc["latent_model_id"],
         kernel_id=doc["kernel_id"],
-        sigma_base=dict(sigma["base_by_scenario_band"]),
-        sigma_demand=dict(sigma["demand_class_multipliers"]),
-        sigma_channel=dict(sigma["channel_group_multipliers"]),
-        sigma_virtual=dict(sigma["virtual_band_multipliers"]),
-        sigma_bounds=(float(sigma["bounds"][0]), float(sigma["bounds"][1])),
-        length_base=dict(length["base_by_scenario_band"]),
-        length_demand=dict(length["demand_class_multipliers"]),
-        length_bounds=(float(length["bounds"][0]), float(length["bounds"][1])),
+        sigma=parse_law(sigma, ("demand_class", "channel_group", "virtual_band")),
+        length=parse_law(length, ("demand_class",)),
         min_factor=float(clip["min_factor"]),
         max_factor=float(clip["max_factor"]),
         lambda_max=None if clip["lambda_max"] is None else float(clip["lambda_max"]),
@@ -94,7 +83,7 @@ def parse_lgcp_policy(doc: Mapping) -> LgcpPolicy:
     for name in ("period_buckets", "periodic_length"):
         if not getattr(st, name) > 0.0:
             problems.append(f"stationary.{name} {getattr(st, name)} is not > 0")
-    for name, (low, high) in (("sigma.bounds", policy.sigma_bounds), ("length_scale_buckets.bounds", policy.length_bounds),
+    for name, (low, high) in (("sigma.bounds", policy.sigma.bounds), ("length_scale_buckets.bounds", policy.length.bounds),
                               ("clipping.min_factor/max_factor", (policy.min_factor, policy.max_factor))):
         if not low <= high:
             problems.append(f"{name}: low {low} exceeds high {high}")
@@ -115,17 +104,10 @@ def group_parameters(grouping: pl.DataFrame, policy: LgcpPolicy) -> pl.DataFrame
         raise ArrivalError(error_code("S2", "DOMAIN_ALIGN_FAILED"),
                            f"s1_grouping_5B: group {mixed['group_id'][0]!r} mixes strata of {list(_STRATA)}",
                            group_id=mixed["group_id"][0])
-
-    def mapped(column: str, table: Mapping[str, float]) -> pl.Expr:
-        return pl.col(column).replace_strict(dict(table), return_dtype=pl.Float64)
-
-    sigma = (mapped("scenario_band", policy.sigma_base) * mapped("demand_class", policy.sigma_demand)
-             * mapped("channel_group", policy.sigma_channel) * mapped("virtual_band", policy.sigma_virtual))
-    length = mapped("scenario_band", policy.length_base) * mapped("demand_class", policy.length_demand)
     try:
         params = groups.drop("_strata_seen").with_columns(
-            sigma.clip(*policy.sigma_bounds).alias("sigma"),
-            length.clip(*policy.length_bounds).alias("length_scale_buckets"),
+            policy.sigma.expr().alias("sigma"),
+            policy.length.expr().alias("length_scale_buckets"),
         ).with_columns((-1.0 / pl.col("length_scale_buckets")).exp().alias("phi"))
     except pl.exceptions.InvalidOperationError as exc:  # a stratum value the policy has no multiplier for
         raise ArrivalError(error_code("S2", "LGCP_CONFIG_INVALID"),

@@ -14,12 +14,6 @@ from ..resources import StoreResource
 from .columns import column_schema
 from .outcomes import PROGRESS_PREFIX, call_core, materialize, partition_of, sealed_parameter_hash
 
-# Files published beside an asset's own file, reported in its metadata (the RNG traces beside their events).
-COMPANIONS: dict[str, tuple[str, ...]] = {
-    "rng_event_arrival_lgcp_gaussian": ("rng_trace_arrival_lgcp_gaussian",),
-    "rng_event_arrival_bucket_count": ("rng_trace_arrival_bucket_count",),
-}
-
 DESCRIPTIONS: dict[str, str] = {
     "sealed_inputs_5B": "The closed set of inputs 5B may read, each with its digest, role and read scope.",
     "s0_gate_receipt_5B": "S0 receipt: upstream HashGate verdicts, scenario set and sealed-inputs digest.",
@@ -32,8 +26,6 @@ DESCRIPTIONS: dict[str, str] = {
     "rng_event_arrival_bucket_count": "RNG log of the counts: one Philox event per drawing (entity, bucket).",
     "rng_audit_log_5B": "RNG audit record reconciling both families' events, traces and totals.",
 }
-
-STREAMING = frozenset({"S2", "S3"})  # states that report progress as they stream
 
 
 def progress_logger(context: dg.AssetExecutionContext) -> Callable[[str, int, int], None]:
@@ -74,9 +66,6 @@ def picture_metadata(diagnostics: Mapping[str, Any]) -> dict[str, dict[str, Any]
             png, "total counts per bucket against total μ ± 3√μ; a count histogram against the law"))}
     return out
 
-
-# Optional outputs: a policy may switch them off (the latent field is a diagnostic).
-SKIPPABLE = frozenset({"s2_latent_field_5B"})
 
 
 # What each state's assets read (S0 reads every sealed input; filled in by build_state_assets).
@@ -129,7 +118,7 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
             group_name=step.group,
             description=DESCRIPTIONS[out],
             deps=[d for d in deps if d not in step.outputs],
-            skippable=out in SKIPPABLE,
+            skippable=contracts.dataset(out).optional,  # a policy may switch it off
             kinds={contracts.dataset(out).format, "polars"} if contracts.dataset(out).format == "parquet"
             else {contracts.dataset(out).format},
             code_version=code_version(),
@@ -142,16 +131,13 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
     def _state(context: dg.AssetExecutionContext, store: StoreResource) -> Iterator[dg.MaterializeResult]:
         part = partition_of(context)
         st = call_core(context, store.open)
-        options = {"reuse": True}  # a partition materialised before is verified, not recomputed
-        if step.code != "S0":
-            options["parameter_hash"] = sealed_parameter_hash(context)
-        if step.code in STREAMING:
-            options["progress"] = progress_logger(context)
+        # A partition materialised before is verified, not recomputed; every step after S0 keeps the identity S0
+        # sealed in this run (S0 itself seals one from the live policies and ignores it).
+        options = pipeline.RunOptions(run_id=context.run.run_id, parameter_hash=sealed_parameter_hash(context),
+                                      progress=progress_logger(context), reuse=True)
+        if step.streams:
             plots.preload()
-        result = call_core(
-            context, step.runner, st, seed=part.seed, scenario_id=part.scenario_id, run_id=context.run.run_id,
-            **options,
-        )
+        result = call_core(context, step.runner, st, part, options)
         pictures = picture_metadata(result.diagnostics) or previous_pictures(context, step.outputs)
         by_id = {p.dataset_id: p for p in result.published}
         metrics = result.report.get("metrics") or {}
@@ -160,7 +146,7 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
             if out not in by_id:
                 continue  # only skippable outputs may be absent; Dagster fails the step otherwise
             extra: dict[str, object] = {"run_report": dg.MetadataValue.path(str(result.report_path))}
-            for companion in COMPANIONS.get(out, ()):
+            for companion in contracts.companions(out):  # an RNG trace beside its events
                 if companion in by_id:
                     extra[f"{companion}.path"] = dg.MetadataValue.path(str(by_id[companion].path))
                     extra[f"{companion}.digest"] = by_id[companion].sha256

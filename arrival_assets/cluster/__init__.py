@@ -11,8 +11,8 @@ here is called (never at import):
 - ``ARRIVAL_RUN_ROOT`` and ``DAGSTER_HOME``: one run root and one instance folder shared by every
   process (the coordinator, the workers, the webserver).
 
-Modules: ``settings`` (the variables, defaults, ClusterError), ``executor`` (the executor of the
-environment, the cluster job, one partition run through it), ``instance`` (the Postgres instance config),
+Modules: ``settings`` (the variables, defaults, ClusterError), ``executor`` (the cluster job, one partition run
+through it; the executor of the environment is ``arrival_assets.executors``), ``instance`` (the Postgres instance config),
 ``worker`` (``arrival worker``), ``celery_app`` (the worker's Celery app), ``processes`` (pids,
 readiness, stopping by pid), ``servers`` (a local PostgreSQL and Redis), ``local`` (``cluster up|down``)
 and ``commands`` (the argument parsers).
@@ -24,13 +24,11 @@ psycopg2 are imported by the functions that need them.
 from .commands import add_cluster_parser, add_instance_parser, add_worker_parser, main
 from .executor import (
     celery_settings,
-    cluster_definitions,
     cluster_job,
     executor_from_env,
     launch_partition_run,
     partition_run_tags,
     store_run_config,
-    with_executor,
 )
 from .instance import (
     GENERATED_MARK,
@@ -85,7 +83,6 @@ __all__ = [
     "add_instance_parser",
     "add_worker_parser",
     "celery_settings",
-    "cluster_definitions",
     "cluster_down",
     "cluster_job",
     "cluster_up",
@@ -110,7 +107,6 @@ __all__ = [
     "start_worker",
     "store_run_config",
     "visibility_timeout",
-    "with_executor",
     "worker_celery_config",
     "worker_command",
     "worker_environment",

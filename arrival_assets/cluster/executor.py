@@ -1,5 +1,5 @@
-"""The executor of the environment: dagster-celery's when ARRIVAL_CELERY_BROKER is set, else in process; the
-`arrival_5b` job bound to it and one partition run launched through it."""
+"""The `arrival_5b` job with the executor of the environment (`executors`) and one partition run launched through
+it."""
 
 from __future__ import annotations
 
@@ -9,56 +9,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .settings import BACKEND_ENV, BROKER_ENV
+from ..executors import celery_settings, executor_from_env
 
-
-def celery_settings(env: Mapping[str, str] | None = None) -> dict[str, str] | None:
-    """The Celery broker and result backend of the environment, or None when ARRIVAL_CELERY_BROKER is unset."""
-    env = os.environ if env is None else env
-    broker = (env.get(BROKER_ENV) or "").strip()
-    if not broker:
-        return None
-    backend = (env.get(BACKEND_ENV) or "").strip() or broker
-    return {"broker": broker, "backend": backend}
-
-
-def executor_from_env(env: Mapping[str, str] | None = None):
-    """dagster-celery's executor bound to ARRIVAL_CELERY_BROKER/BACKEND, else Dagster's in-process executor."""
-    import dagster as dg
-
-    env = os.environ if env is None else env
-    if celery_settings(env) is None:
-        return dg.in_process_executor
-    from dagster_celery import celery_executor
-
-    # Environment references, not values: a password in a URL never shows in the UI, and the coordinator of
-    # each run reads the variables when the run starts.
-    backend_env = BACKEND_ENV if (env.get(BACKEND_ENV) or "").strip() else BROKER_ENV
-    return celery_executor.configured({"broker": {"env": BROKER_ENV}, "backend": {"env": backend_env}})
-
-
-def with_executor(defs, executor):
-    """The same definitions (assets, checks, jobs, sensors, resources...) with another default executor."""
-    import dagster as dg
-
-    return dg.Definitions(
-        assets=defs.assets,
-        asset_checks=defs.asset_checks,
-        schedules=defs.schedules,
-        sensors=defs.sensors,
-        jobs=defs.jobs,
-        resources=defs.resources,
-        loggers=defs.loggers,
-        metadata=defs.metadata,
-        executor=executor,
-    )
-
-
-def cluster_definitions(env: Mapping[str, str] | None = None):
-    """The code location's definitions with the executor of the environment (store: $ARRIVAL_RUN_ROOT)."""
-    from ..definitions import build_definitions
-
-    return with_executor(build_definitions(), executor_from_env(env))
+__all__ = ["celery_settings", "cluster_job", "executor_from_env", "launch_partition_run", "partition_run_tags",
+           "store_run_config"]
 
 
 def cluster_job():
@@ -68,9 +22,10 @@ def cluster_job():
     worker can load: a Celery worker imports this module (``arrival_assets.cluster.executor``) and calls it
     to rebuild the job for each step.
     """
+    from ..definitions import build_definitions
     from ..jobs import JOB_NAME
 
-    return cluster_definitions().resolve_job_def(JOB_NAME)
+    return build_definitions().resolve_job_def(JOB_NAME)
 
 
 def partition_run_tags(job, key: str) -> dict[str, str]:

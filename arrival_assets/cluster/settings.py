@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ..executors import BACKEND_ENV, BROKER_ENV  # noqa: F401 - the executor's variables, shared with the cluster
+
 PG_URL_ENV = "ARRIVAL_PG_URL"
-BROKER_ENV = "ARRIVAL_CELERY_BROKER"
-BACKEND_ENV = "ARRIVAL_CELERY_BACKEND"
 RUN_ROOT_ENV = "ARRIVAL_RUN_ROOT"
 VISIBILITY_TIMEOUT_ENV = "ARRIVAL_CELERY_VISIBILITY_TIMEOUT"  # seconds before a lost step is handed out again
 DAGSTER_HOME_ENV = "DAGSTER_HOME"

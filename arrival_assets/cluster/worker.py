@@ -8,7 +8,7 @@ import sys
 import uuid
 from collections.abc import Mapping
 
-from .executor import celery_settings
+from ..executors import celery_settings
 from .instance import install_instance_config
 from .settings import (
     BROKER_ENV,

@@ -1,4 +1,4 @@
-"""What the compiled check kernels share: their numba options, one array type per argument, the tally of failing
+"""What the compiled check kernels share: one array type per argument, the tally of failing
 rows per rule, and the wait for a run's compiling child.
 
 numba compiles a kernel once per argument type, and whether an array is read-only is part of its type. A column
@@ -10,10 +10,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..rng import warmup
-from ..rng.normal_kernels import JIT
+from .. import warmup
+from ..jit import JIT
 
-__all__ = ["JIT", "frozen", "ready", "tally"]
+__all__ = ["PHASE", "frozen", "ready", "tally"]
+
+PHASE = "check kernels"  # the warm-up phase that compiles them (`evaluation.warmup_phases`)
 
 
 def frozen(array: np.ndarray) -> np.ndarray:
@@ -25,8 +27,8 @@ def frozen(array: np.ndarray) -> np.ndarray:
 
 def ready() -> None:
     """Before a check kernel's first call: let a compiling child of this run finish the check kernels, so they load
-    from numba's cache (`rng.warmup`; nothing to wait for in any other process)."""
-    warmup.wait(checks=True)
+    from numba's cache (`warmup`; nothing to wait for in any other process)."""
+    warmup.wait(PHASE)
 
 
 @numba.njit(**JIT)

@@ -10,7 +10,8 @@ import math
 import numba
 import numpy as np
 
-from .compiled import JIT, frozen, ready
+from ..jit import JIT
+from .compiled import frozen, ready
 
 SUMS = ("mu", "n", "sq", "var", "mu2_kappa", "ratio_max", "pgf", "pgf_var")  # the order `moment_sums` returns
 PGF_TARGET = 2.0  # s = max(0, 1 − 2/μ): μ(1 − s) = min(μ, 2), where E[s^N] is most sensitive to dispersion

@@ -4,14 +4,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from .. import memory, pipeline
+from .. import memory, pipeline, warmup
 from ..encoding import jsonable
 from ..errors import ArrivalError
 from ..identity import Identity
 from ..store import Store
+from . import count_kernels, event_kernels, intensity_kernels
+from .compiled import PHASE
 from .context import CheckContext, CheckResult, to_outcome
 from .counting import check_audit_log, check_count_events, check_counts
 from .intensity import check_latent_events, check_latent_field, check_realised, check_trace
@@ -45,7 +48,6 @@ def evaluate(store: Store, identity: Identity, dataset_id: str, *, replay: str =
             result.fail("not evaluated")
         out.append(to_outcome(spec, result))
     return out
-
 
 
 _EVALUATORS: dict[str, Callable[[CheckContext], dict[str, CheckResult]]] = {
@@ -82,3 +84,24 @@ def evaluate_recorded(store: Store, identity: Identity, dataset_id: str, *, stat
         pipeline.write_check_record(store, dataset_id, identity, basis, [jsonable(asdict(o)) for o in outcomes],
                                     state=state)
     return outcomes, False
+
+
+def check_kernels() -> tuple:
+    """The compiled kernels of the checks (the same for every law and model)."""
+    return count_kernels._moment_sums, event_kernels._event_mismatches, intensity_kernels._realised_mismatches
+
+
+def compile_check_kernels() -> None:
+    """Call each of `check_kernels` through its wrapper (which fixes the argument types) on a few elements."""
+    words = np.arange(1, 3, dtype=np.uint64)
+    count_kernels.moment_sums(np.ones(2), np.ones(2), None)
+    index, codes = np.zeros(2, dtype=np.int64), np.zeros((3, 2), dtype=np.int32)
+    event_kernels.event_mismatches(index, index, words, codes, words, words, words, index.astype(np.int32), words,
+                                   codes, *(words,) * 5, index, index, draws=1)
+    intensity_kernels.realised_mismatches(np.ones(2), np.ones(2), np.ones(2), np.ones(2), 0.0, 1.0, None, None,
+                                          np.zeros(1, dtype=np.int32), 2)
+
+
+def warmup_phases() -> tuple[warmup.Phase, ...]:
+    """The phase compiling the check kernels ahead of a run; their first call waits for it (`compiled.ready`)."""
+    return (warmup.Phase(PHASE, f"{__name__}:compile_check_kernels", (), check_kernels()),)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .compiled import JIT, frozen, ready, tally
+from ..jit import JIT
+from .compiled import frozen, ready, tally
 
 KEY_COLUMNS = ("bucket_index", "merchant_id", "legal_country_iso", "tzid", "channel_group")
 ENVELOPE_COLUMNS = ("rng_key", "rng_counter_before_hi", "rng_counter_before_lo", "rng_counter_after_hi",

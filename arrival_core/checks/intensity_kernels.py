@@ -9,7 +9,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .compiled import JIT, frozen, ready, tally
+from ..jit import JIT
+from .compiled import frozen, ready, tally
 
 RULES = ("λ_baseline differs from the sealed λ_target", "ξ outside [min_factor, max_factor]",
          "λ_realised ≠ min(λ_baseline·ξ, lambda_max)", "ξ differs from s2_latent_field_5B")

@@ -4,6 +4,7 @@ Both the Dagster assets and the CLI call these runners; this package and the sto
 """
 from ..store import read_json
 from .accounting import FamilyLedger, read_ledger, read_ledgers, run_audit
+from .compiling import warmup_phases
 from .plan import run_s0, run_s1, verify_bundle
 from .readers import (
     output_path,
@@ -19,6 +20,8 @@ from .readers import (
 from .realise import run_s2, run_s3
 from .records import check_basis, partition_verified, recorded_outcomes, write_check_record
 from .shell import (
+    Runner,
+    RunOptions,
     StateResult,
     StateRun,
     World,
@@ -47,6 +50,8 @@ from .streaming import (
 __all__ = [
     "STATES",
     "FamilyLedger",
+    "RunOptions",
+    "Runner",
     "State",
     "StateResult",
     "StateRun",
@@ -89,6 +94,7 @@ __all__ = [
     "table_rows",
     "validate_output",
     "verify_bundle",
+    "warmup_phases",
     "world_scenarios",
     "write_check_record",
 ]

@@ -10,10 +10,10 @@ import polars as pl
 from .. import contracts, counts, latent
 from ..errors import ArrivalError, error_code
 from ..gate import Gate
-from ..identity import Identity
+from ..identity import Identity, PartitionKey
 from ..rng import ledger
 from ..store import Published, Store
-from .shell import StateResult, StateRun, execute_state
+from .shell import DEFAULT_OPTIONS, RunOptions, StateResult, StateRun, execute_state
 
 # ---- audit: RNG accounting per partition ---------------------------------------------------------------------------
 
@@ -121,10 +121,8 @@ def _audit_body(run: StateRun) -> Sequence[Published]:
     return tx.published
 
 
-def run_audit(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
-           parameter_hash: str | None = None, reuse: bool = False) -> StateResult:
+def run_audit(store: Store, key: PartitionKey, options: RunOptions = DEFAULT_OPTIONS) -> StateResult:
     """Audit: reconcile both RNG families (events ↔ trace ↔ outputs) and publish the partition's audit record."""
-    return execute_state(store, "AUDIT", seed=seed, scenario_id=scenario_id, run_id=run_id, body=_audit_body,
-                         parameter_hash=parameter_hash, reuse=reuse)
+    return execute_state(store, "AUDIT", key, options, _audit_body)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -13,10 +14,12 @@ from .. import bundle_tables, contracts, gate, grid, grouping, table_schema, tab
 from ..encoding import jsonable, load_yaml, sha256_file, sha256_hex
 from ..errors import CONTRACT_INVALID, ArrivalError, error_code
 from ..gate import Gate, SegmentGate
-from ..identity import Identity
+from ..identity import Identity, PartitionKey
 from ..rng import ledger
 from ..store import Published, Store, read_json, reading
 from .shell import (
+    DEFAULT_OPTIONS,
+    RunOptions,
     StateResult,
     StateRun,
     arrow_schema,
@@ -118,7 +121,7 @@ def _s0_body(run: StateRun) -> Sequence[Published]:
     with run.timed("load"):
         world = read_world(store, "S0")
         mf = world.manifest_fingerprint
-        run.identity = identity = Identity(world.parameter_hash, mf, run.seed, run.scenario_id)
+        run.identity = identity = Identity(world.parameter_hash, mf, run.key.seed, run.key.scenario_id)
         bundles = [e for e in gate.sealed_entries(cd) if e.kind == "bundle"]
         gates = [verify_bundle(store, e, mf) for e in bundles]
         run.metrics["upstream_segments"] = {g.segment: g.status for g in gates}
@@ -133,8 +136,8 @@ def _s0_body(run: StateRun) -> Sequence[Published]:
             raise ArrivalError(error_code("S0", "SCENARIO_MANIFEST_INVALID"), f"{manifest_path} cannot be read: {exc}",
                                file=str(manifest_path))
         run.scenario_set = gate.check_scenario_manifest(manifest, where=str(manifest_path), contracts_dir=cd)
-        if run.scenario_id not in run.scenario_set:
-            raise gate.scenario_not_in_set(run.scenario_id, run.scenario_set)
+        if run.key.scenario_id not in run.scenario_set:
+            raise gate.scenario_not_in_set(run.key.scenario_id, run.scenario_set)
         file_digests: dict[Path, str] = {}
         observed = _observe_inputs(store, mf, run.scenario_set, file_digests)
         _check_bundle_tables(store, mf, bundles, file_digests)
@@ -164,12 +167,12 @@ def _s0_body(run: StateRun) -> Sequence[Published]:
     return tx.published
 
 
-def run_s0(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
-           reuse: bool = False) -> StateResult:
+def run_s0(store: Store, key: PartitionKey, options: RunOptions = DEFAULT_OPTIONS) -> StateResult:
     """S0: verify the upstream HashGates and policies and seal every input (seed-invariant outputs per (ph, mf)).
 
-    S0 always computes (it is what proves the inputs unchanged); `reuse` is accepted for a uniform runner call."""
-    return execute_state(store, "S0", seed=seed, scenario_id=scenario_id, run_id=run_id, body=_s0_body)
+    S0 always computes (it is what proves the inputs unchanged) from the live policies (it is the state that seals
+    a parameter_hash): it ignores `reuse` and `parameter_hash`."""
+    return execute_state(store, "S0", key, replace(options, parameter_hash=None, reuse=False), _s0_body)
 
 
 # ---- S1: time grid and grouping ------------------------------------------------------------------------------
@@ -290,10 +293,8 @@ def _s1_body(run: StateRun) -> Sequence[Published]:
     return tx.published
 
 
-def run_s1(store: Store, *, seed: int | str, scenario_id: str, run_id: str | None = None,
-           parameter_hash: str | None = None, reuse: bool = False) -> StateResult:
+def run_s1(store: Store, key: PartitionKey, options: RunOptions = DEFAULT_OPTIONS) -> StateResult:
     """S1: build the scenario's time grid and pooling groups (seed-invariant outputs per (ph, mf, scenario))."""
-    return execute_state(store, "S1", seed=seed, scenario_id=scenario_id, run_id=run_id, body=_s1_body,
-                         parameter_hash=parameter_hash, reuse=reuse)
+    return execute_state(store, "S1", key, options, _s1_body)
 
 

@@ -1,7 +1,8 @@
 """The imperative shell: execute_state, identity, gate loading and the output helpers every state shares.
 
-Every state runner goes through `execute_state`, which validates the partition keys before any path is
-built, runs the state body, and writes one run report per execution (PASS or FAIL) in its own transaction.
+Every state runner is `run_xx(store, key, options)` (a `PartitionKey`, validated where it entered: the CLI, the
+Dagster partition key, the bench) and goes through `execute_state`, which runs the state body and writes one run
+report per execution (PASS or FAIL) in its own transaction.
 """
 from __future__ import annotations
 
@@ -48,8 +49,7 @@ class StateRun:
 
     store: Store
     state: str
-    seed: int
-    scenario_id: str
+    key: PartitionKey
     run_id: str
     parameter_hash: str | None = None  # the one S0 sealed for this run (None: derive it from the live policies)
     identity: Identity | None = None
@@ -80,8 +80,8 @@ class StateRun:
         """Resolve this partition's identity and its re-validated S0 gate (once per execution); record both on the
         run for the report."""
         if self.gate is None:
-            self.identity = resolve_identity(self.store, seed=self.seed, scenario_id=self.scenario_id,
-                                             state=self.state, parameter_hash=self.parameter_hash)
+            self.identity = resolve_identity(self.store, self.key, state=self.state,
+                                             parameter_hash=self.parameter_hash)
             self.gate = load_gate(self.store, self.identity, state=self.state)
             self.scenario_set = self.gate.scenario_set
         assert self.identity is not None
@@ -91,21 +91,34 @@ class StateRun:
 StateBody = Callable[[StateRun], Sequence[Published]]
 
 
-def execute_state(
-    store: Store, state: str, *, seed: int | str, scenario_id: str, run_id: str | None, body: StateBody,
-    parameter_hash: str | None = None, progress: Progress | None = None, reuse: bool = False,
-) -> StateResult:
+@dataclass(frozen=True)
+class RunOptions:
+    """How one state execution runs; none of them changes a published byte."""
+
+    run_id: str | None = None  # the run report's id (default: a fresh one)
+    parameter_hash: str | None = None  # the one S0 sealed for the run (None: the live policies'); S0 seals, ignores it
+    chunk_entities: int | None = None  # entities per streamed chunk (S2, S3; default from config/runtime.yaml)
+    progress: Progress | None = None  # told the rows done as S2 and S3 stream
+    reuse: bool = False  # verify a partition whose commit record matches its files instead of recomputing it
+
+
+DEFAULT_OPTIONS = RunOptions()  # a runner's default: a fresh run id, live policies, computed, silent
+Runner = Callable[[Store, PartitionKey, RunOptions], StateResult]  # every state's: `run_xx(store, key, options)`
+
+
+def execute_state(store: Store, state: str, key: PartitionKey, options: RunOptions, body: StateBody) -> StateResult:
     """Run a state body for one partition and write its run report; re-raise the failure after reporting it.
 
-    `parameter_hash` pins the identity S0 sealed for the run, so a policy edited while the run goes on fails
-    the gate (S0_GATE_INVALID naming the file) instead of moving later steps to another parameter_hash. With
-    `reuse`, a partition whose commit record still matches its files is verified, not recomputed."""
+    `options.parameter_hash` pins the identity S0 sealed for the run, so a policy edited while the run goes on
+    fails the gate (S0_GATE_INVALID naming the file) instead of moving later steps to another parameter_hash.
+    With `options.reuse`, a partition whose commit record still matches its files is verified, not recomputed."""
+    if not isinstance(key, PartitionKey):
+        raise TypeError(f"{state}: the partition is a PartitionKey (validated where it entered), got {key!r}")
     memory.keep_freed_memory()
-    key = PartitionKey(seed, scenario_id)
-    seed_value, sid = key.seed, key.scenario_id
-    run_id = run_id or uuid.uuid4().hex
+    seed_value, sid, reuse = key.seed, key.scenario_id, options.reuse
+    run_id = options.run_id or uuid.uuid4().hex
     report_path = store.path("run_report_5B", state=state, seed=seed_value, scenario_id=sid, run_id=run_id)
-    run = StateRun(store, state, seed_value, sid, run_id, parameter_hash, progress=progress)
+    run = StateRun(store, state, key, run_id, options.parameter_hash, progress=options.progress)
     started, clock = reports.utc_now(), time.perf_counter()
     failure: Exception | None = None
     published: tuple[Published, ...] = ()
@@ -236,11 +249,9 @@ def read_world(store: Store, state: str) -> World:
     return World(receipt, receipt["manifest_fingerprint"], receipt["parameter_hash"], ph, policy_bytes, policy_paths)
 
 
-def resolve_identity(store: Store, *, seed: int | str, scenario_id: str, state: str,
-                     parameter_hash: str | None = None) -> Identity:
-    """Validate the partition keys, then take mf from the run receipt and ph as pinned for the run, else as the
-    live policy files give it (§2.1)."""
-    key = PartitionKey(seed, scenario_id)
+def resolve_identity(store: Store, key: PartitionKey, *, state: str, parameter_hash: str | None = None) -> Identity:
+    """A partition's identity: mf from the run receipt and ph as pinned for the run, else as the live policy files
+    give it (§2.1)."""
     if parameter_hash is not None:
         receipt = read_receipt(store, state)
         return Identity(parameter_hash, receipt["manifest_fingerprint"], key.seed, key.scenario_id)

@@ -10,7 +10,8 @@ import math
 import numba
 import numpy as np
 
-from .normal_kernels import JIT, ndtri
+from ..jit import INLINE, JIT
+from .normal_kernels import ndtri
 from .poisson_kernels import EPS, TINY_REL, dpois
 from .threads import run_sliced
 
@@ -141,7 +142,7 @@ def _ln_quantile_at_w(a, w):
     return math.log(gamma_inv_tail(a, 0.5 * math.erfc(w / math.sqrt(2.0)), False))
 
 
-@numba.njit(**JIT, inline="always")
+@numba.njit(**INLINE)
 def _clenshaw(c, t):
     b1 = 0.0
     b2 = 0.0

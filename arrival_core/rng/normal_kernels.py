@@ -9,9 +9,8 @@ import math
 import numba
 import numpy as np
 
+from ..jit import INLINE, JIT
 from .threads import run_sliced
-
-JIT = {"cache": True, "nogil": True}  # every RNG kernel: cached, and GIL-free so `threads.run_sliced` runs slices at once
 
 # ---- Φ⁻¹: Wichura (1988), Algorithm AS 241, PPND16 --------------------------------------------------------
 _A = np.array([3.3871328727963666080e0, 1.3314166789178437745e+2, 1.9715909503065514427e+3,
@@ -34,7 +33,7 @@ _F = np.array([1.0, 5.99832206555887937690e-1, 1.36929880922735805310e-1, 1.4875
                2.04426310338993978564e-15])
 
 
-@numba.njit(**JIT, inline="always")
+@numba.njit(**INLINE)
 def horner(c, x):
     """Σ c[k] x^k by Horner's rule (c[0] is the constant term)."""
     v = c[c.shape[0] - 1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..jit import INLINE, JIT
 from .threads import run_sliced
 
 PHILOX_M = 0xD2B74407B1CE6E93  # Random123 PHILOX_M2x64_0
@@ -18,7 +19,7 @@ _M_LO = np.uint64(PHILOX_M & 0xFFFFFFFF)
 _M_HI = np.uint64(PHILOX_M >> 32)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(**INLINE)
 def mulhi_m(a: np.uint64) -> np.uint64:
     """High 64 bits of PHILOX_M × a, from 32-bit limbs (no 128-bit integers in numba)."""
     a_lo = a & _MASK32
@@ -31,7 +32,7 @@ def mulhi_m(a: np.uint64) -> np.uint64:
     return a_hi * _M_HI + w2 + (t >> _S32)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(**INLINE)
 def philox_block(c0: np.uint64, c1: np.uint64, k: np.uint64) -> tuple[np.uint64, np.uint64]:
     """One Philox2x64-10 block: 10 rounds `c0, c1 = mulhi(M, c0) ^ k ^ c1, M·c0`, key bumped between rounds."""
     for r in range(ROUNDS):
@@ -43,7 +44,7 @@ def philox_block(c0: np.uint64, c1: np.uint64, k: np.uint64) -> tuple[np.uint64,
     return c0, c1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**JIT)
 def _philox_slice(c0, c1, key, o0, o1):  # pragma: no cover - compiled
     for i in range(c0.shape[0]):
         o0[i], o1[i] = philox_block(c0[i], c1[i], key[i])

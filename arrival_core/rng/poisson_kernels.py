@@ -9,7 +9,8 @@ import math
 import numba
 import numpy as np
 
-from .normal_kernels import JIT, horner, ndtri
+from ..jit import JIT
+from .normal_kernels import horner, ndtri
 from .threads import run_sliced
 
 LN_SQRT_2PI = 0.9189385332046728  # ln √(2π)

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..encoding import be64, le64, uer
 from ..identity import validate_hex64, validate_scenario_id, validate_seed
+from ..jit import JIT
 from .errors import CounterWrapError
 from .philox import flat_u64, philox_block
 from .threads import run_sliced
@@ -70,7 +71,7 @@ def stream_bases(family_id: str, manifest_fingerprint: str, parameter_hash: str,
     return words[:, 0].copy(), words[:, 1].copy(), words[:, 2].copy()
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**JIT)
 def _blocks_slice(key, hi, lo, off, x0, x1):  # pragma: no cover - compiled
     """Philox block at (hi, lo) + off per element (branch-free, so it vectorises); returns how many wrapped."""
     wraps = 0

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from .. import contracts, parallel
-from . import warmup
 
 T = TypeVar("T")
 
@@ -24,8 +23,7 @@ def bounds(n: int) -> list[tuple[int, int]]:
 
 
 def run_sliced(n: int, body: Callable[[int, int], T]) -> list[T]:
-    """body(start, stop) per slice of `bounds(n)`, the first on this thread, after `warmup.wait`; results in order."""
-    warmup.wait()
+    """body(start, stop) per slice of `bounds(n)`, the first on this thread; results in order."""
     parts = bounds(n)
     if len(parts) == 1:
         return [body(0, n)]

@@ -10,6 +10,7 @@ from functools import lru_cache
 import numba
 import numpy as np
 
+from ..jit import JIT
 from . import gamma_kernels, normal_kernels, poisson_kernels
 from .errors import RngArgumentError
 from .philox import as_u64, broadcast_flat
@@ -94,7 +95,7 @@ def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids.astype(np.int64).reshape(-1), distinct
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**JIT)
 def _factorize_small(values, limit):  # pragma: no cover - compiled
     ids = np.empty(values.shape[0], dtype=np.int64)
     seen = np.empty(limit, dtype=np.float64)

@@ -39,15 +39,12 @@ class WorldIdentity:
 
 
 @dataclass(frozen=True)
-class WorldInfo:
-    """What `create_world` made: where, its identity, scenarios and seeds, and the rows of each table file."""
+class WorldInfo(WorldIdentity):
+    """What `create_world` made: its identity, where, its scenarios and seeds, and the rows of each table file."""
 
     root: Path
     profile: str
     world_seed: int
-    manifest_fingerprint: str
-    parameter_hash: str
-    run_id: str
     scenario_ids: tuple[str, ...]
     seeds: tuple[int, ...]
     entities: int

@@ -21,6 +21,7 @@ from pathlib import Path
 from clusterlib import temp_files
 
 from arrival_core import pipeline
+from arrival_core.identity import PartitionKey
 from arrival_core.store import Store
 from arrival_core.world import ensure_seed
 
@@ -39,7 +40,7 @@ def publish_plans(roots: list[str], seed: int, barrier, results) -> None:
             store = Store(run_root=Path(root))
             files = []
             for run in (pipeline.run_s0, pipeline.run_s1):
-                result = run(store, seed=seed, scenario_id=SCENARIO)
+                result = run(store, PartitionKey(seed, SCENARIO))
                 files += [(str(p.path.relative_to(root)), p.sha256, p.created) for p in result.published]
             results.put((root, seed, "ok", files))
         except BaseException:  # noqa: BLE001 - reported to the test, which fails with it
@@ -81,8 +82,8 @@ def test_two_processes_publish_the_same_seed_invariant_files_at_once(tiny_world,
     shutil.copytree(tiny_world.root, alone)
     reference = {}
     for run in (pipeline.run_s0, pipeline.run_s1):
-        reference |= {str(p.path.relative_to(alone)): p.sha256 for p in run(Store(run_root=alone), seed=1,
-                                                                              scenario_id=SCENARIO).published}
+        reference |= {str(p.path.relative_to(alone)): p.sha256 for p in run(Store(run_root=alone),
+                                                                              PartitionKey(1, SCENARIO)).published}
     roots = [str(tmp_path / f"shared-{i}") for i in range(REPETITIONS)]
     for root in roots:
         shutil.copytree(tiny_world.root, root)

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import yaml
 
-from arrival_core import contracts, table_schema, tables
+from arrival_core import contracts, pipeline, table_schema, tables
 from arrival_core.errors import ArrivalError
 
 COUNTS = "schemas.5B.yaml#/model/s3_bucket_counts_5B"
@@ -443,3 +443,23 @@ def test_every_iana_zone_matches_the_tzid_pattern():
     pattern = contracts.load_schema("schemas.layer1.yaml#/$defs/tzid")["pattern"]
     assert sorted(z for z in zones if not pl.Series([z]).str.contains(pattern)[0]) == []
     assert not pl.Series(["Europe/../Paris", "/etc", "Europe/"]).str.contains(pattern).any()
+
+
+def test_the_dictionary_says_which_state_publishes_each_output_its_companions_and_what_is_optional():
+    entries = [e for e in contracts.load_dictionary().values() if e.owner_segment == "5B" and e.kind == "output"]
+    by_state = {code: contracts.outputs_of(code) for code in ("S0", "S1", "S2", "S3", "AUDIT")}
+    assert by_state == {
+        "S0": ("sealed_inputs_5B", "s0_gate_receipt_5B"),
+        "S1": ("s1_time_grid_5B", "s1_grouping_5B"),
+        "S2": ("s2_realised_intensity_5B", "s2_latent_field_5B", "rng_event_arrival_lgcp_gaussian"),
+        "S3": ("s3_bucket_counts_5B", "rng_event_arrival_bucket_count"),
+        "AUDIT": ("rng_audit_log_5B",),
+    }
+    companions = {e.id: e.companion_of for e in entries if e.companion_of}
+    assert companions == {"rng_trace_arrival_lgcp_gaussian": "rng_event_arrival_lgcp_gaussian",
+                          "rng_trace_arrival_bucket_count": "rng_event_arrival_bucket_count"}
+    for trace, owner in companions.items():  # a companion is published by its owner's state
+        assert contracts.dataset(trace).state == contracts.dataset(owner).state
+        assert contracts.companions(owner) == (trace,)
+    assert [e.id for e in entries if e.optional] == ["s2_latent_field_5B"]
+    assert {p.code: p.outputs for p in pipeline.STATES} == by_state

@@ -40,7 +40,7 @@ def _by_hand(key: int, hi: int, lo: int, bucket: int) -> tuple[np.uint64, np.uin
 def test_shipped_count_config_parses_to_its_values():
     p = _policy()
     assert (p.law, p.lambda_zero_eps, p.max_count, p.draws_per_event) == ("poisson", 1e-12, 1_000_000, 1)
-    assert (p.kappa_base["stress"], p.kappa_bounds) == (10, (0.5, 200.0))
+    assert (p.kappa.base["stress"], p.kappa.bounds) == (10, (0.5, 200.0))
 
 
 def test_kappa_bounds_out_of_order_are_count_config_invalid():

@@ -39,7 +39,7 @@ def _grouping(rows: list[tuple]) -> pl.DataFrame:
 def test_shipped_lgcp_config_parses_to_its_values():
     p = _policy()
     assert (p.latent_model_id, p.kernel_id, p.version) == ("log_gaussian_ou_v1", "ou_ar1_buckets_v1", "v1.0.0")
-    assert (p.sigma_base["stress"], p.sigma_bounds, p.length_bounds) == (0.30, (0.02, 0.9), (1.0, 168.0))
+    assert (p.sigma.base["stress"], p.sigma.bounds, p.length.bounds) == (0.30, (0.02, 0.9), (1.0, 168.0))
     assert (p.min_factor, p.max_factor, p.lambda_max, p.emit_latent_field) == (0.2, 5.0, None, True)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from arrival_assets import cli
 from arrival_core import pipeline
+from arrival_core.identity import PartitionKey
 from arrival_core.store import Store
 from arrival_core.world import WorldInfo
 
@@ -21,7 +22,7 @@ def test_bench_times_every_state_in_a_scratch_root_and_leaves_the_world_as_it_wa
                                                                                     tmp_path: Path, capsys):
     root = tmp_path / "world"
     shutil.copytree(tiny_world.root, root)
-    pipeline.run_s0(Store(run_root=root), seed=42, scenario_id="baseline_v1")  # an output of the world's own
+    pipeline.run_s0(Store(run_root=root), PartitionKey(42, "baseline_v1"))  # an output of the world's own
     before = _files(root)
     assert cli.main(["bench", "--root", str(root), "--scenario", "baseline_v1"]) == 0
     doc = json.loads((root / "bench" / "world-poisson.json").read_text())

@@ -13,6 +13,7 @@ import pytest
 
 from arrival_core import pipeline
 from arrival_core.contracts import PROJECT_ROOT
+from arrival_core.identity import PartitionKey
 from arrival_core.store import Store
 
 BIN = Path(sys.executable).parent
@@ -31,7 +32,7 @@ def _env(root: Path, home: Path) -> dict[str, str]:
 def _outputs(root: Path, seed: int, scenario: str) -> list[Path]:
     """The partition's seed-scoped output files, resolved through the dictionary."""
     store = Store(run_root=root)
-    tokens = pipeline.resolve_identity(store, seed=seed, scenario_id=scenario, state="S2").tokens()
+    tokens = pipeline.resolve_identity(store, PartitionKey(seed, scenario), state="S2").tokens()
     return [
         store.path(d, **tokens)
         for d in ("s2_realised_intensity_5B", "s3_bucket_counts_5B", "rng_audit_log_5B")
@@ -164,14 +165,14 @@ def test_verify_of_a_partition_never_run_names_what_is_missing_and_the_command(c
 
 
 def test_run_prints_each_step_as_it_starts_and_ends_and_progress_before_s2_ends(tiny_world_copy, tmp_path):
-    """Lines read as they arrive, stamped on arrival: a streaming progress line precedes the end of S2."""
-    import time
-
+    """Lines read as they arrive: a streaming progress line precedes the end of S2, and the first step line is
+    read before S3 has published anything (a command that printed only at its end would fail that)."""
     root = tiny_world_copy.root
+    counts = root / "data" / "layer2" / "5B" / "s3_bucket_counts_5B"
     args = [str(BIN / "arrival"), "run", "--root", str(root), "--seed", "1", "--scenario", "baseline_v1"]
     proc = subprocess.Popen(args, cwd=PROJECT_ROOT, env=_env(root, tmp_path / "home"), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    stamped = [(time.perf_counter(), line.rstrip()) for line in proc.stdout]
+    stamped = [(counts.exists(), line.rstrip()) for line in proc.stdout]  # S3's output there yet, when read
     assert proc.wait(timeout=TIMEOUT) == 0
     text = [line for _, line in stamped]
     s2_done = next(i for i, line in enumerate(text) if line.endswith("s2_latent") is False
@@ -179,7 +180,8 @@ def test_run_prints_each_step_as_it_starts_and_ends_and_progress_before_s2_ends(
     progress = [i for i, line in enumerate(text) if "S2: " in line and line.rstrip().endswith("rows")]
     assert progress and progress[0] < s2_done
     assert any("s2_latent" in line and line.endswith("started") for line in text[:s2_done])
-    assert stamped[-1][0] > stamped[0][0]  # the lines arrived over time, not in one burst at the end
+    first_step = next(i for i, line in enumerate(text) if "s0_gate" in line and line.endswith("started"))
+    assert not stamped[first_step][0] and counts.exists()
     assert any(line.startswith("== baseline_v1|1  PASS") for line in text)
 
 

@@ -16,6 +16,7 @@ from graph_helpers import graph_for
 
 from arrival_core import pipeline
 from arrival_core.contracts import PROJECT_ROOT
+from arrival_core.identity import PartitionKey
 from arrival_core.store import Store
 
 DG = Path(sys.executable).with_name("dg")
@@ -71,6 +72,6 @@ def test_dg_launch_materialises_one_partition(tiny_world_copy, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "RUN_SUCCESS" in result.stdout + result.stderr
     store = Store(run_root=root)
-    tokens = pipeline.resolve_identity(store, seed=42, scenario_id="baseline_v1", state="S2").tokens()
+    tokens = pipeline.resolve_identity(store, PartitionKey(42, "baseline_v1"), state="S2").tokens()
     for dataset in ("s2_realised_intensity_5B", "s3_bucket_counts_5B", "rng_audit_log_5B"):
         assert store.path(dataset, **tokens).is_file(), dataset

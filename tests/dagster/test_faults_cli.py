@@ -12,6 +12,7 @@ import signal
 from dataclasses import replace
 from pathlib import Path
 
+import configlib
 import dagster as dg
 import polars as pl
 import pytest
@@ -39,6 +40,7 @@ from arrival_assets.jobs import JOB_NAME
 from arrival_assets.partitions import parse_partition_key, register_partitions
 from arrival_assets.resources import StoreResource
 from arrival_core import contracts, pipeline
+from arrival_core.identity import PartitionKey
 from arrival_core.store import Store
 from arrival_core.world import WorldInfo
 
@@ -75,7 +77,7 @@ def test_corrupt_lambda_page_makes_arrival_run_exit_2_with_s1_io_read_failed(tin
                                 scenario_id="baseline_v1")
     corrupt_first_key_page(surface)
     revalidate_5a(root)
-    pipeline.run_s0(_store(root), seed=42, scenario_id="baseline_v1")  # the run's S0 then publishes nothing new
+    pipeline.run_s0(_store(root), PartitionKey(42, "baseline_v1"))  # the run's S0 then publishes nothing new
     before = listing(root)
     result = arrival([*RUN, "--root", str(root)], tmp_path / "home")
     assert result.returncode == 2, result.stdout + result.stderr
@@ -238,19 +240,17 @@ def _s2_files(root: Path) -> list[str]:
 
 @pytest.fixture
 def config_copy(tmp_path: Path) -> Path:
-    config = tmp_path / "config"
-    shutil.copytree(contracts.DEFAULT_CONFIG_DIR, config)
-    return config
+    return configlib.config_copy(tmp_path)
 
 
 def test_policy_edited_just_before_s2_fails_s2_gate_naming_the_file(tiny_world_copy, config_copy, monkeypatch):
     root, before_s2 = tiny_world_copy.root, {}
     real_s2 = pipeline.run_s2
 
-    def edit_then_s2(st, **kw):
+    def edit_then_s2(st, *args):
         before_s2.update(listing(root))
         before_s2["policy"] = str(_edit_lgcp_policy(config_copy))
-        return real_s2(st, **kw)
+        return real_s2(st, *args)
 
     _with_runner(monkeypatch, "S2", edit_then_s2)
     result = _run_graph(root, config_copy)
@@ -268,8 +268,8 @@ def test_policy_edited_right_after_s1_publishes_stops_the_run_at_s1_checks(tiny_
     root, after_s1 = tiny_world_copy.root, {}
     real_s1 = pipeline.run_s1
 
-    def s1_then_edit(st, **kw):
-        result = real_s1(st, **kw)
+    def s1_then_edit(st, *args):
+        result = real_s1(st, *args)
         policy = _edit_lgcp_policy(config_copy)
         after_s1.update(listing(root))
         after_s1["policy"] = str(policy)
@@ -294,8 +294,8 @@ def test_policy_restored_after_an_edit_during_a_run_lets_the_next_run_pass(tiny_
     root, original = tiny_world_copy.root, (config_copy / "arrival_lgcp_config_5B.yaml").read_text()
     real_s1 = pipeline.run_s1
 
-    def s1_then_edit(st, **kw):
-        result = real_s1(st, **kw)
+    def s1_then_edit(st, *args):
+        result = real_s1(st, *args)
         _edit_lgcp_policy(config_copy)
         return result
 

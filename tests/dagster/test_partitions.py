@@ -12,10 +12,11 @@ from arrival_assets.partitions import (
     register_partitions,
 )
 from arrival_core.errors import ArrivalError
+from arrival_core.identity import PartitionKey
 
 
 def test_key_prints_scenario_then_seed_and_round_trips():
-    key = partition_key(42, "baseline_v1")
+    key = partition_key(PartitionKey(42, "baseline_v1"))
     assert str(key) == "baseline_v1|42"
     parsed = parse_partition_key(key)
     assert (parsed.seed, parsed.scenario_id) == (42, "baseline_v1")

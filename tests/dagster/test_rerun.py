@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-
 import dagster as dg
 import pytest
+from configlib import config_copy
 from graph_helpers import failures, graph_for, materialized, run_partition
 
-from arrival_core import contracts, counts, latent
+from arrival_core import counts, latent
 from arrival_core.checks import evaluation
 
 KEY = "baseline_v1|42"
@@ -62,8 +61,7 @@ def test_a_rerun_after_an_output_was_altered_computes_and_refuses_to_overwrite(w
 
 
 def test_a_policy_edit_computes_a_new_parameter_hash_beside_the_old_outputs(world_root, tmp_path):
-    config = tmp_path / "config"
-    shutil.copytree(contracts.DEFAULT_CONFIG_DIR, config)
+    config = config_copy(tmp_path)
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_partition(graph_for(world_root), instance, KEY).success
         policy = config / "arrival_count_config_5B.yaml"

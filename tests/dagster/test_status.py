@@ -27,7 +27,7 @@ NOT_RUN_DATASETS = {
 }
 
 
-def _s3_fails(store, **kwargs):
+def _s3_fails(store, *args):
     raise ArrivalError(error_code("S3", "S2_OUTPUT_MISSING"), "S3 made to fail by the status test")
 
 

@@ -6,13 +6,14 @@ import polars as pl
 
 from arrival_assets.verify import verify_partition
 from arrival_core import pipeline
+from arrival_core.identity import PartitionKey
 from arrival_core.store import Store
 
 
 def _realise(root, seed: int, scenario: str) -> Store:
     store = Store(run_root=root)
     for state in (pipeline.run_s0, pipeline.run_s1, pipeline.run_s2, pipeline.run_s3, pipeline.run_audit):
-        state(store, seed=seed, scenario_id=scenario)
+        state(store, PartitionKey(seed, scenario))
     return store
 
 
@@ -26,7 +27,7 @@ def test_verify_passes_on_untouched_outputs(world_root):
 
 def test_verify_fails_when_one_stored_count_is_changed(world_root):
     store = _realise(world_root, 1, "baseline_v1")
-    identity = pipeline.resolve_identity(store, seed=1, scenario_id="baseline_v1", state="S3")
+    identity = pipeline.resolve_identity(store, PartitionKey(1, "baseline_v1"), state="S3")
     path = store.path("s3_bucket_counts_5B", **identity.tokens())
     frame = pl.read_parquet(path)
     row = int(frame["count_N"].arg_max())

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from arrival_core import contracts, pipeline
+from arrival_core.identity import PartitionKey
 from arrival_core.store import Store
 from arrival_core.world import create_world
 
@@ -88,7 +89,7 @@ def digests(profile: str, *, content: bool = False) -> list[str]:
             store = Store(run_root=root, config_dir=config_for(law, workdir))
             for scenario_id in pipeline.world_scenarios(store):
                 for runner in RUNNERS:
-                    runner(store, seed=SEED, scenario_id=scenario_id)
+                    runner(store, PartitionKey(SEED, scenario_id))
             base = root / "data" / "layer2" / "5B"
             for path in sorted(base.rglob("*")):
                 if path.is_file() and "run_report" not in path.parts:

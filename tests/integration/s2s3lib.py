@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 
+import configlib
 import polars as pl
-import yaml
 
 from arrival_core import contracts, pipeline
 from arrival_core.encoding import canonical_json
-from arrival_core.identity import Identity
+from arrival_core.identity import Identity, PartitionKey
 from arrival_core.store import Store
 from arrival_core.world import WorldInfo
 from arrival_core.world.hashgate import bundle_files
@@ -34,14 +32,14 @@ def run_all(st: Store, *, seed: int = 42, scenario_id: str = "baseline_v1", chun
     """Run S0 → audit (or up to a named runner) for one partition; return its identity."""
     for runner in RUNNERS:
         extra = {"chunk_entities": chunk_entities} if runner in (pipeline.run_s2, pipeline.run_s3) else {}
-        result = runner(st, seed=seed, scenario_id=scenario_id, **extra)
+        result = runner(st, PartitionKey(seed, scenario_id), pipeline.RunOptions(**extra))
         if runner.__name__ == upto:
             break
     return result.identity
 
 
 def identity(st: Store, *, seed: int = 42, scenario_id: str = "baseline_v1") -> Identity:
-    return pipeline.resolve_identity(st, seed=seed, scenario_id=scenario_id, state="S2")
+    return pipeline.resolve_identity(st, PartitionKey(seed, scenario_id), state="S2")
 
 
 def path(st: Store, dataset_id: str, ident: Identity) -> Path:
@@ -59,16 +57,7 @@ def outputs(root: Path) -> dict[str, bytes]:
             if p.is_file() and "run_report" not in p.parts}
 
 
-def edited_config(tmp_path: Path, policy_id: str, change: Callable[[dict], None], name: str = "config") -> Path:
-    """A copy of the shipped config dir with one policy edited (so a new parameter_hash)."""
-    config = tmp_path / name
-    if not config.exists():
-        shutil.copytree(contracts.DEFAULT_CONFIG_DIR, config)
-    file = config / f"{policy_id}.yaml"
-    doc = yaml.safe_load(file.read_text())
-    change(doc)
-    file.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return config
+edited_config = configlib.edited_config  # a copy of the shipped config dir with one policy edited
 
 
 def revalidate_5a(root: Path) -> None:

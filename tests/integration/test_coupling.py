@@ -21,6 +21,7 @@ from arrival_core import checks, contracts, grouping, latent, pipeline
 from arrival_core.compare import compare_counts, compare_scenarios
 from arrival_core.encoding import le64, uer
 from arrival_core.errors import ArrivalError
+from arrival_core.identity import PartitionKey
 from arrival_core.rng import ledger, philox, streams
 from arrival_core.world import WorldInfo
 
@@ -155,7 +156,7 @@ def test_coupled_event_logs_share_keys_and_counters_across_scenarios_and_stay_pe
 def _all_checks_pass(st, idents) -> None:
     for sid, ident in idents.items():
         for dataset_id in dict.fromkeys(spec.dataset_id for spec in checks.CHECKS):
-            state_ident = pipeline.resolve_identity(st, seed=42, scenario_id=sid,
+            state_ident = pipeline.resolve_identity(st, PartitionKey(42, sid),
                                                     parameter_hash=ident.parameter_hash,
                                                     state=st.entry(dataset_id).state or "S0")
             for outcome in checks.evaluate(st, state_ident, dataset_id, replay="full"):
@@ -228,9 +229,9 @@ def test_a_stationary_kernel_passes_every_check_with_a_full_replay(tiny_world: W
     idents = {}
     for sid in SCENARIOS:
         run_all(st, scenario_id=sid, upto="run_s1")
-        s2 = pipeline.run_s2(st, seed=42, scenario_id=sid)
-        pipeline.run_s3(st, seed=42, scenario_id=sid)
-        pipeline.run_audit(st, seed=42, scenario_id=sid)
+        s2 = pipeline.run_s2(st, PartitionKey(42, sid))
+        pipeline.run_s3(st, PartitionKey(42, sid))
+        pipeline.run_audit(st, PartitionKey(42, sid))
         idents[sid] = ident = s2.identity
         events = read(st, "rng_event_arrival_lgcp_gaussian", ident)
         h = read(st, "s1_time_grid_5B", ident).height
@@ -261,7 +262,7 @@ def test_a_kernel_that_cannot_be_embedded_fails_s2_with_its_code_and_writes_noth
     ident = run_all(st, upto="run_s1")
     before = outputs(st.run_root)
     with pytest.raises(ArrivalError) as err:
-        pipeline.run_s2(st, seed=42, scenario_id="baseline_v1", run_id="kernel-fails")
+        pipeline.run_s2(st, PartitionKey(42, "baseline_v1"), pipeline.RunOptions(run_id="kernel-fails"))
     e = err.value
     assert e.code == "5B.S2.KERNEL_CONSTRUCTION_FAILED"
     assert "squared_exponential_v1" in e.message and e.context["group_id"] in e.message

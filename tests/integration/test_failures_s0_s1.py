@@ -10,11 +10,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
+from configlib import edited_config
 from s2s3lib import revalidate_5a
 
 from arrival_core import contracts, gate, pipeline
 from arrival_core.errors import ArrivalError
+from arrival_core.identity import PartitionKey
 from arrival_core.store import Store
 from arrival_core.world import WorldInfo
 
@@ -35,7 +36,7 @@ def _expect_failure(
     before = _outputs(store.run_root)
     run_id = f"expected-failure-{code.replace('.', '-')}"
     with pytest.raises(ArrivalError) as err:
-        runner(store, seed=seed, scenario_id=scenario_id, run_id=run_id)
+        runner(store, PartitionKey(seed, scenario_id), pipeline.RunOptions(run_id=run_id))
     assert err.value.code == code, err.value.message
     assert _outputs(store.run_root) == before
     state = runner.__name__.removeprefix("run_").upper()
@@ -52,18 +53,8 @@ def _store(world: WorldInfo, config_dir: Path | None = None) -> Store:
 def _sealed(world: WorldInfo, config_dir: Path | None = None, scenario_id: str = "baseline_v1") -> Store:
     """A store over the world whose S0 has already passed."""
     store = _store(world, config_dir)
-    pipeline.run_s0(store, seed=42, scenario_id=scenario_id)
+    pipeline.run_s0(store, PartitionKey(42, scenario_id))
     return store
-
-
-def _edited_config(tmp_path: Path, policy: str, change: Callable[[dict], None]) -> Path:
-    config = tmp_path / "config"
-    shutil.copytree(contracts.DEFAULT_CONFIG_DIR, config)
-    path = config / f"{policy}.yaml"
-    doc = yaml.safe_load(path.read_text())
-    change(doc)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return config
 
 
 def _rewrite_table(store: Store, dataset_id: str, change: Callable[[pl.DataFrame], pl.DataFrame], **tokens) -> None:
@@ -146,13 +137,13 @@ def test_broken_upstream_bundle_fails_the_gate_naming_the_segment(tiny_world_cop
 # ---- policies ------------------------------------------------------------------------------------------------------
 
 def test_policy_failing_its_schema(tiny_world_copy: WorldInfo, tmp_path: Path):
-    config = _edited_config(tmp_path, "time_grid_policy_5B", lambda d: d.update(bucket_duration_seconds=1200))
+    config = edited_config(tmp_path, "time_grid_policy_5B", lambda d: d.update(bucket_duration_seconds=1200))
     err = _expect_failure(_store(tiny_world_copy, config), pipeline.run_s0, "5B.S0.POLICY_INVALID")
     assert "time_grid_policy_5B.yaml" in err.message and err.context["json_path"] == "$.bucket_duration_seconds"
 
 
 def test_policy_with_an_unknown_key(tiny_world_copy: WorldInfo, tmp_path: Path):
-    config = _edited_config(tmp_path, "grouping_policy_5B", lambda d: d.update(zone_groups=8))
+    config = edited_config(tmp_path, "grouping_policy_5B", lambda d: d.update(zone_groups=8))
     err = _expect_failure(_store(tiny_world_copy, config), pipeline.run_s0, "5B.S0.POLICY_INVALID")
     assert "grouping_policy_5B.yaml" in err.message and "zone_groups" in err.message
 
@@ -188,12 +179,17 @@ def test_scenario_outside_the_manifest_is_an_identity_error(tiny_world_copy: Wor
 
 @pytest.mark.parametrize("seed, scenario_id", [("-1", "baseline_v1"), ("007", "baseline_v1"), (2**64, "baseline_v1"),
                                                (42, "../baseline_v1"), (42, "Baseline")])
-def test_invalid_partition_keys_are_refused_before_any_path(tiny_world_copy: WorldInfo, seed, scenario_id):
+def test_invalid_partition_keys_are_refused_where_they_enter(seed, scenario_id):
+    with pytest.raises(ArrivalError) as err:
+        PartitionKey(seed, scenario_id)
+    assert err.value.code == "5B.IDENTITY_INVALID"
+
+
+def test_a_runner_takes_only_a_validated_partition_key_and_writes_nothing_else(tiny_world_copy: WorldInfo):
     store = _store(tiny_world_copy)
     for runner in (pipeline.run_s0, pipeline.run_s1):
-        with pytest.raises(ArrivalError) as err:
-            runner(store, seed=seed, scenario_id=scenario_id)
-        assert err.value.code == "5B.IDENTITY_INVALID"
+        with pytest.raises(TypeError, match="PartitionKey"):
+            runner(store, ("-1", "baseline_v1"))
     assert not (tiny_world_copy.root / "data" / "layer2" / "5B").exists()  # not even a report
 
 
@@ -260,7 +256,7 @@ def test_realism_targets_violated_at_demo_scale(demo_world: WorldInfo, tmp_path:
     root = tmp_path / "demo"
     shutil.copytree(demo_world.root, root)
     world = replace(demo_world, root=root.resolve())
-    config = _edited_config(tmp_path, "grouping_policy_5B",
+    config = edited_config(tmp_path, "grouping_policy_5B",
                             lambda d: d["realism_targets"].update(min_multi_member_fraction=0.95, max_group_share=0.005))
     store = _sealed(world, config)
     err = _expect_failure(store, pipeline.run_s1, "5B.S1.GROUP_REALISM_FAILED")
@@ -280,7 +276,7 @@ def test_profile_changed_after_s0_fails_the_gate(tiny_world_copy: WorldInfo):
 
 def test_edited_sealed_inputs_fail_the_gate(tiny_world_copy: WorldInfo):
     store = _sealed(tiny_world_copy)
-    ident = pipeline.resolve_identity(store, seed=42, scenario_id="baseline_v1", state="S1")
+    ident = pipeline.resolve_identity(store, PartitionKey(42, "baseline_v1"), state="S1")
     path = store.path("sealed_inputs_5B", **ident.tokens())
     rows = json.loads(path.read_bytes())
     rows[0]["notes"] = "edited"
@@ -291,7 +287,7 @@ def test_edited_sealed_inputs_fail_the_gate(tiny_world_copy: WorldInfo):
 
 def test_conflicting_existing_output_is_left_untouched(tiny_world_copy: WorldInfo):
     store = _sealed(tiny_world_copy)
-    result = pipeline.run_s1(store, seed=42, scenario_id="baseline_v1")
+    result = pipeline.run_s1(store, PartitionKey(42, "baseline_v1"))
     grouping_file = next(p.path for p in result.published if p.dataset_id == "s1_grouping_5B")
     grouping_file.write_bytes(grouping_file.read_bytes() + b"x")
     err = _expect_failure(store, pipeline.run_s1, "5B.S1.IO_WRITE_CONFLICT")

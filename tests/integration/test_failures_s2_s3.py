@@ -13,6 +13,7 @@ from s2s3lib import edited_config, identity, outputs, path, revalidate_5a, run_a
 
 from arrival_core import gate, pipeline
 from arrival_core.errors import ArrivalError
+from arrival_core.identity import PartitionKey
 from arrival_core.store import Store
 from arrival_core.world import WorldInfo
 
@@ -23,7 +24,7 @@ def _expect_failure(st: Store, runner: Callable, code: str, *, scenario_id: str 
     before = outputs(st.run_root)
     run_id = f"expected-failure-{code.replace('.', '-')}"
     with pytest.raises(ArrivalError) as err:
-        runner(st, seed=seed, scenario_id=scenario_id, run_id=run_id)
+        runner(st, PartitionKey(seed, scenario_id), pipeline.RunOptions(run_id=run_id))
     assert err.value.code == code, err.value.message
     assert outputs(st.run_root) == before
     assert not [p for p in (st.run_root / "data").rglob("*") if ".tmp-" in p.name]
@@ -59,7 +60,7 @@ def _set_lambda(value: float) -> Callable[[pl.DataFrame], pl.DataFrame]:
 
 def test_s1_output_missing(tiny_world_copy: WorldInfo):
     st = store(tiny_world_copy)
-    pipeline.run_s0(st, seed=42, scenario_id="baseline_v1")
+    pipeline.run_s0(st, PartitionKey(42, "baseline_v1"))
     err = _expect_failure(st, pipeline.run_s2, "5B.S2.S1_OUTPUT_MISSING")
     assert "s1_time_grid_5B" in err.message
 

@@ -31,6 +31,7 @@ from arrival_core import pipeline
 from arrival_core import store as store_module
 from arrival_core.encoding import sha256_file
 from arrival_core.errors import ArrivalError
+from arrival_core.identity import PartitionKey
 from arrival_core.store import Store
 from arrival_core.world import WorldInfo
 
@@ -42,14 +43,14 @@ SURFACE = "merchant_zone_scenario_local_5A"
 def _run_until(st: Store, state: str) -> None:
     """Run every state before `state` for baseline_v1|42."""
     for name in ORDER[: ORDER.index(state)]:
-        RUNNERS[name](st, seed=42, scenario_id="baseline_v1")
+        RUNNERS[name](st, PartitionKey(42, "baseline_v1"))
 
 
 def _fails(st: Store, state: str, code: str) -> ArrivalError:
     """Run a state that must fail with `code`; nothing but its FAIL run report may appear under the root."""
     before = listing(st.run_root)
     with pytest.raises(ArrivalError) as err:
-        RUNNERS[state](st, seed=42, scenario_id="baseline_v1")
+        RUNNERS[state](st, PartitionKey(42, "baseline_v1"))
     assert err.value.code == code, err.value.message
     assert_nothing_written(st.run_root, before, fail_code=code)
     return err.value
@@ -154,7 +155,7 @@ def test_interrupt_as_a_temp_file_is_created_leaves_no_temp_file(tiny_world_copy
 
     monkeypatch.setattr(os, "open", open_then_sigterm)
     with pytest.raises(interrupts.Interrupted), interrupts.stopping_on_signals():
-        RUNNERS[state](st, seed=42, scenario_id="baseline_v1")
+        RUNNERS[state](st, PartitionKey(42, "baseline_v1"))
     monkeypatch.undo()
     assert_nothing_written(st.run_root, before)
 
@@ -166,7 +167,7 @@ def test_corrupt_page_in_the_lambda_surface_fails_s1_naming_the_file(tiny_world_
     corrupt_first_key_page(surface)
     revalidate_5a(tiny_world_copy.root)  # an upstream that sealed the corrupt bytes: S0 hashes, it does not decode
     st = store(tiny_world_copy)
-    pipeline.run_s0(st, seed=42, scenario_id="baseline_v1")
+    pipeline.run_s0(st, PartitionKey(42, "baseline_v1"))
     err = _fails(st, "S1", "5B.S1.IO_READ_FAILED")
     assert str(surface) in err.message and err.context["file"] == str(surface)
 
@@ -176,7 +177,7 @@ def test_corrupt_page_in_the_lambda_surface_fails_s1_naming_the_file(tiny_world_
 def test_directory_at_an_s2_output_path_is_io_write_failed_and_left_untouched(tiny_world_copy: WorldInfo):
     st = store(tiny_world_copy)
     _run_until(st, "S2")
-    ident = pipeline.resolve_identity(st, seed=42, scenario_id="baseline_v1", state="S2")
+    ident = pipeline.resolve_identity(st, PartitionKey(42, "baseline_v1"), state="S2")
     target = st.path("s2_realised_intensity_5B", **ident.tokens())
     target.mkdir(parents=True)
     (target / "kept.txt").write_text("not the store's\n")

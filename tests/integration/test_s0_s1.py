@@ -8,10 +8,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
+from configlib import edited_config
 
 from arrival_core import contracts, gate, grouping, pipeline, reports, tables
 from arrival_core.errors import ArrivalError
+from arrival_core.identity import PartitionKey
 from arrival_core.store import Store
 from arrival_core.world import WorldInfo, create_world
 from arrival_core.world.generate import ensure_seed
@@ -29,8 +30,8 @@ def _outputs(root: Path) -> dict[str, bytes]:
 def _run_all(store: Store, scenario_ids, seed: int = 42) -> list[pipeline.StateResult]:
     results = []
     for sid in scenario_ids:
-        results.append(pipeline.run_s0(store, seed=seed, scenario_id=sid))
-        results.append(pipeline.run_s1(store, seed=seed, scenario_id=sid))
+        results.append(pipeline.run_s0(store, PartitionKey(seed, sid)))
+        results.append(pipeline.run_s1(store, PartitionKey(seed, sid)))
     return results
 
 
@@ -106,21 +107,11 @@ def test_two_fresh_run_roots_from_one_world_seed_are_byte_identical(tmp_path: Pa
     assert first == second
 
 
-def _edited_config(tmp_path: Path, policy: str, change) -> Path:
-    config = tmp_path / "config"
-    shutil.copytree(contracts.DEFAULT_CONFIG_DIR, config)
-    path = config / f"{policy}.yaml"
-    doc = yaml.safe_load(path.read_text())
-    change(doc)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return config
-
-
 def test_policy_edit_gives_new_parameter_hash_beside_the_old_outputs(tiny_world_copy: WorldInfo, tmp_path: Path):
     root = tiny_world_copy.root
     old = _run_all(Store(run_root=root), ["baseline_v1"])
     old_files = _outputs(root)
-    config = _edited_config(tmp_path, "grouping_policy_5B", lambda d: d.update(in_stratum_buckets=16))
+    config = edited_config(tmp_path, "grouping_policy_5B", lambda d: d.update(in_stratum_buckets=16))
     new = _run_all(Store(run_root=root, config_dir=config), ["baseline_v1"])
     old_ph, new_ph = old[0].identity.parameter_hash, new[0].identity.parameter_hash
     assert new_ph != old_ph and new[0].identity.manifest_fingerprint == old[0].identity.manifest_fingerprint
@@ -135,7 +126,7 @@ def test_policy_edit_gives_new_parameter_hash_beside_the_old_outputs(tiny_world_
 def test_s1_reads_only_a_gate_s0_wrote(tiny_world_copy: WorldInfo):
     store = Store(run_root=tiny_world_copy.root)
     with pytest.raises(ArrivalError) as err:
-        pipeline.run_s1(store, seed=42, scenario_id="baseline_v1")
+        pipeline.run_s1(store, PartitionKey(42, "baseline_v1"))
     assert err.value.code == "5B.S1.S0_GATE_INVALID" and "run S0" in err.value.message
     assert _outputs(tiny_world_copy.root) == {}
 
@@ -143,7 +134,7 @@ def test_s1_reads_only_a_gate_s0_wrote(tiny_world_copy: WorldInfo):
 def test_fail_report_carries_code_payload_and_identity(tiny_world_copy: WorldInfo):
     store = Store(run_root=tiny_world_copy.root)
     with pytest.raises(ArrivalError):
-        pipeline.run_s1(store, seed=42, scenario_id="baseline_v1", run_id="run-fail-1")
+        pipeline.run_s1(store, PartitionKey(42, "baseline_v1"), pipeline.RunOptions(run_id="run-fail-1"))
     path = store.path("run_report_5B", state="S1", seed=42, scenario_id="baseline_v1", run_id="run-fail-1")
     doc = json.loads(path.read_bytes())
     contracts.validate_document(doc, reports.REPORT_SCHEMA, code="5B.CONTRACT_INVALID", where=str(path))
@@ -155,14 +146,14 @@ def test_fail_report_carries_code_payload_and_identity(tiny_world_copy: WorldInf
 
 def test_unexpected_exception_is_reported_without_a_code_and_reraised(tiny_world_copy: WorldInfo, monkeypatch):
     store = Store(run_root=tiny_world_copy.root)
-    pipeline.run_s0(store, seed=42, scenario_id="baseline_v1")
+    pipeline.run_s0(store, PartitionKey(42, "baseline_v1"))
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(grouping, "assign_groups", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        pipeline.run_s1(store, seed=42, scenario_id="baseline_v1", run_id="run-broken")
+        pipeline.run_s1(store, PartitionKey(42, "baseline_v1"), pipeline.RunOptions(run_id="run-broken"))
     path = store.path("run_report_5B", state="S1", seed=42, scenario_id="baseline_v1", run_id="run-broken")
     doc = json.loads(path.read_bytes())
     assert (doc["status"], doc["error_code"]) == ("FAIL", None)

@@ -12,6 +12,7 @@ import pytest
 from s2s3lib import ENTITY, TABLES, edited_config, outputs, path, read, run_all, store
 
 from arrival_core import checks, contracts, pipeline, tables
+from arrival_core.identity import PartitionKey
 from arrival_core.pipeline import records
 from arrival_core.world import WorldInfo
 
@@ -93,7 +94,7 @@ def test_every_check_passes_with_a_full_replay(tiny_run):
     st, idents = tiny_run
     for (seed, sid) in idents:
         for dataset_id in dict.fromkeys(spec.dataset_id for spec in checks.CHECKS):
-            ident = pipeline.resolve_identity(st, seed=seed, scenario_id=sid, state=st.entry(dataset_id).state or "S0")
+            ident = pipeline.resolve_identity(st, PartitionKey(seed, sid), state=st.entry(dataset_id).state or "S0")
             for outcome in checks.evaluate(st, ident, dataset_id, replay="full"):
                 assert outcome.passed, (seed, sid, dataset_id, outcome.name, outcome.summary)
                 assert outcome.metadata["table_md"].startswith("| field | value |")
@@ -103,7 +104,7 @@ def test_rerunning_a_partition_publishes_nothing_new(tiny_run):
     st, _ = tiny_run
     before = outputs(st.run_root)
     for runner in (pipeline.run_s2, pipeline.run_s3, pipeline.run_audit):
-        result = runner(st, seed=42, scenario_id="baseline_v1")
+        result = runner(st, PartitionKey(42, "baseline_v1"))
         assert result.published and not any(p.created for p in result.published)
     assert outputs(st.run_root) == before
 
@@ -141,7 +142,7 @@ def test_s3_reads_only_lambda_of_an_s2_output_its_records_prove(tiny_run, tiny_w
         if not proven:
             records.commit_path(store(root), "S2", ident).unlink()
         read_columns.clear()
-        pipeline.run_s3(store(root), seed=42, scenario_id="baseline_v1")
+        pipeline.run_s3(store(root), PartitionKey(42, "baseline_v1"))
         assert read_columns and all(c == (["lambda_realised"] if proven else ["manifest_fingerprint", "parameter_hash",
                                     "seed", "scenario_id", *ENTITY, "bucket_index", "group_id", "lambda_realised"])
                                     for c in read_columns), read_columns[:2]
@@ -237,7 +238,7 @@ def test_demo_outputs_cover_their_domains_and_pass_every_check(demo_run):
         grid, grouping = _s1(st, ident)
         assert read(st, "s2_realised_intensity_5B", ident).height == grid.height * grouping.height > 1_000_000 // 2
         for dataset_id in dict.fromkeys(spec.dataset_id for spec in checks.CHECKS):
-            state_ident = pipeline.resolve_identity(st, seed=42, scenario_id=sid,
+            state_ident = pipeline.resolve_identity(st, PartitionKey(42, sid),
                                                     state=st.entry(dataset_id).state or "S0")
             for outcome in checks.evaluate(st, state_ident, dataset_id):
                 assert outcome.passed, (sid, dataset_id, outcome.name, outcome.summary)

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from datetime import UTC, datetime
 
+import configlib
 import numpy as np
 import pytest
 import yaml
@@ -22,9 +22,7 @@ from arrival_core.world.zones import local_slots
 @pytest.fixture
 def config_copy(tmp_path):
     """A writable copy of the config folder, for profiles that are broken on purpose."""
-    target = tmp_path / "config"
-    shutil.copytree(contracts.DEFAULT_CONFIG_DIR, target)
-    return target
+    return configlib.config_copy(tmp_path)
 
 
 def _edit(config_dir, name, change):
