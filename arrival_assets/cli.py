@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import difflib
 import os
 import sys
 import threading
 import traceback
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from arrival_core.errors import IDENTITY_INVALID, ArrivalError
+from arrival_core.errors import IDENTITY_INVALID, USAGE_INVALID, ArrivalError
 from arrival_core.identity import validate_seed
 
 from . import interrupts
@@ -26,6 +28,35 @@ def _err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose refusals are one coded line (5B.USAGE_INVALID, exit 2), naming an unknown flag before
+    anything else is judged: `--sed 42` is "unknown flag --sed", not "required: --seed"."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        tokens = list(sys.argv[1:] if args is None else args)
+        self._refuse_unknown_flags(tokens)
+        return super().parse_known_args(tokens, namespace)
+
+    def _refuse_unknown_flags(self, tokens: list[str]) -> None:
+        """Name the first flag this parser does not know; a subcommand's tokens are left to its own parser."""
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        commands = self._subparsers._group_actions[0].choices if self._subparsers is not None else {}
+        for token in tokens:
+            if token == "--" or token in commands:
+                return
+            if not token.startswith("-") or token == "-" or self._negative_number_matcher.match(token):
+                continue
+            flag = token.split("=", 1)[0]
+            if flag in self._option_string_actions or any(o.startswith(flag) for o in known if flag.startswith("--")):
+                continue  # a flag, or an abbreviation argparse resolves (or calls ambiguous itself)
+            close = difflib.get_close_matches(flag, known, n=1)
+            self.error(f"unknown flag {flag}" + (f" (did you mean {close[0]}?)" if close else ""))
+
+    def error(self, message: str) -> typing.NoReturn:
+        """One line on stderr, `error: 5B.USAGE_INVALID: <command>: <message>; see <command> --help`; exit 2."""
+        self.exit(interrupts.EXIT_FAILURE, f"error: {USAGE_INVALID}: {self.prog}: {message}; see `{self.prog} --help`\n")
+
+
 def _seed_list(text: str) -> list[int]:
     """Parse `42,7` into validated seeds (IDENTITY_INVALID names the bad one)."""
     return [validate_seed(part.strip()) for part in text.split(",") if part.strip()]
@@ -34,6 +65,15 @@ def _seed_list(text: str) -> list[int]:
 def _add_root(parser: argparse.ArgumentParser) -> None:
     """The `--root` option of every command that reads a run root."""
     parser.add_argument("--root", help="run root (default $ARRIVAL_RUN_ROOT or ./.arrival/demo)")
+
+
+CREATE_HELP = "create the demo world in --root when it is absent or empty (without --root it is created anyway)"
+
+
+def _may_create(args: argparse.Namespace) -> bool:
+    """Whether an absent or empty run root may get the demo world: the default one always, a --root only with
+    --create (a mistyped path is refused, not filled with a world)."""
+    return args.root is None or args.create
 
 
 # ---- arrival world create -------------------------------------------------------------------------------------
@@ -87,7 +127,7 @@ def partitions_add(args: argparse.Namespace) -> int:
     """Register seeds (and the world's scenarios) as partitions in the Dagster instance at $DAGSTER_HOME."""
     from .commands import add_partitions
 
-    return add_partitions(root=args.root, seeds=args.seed, scenarios=args.scenario)
+    return add_partitions(root=args.root, seeds=args.seed, scenarios=args.scenario, create=_may_create(args))
 
 
 def _add_partitions(sub: argparse._SubParsersAction) -> None:
@@ -97,6 +137,7 @@ def _add_partitions(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--seed", action="append", required=True, help="seed to register (repeatable)")
     add.add_argument("--scenario", action="append", help="scenario to register (repeatable; default: all)")
     _add_root(add)
+    add.add_argument("--create", action="store_true", help=CREATE_HELP)
     add.set_defaults(handler=partitions_add)
 
 
@@ -116,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         from .commands import run_partitions
 
         return run_partitions(root=args.root, seed=args.seed, scenario=args.scenario, err=_err, quiet=args.quiet,
-                              debug=args.debug)
+                              debug=args.debug, create=_may_create(args))
     finally:
         warmup.stop()
 
@@ -127,6 +168,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--scenario", help="one scenario (default: every scenario of the world)")
     _add_root(parser)
     parser.add_argument("--quiet", action="store_true", help="print only the summary (no step lines or progress)")
+    parser.add_argument("--create", action="store_true", help=CREATE_HELP)
     add_threads_option(parser)
     parser.set_defaults(handler=run)
 
@@ -161,15 +203,23 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 def compare(args: argparse.Namespace) -> int:
     """Totals of two scenarios' counts for one seed, their difference and its standard error across entities."""
     from arrival_core.compare import compare_scenarios
+    from arrival_core.identity import PartitionKey
     from arrival_core.store import Store
 
     from .resources import resolve_run_root
+    from .verify import relative, require_materialised
 
     if len(args.scenario) != 2:
         raise ArrivalError(IDENTITY_INVALID, f"compare takes exactly two --scenario, got {len(args.scenario)}",
                            field="scenario_id")
-    result = compare_scenarios(Store(run_root=resolve_run_root(args.root)), seed=args.seed,
-                               scenario_a=args.scenario[0], scenario_b=args.scenario[1])
+    root = resolve_run_root(args.root)
+    store = Store(run_root=root)
+    try:
+        for sid in args.scenario:  # no world, an unknown scenario or a partition never run: one line each
+            require_materialised(store, PartitionKey(args.seed, sid), ["s3_bucket_counts_5B"])
+        result = compare_scenarios(store, seed=args.seed, scenario_a=args.scenario[0], scenario_b=args.scenario[1])
+    except ArrivalError as exc:
+        raise ArrivalError(exc.code, relative(exc.message, root), **exc.context) from exc
     a, b = result.scenarios
     c = result.counts
     print(f"seed {result.seed} · parameter_hash {result.parameter_hash[:12]} · {result.scenario_coupling}")
@@ -226,7 +276,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the `arrival` argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(prog="arrival", description="Segment 5B arrival realisation.")
+    parser = Parser(prog="arrival", description="Segment 5B arrival realisation.")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:

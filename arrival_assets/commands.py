@@ -93,11 +93,13 @@ def _scenarios_for(store: Store, requested: Sequence[str] | None) -> list[str]:
 
 
 def add_partitions(
-    *, root: str | None, seeds: Sequence[str], scenarios: Sequence[str] | None, out: Printer = print
+    *, root: str | None, seeds: Sequence[str], scenarios: Sequence[str] | None, out: Printer = print,
+    create: bool = True,
 ) -> int:
-    """Register seeds and scenarios (default: the world's) as partitions in the instance at DAGSTER_HOME."""
+    """Register seeds and scenarios (default: the world's) as partitions in the instance at DAGSTER_HOME; an
+    absent or empty root gets the demo world only when `create`."""
     seed_keys = [str(validate_seed(s)) for s in seeds]
-    store = ensure_world(resolve_run_root(root))
+    store = ensure_world(resolve_run_root(root), create=create)
     scenario_list = _scenarios_for(store, scenarios)
     with open_instance(prepare_dagster_home()) as instance:
         added = register_partitions(instance, seed_keys, scenario_list)
@@ -270,18 +272,21 @@ def already_materialised(instance: dg.DagsterInstance, store: Store, key: Partit
 
 def run_partitions(
     *, root: str | None, seed: str, scenario: str | None, out: Printer = print, err: Printer = print,
-    quiet: bool = False, debug: bool = False,
+    quiet: bool = False, debug: bool = False, create: bool = True,
 ) -> int:
-    """Ensure the world, register partitions, materialise the graph per (scenario, seed); 0 if all pass."""
+    """Ensure the world (an absent or empty root gets the demo world only when `create`), register partitions,
+    materialise the graph per (scenario, seed); 0 if all pass."""
     from .definitions import build_definitions
 
     seed_value = validate_seed(seed)
     requested = [validate_scenario_id(scenario)] if scenario else None
     run_root = resolve_run_root(root)
     creating_world = not run_root.exists() or (run_root.is_dir() and not any(run_root.iterdir()))
+    if creating_world and not create:
+        ensure_world(run_root, create=False)  # refuses, naming the root and --create, before any home is touched
     failures: list[PartitionRun] = []
     with opening_instance(early=creating_world) as opened:
-        store = ensure_world(run_root, say=None if quiet else err)
+        store = ensure_world(run_root, say=None if quiet else err, create=create)
         scenario_list = _scenarios_for(store, requested)  # every identity value is valid before the world is extended
         ensure_seed(store, seed_value)
         resource = StoreResource(run_root=str(run_root))

@@ -35,11 +35,12 @@ def resolve_config_dir(explicit: str | os.PathLike | None = None) -> Path:
 
 def ensure_world(
     root: Path, seed: int | None = None, config_dir: Path = contracts.DEFAULT_CONFIG_DIR,
-    say: Callable[[str], None] | None = None,
+    say: Callable[[str], None] | None = None, create: bool = True,
 ) -> Store:
-    """Return the store of a run root: the demo world is created in an absent or empty root, and a synthetic
-    world writes a new seed's 3B file. A root holding anything else is never written into as a world, and a
-    real world never invents a seed's file (its sealed-input asset names what is missing).
+    """Return the store of a run root: the demo world is created in an absent or empty root (unless `create` is
+    false: then such a root is RUN_RECEIPT_MISSING, saying how to create it), and a synthetic world writes a new
+    seed's 3B file. A root holding anything else is never written into as a world, and a real world never
+    invents a seed's file (its sealed-input asset names what is missing).
     """
     from arrival_core import world  # the generator is only needed on first use
 
@@ -48,6 +49,11 @@ def ensure_world(
     store = Store(run_root=root, config_dir=Path(config_dir))
     receipt = store.path("run_receipt")
     if not receipt.exists() and (not root.exists() or not any(root.iterdir())):
+        if not create:
+            raise ArrivalError(error_code("S0", "RUN_RECEIPT_MISSING"),
+                               f"run root {root} holds no world (no {receipt.name}); add --create to create the "
+                               f"{DEFAULT_PROFILE} world there, or make one with `arrival world create --profile "
+                               f"<profile> --root {root}`", file=str(receipt))
         if say is not None:
             say(f"creating the {DEFAULT_PROFILE} world in {root} (first use; a few seconds)")
         world.create_world(DEFAULT_PROFILE, root, seeds=tuple(default_seeds()), progress=say)

@@ -45,6 +45,10 @@ UNFINISHED_RUN_STATUSES = frozenset(
 )
 
 Printer = Callable[[str], None]
+# Printed under the table: what its cells mean.
+STATUS_KEY = ("key: a state is materialized | failed | running | missing (never run, not reached, or interrupted); "
+              "passed / failed / warned count the checks by their latest result (failed: ERROR, blocks; warned: "
+              "WARN, never blocks)")
 
 
 @dataclass(frozen=True)
@@ -242,7 +246,10 @@ def format_status(rows: Sequence[PartitionStatus]) -> list[str]:
         lines.extend(f"{'':<{key_width}}    WARN   {name}" for name in row.warned_checks)
     complete = sum(r.complete for r in rows)
     failing = sum(any(s == FAILED for s in r.states.values()) or bool(r.checks_failed) for r in rows)
-    lines.append(f"{len(rows)} partition(s): {complete} complete, {failing} with failures")
+    lines.append(STATUS_KEY)
+    lines.append(f"{len(rows)} partition(s): {complete} complete, {failing} with failures, "
+                 f"{len(rows) - complete - failing} incomplete (a state missing or running: never run, not reached "
+                 "or interrupted)")
     return lines
 
 

@@ -31,21 +31,27 @@ def _missing_outputs(store: Store, key: PartitionKey, datasets: list[str]) -> li
     return [d for d in datasets if not contracts.dataset(d).optional and not pipeline.output_path(store, d, identity).is_file()]
 
 
-def verify_partition(*, root: str | None, seed: str, scenario: str, out: Printer = print) -> int:
-    """Every check over a partition's stored outputs with a full RNG replay; 1 if an ERROR check fails."""
-    run_root = resolve_run_root(root)
-    store = Store(run_root=run_root)
-    key = PartitionKey(seed, scenario)
+def require_materialised(store: Store, key: PartitionKey, datasets: list[str]) -> None:
+    """Refuse in one line a partition the world does not know (IDENTITY_INVALID; no world: RUN_RECEIPT_MISSING)
+    or whose required outputs are missing (PARTITION_NOT_MATERIALISED, naming the command that makes them)."""
     known = pipeline.world_scenarios(store)
     if key.scenario_id not in known:
         raise ArrivalError(IDENTITY_INVALID, f"scenario {key.scenario_id!r} is not in the world's scenario manifest "
                                              f"(known: {', '.join(known)})", field="scenario_id")
-    datasets = list(dict.fromkeys(spec.dataset_id for spec in core_checks.CHECKS))
     missing = _missing_outputs(store, key, datasets)
     if missing:
         raise ArrivalError(NOT_MATERIALISED, f"partition {key.scenario_id}|{key.seed} has no {', '.join(missing)} "
                                              f"under this parameter_hash; make it first with `arrival run --seed "
                                              f"{key.seed} --scenario {key.scenario_id}`", dataset=missing[0])
+
+
+def verify_partition(*, root: str | None, seed: str, scenario: str, out: Printer = print) -> int:
+    """Every check over a partition's stored outputs with a full RNG replay; 1 if an ERROR check fails."""
+    run_root = resolve_run_root(root)
+    store = Store(run_root=run_root)
+    key = PartitionKey(seed, scenario)
+    datasets = list(dict.fromkeys(spec.dataset_id for spec in core_checks.CHECKS))
+    require_materialised(store, key, datasets)
     failed = 0
     for dataset_id in datasets:
         state = contracts.dataset(dataset_id).state or "S0"

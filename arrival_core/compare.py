@@ -123,7 +123,8 @@ def _read_counts(store: Store, identity: Identity) -> pl.DataFrame:
     try:
         return pipeline.read_table(path, [*ENTITY_KEYS, "count_N"])
     except (OSError, pl.exceptions.PolarsError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArrivalError(error_code("S3", "IO_READ_FAILED"),
                            f"s3_bucket_counts_5B of scenario {identity.scenario_id}, seed {identity.seed} cannot be "
-                           f"read at {path}: {exc}; run S3 for it first", file=str(path),
+                           f"read at {path}: {reason}; run S3 for it first", file=str(path),
                            scenario_id=identity.scenario_id) from exc

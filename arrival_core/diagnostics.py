@@ -80,6 +80,13 @@ def _pmf_rows(mu: np.ndarray, kmax: int, kappa: np.ndarray | None) -> np.ndarray
     return out
 
 
+def count_variance(mu: np.ndarray, kappa: np.ndarray | None = None) -> np.ndarray:
+    """Each row's count variance given its mean: μ (Poisson), μ + μ²/κ (NB2); summed per bucket it is the
+    variance of the bucket's total, the rows being drawn independently given λ_realised."""
+    mu = np.asarray(mu, dtype=np.float64)
+    return mu if kappa is None else mu + mu * mu / np.asarray(kappa, dtype=np.float64)
+
+
 def poisson_expected(mu: np.ndarray, kmax: int) -> np.ndarray:
     """Expected frequency of each count k = 0..kmax over rows of Poisson means: Σ_rows pmf(k; μ_row)."""
     return _pmf_rows(mu, kmax, None)

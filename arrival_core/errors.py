@@ -80,7 +80,8 @@ CATALOGUE: dict[str, tuple[str, ...]] = {
 IDENTITY_INVALID = "5B.IDENTITY_INVALID"  # a seed / scenario / hex id that fails its rule; before any path is built
 CONTRACT_INVALID = "5B.CONTRACT_INVALID"  # a schema pack or the dataset dictionary itself is broken
 NOT_MATERIALISED = "5B.PARTITION_NOT_MATERIALISED"  # a command over stored outputs found none (or not all)
-GLOBAL_CODES: tuple[str, ...] = (IDENTITY_INVALID, CONTRACT_INVALID, NOT_MATERIALISED)
+USAGE_INVALID = "5B.USAGE_INVALID"  # a command line the `arrival` parser refuses: an unknown flag, a missing value
+GLOBAL_CODES: tuple[str, ...] = (IDENTITY_INVALID, CONTRACT_INVALID, NOT_MATERIALISED, USAGE_INVALID)
 
 # Steps that speak with another state's codes: the audit record is an S3-scoped dataset.
 CODE_STATE = {"AUDIT": "S3"}

@@ -104,7 +104,8 @@ def published_metadata(
         *identity_tokens.items(),
         *flat.items(),
     ]
-    meta: dict[str, Any] = {
+    meta: dict[str, Any] = {"plot": extra["plot"]} if extra and "plot" in extra else {}  # the picture leads
+    meta |= {
         "parameter_hash": identity_tokens["parameter_hash"],
         "path": dg.MetadataValue.path(str(published.path)),
         "dagster/uri": published.path.as_uri(),

@@ -110,26 +110,46 @@ def sealed_input_spec(entry: DatasetEntry) -> dg.AssetSpec:
     )
 
 
+ABSENT = "absent"  # the data version and digest of an optional artefact this world does not provide
+
+
+def absent_description(entry: DatasetEntry, found: VerifiedInput) -> str:
+    """What the UI says of an optional artefact the world lacks: sealed as absent, no file behind it."""
+    return (f"ABSENT: optional {entry.kind} {entry.id} is not in this world (no file at {found.path}); "
+            "S0 seals it as absent and nothing reads it")
+
+
 def sealed_input_result(entry: DatasetEntry, found: VerifiedInput) -> dg.MaterializeResult:
-    """A verified artefact's materialisation; its digest is the data version ("absent": missing optional)."""
+    """A verified artefact's materialisation; its digest is the data version (`absent`: a missing optional one,
+    whose metadata leads with a `status` saying so and carries no path or URI of a file that is not there)."""
     summary = [
         ("artefact", entry.id),
         ("present", found.present),
-        ("sha256", found.sha256 or "—"),
+        ("sha256", found.sha256 or ABSENT),
         ("rows", found.rows if found.rows is not None else "—"),
-        ("path", found.path),
+        ("path", found.path if found.present else f"{found.path} (absent)"),
     ]
-    metadata: dict[str, object] = {
-        "path": dg.MetadataValue.path(str(found.path)),
-        "dagster/uri": found.path.as_uri(),
+    metadata: dict[str, object] = {}
+    if found.present:
+        metadata["path"] = dg.MetadataValue.path(str(found.path))
+        metadata["dagster/uri"] = found.path.as_uri()
+    else:
+        metadata["status"] = absent_description(entry, found)
+    metadata |= {
         "present": found.present,
-        "digest": found.sha256 or "",
+        "digest": found.sha256 or ABSENT,
         "summary": dg.MetadataValue.md(markdown_table(summary)),
     }
     metadata |= table_metadata(entry.id, found.rows)
     return dg.MaterializeResult(
-        asset_key=entry.id, data_version=dg.DataVersion(found.sha256 or "absent"), metadata=metadata
+        asset_key=entry.id, data_version=dg.DataVersion(found.sha256 or ABSENT), metadata=metadata
     )
+
+
+def absent_observation(entry: DatasetEntry, found: VerifiedInput, partition: str) -> dg.AssetObservation:
+    """An observation whose description says the optional artefact is absent (shown in the asset's events)."""
+    return dg.AssetObservation(asset_key=entry.id, partition=partition, description=absent_description(entry, found),
+                               metadata={"present": False, "expected_path": str(found.path)})
 
 
 def _combined(errors: list[ArrivalError]) -> ArrivalError:
@@ -171,6 +191,8 @@ def build_sealed_inputs_asset() -> dg.AssetsDefinition:
             except ArrivalError as err:
                 errors.append(err)
                 continue
+            if not found.present:
+                yield absent_observation(entry, found, str(context.partition_key))
             yield sealed_input_result(entry, found)
         if errors:
             raise failure_from(context, _combined(errors)) from errors[0]

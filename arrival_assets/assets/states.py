@@ -51,19 +51,35 @@ def previous_pictures(context: dg.AssetExecutionContext, outputs: tuple[str, ...
     return out
 
 
-def picture_metadata(diagnostics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The PNG pictures of S2 and S3 as Markdown metadata entries of their main output (none when absent)."""
+def picture_metadata(diagnostics: Mapping[str, Any], partition: str) -> dict[str, dict[str, Any]]:
+    """The PNG pictures of S2 and S3, each with a table of the numbers it shows, as the `plot` Markdown entry of
+    their main output (none when the state computed nothing)."""
     out: dict[str, dict[str, Any]] = {}
+    starts = diagnostics.get("bucket_start_utc")
     if "lambda_target_per_bucket" in diagnostics:
-        png = plots.s2_intensity_png(diagnostics["lambda_target_per_bucket"], diagnostics["lambda_realised_per_bucket"],
-                                     diagnostics["top_group_factors"])
-        out["s2_realised_intensity_5B"] = {"plot": dg.MetadataValue.md(plots.markdown_image(
-            png, "total λ_target and λ_realised per bucket; ξ of the largest groups"))}
+        dataset = "s2_realised_intensity_5B"
+        target, realised = diagnostics["lambda_target_per_bucket"], diagnostics["lambda_realised_per_bucket"]
+        png = plots.s2_intensity_png(target, realised, diagnostics["top_group_factors"],
+                                     plots.Frame(dataset, partition, starts))
+        facts = [("buckets", len(target)), ("first bucket (UTC)", str(starts[0])[:19]),
+                 ("Σ λ_target", float(target.sum())), ("Σ λ_realised", float(realised.sum())),
+                 ("Σ λ_realised / Σ λ_target", float(realised.sum() / target.sum()) if target.sum() else "—"),
+                 ("groups drawn (largest)", ", ".join(diagnostics["top_group_factors"]) or "—")]
+        out[dataset] = {"plot": dg.MetadataValue.md(plots.plot_markdown(
+            png, f"{dataset} {partition}: total λ_target and λ_realised per bucket; ξ of the largest groups", facts))}
     if "counts_per_bucket" in diagnostics:
-        png = plots.s3_counts_png(diagnostics["counts_per_bucket"], diagnostics["mu_per_bucket"],
-                                  diagnostics["count_histogram"])
-        out["s3_bucket_counts_5B"] = {"plot": dg.MetadataValue.md(plots.markdown_image(
-            png, "total counts per bucket against total μ ± 3√μ; a count histogram against the law"))}
+        dataset = "s3_bucket_counts_5B"
+        counts, mu, variance = (diagnostics[k] for k in ("counts_per_bucket", "mu_per_bucket", "variance_per_bucket"))
+        histogram = diagnostics["count_histogram"]
+        png = plots.s3_counts_png(counts, mu, variance, histogram, plots.Frame(dataset, partition, starts))
+        facts = [("buckets", len(mu)), ("first bucket (UTC)", str(starts[0])[:19]),
+                 ("Σ N", int(counts.sum())), ("Σ μ", float(mu.sum())),
+                 ("buckets outside Σ μ ± 3σ", (f"{plots.outside_band(counts, mu, variance)} of {len(mu)} (about "
+                                               f"{len(mu) * 0.0027:.1f} expected)")),
+                 (f"histogram rows ({histogram.label})", histogram.rows)]
+        out[dataset] = {"plot": dg.MetadataValue.md(plots.plot_markdown(
+            png, f"{dataset} {partition}: total counts per bucket against total μ ± 3σ; a count histogram against "
+                 "the law", facts))}
     return out
 
 
@@ -138,7 +154,8 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
         if step.streams:
             plots.preload()
         result = call_core(context, step.runner, st, part, options)
-        pictures = picture_metadata(result.diagnostics) or previous_pictures(context, step.outputs)
+        pictures = picture_metadata(result.diagnostics, str(context.partition_key)) or \
+            previous_pictures(context, step.outputs)
         by_id = {p.dataset_id: p for p in result.published}
         metrics = result.report.get("metrics") or {}
         tokens = result.identity.tokens()

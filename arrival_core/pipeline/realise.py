@@ -264,6 +264,7 @@ class _CountChunk:
     count_stats: Summary
     count_totals: diagnostics.BucketTotals
     mu_totals: diagnostics.BucketTotals
+    variance_totals: diagnostics.BucketTotals
     band: diagnostics.HistogramBand
     counts: pa.Table
     events_table: pa.Table
@@ -289,7 +290,7 @@ class _Counts:
                                                                       f"first", file=str(self.source))
         h = part.domain.buckets
         self.mu_stats, self.count_stats = Summary(), Summary()
-        self.count_totals, self.mu_totals = diagnostics.BucketTotals(h), diagnostics.BucketTotals(h)
+        self.count_totals, self.mu_totals, self.variance_totals = (diagnostics.BucketTotals(h) for _ in range(3))
         self.band = diagnostics.HistogramBand(*diagnostics.HISTOGRAM_BAND)
         self.events = self.capped = 0
         return {"count_law_id": policy.law}
@@ -329,12 +330,15 @@ class _Counts:
                                    None if kappa is None else kappa[e0:e1], policy)
         result = _CountChunk(len(draws.key), int(draws.capped.sum()), Summary.of(mu),
                              Summary.of(draws.count.astype(np.float64)), diagnostics.BucketTotals(h),
-                             diagnostics.BucketTotals(h), diagnostics.HistogramBand(*diagnostics.HISTOGRAM_BAND),
+                             diagnostics.BucketTotals(h), diagnostics.BucketTotals(h),
+                             diagnostics.HistogramBand(*diagnostics.HISTOGRAM_BAND),
                              _counts_table(domain, e0, e1, identity, policy, mu, draws),
                              _count_events_table(domain, e0, e1, identity, policy, part.rng, draws))
         result.count_totals.add_blocks(draws.count)
         result.mu_totals.add_blocks(mu)
-        result.band.add(mu, draws.count, None if kappa is None else np.repeat(kappa[e0:e1], h))
+        row_kappa = None if kappa is None else np.repeat(kappa[e0:e1], h)
+        result.variance_totals.add_blocks(diagnostics.count_variance(mu, row_kappa))
+        result.band.add(mu, draws.count, row_kappa)
         return result
 
     def take(self, result: _CountChunk, outputs: list) -> None:
@@ -344,6 +348,7 @@ class _Counts:
         self.count_stats.merge(result.count_stats)
         self.count_totals.merge(result.count_totals)
         self.mu_totals.merge(result.mu_totals)
+        self.variance_totals.merge(result.variance_totals)
         self.band.merge(result.band)
         count_out, event_out, _ = outputs
         count_out.write(result.counts)
@@ -354,6 +359,7 @@ class _Counts:
         trace = ledger.trace_frame(events, policy.draws_per_event, 1, append_events=part.rng.trace_append_events)
         outputs[2].write(_trace_table(trace, part.identity, part.rng, counts.FAMILY_ID))
         part.run.diagnostics |= {"counts_per_bucket": self.count_totals.totals, "mu_per_bucket": self.mu_totals.totals,
+                                 "variance_per_bucket": self.variance_totals.totals,
                                  "count_histogram": self.band.histogram()}
         return {
             "count_rng_event_count": events, "count_rng_total_draws": events * policy.draws_per_event,

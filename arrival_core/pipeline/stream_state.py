@@ -117,5 +117,6 @@ def stream_state(run: StateRun, chunk_entities: int | None, parse_policy: Callab
             body.take(result, outputs)
             run.advance(rows, domain.rows)
         run.metrics |= body.end(outputs)
+        run.diagnostics["bucket_start_utc"] = time_grid["bucket_start_utc"].to_numpy()  # the pictures' time axis
     run.metrics |= {"scenario_count_succeeded": 1, "scenario_count_failed": 0}
     return tx.published

@@ -64,12 +64,26 @@ def test_every_check_passes_and_is_recorded_for_its_own_partition(graph_runs):
         assert sorted(recorded) == sorted(PARTITIONS), check_key
 
 
+def test_an_absent_optional_input_says_absent_in_its_metadata_and_an_observation(graph_runs):
+    _, _, results = graph_runs
+    result = results["stress_v1|42"]
+    meta = materialized(result)["merchant_zone_scenario_utc_5A"]
+    assert meta["present"] is False
+    assert meta["status"].startswith("ABSENT: optional ")
+    assert "path" not in meta and "dagster/uri" not in meta  # no link to a file that is not there
+    observed = [e.event_specific_data.asset_observation for e in result.get_asset_observation_events()]
+    absent = [o for o in observed if o.asset_key == dg.AssetKey("merchant_zone_scenario_utc_5A")]
+    assert len(absent) == 1 and absent[0].partition == "stress_v1|42"
+    assert absent[0].description.startswith("ABSENT: optional ")
+    assert {o.asset_key for o in observed} == {dg.AssetKey("merchant_zone_scenario_utc_5A")}  # present ones: none
+
+
 def test_data_version_is_the_content_digest(graph_runs):
     _, _, results = graph_runs
     meta = materialized(results["stress_v1|42"])
     for asset, values in meta.items():
         if values.get("present") is False:
-            assert values["data_version"] == "absent", asset  # the optional UTC surface this world lacks
+            assert values["data_version"] == values["digest"] == "absent", asset  # the optional UTC surface
             continue
         assert values["data_version"] == values["digest"], asset
         if Path(values["path"]).is_file():
@@ -224,5 +238,11 @@ def test_materialisations_in_the_instance_follow_dagster_conventions_and_carry_p
             assert meta["dagster/uri"].value == path.as_uri()
             if asset != "s1_grouping_5B":
                 markdown = meta["plot"].value
-                payload = markdown.split("data:image/png;base64,", 1)[1].rstrip(")")
+                image, facts = markdown.split(")\n\n", 1)  # the picture, then the table of what it shows
+                assert image.startswith(f"![{asset} baseline_v1|42: ")
+                payload = image.split("data:image/png;base64,", 1)[1]
                 assert base64.b64decode(payload).startswith(b"\x89PNG\r\n\x1a\n")
+                column, fact = ("count_N", "Σ N") if asset == "s3_bucket_counts_5B" else ("lambda_realised", "Σ λ_realised")
+                total = pl.scan_parquet(path).select(pl.col(column).sum()).collect().item()
+                shown = next(line for line in facts.splitlines() if line.startswith(f"| {fact} |")).split("|")[2]
+                assert float(shown) == pytest.approx(total, rel=1e-5)  # the table shows 6 significant digits

@@ -14,6 +14,11 @@ from arrival_assets import plots
 from arrival_core import diagnostics
 
 H = 96 * 7
+START = np.datetime64("2026-03-02T00:00:00")
+
+
+def _frame(h: int = H, dataset: str = "s2_realised_intensity_5B") -> plots.Frame:
+    return plots.Frame(dataset, "baseline_v1|42", START + np.arange(h) * np.timedelta64(900, "s"))
 
 
 def _decode(png: bytes) -> np.ndarray:
@@ -42,11 +47,12 @@ def _histogram(seed: int = 4) -> diagnostics.CountHistogram:
 
 
 def test_s2_picture_is_a_png_of_the_figure_size():
-    png = plots.s2_intensity_png(*_s2_inputs())
+    png = plots.s2_intensity_png(*_s2_inputs(), _frame())
     assert png.startswith(plots.PNG_SIGNATURE)
     pixels = _decode(png)
     dpi = plots.DPIS[0]
     assert pixels.shape[:2] == (round(plots.FIGSIZE[1] * dpi), round(plots.FIGSIZE[0] * dpi))
+    assert pixels.shape[1] >= 900  # legible in the UI's dialog: at least 900 px wide
     assert pixels[..., :3].std() > 0  # something was drawn
     assert len(png) <= plots.MAX_PNG_BYTES
 
@@ -54,7 +60,7 @@ def test_s2_picture_is_a_png_of_the_figure_size():
 def test_s3_picture_is_a_png_of_the_figure_size():
     rng = np.random.default_rng(5)
     mu = 50 + 40 * np.sin(np.arange(H) / 96 * 2 * np.pi)
-    png = plots.s3_counts_png(rng.poisson(mu), mu, _histogram())
+    png = plots.s3_counts_png(rng.poisson(mu), mu, mu, _histogram(), _frame(dataset="s3_bucket_counts_5B"))
     assert png.startswith(plots.PNG_SIGNATURE)
     dpi = plots.DPIS[0]
     assert _decode(png).shape[:2] == (round(plots.FIGSIZE[1] * dpi), round(plots.FIGSIZE[0] * dpi))
@@ -62,13 +68,13 @@ def test_s3_picture_is_a_png_of_the_figure_size():
 
 def test_s3_picture_draws_an_empty_band():
     empty = diagnostics.HistogramBand(100.0, 200.0, 5).histogram()
-    png = plots.s3_counts_png(np.zeros(10), np.zeros(10), empty)
+    png = plots.s3_counts_png(np.zeros(10), np.zeros(10), np.zeros(10), empty, _frame(10))
     assert png.startswith(plots.PNG_SIGNATURE)
 
 
 def test_pictures_repeat_byte_for_byte_and_carry_no_software_version():
-    first = plots.s2_intensity_png(*_s2_inputs())
-    assert plots.s2_intensity_png(*_s2_inputs()) == first
+    first = plots.s2_intensity_png(*_s2_inputs(), _frame())
+    assert plots.s2_intensity_png(*_s2_inputs(), _frame()) == first
     assert b"matplotlib" not in first.lower() and b"Software" not in first
 
 
@@ -76,26 +82,26 @@ def test_noisy_long_horizon_stays_under_the_size_cap():
     rng = np.random.default_rng(6)
     h = 20_000
     groups = {f"g{i}": rng.random(h) * 2 for i in range(3)}
-    png = plots.s2_intensity_png(rng.random(h) * 1e4, rng.random(h) * 1e4, groups)
+    png = plots.s2_intensity_png(rng.random(h) * 1e4, rng.random(h) * 1e4, groups, _frame(h))
     assert len(png) <= plots.MAX_PNG_BYTES
     assert _decode(png).ndim == 3
 
 
 def test_figure_png_lowers_the_dpi_until_the_file_fits():
     target, realised, groups = _s2_inputs()
-    full = plots.s2_intensity_png(target, realised, groups)
+    full = plots.s2_intensity_png(target, realised, groups, _frame())
     fig = plots.new_figure()
     ax = fig.subplots()
     ax.plot(target)
     ax.plot(realised)
     small = plots.figure_png(fig, max_bytes=1, dpis=(90, 30))  # nothing fits: the last dpi is kept
-    assert _decode(small).shape[:2] == (90, 210)
+    assert _decode(small).shape[:2] == (round(plots.FIGSIZE[1] * 30), round(plots.FIGSIZE[0] * 30))
     fits = plots.figure_png(fig, max_bytes=len(full) * 10, dpis=(90, 30))
-    assert _decode(fits).shape[:2] == (270, 630)
+    assert _decode(fits).shape[:2] == (round(plots.FIGSIZE[1] * 90), round(plots.FIGSIZE[0] * 90))
 
 
 def test_markdown_image_round_trips_the_png():
-    png = plots.s2_intensity_png(*_s2_inputs())
+    png = plots.s2_intensity_png(*_s2_inputs(), _frame())
     text = plots.markdown_image(png, "S2 [intensity]\nper bucket")
     head, _, payload = text.partition("](data:image/png;base64,")
     assert head == "![S2 (intensity) per bucket"
@@ -199,7 +205,32 @@ def test_largest_groups_are_the_most_populous_first():
     assert top["d"].tolist() == factors[3].tolist()
 
 
-def test_short_label_keeps_head_and_tail():
-    assert plots.short_label("short") == "short"
-    label = plots.short_label("baseline|high|card|physical|zg03|b07", width=20)
-    assert len(label) == 20 and label.startswith("basel") and label.endswith("zg03|b07") and "…" in label
+def test_group_label_keeps_every_part():
+    assert plots.group_label("baseline|office_hours|card_present|physical|zg03|b07") == \
+        "baseline · office_hours · card_present · physical · zg03 · b07"
+
+
+def test_frame_refuses_a_grid_of_another_length():
+    with pytest.raises(ValueError, match="bucket starts"):
+        plots.s2_intensity_png(*_s2_inputs(), _frame(H - 1))
+
+
+def test_outside_band_counts_buckets_beyond_three_sigma():
+    mu = np.full(6, 100.0)
+    counts = np.array([100, 129, 131, 70, 69, 100])  # σ = 10: 131 and 69 lie outside ±30
+    assert plots.outside_band(counts, mu, mu) == 2
+    assert plots.outside_band(counts, mu, mu * 4) == 0  # σ = 20 (an NB2 variance above μ)
+
+
+def test_count_variance_is_the_law_variance():
+    mu, kappa = np.array([0.0, 2.0, 10.0]), np.array([1.0, 4.0, 5.0])
+    assert diagnostics.count_variance(mu).tolist() == [0.0, 2.0, 10.0]
+    assert diagnostics.count_variance(mu, kappa).tolist() == [0.0, 3.0, 30.0]  # μ + μ²/κ
+
+
+def test_plot_markdown_is_the_picture_then_its_facts():
+    png = plots.s2_intensity_png(*_s2_inputs(), _frame())
+    text = plots.plot_markdown(png, "alt", [("Σ N", 5), ("group", "a|b")])
+    image, table = text.split("\n\n")
+    assert image == plots.markdown_image(png, "alt")
+    assert table.splitlines()[2:] == ["| Σ N | 5 |", "| group | a\\|b |"]

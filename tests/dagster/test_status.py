@@ -126,7 +126,9 @@ def test_format_status_prints_a_row_per_partition_and_the_failed_checks(rows):
     assert by_key["stress_v1|1"][6:9] == [str(rows["stress_v1|1"].checks_passed), "1", "1"]
     assert any(line.split() == ["FAILED", ":".join(FAILED_CHECK)] for line in lines)
     assert any(line.split() == ["WARN", ":".join(WARNED_CHECK)] for line in lines)
-    assert lines[-1] == "4 partition(s): 1 complete, 1 with failures"
+    assert lines[-2] == status.STATUS_KEY
+    assert lines[-1] == ("4 partition(s): 1 complete, 1 with failures, 2 incomplete (a state missing or running: "
+                         "never run, not reached or interrupted)")
 
 
 def test_format_status_of_no_partitions_says_how_to_add_them():
