@@ -34,8 +34,9 @@ def box_muller(x0: object, x1: object) -> np.ndarray:
 
 
 def exp(x: object) -> np.ndarray:
-    """e**x elementwise, the same bits on every x86-64 CPU: NumPy's np.exp takes an AVX-512 loop where the CPU has
-    one, which differs from the C library's exp in the last bit for a few percent of arguments."""
+    """e**x elementwise by the C library's exp, as `box_muller` takes its log and cos: NumPy's np.exp takes an
+    AVX-512 loop where the CPU has one, which differs from the C library's exp in the last bit for a few percent
+    of arguments, so world files and S2 factors would depend on the CPU."""
     arr = np.ascontiguousarray(x, dtype=np.float64)
     out = np.empty(arr.size, dtype=np.float64)
     normal_kernels.exp_array(arr.reshape(-1), out)
