@@ -57,6 +57,20 @@ class Parser(argparse.ArgumentParser):
         self.exit(interrupts.EXIT_FAILURE, f"error: {USAGE_INVALID}: {self.prog}: {message}; see `{self.prog} --help`\n")
 
 
+IDENTITY_OPTIONS = ("root", "scenario", "seed", "seeds", "world_seed")  # options naming a run root or identity
+
+
+def refuse_empty_options(args: argparse.Namespace) -> None:
+    """An identity option given as an empty string (`--root ''`, `--scenario ''`) is IDENTITY_INVALID, never
+    taken for an absent one (which would mean the default root, or every scenario)."""
+    for name in IDENTITY_OPTIONS:
+        value = getattr(args, name, None)
+        if any(v == "" for v in (value if isinstance(value, list) else [value])):
+            option = "--" + name.replace("_", "-")
+            raise ArrivalError(IDENTITY_INVALID, f"{option} is empty: give a value or leave the option out",
+                               field=name, value="''")
+
+
 def _seed_list(text: str) -> list[int]:
     """Parse `42,7` into validated seeds (IDENTITY_INVALID names the bad one)."""
     return [validate_seed(part.strip()) for part in text.split(",") if part.strip()]
@@ -139,6 +153,17 @@ def _add_partitions(sub: argparse._SubParsersAction) -> None:
     _add_root(add)
     add.add_argument("--create", action="store_true", help=CREATE_HELP)
     add.set_defaults(handler=partitions_add)
+    remove = partitions_sub.add_parser("remove", help="delete registered seed or scenario keys (e.g. one added by hand)")
+    remove.add_argument("--seed", action="append", help="seed key to delete (repeatable)")
+    remove.add_argument("--scenario", action="append", help="scenario key to delete (repeatable)")
+    remove.set_defaults(handler=partitions_remove)
+
+
+def partitions_remove(args: argparse.Namespace) -> int:
+    """Delete registered seed or scenario keys from the Dagster instance at $DAGSTER_HOME."""
+    from .commands import remove_partitions
+
+    return remove_partitions(seeds=args.seed, scenarios=args.scenario)
 
 
 # ---- arrival run ----------------------------------------------------------------------------------------------
@@ -294,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     with interrupts.stopping_on_signals():
         try:
+            refuse_empty_options(args)
             return handler(args)
         except interrupts.Interrupted as exc:
             _err(f"interrupted by {exc.signal_name}: stopped; nothing partial was kept")
@@ -311,6 +337,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - an uncoded failure is a defect: say so, keep the traceback optional
             if args.debug:
                 traceback.print_exc()
+            from .instance_storage import storage_failure
+
+            coded = storage_failure(exc)
+            if coded is not None:  # the instance's folder or database failed, not this program
+                _err(f"error: {coded.code}: {coded.message}")
+                return interrupts.EXIT_FAILURE
             _err(f"error: internal error: {type(exc).__name__}: {exc}"
                  + ("" if args.debug else " (run with --debug for the traceback)"))
             return interrupts.EXIT_FAILURE

@@ -78,7 +78,7 @@ def opening_instance(early: bool) -> Iterator[Callable[[], dg.DagsterInstance]]:
 
 def _scenarios_for(store: Store, requested: Sequence[str] | None) -> list[str]:
     known = pipeline.world_scenarios(store)
-    if not requested:
+    if requested is None:
         return known
     chosen = [validate_scenario_id(s) for s in requested]
     unknown = [s for s in chosen if s not in known]
@@ -105,6 +105,23 @@ def add_partitions(
         added = register_partitions(instance, seed_keys, scenario_list)
     out(f"seeds: {', '.join(seed_keys)} (added: {', '.join(added['seed']) or 'none'})")
     out(f"scenarios: {', '.join(scenario_list)} (added: {', '.join(added['scenario']) or 'none'})")
+    return 0
+
+
+def remove_partitions(*, seeds: Sequence[str] | None, scenarios: Sequence[str] | None, out: Printer = print) -> int:
+    """Delete registered seed or scenario keys from the instance at DAGSTER_HOME (such as a scenario added by hand
+    that the world does not have); their runs and materialisations stay in the instance's history."""
+    from .partitions import remove_partitions as remove
+
+    seed_keys, scenario_keys = list(seeds or []), list(scenarios or [])
+    if not seed_keys and not scenario_keys:
+        raise ArrivalError(IDENTITY_INVALID, "name a --seed or a --scenario to remove", field="partition")
+    with open_instance(prepare_dagster_home()) as instance:
+        remove(instance, seed_keys, scenario_keys)
+    if seed_keys:
+        out(f"seeds removed: {', '.join(seed_keys)}")
+    if scenario_keys:
+        out(f"scenarios removed: {', '.join(scenario_keys)}")
     return 0
 
 
@@ -256,7 +273,8 @@ def already_materialised(instance: dg.DagsterInstance, store: Store, key: Partit
         return False
     checked = [(d, pipeline.state_of_output(asset_of(d)).code)
                for d in dict.fromkeys(spec.dataset_id for spec in core_checks.CHECKS)]
-    digests = pipeline.partition_verified(store, identity, checked)
+    names = {d: [spec.name for spec in core_checks.checks_for(d)] for d, _ in checked}
+    digests = pipeline.partition_verified(store, identity, checked, names)
     if digests is None:
         return False
     grid_key = str(partition_key(key))
@@ -279,7 +297,7 @@ def run_partitions(
     from .definitions import build_definitions
 
     seed_value = validate_seed(seed)
-    requested = [validate_scenario_id(scenario)] if scenario else None
+    requested = [validate_scenario_id(scenario)] if scenario is not None else None
     run_root = resolve_run_root(root)
     creating_world = not run_root.exists() or (run_root.is_dir() and not any(run_root.iterdir()))
     if creating_world and not create:

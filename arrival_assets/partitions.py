@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from arrival_core.errors import IDENTITY_INVALID, ArrivalError
 from arrival_core.identity import PartitionKey, validate_scenario_id, validate_seed
 
 SEED_DIMENSION = "seed"
@@ -38,6 +39,27 @@ def missing_partitions(
     return {
         dim: [k for k in keys if not instance.has_dynamic_partition(dim, k)] for dim, keys in wanted.items()
     }
+
+
+def unknown_scenarios(instance: dg.DagsterInstance, known: list[str]) -> list[str]:
+    """The scenario partitions registered in the instance that the world's manifest does not have (added by hand,
+    e.g. from the UI's "Add partition"), sorted."""
+    return sorted(set(instance.get_dynamic_partitions(SCENARIO_DIMENSION)) - set(known))
+
+
+def remove_partitions(instance: dg.DagsterInstance, seed_keys: list[str], scenario_keys: list[str]) -> None:
+    """Delete registered seed and scenario keys exactly as registered (a key added by hand may not even be a
+    valid id); a key that is not registered is IDENTITY_INVALID naming those that are, and nothing is deleted."""
+    wanted = {SEED_DIMENSION: seed_keys, SCENARIO_DIMENSION: scenario_keys}
+    registered = {dim: instance.get_dynamic_partitions(dim) for dim in wanted}
+    for dim, keys in wanted.items():
+        absent = [k for k in keys if k not in registered[dim]]
+        if absent:
+            raise ArrivalError(IDENTITY_INVALID, f"{dim} partition(s) {absent} are not registered "
+                               f"(registered: {registered[dim]})", field=dim, value=repr(absent))
+    for dim, keys in wanted.items():
+        for key in dict.fromkeys(keys):
+            instance.delete_dynamic_partition(dim, key)
 
 
 def register_partitions(

@@ -5,7 +5,14 @@ import dagster as dg
 from arrival_core import pipeline
 from arrival_core.errors import ArrivalError
 
-from .partitions import SCENARIO_DIMENSION, SEED_DIMENSION, missing_partitions, scenarios, seeds
+from .partitions import (
+    SCENARIO_DIMENSION,
+    SEED_DIMENSION,
+    missing_partitions,
+    scenarios,
+    seeds,
+    unknown_scenarios,
+)
 from .resources import StoreResource, default_seeds
 
 
@@ -29,6 +36,11 @@ def register_partitions(
         for dim, definition in ((SEED_DIMENSION, seeds), (SCENARIO_DIMENSION, scenarios))
         if missing[dim]
     ]
+    unknown = unknown_scenarios(context.instance, scenario_list)
+    note = (f"; scenario partition(s) {unknown} are not in scenario_manifest_5A (known: {scenario_list}): their "
+            f"runs are refused, and `arrival partitions remove --scenario <id>` deletes them") if unknown else ""
+    if unknown:
+        context.log.warning(note.removeprefix("; "))
     if not requests:
-        return dg.SkipReason("every scenario and default seed is registered")
+        return dg.SkipReason("every scenario and default seed is registered" + note)
     return dg.SensorResult(dynamic_partitions_requests=requests)

@@ -18,7 +18,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from .encoding import load_yaml
+from .encoding import DocumentLimits, load_json, load_yaml
 from .errors import CONTRACT_INVALID, IDENTITY_INVALID, ArrivalError
 from .identity import validate_hex64, validate_scenario_id, validate_seed
 
@@ -283,3 +283,20 @@ def read_config_file(config_dir: Path, name: str, contracts_dir: Path = DEFAULT_
 def runtime_settings() -> dict[str, Any]:
     """config/runtime.yaml (how work is cut, paced and kept in memory), validated once per process."""
     return read_config_file(DEFAULT_CONFIG_DIR, RUNTIME_CONFIG)
+
+
+def document_limits() -> DocumentLimits:
+    """The limits every document from outside the project is parsed with (config/runtime.yaml `documents`)."""
+    return DocumentLimits(**runtime_settings()["documents"])
+
+
+def parse_json(data: str | bytes) -> Any:
+    """A JSON document from a run root or a user's folder, parsed within `document_limits` (DocumentLimitError,
+    a ValueError, past them)."""
+    return load_json(data, document_limits())
+
+
+def parse_yaml(data: str | bytes) -> Any:
+    """A YAML document from a run root or a user's folder (a policy), parsed within `document_limits`
+    (DocumentLimitError, a yaml.YAMLError, past them): an alias bomb is refused before anything expands it."""
+    return load_yaml(data, document_limits())

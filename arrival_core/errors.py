@@ -81,7 +81,8 @@ IDENTITY_INVALID = "5B.IDENTITY_INVALID"  # a seed / scenario / hex id that fail
 CONTRACT_INVALID = "5B.CONTRACT_INVALID"  # a schema pack or the dataset dictionary itself is broken
 NOT_MATERIALISED = "5B.PARTITION_NOT_MATERIALISED"  # a command over stored outputs found none (or not all)
 USAGE_INVALID = "5B.USAGE_INVALID"  # a command line the `arrival` parser refuses: an unknown flag, a missing value
-GLOBAL_CODES: tuple[str, ...] = (IDENTITY_INVALID, CONTRACT_INVALID, NOT_MATERIALISED, USAGE_INVALID)
+DAGSTER_HOME_INVALID = "5B.DAGSTER_HOME_INVALID"  # the Dagster instance's folder or database cannot be used
+GLOBAL_CODES: tuple[str, ...] = (IDENTITY_INVALID, CONTRACT_INVALID, NOT_MATERIALISED, USAGE_INVALID, DAGSTER_HOME_INVALID)
 
 # Steps that speak with another state's codes: the audit record is an S3-scoped dataset.
 CODE_STATE = {"AUDIT": "S3"}

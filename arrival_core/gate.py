@@ -5,7 +5,6 @@ receipt and the sealed-inputs digest have been re-validated.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +73,7 @@ def parse_bundle_index(
 ) -> tuple[BundleMember, ...]:
     """Validate a bundle index (shape, segment, fingerprint, sorted paths) and return its members in order."""
     try:
-        index = json.loads(raw)
+        index = contracts.parse_json(raw)
         contracts.validate_document(index, entry.schema_ref, code=error_code("S0", "UPSTREAM_NOT_PASS"), where=where,
                                     contracts_dir=contracts_dir)
     except ValueError as exc:
@@ -108,7 +107,7 @@ def parse_flag(entry: DatasetEntry, raw: bytes, *, where: str, contracts_dir: Pa
     schema_ref = entry.raw["flag_schema_ref"]
     try:
         text = raw.decode("utf-8")
-        doc = json.loads(text) if contracts.load_schema(schema_ref, contracts_dir).get("type") == "object" else text
+        doc = contracts.parse_json(text) if contracts.load_schema(schema_ref, contracts_dir).get("type") == "object" else text
         contracts.validate_document(doc, schema_ref, code=error_code("S0", "UPSTREAM_NOT_PASS"), where=where,
                                     contracts_dir=contracts_dir)
     except ValueError as exc:
@@ -143,9 +142,9 @@ def require_all_pass(gates: Sequence[SegmentGate]) -> None:
 def parse_run_receipt(raw: bytes, *, where: str, code: str, contracts_dir: Path) -> dict:
     """Parse and validate run_receipt.json; `code` is RUN_RECEIPT_INVALID in S0 and S0_GATE_INVALID later."""
     try:
-        doc = json.loads(raw)
+        doc = contracts.parse_json(raw)
     except ValueError as exc:
-        raise ArrivalError(code, f"{where} is not JSON: {exc}", file=where)
+        raise ArrivalError(code, f"{where} is not JSON within the document limits: {exc}", file=where)
     contracts.validate_document(doc, "schemas.layer1.yaml#/$defs/run_receipt", code=code, where=where,
                                 contracts_dir=contracts_dir)
     return doc

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .rng import variates
+
 KERNELS = ("matern32_v1", "matern52_v1", "squared_exponential_v1", "quasi_periodic_v1")
 LATENT_MODEL_ID = "log_gaussian_stationary_v1"
 
@@ -116,18 +118,18 @@ def correlation(kernel_id: str, lags: object, length_scale: float, *, period_buc
         raise ValueError(f"correlation: lags must be finite and ≥ 0 (smallest given: {np.nanmin(tau)})")
     d = tau / length
     if kernel_id == "matern32_v1":
-        return (1.0 + _SQRT3 * d) * np.exp(-_SQRT3 * d)
+        return (1.0 + _SQRT3 * d) * variates.exp(-_SQRT3 * d)
     if kernel_id == "matern52_v1":
-        return (1.0 + _SQRT5 * d + (5.0 / 3.0) * d * d) * np.exp(-_SQRT5 * d)
+        return (1.0 + _SQRT5 * d + (5.0 / 3.0) * d * d) * variates.exp(-_SQRT5 * d)
     if kernel_id == "squared_exponential_v1":
-        return np.exp(-0.5 * d * d)
+        return variates.exp(-0.5 * d * d)
     if kernel_id == "quasi_periodic_v1":
         if period_buckets is None or periodic_length is None:
             raise ValueError("correlation: quasi_periodic_v1 needs period_buckets and periodic_length")
         period = _positive("period_buckets", period_buckets)
         ell = _positive("periodic_length", periodic_length)
-        s = np.sin(np.pi * tau / period)
-        return np.exp(-2.0 * s * s / (ell * ell) - d)
+        s = variates.sin(np.pi * tau / period)
+        return variates.exp(-2.0 * s * s / (ell * ell) - d)
     raise ValueError(f"correlation: kernel_id {kernel_id!r} is not one of {list(KERNELS)}")
 
 
@@ -148,10 +150,12 @@ def max_size(buckets: int, max_factor: float) -> int:
 
 
 def embed(kernel_id: str, length_scale: float, buckets: int, *, tolerance: float, max_factor: float,
-          period_buckets: float | None = None, periodic_length: float | None = None) -> Embedding:
+          period_buckets: float | None = None, periodic_length: float | None = None,
+          min_size: int | None = None) -> Embedding:
     """The circulant embedding of ρ for (L, H): double M until min λ ≥ −tolerance · max λ, or fail.
 
-    The first M = `initial_size(H)` is always tried; a doubled M only while it is ≤ max_factor · 2(H−1)
+    The first M = `initial_size(H)` (or `min_size`, a power of two between it and the largest allowed M, for a
+    coupled group) is always tried; a doubled M only while it is ≤ max_factor · 2(H−1)
     (tolerance in [0, 1), max_factor ≥ 1, else ValueError).
     For H = 1, M = 1 and λ = [1]: the field is σ · z1[0] (two blocks, four draws, like any other event).
     Raises `KernelEmbeddingError` when the last allowed M is still too negative.
@@ -164,6 +168,11 @@ def embed(kernel_id: str, length_scale: float, buckets: int, *, tolerance: float
     if kernel_id not in KERNELS:
         raise ValueError(f"embed: kernel_id {kernel_id!r} is not one of {list(KERNELS)}")
     size, last = initial_size(h), max_size(h, max_factor)
+    if min_size is not None:
+        if not (isinstance(min_size, (int, np.integer)) and size <= min_size <= last
+                and int(min_size) & (int(min_size) - 1) == 0):
+            raise ValueError(f"embed: min_size {min_size!r} must be a power of two in [{size}, {last}]")
+        size = int(min_size)
     while True:  # over doubling attempts (a handful), each one vectorised FFT
         k = np.arange(size, dtype=np.float64)
         row = correlation(kernel_id, np.minimum(k, size - k), length, period_buckets=period_buckets,
@@ -184,6 +193,22 @@ def embed(kernel_id: str, length_scale: float, buckets: int, *, tolerance: float
     lam.setflags(write=False)
     root.setflags(write=False)
     return Embedding(kernel_id, length, h, size, lam, largest, root)
+
+
+def coupled_size(kernel_id: str, length_scales: object, buckets: int, *, tolerance: float, max_factor: float,
+                 period_buckets: float | None = None, periodic_length: float | None = None) -> int:
+    """M_c of a coupled group (laws §10): the first M of the doubling sequence M₀, 2M₀, … at which the kernel
+    passes the tolerance for every one of the group's length scales (one per scenario band), so every coupled
+    scenario embeds at the same M and draws the same 2M_c normals. Raises `KernelEmbeddingError` as `embed`."""
+    lengths = sorted({float(v) for v in np.asarray(length_scales, dtype=np.float64).reshape(-1)})
+    size = initial_size(buckets)
+    while True:  # over doublings (a handful): each pass embeds the few length scales at the current M
+        sizes = [embed(kernel_id, value, buckets, tolerance=tolerance, max_factor=max_factor,
+                       period_buckets=period_buckets, periodic_length=periodic_length, min_size=size).size
+                 for value in lengths]
+        if max(sizes, default=size) == size:
+            return size
+        size = max(sizes)
 
 
 def embed_many(kernel_id: str, length_scales: object, buckets: int, *, tolerance: float, max_factor: float,

@@ -193,44 +193,88 @@ def domain_keys(group_ids: Sequence[str], *, coupled: bool = False) -> list[str]
 
 
 @functools.lru_cache(maxsize=512)
-def _embedding(kernel_id: str, length: float, buckets: int, settings: StationarySettings) -> kernels.Embedding:
-    """One (kernel, L, H) embedding under the policy's settings, computed once per process (read-only arrays)."""
+def _embedding(kernel_id: str, length: float, buckets: int, settings: StationarySettings,
+               min_size: int | None = None) -> kernels.Embedding:
+    """One (kernel, L, H) embedding under the policy's settings (at M ≥ min_size when coupled), computed once per
+    process (read-only arrays)."""
     return kernels.embed(kernel_id, length, buckets, tolerance=settings.embedding_tolerance,
                          max_factor=settings.max_embedding_factor, period_buckets=settings.period_buckets,
-                         periodic_length=settings.periodic_length)
+                         periodic_length=settings.periodic_length, min_size=min_size)
 
 
-def group_embeddings(params: pl.DataFrame, policy: LgcpPolicy, buckets: int) -> kernels.GroupEmbeddings:
-    """The circulant embedding of every group (one per distinct L); a kernel that cannot be embedded at the
-    largest allowed size is `5B.S2.KERNEL_CONSTRUCTION_FAILED`, naming the first group with that L."""
-    lengths = params["length_scale_buckets"].to_numpy().astype(np.float64)
-    distinct, index = np.unique(lengths, return_inverse=True)
-    embeddings = []
-    for i, value in enumerate(distinct.tolist()):  # over distinct length scales (strata), not groups
+@functools.lru_cache(maxsize=512)
+def _coupled_size(kernel_id: str, lengths: tuple[float, ...], buckets: int, settings: StationarySettings) -> int:
+    """M_c of a coupled group whose scenario bands give these length scales (`kernels.coupled_size`)."""
+    return kernels.coupled_size(kernel_id, lengths, buckets, tolerance=settings.embedding_tolerance,
+                                max_factor=settings.max_embedding_factor, period_buckets=settings.period_buckets,
+                                periodic_length=settings.periodic_length)
+
+
+def band_lengths(demand_class: str, policy: LgcpPolicy) -> tuple[float, ...]:
+    """L of a demand class under every scenario band of the policy (band-name order): the length scales a coupled
+    group takes across its scenarios, `clamp(L_base[band] · mL_demand[class], L_low, L_high)` as in S2."""
+    bands = sorted(policy.length.base)
+    frame = pl.DataFrame({"scenario_band": bands, "demand_class": [demand_class] * len(bands)})
+    return tuple(frame.select(policy.length.expr())[:, 0].to_list())
+
+
+def coupled_sizes(params: pl.DataFrame, policy: LgcpPolicy, buckets: int) -> np.ndarray:
+    """M_c of every group (int64, params order) under scenario coupling `common_v1`: the first M of the doubling
+    sequence at which every band's L of the group's demand class embeds (laws §10), so coupled scenarios share
+    their 2M_c normals whatever their L."""
+    classes = params["demand_class"].to_list()
+    by_class = {}
+    for name in sorted(set(classes)):  # over demand classes (a handful), not groups
         try:
-            embeddings.append(_embedding(policy.kernel_id, value, int(buckets), policy.stationary))
+            by_class[name] = _coupled_size(policy.kernel_id, band_lengths(name, policy), int(buckets),
+                                           policy.stationary)
         except kernels.KernelEmbeddingError as exc:
-            group = params["group_id"][int(np.argmax(index == i))]
-            raise ArrivalError(
-                error_code("S2", "KERNEL_CONSTRUCTION_FAILED"),
-                f"group {group!r}: kernel {exc.kernel_id} with L={exc.length_scale!r} buckets over H={exc.buckets} "
-                f"buckets has no non-negative circulant embedding up to M={exc.size} (max_embedding_factor "
-                f"{exc.max_factor!r}): negative eigenvalue mass Σ|λ<0| / Σ|λ| = {exc.negative_mass:.3e}, "
-                f"min λ / max λ = {exc.min_ratio:.3e} < −embedding_tolerance {-exc.tolerance:.3e}",
-                policy="arrival_lgcp_config_5B", group_id=group, kernel_id=exc.kernel_id,
-                length_scale_buckets=exc.length_scale, buckets=exc.buckets, embedding_size=exc.size,
-                negative_mass=exc.negative_mass) from exc
+            group = params["group_id"][classes.index(name)]
+            raise _construction_failed(group, exc) from exc
+    return np.array([by_class[name] for name in classes], dtype=np.int64)
+
+
+def _construction_failed(group: str, exc: kernels.KernelEmbeddingError) -> ArrivalError:
+    """`5B.S2.KERNEL_CONSTRUCTION_FAILED` for a group whose kernel has no embedding up to the largest M."""
+    return ArrivalError(
+        error_code("S2", "KERNEL_CONSTRUCTION_FAILED"),
+        f"group {group!r}: kernel {exc.kernel_id} with L={exc.length_scale!r} buckets over H={exc.buckets} "
+        f"buckets has no non-negative circulant embedding up to M={exc.size} (max_embedding_factor "
+        f"{exc.max_factor!r}): negative eigenvalue mass Σ|λ<0| / Σ|λ| = {exc.negative_mass:.3e}, "
+        f"min λ / max λ = {exc.min_ratio:.3e} < −embedding_tolerance {-exc.tolerance:.3e}",
+        policy="arrival_lgcp_config_5B", group_id=group, kernel_id=exc.kernel_id,
+        length_scale_buckets=exc.length_scale, buckets=exc.buckets, embedding_size=exc.size,
+        negative_mass=exc.negative_mass)
+
+
+def group_embeddings(params: pl.DataFrame, policy: LgcpPolicy, buckets: int, *,
+                     coupled: bool = False) -> kernels.GroupEmbeddings:
+    """The circulant embedding of every group (one per distinct L, or per distinct (L, M_c) under `coupled`); a
+    kernel that cannot be embedded at the largest allowed size is `5B.S2.KERNEL_CONSTRUCTION_FAILED`, naming the
+    first group with that L."""
+    lengths = params["length_scale_buckets"].to_numpy().astype(np.float64)
+    sizes = coupled_sizes(params, policy, buckets) if coupled else np.zeros(len(lengths), dtype=np.int64)
+    pairs = np.stack([lengths, sizes.astype(np.float64)], axis=1).reshape(-1, 2)
+    distinct, index = np.unique(pairs, axis=0, return_inverse=True)
+    embeddings = []
+    for i, (value, size) in enumerate(distinct.tolist()):  # over distinct length scales (strata), not groups
+        try:
+            embeddings.append(_embedding(policy.kernel_id, value, int(buckets), policy.stationary,
+                                         int(size) if coupled else None))
+        except kernels.KernelEmbeddingError as exc:
+            group = params["group_id"][int(np.argmax(index.reshape(-1) == i))]
+            raise _construction_failed(group, exc) from exc
     index = index.astype(np.int64).reshape(-1)
     return kernels.GroupEmbeddings(tuple(embeddings), index)
 
 
-def event_blocks(params: pl.DataFrame, policy: LgcpPolicy, buckets: int) -> np.ndarray:
-    """Blocks of each group's one RNG event (int64, params order): H for OU and iid, 2M for stationary, and no
-    events at all (an empty array) under `none`. Draws are twice the blocks."""
+def event_blocks(params: pl.DataFrame, policy: LgcpPolicy, buckets: int, *, coupled: bool = False) -> np.ndarray:
+    """Blocks of each group's one RNG event (int64, params order): H for OU and iid, 2M for stationary (2M_c under
+    `coupled`), and no events at all (an empty array) under `none`. Draws are twice the blocks."""
     if policy.latent_model_id == "none":
         return np.zeros(0, dtype=np.int64)
     if policy.latent_model_id == STATIONARY:
-        return 2 * group_embeddings(params, policy, buckets).sizes
+        return 2 * group_embeddings(params, policy, buckets, coupled=coupled).sizes
     return np.full(params.height, buckets, dtype=np.int64)
 
 
@@ -269,7 +313,8 @@ def sample_latent(
     """Draw every group's field over the H buckets (under `none`: Z ≡ 0, σ = 0, ξ ≡ 1 and no RNG event).
 
     `coupled` (scenario coupling `common_v1`): streams derived with `*` for the scenario and the coupled domain
-    key, so corresponding groups of every scenario share their normals.
+    key, and stationary fields embedded at the coupled size M_c, so corresponding groups of every scenario share
+    their normals, block for block, whatever their L.
     """
     group_ids = tuple(params["group_id"].to_list())
     length = params["length_scale_buckets"].to_numpy()
@@ -280,7 +325,8 @@ def sample_latent(
                            np.ones((groups, buckets)), np.zeros((groups, buckets), dtype=bool),
                            empty, (empty, empty), (empty, empty))
     sigma = params["sigma"].to_numpy()
-    embedded = group_embeddings(params, policy, buckets) if policy.latent_model_id == STATIONARY else None
+    embedded = (group_embeddings(params, policy, buckets, coupled=coupled) if policy.latent_model_id == STATIONARY
+                else None)
     key, hi, lo = streams.stream_bases(FAMILY_ID, manifest_fingerprint, parameter_hash, seed, scenario_id,
                                        domain_keys(group_ids, coupled=coupled), domain_sep=domain_sep,
                                        coupled=coupled)
@@ -298,13 +344,13 @@ def sample_latent(
                  "largest_clipped_ratio": max((e.largest_clipped / float(e.eigenvalues.max())
                                                for e in embedded.embeddings), default=0.0)}
     factor = latent_factors(latent, sigma, policy)
-    return LatentField(group_ids, sigma, length, latent, factor, factor != np.exp(latent - 0.5 * (sigma * sigma)[:, None]),
+    return LatentField(group_ids, sigma, length, latent, factor, factor != variates.exp(latent - 0.5 * (sigma * sigma)[:, None]),
                        key, (hi, lo), (after_hi, after_lo), **extra)
 
 
 def latent_factors(latent: np.ndarray, sigma: np.ndarray, policy: LgcpPolicy) -> np.ndarray:
     """ξ = clip(exp(Z − σ²/2), min_factor, max_factor): mean one before clipping."""
-    return np.clip(np.exp(latent - 0.5 * (sigma * sigma)[:, None]), policy.min_factor, policy.max_factor)
+    return np.clip(variates.exp(latent - 0.5 * (sigma * sigma)[:, None]), policy.min_factor, policy.max_factor)
 
 
 def _counter_after(hi: np.ndarray, lo: np.ndarray, blocks: int | np.ndarray,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import uuid
@@ -61,6 +60,7 @@ class Store:
         tx.commit()
 
 
+REPLACEABLE = frozenset({"commit_record_5B", "check_record_5B"})  # records: caches, a damaged one is replaced
 TEMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")  # the store's own temp files, and nothing else
 
 
@@ -149,6 +149,7 @@ class _Staged:
     rows: int | None
     lock_fd: int
     sink: ParquetSink | None = None
+    replaces: bool = False  # a record that takes the place of a damaged one (an atomic rename, not a link)
 
 
 @dataclass
@@ -195,6 +196,15 @@ class Transaction:
         """Stage a JSON document in canonical form (sorted keys, no spaces) plus a newline."""
         self.write_bytes(dataset_id, target, canonical_json(obj) + b"\n", rows)
 
+    def replace_record(self, dataset_id: str, target: Path, obj: object) -> None:
+        """Stage a commit or check record that replaces whatever record is at the target (one that failed its
+        schema or lied about its files): published by an atomic rename after the no-clobber links, so a
+        reader sees the old record or the new one, never a part. Outputs are never replaced."""
+        if dataset_id not in REPLACEABLE:
+            raise ValueError(f"{dataset_id} is not a record; only {sorted(REPLACEABLE)} are ever replaced")
+        self.write_json(dataset_id, target, obj)
+        self._staged[-1].replaces = True
+
     def parquet(self, dataset_id: str, target: Path, schema: pa.Schema) -> ParquetSink:
         """Open a staged parquet sink for a target file; it is closed and published at commit."""
         staged = self._stage(dataset_id, target, None)
@@ -222,7 +232,7 @@ class Transaction:
                     raise self._io_failed(st.target, exc) from exc
             digests = [self._digest(st) for st in self._staged]
             for st, digest in zip(self._staged, digests):  # refuse before publishing anything
-                if st.target.exists() and sha256_file(st.target) != digest:
+                if not st.replaces and st.target.exists() and sha256_file(st.target) != digest:
                     raise ArrivalError(
                         error_code(self.state, "IO_WRITE_CONFLICT"),
                         f"{st.target} exists with different content; it is left untouched "
@@ -231,6 +241,8 @@ class Transaction:
                         dataset=st.dataset_id,
                     )
             for st, digest in zip(self._staged, digests):
+                if st.replaces:
+                    continue
                 try:
                     os.link(st.tmp, st.target)
                     created.append(st.target)
@@ -247,6 +259,13 @@ class Transaction:
                 except OSError as exc:
                     raise self._io_failed(st.target, exc) from exc
                 self.published.append(Published(st.dataset_id, st.target, digest, st.rows, made))
+            for st, digest in zip(self._staged, digests):
+                if st.replaces:
+                    try:
+                        os.replace(st.tmp, st.target)
+                    except OSError as exc:
+                        raise self._io_failed(st.target, exc) from exc
+                    self.published.append(Published(st.dataset_id, st.target, digest, st.rows, True))
             for folder in dict.fromkeys(st.target.parent for st in self._staged):
                 try:
                     fsync_folder(folder)
@@ -290,5 +309,6 @@ class Transaction:
 
 
 def read_json(path: Path) -> object:
-    """A JSON document (the one reader of every published or sealed JSON file)."""
-    return json.loads(Path(path).read_bytes())
+    """A JSON document (the one reader of every published or sealed JSON file), parsed within the document
+    limits (a DocumentLimitError, a ValueError, past them)."""
+    return contracts.parse_json(Path(path).read_bytes())

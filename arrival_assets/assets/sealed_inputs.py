@@ -90,6 +90,10 @@ def verify_sealed_input(store: Store, entry: DatasetEntry, *, seed: int, scenari
         _verify_policy(store, entry, path)
         return VerifiedInput(path, True, sha256_file(path), None)
     rows = _verify_table(store, entry, path)
+    if entry.seed_scoped and pipeline.read_receipt(store).get("synthetic") is True:
+        from arrival_core import world  # the generator, only for a synthetic world's seed-scoped file
+
+        return VerifiedInput(path, True, world.verify_seed_file(store.run_root, seed), rows)
     return VerifiedInput(path, True, sha256_file(path), rows)
 
 
@@ -184,6 +188,10 @@ def build_sealed_inputs_asset() -> dg.AssetsDefinition:
         chosen = [e for e in entries if dg.AssetKey(e.id) in context.selected_asset_keys]
         seed_file_needed = any(e.seed_scoped for e in chosen)
         st = call_core(context, store.open, part.seed if seed_file_needed else None)
+        known = call_core(context, pipeline.world_scenarios, st)
+        if part.scenario_id not in known:  # a partition added by hand (the UI's "Add partition"): nothing is sealed
+            err = gate.scenario_not_in_set(part.scenario_id, known)
+            raise failure_from(context, err) from err
         errors: list[ArrivalError] = []
         for entry in chosen:
             try:

@@ -1,5 +1,6 @@
 """The state assets: thin multi-assets calling `arrival_core.pipeline` for one (scenario, seed) partition."""
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -83,6 +84,19 @@ def picture_metadata(diagnostics: Mapping[str, Any], partition: str) -> dict[str
     return out
 
 
+def drawn_pictures(context: dg.AssetExecutionContext, diagnostics: Mapping[str, Any],
+                   outputs: tuple[str, ...], partition: str) -> dict[str, dict[str, Any]]:
+    """The state's pictures (or the partition's previous ones). The state has committed when they are drawn, so
+    a picture that cannot be drawn (values no axis can hold, such as λ near the float maximum) is a warning in
+    the step's log and no picture: it never fails, or uncodes, a state whose files are published."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # overflow and degenerate-axis warnings of extreme values
+            return picture_metadata(diagnostics, partition) or previous_pictures(context, outputs)
+    except Exception as exc:  # noqa: BLE001 - any failure of a picture leaves the committed state as it is
+        context.log.warning(f"no picture for {', '.join(outputs)}: {type(exc).__name__}: {exc}")
+        return {}
+
 
 # What each state's assets read (S0 reads every sealed input; filled in by build_state_assets).
 DEPS: dict[str, tuple[str, ...]] = {
@@ -154,8 +168,7 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
         if step.streams:
             plots.preload()
         result = call_core(context, step.runner, st, part, options)
-        pictures = picture_metadata(result.diagnostics, str(context.partition_key)) or \
-            previous_pictures(context, step.outputs)
+        pictures = drawn_pictures(context, result.diagnostics, step.outputs, str(context.partition_key))
         by_id = {p.dataset_id: p for p in result.published}
         metrics = result.report.get("metrics") or {}
         tokens = result.identity.tokens()

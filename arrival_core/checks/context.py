@@ -16,6 +16,7 @@ from ..identity import Identity
 from ..reports import markdown_table
 from ..rng import ledger
 from ..store import Store
+from . import reference
 from .specs import PRIMARY_KEY_UNIQUE, SCHEMA_VALID, CheckOutcome, CheckSpec
 
 # ---- results -------------------------------------------------------------------------------------------------------
@@ -47,6 +48,8 @@ def to_outcome(spec: CheckSpec, result: CheckResult) -> CheckOutcome:
         metadata["offending_keys"] = result.offending
     return CheckOutcome(spec.name, spec.dataset_id, passed, spec.severity, summary, metadata)
 
+
+_STRATA = ("scenario_band", "demand_class", "channel_group", "virtual_band")  # a group's strata (laws §8)
 
 # ---- context -------------------------------------------------------------------------------------------------------
 
@@ -119,16 +122,54 @@ class CheckContext:
         m = total if everything else min(total, self.rng.replay_sample_events)
         return np.unique((np.arange(m) * total) // max(m, 1)).astype(np.int64)
 
-    def replay_groups(self) -> tuple[np.ndarray, latent.LatentField]:
-        """The replayed groups (indices in group_id order) and their freshly derived latent fields."""
-        chosen = self.sample(len(self.domain.group_ids))
-        ident = self.identity
-        field = latent.sample_latent(self.params[chosen], self.lgcp, self.domain.buckets,
-                                     manifest_fingerprint=ident.manifest_fingerprint,
-                                     parameter_hash=ident.parameter_hash, seed=ident.seed,
-                                     scenario_id=ident.scenario_id, domain_sep=self.rng.domain_sep,
-                                     coupled=self.rng.coupled)
-        return chosen, field
+    def replay_groups(self) -> tuple[np.ndarray, ReplayedGroups]:
+        """The sampled groups (indices in group_id order, the sample in both modes) and their latent fields derived
+        afresh by the independent reference (`checks/reference.py`) from the policy documents and the law alone."""
+        chosen = self.sample(len(self.domain.group_ids), full=False)
+        return chosen, self._replayed(tuple(chosen.tolist()))
+
+    def group_replays(self) -> list[tuple[str, np.ndarray, ReplayedGroups | latent.LatentField]]:
+        """(by, groups, fields) to compare with the published latent values: the reference on the sample, and under
+        `full` also the engine's own sampler on every group (the fast path of a full replay)."""
+        out: list = [("reference", *self.replay_groups())]
+        if self.replay == "full":
+            ident = self.identity
+            every = np.arange(len(self.domain.group_ids), dtype=np.int64)
+            out.append(("engine", every, latent.sample_latent(
+                self.params, self.lgcp, self.domain.buckets, manifest_fingerprint=ident.manifest_fingerprint,
+                parameter_hash=ident.parameter_hash, seed=ident.seed, scenario_id=ident.scenario_id,
+                domain_sep=self.rng.domain_sep, coupled=self.rng.coupled)))
+        return out
+
+    def _replayed(self, chosen: tuple[int, ...]) -> ReplayedGroups:
+        ident, lgcp_doc = self.identity, self.gate.policy("arrival_lgcp_config_5B")
+        rng_doc = self.gate.policy("arrival_rng_policy_5B")
+        coupled = rng_doc.get("scenario_coupling", "independent_v1") == "common_v1"
+        h, none = self.domain.buckets, lgcp_doc["latent_model_id"] == "none"
+        strata = self.params.select("group_id", *_STRATA)[list(chosen)].to_dicts()
+        out = ReplayedGroups(np.zeros((len(chosen), h)), np.ones((len(chosen), h)), np.zeros(len(chosen), np.int64),
+                             np.zeros((len(chosen), 3), dtype=np.uint64))
+        for i, row in enumerate(strata):  # over replayed groups (a sample, or every group under `full`)
+            if none:
+                continue
+            base = reference.stream_base(rng_doc["derivation"]["domain_sep"], latent.FAMILY_ID,
+                                         ident.manifest_fingerprint, ident.parameter_hash, ident.seed,
+                                         "*" if coupled else ident.scenario_id,
+                                         reference.group_domain_key(rng_doc, row["group_id"]))
+            out.latent[i], out.blocks[i] = reference.latent_group(lgcp_doc, row, h, base, coupled)
+            out.factor[i] = reference.factors(out.latent[i], reference.group_sigma_length(lgcp_doc, row)[0], lgcp_doc)
+            out.base[i] = base
+        return out
+
+
+@dataclass(frozen=True)
+class ReplayedGroups:
+    """Replayed groups' latent values Z and factors ξ (groups × H), event blocks and stream bases (key, hi, lo)."""
+
+    latent: np.ndarray
+    factor: np.ndarray
+    blocks: np.ndarray
+    base: np.ndarray
 
 
 

@@ -1,7 +1,13 @@
 """Compiled sums behind the count corridor: one pass over the drawing rows, no per-row temporaries.
 
-The corridor's statistics are sums over rows of functions of (μ, N, κ); NumPy needs a dozen full-length
-temporaries for them, this kernel none. One thread, rows in order, so the sums do not depend on the thread count.
+The corridor's statistics are sums over rows of functions of (μ, N, κ) and of exact tail probabilities of the count
+law; NumPy would need a dozen full-length temporaries for them, this kernel none. One thread, rows in order, so the
+sums do not depend on the thread count.
+
+Each row is first classed by μ (and κ) alone: *cappable* when the Chernoff bound on P(N > cap) exceeds 10^-40,
+else *free*. Free rows feed the total and the dispersion statistics; cappable rows only the cap statistic, with the
+exact P(N > cap). The dispersion statistic counts rows outside the central interval [⌈μ − √V⌉, ⌊μ + √V⌋]
+(V = Var N) against that event's exact probability, so each summand is a Bernoulli whatever μ.
 """
 from __future__ import annotations
 
@@ -13,47 +19,104 @@ import numpy as np
 from ..jit import JIT
 from .compiled import frozen, ready
 
-SUMS = ("mu", "n", "sq", "var", "mu2_kappa", "ratio_max", "pgf", "pgf_var")  # the order `moment_sums` returns
-PGF_TARGET = 2.0  # s = max(0, 1 − 2/μ): μ(1 − s) = min(μ, 2), where E[s^N] is most sensitive to dispersion
+SUMS = ("mu", "n", "sq", "var", "mu2_kappa", "ratio_max", "outside", "outside_p", "outside_var",
+        "cap_rows", "capped", "cap_p", "cap_var", "cap_free_bound")  # the order `moment_sums` returns
+CAPPABLE_LOG = math.log(1e-40)  # a row is cappable when its Chernoff bound on ln P(N > cap) exceeds this
 
 
 @numba.njit(**JIT)
-def _moment_sums(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray) -> np.ndarray:
-    """Σ μ, Σ N, Σ (N − μ)², Σ Var N, Σ μ²/κ, max μ/κ, Σ (s^N − E s^N), Σ Var s^N over rows (in `SUMS` order);
-    `kappa` empty means Poisson (Var N = μ, E s^N = exp(−μ(1 − s))), else NB2 (E s^N = (1 + μ(1 − s)/κ)^−κ)."""
+def _log_pmf(n, mu, kappa):
+    """ln P(N = n): Poisson (κ ≤ 0) or NB2 with mean μ and shape κ."""
+    if kappa <= 0.0:
+        return n * math.log(mu) - mu - math.lgamma(n + 1.0) if n > 0 else -mu
+    return (math.lgamma(n + kappa) - math.lgamma(kappa) - math.lgamma(n + 1.0)
+            + kappa * math.log(kappa / (kappa + mu)) + (n * math.log(mu / (kappa + mu)) if n > 0 else 0.0))
+
+
+@numba.njit(**JIT)
+def _mass(lo, hi, mu, kappa):
+    """P(lo ≤ N ≤ hi) (0 ≤ lo, hi integers), by the pmf at lo and the ratio p(n+1)/p(n), summed in order."""
+    if hi < lo:
+        return 0.0
+    p = math.exp(_log_pmf(lo, mu, kappa))
+    total = 0.0
+    n = lo
+    while n <= hi:
+        total += p
+        if p < 1e-300:  # underflowed far in a tail: restart the recurrence from the pmf itself
+            p = math.exp(_log_pmf(n + 1.0, mu, kappa))
+        elif kappa <= 0.0:
+            p *= mu / (n + 1.0)
+        else:
+            p *= (n + kappa) / (n + 1.0) * (mu / (kappa + mu))
+        n += 1.0
+    return total
+
+
+@numba.njit(**JIT)
+def _log_cap_bound(k, mu, kappa):
+    """Chernoff's bound on ln P(N ≥ k) for k > μ: Poisson k − μ − k ln(k/μ); NB2 at the optimal e^t = z,
+    z = k(1 + r)/(r(κ + k)), r = μ/κ: −k ln z − κ ln(1 − r(z − 1)). 0 (no bound) when k ≤ μ."""
+    if k <= mu:
+        return 0.0
+    if kappa <= 0.0:
+        return k - mu - k * math.log(k / mu)
+    # z = k(1 + r)/(r(κ + k)) = k(κ + μ)/(μ(κ + k)) and 1 − r(z − 1) = (κ + μ)/(κ + k), written without cancellation
+    return -k * math.log(k * (kappa + mu) / (mu * (kappa + k))) - kappa * math.log((kappa + mu) / (kappa + k))
+
+
+@numba.njit(**JIT)
+def _moment_sums(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray, capped: np.ndarray, cap: float) -> np.ndarray:
+    """The sums of `SUMS` over rows; `kappa` empty means Poisson, else NB2 with κ per row; `capped` per row."""
     out = np.zeros(len(SUMS))
     poisson = kappa.size == 0
     for i in range(mu.size):
         m, k = mu[i], n[i]
+        kap = 0.0 if poisson else kappa[i]
+        q = 0.0 if poisson else m / kap
+        var = m + m * q
+        bound = _log_cap_bound(cap + 1.0, m, kap)
+        if bound > CAPPABLE_LOG:  # cappable: only the cap indicator, against its exact probability
+            sd = math.sqrt(var)
+            lo = max(0.0, math.floor(m - 40.0 * sd - 40.0))
+            hi = math.ceil(m + 40.0 * sd + 800.0)
+            if cap + 1.0 > m:
+                p = _mass(max(cap + 1.0, lo), hi, m, kap)
+            else:
+                p = 1.0 - _mass(lo, cap, m, kap) if cap >= lo else 1.0
+            out[9] += 1.0
+            out[10] += 1.0 if capped[i] else 0.0
+            out[11] += p
+            out[12] += p * (1.0 - p)
+            continue
+        out[13] += math.exp(bound)
         r = k - m
-        one_minus_s = min(1.0, PGF_TARGET / m)  # 1 − s without cancellation
-        s = 1.0 - one_minus_s
-        one_minus_s2 = one_minus_s * (1.0 + s)
-        if poisson:
-            var = m
-            m1 = math.exp(-m * one_minus_s)
-            m2 = m1 if s == 0.0 else math.exp(-m * one_minus_s2)
-        else:
-            q = m / kappa[i]
-            var = m + m * q
-            out[4] += m * q
-            out[5] = max(out[5], q)
-            m1 = math.exp(-kappa[i] * math.log1p(q * one_minus_s))
-            m2 = math.exp(-kappa[i] * math.log1p(q * one_minus_s2))
-        power = (1.0 if k == 0.0 else 0.0) if s == 0.0 else s ** np.int64(k)  # s^N, 0^0 = 1; N is whole
         out[0] += m
         out[1] += k
         out[2] += r * r
         out[3] += var
-        out[6] += power - m1
-        out[7] += max(m2 - m1 * m1, 0.0)
+        if not poisson:
+            out[4] += m * q
+            out[5] = max(out[5], q)
+        sd = math.sqrt(var)
+        a = max(0.0, math.ceil(m - sd))
+        b = math.floor(m + sd)
+        inside = _mass(a, b, m, kap)
+        p_out = min(max(1.0 - inside, 0.0), 1.0)
+        out[6] += 1.0 if (k < a or k > b) else 0.0
+        out[7] += p_out
+        out[8] += p_out * (1.0 - p_out)
     return out
 
 
-def moment_sums(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None) -> np.ndarray:
-    """`_moment_sums` of float64 read-only views (κ None under Poisson): one compiled signature."""
-    if len(mu) != len(n) or (kappa is not None and len(kappa) != len(mu)):
-        raise ValueError("moment_sums needs μ, N (and κ) of equal length")
+def moment_sums(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None, capped: np.ndarray | None = None,
+                cap: float = 2.0**62) -> np.ndarray:
+    """`_moment_sums` of float64 read-only views (κ None under Poisson, `capped` None: no row capped): one compiled
+    signature."""
+    if len(mu) != len(n) or (kappa is not None and len(kappa) != len(mu)) or (capped is not None
+                                                                               and len(capped) != len(mu)):
+        raise ValueError("moment_sums needs μ, N (and κ, capped) of equal length")
     floats = [frozen(np.ascontiguousarray(a, dtype=np.float64)) for a in (mu, n, np.empty(0) if kappa is None else kappa)]
+    flags = frozen(np.ascontiguousarray(np.zeros(len(mu), dtype=np.bool_) if capped is None else capped, dtype=np.bool_))
     ready()
-    return _moment_sums(*floats)
+    return _moment_sums(*floats, flags, float(cap))

@@ -11,8 +11,8 @@ import pyarrow as pa
 from .. import counts, entity_grid, pipeline
 from ..grouping import ENTITY_KEYS
 from ..prefetch import prefetched
-from ..rng import ledger, streams, variates
-from . import count_kernels, event_kernels
+from ..rng import ledger, streams
+from . import count_kernels, event_kernels, reference
 from .context import CheckContext, CheckResult, document_schema, first_true, key_of, require_file
 from .intensity import ledger_result, merge_results
 from .scanning import GRID_KEYS, GridScan, RowStream, ValueCheck, column, combined_numbers
@@ -29,26 +29,34 @@ from .specs import (
 
 @dataclass
 class CountMoments:
-    """Running sums over drawing, uncapped rows for the count corridors (all functions of μ and κ, except the
-    sums that involve N); see `count_kernels.moment_sums`."""
+    """Running sums for the count corridors over drawing rows (functions of μ and κ, except the sums that involve N
+    or the cap flag); see `count_kernels`: free rows feed the total and dispersion sums, cappable rows the cap sums."""
 
-    rows: int = 0
+    rows: int = 0  # free rows (P(N > cap) ≤ 1e-40 by Chernoff)
     mu: float = 0.0  # Σ μ
     n: float = 0.0  # Σ N
     sq: float = 0.0  # Σ (N − μ)²
     var: float = 0.0  # Σ Var N: Σ μ (Poisson) or Σ (μ + μ²/κ) (NB2)
     mu2_kappa: float = 0.0  # Σ μ²/κ (NB2)
     ratio_max: float = 0.0  # max μ/κ (NB2)
-    pgf: float = 0.0  # Σ (s^N − E[s^N]), s = max(0, 1 − 2/μ) per row: mean 0 under the law
-    pgf_var: float = 0.0  # Σ Var[s^N] under the law
+    outside: float = 0.0  # rows with N outside [⌈μ − √V⌉, ⌊μ + √V⌋]
+    outside_p: float = 0.0  # Σ of that event's exact probability
+    outside_var: float = 0.0  # Σ p(1 − p) of it
+    cap_rows: int = 0  # cappable rows
+    capped: float = 0.0  # cappable rows flagged count_capped
+    cap_p: float = 0.0  # Σ P(N > cap) over them
+    cap_var: float = 0.0  # Σ P(1 − P)
+    cap_free_bound: float = 0.0  # Σ of the free rows' Chernoff bounds on P(N > cap): what their statistics ignore
 
-    def add(self, mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None) -> None:
-        """Add rows with μ > 0 (float64 μ and N; κ per row under NB2, None under Poisson)."""
-        sums = dict(zip(count_kernels.SUMS, count_kernels.moment_sums(mu, n, kappa).tolist()))
-        self.rows += len(mu)
+    def add(self, mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None, capped: np.ndarray | None = None,
+            cap: float = 2.0**62) -> None:
+        """Add drawing rows (float64 μ and N; κ per row under NB2, None under Poisson; the count_capped flags)."""
+        sums = dict(zip(count_kernels.SUMS, count_kernels.moment_sums(mu, n, kappa, capped, cap).tolist()))
         self.ratio_max = max(self.ratio_max, sums.pop("ratio_max"))
         for name, value in sums.items():
-            setattr(self, name, getattr(self, name) + value)
+            current = getattr(self, name)
+            setattr(self, name, current + (int(value) if isinstance(current, int) else value))
+        self.rows += len(mu) - int(sums["cap_rows"])
 
 
 def _bernstein(variance: float, c: float, scale: float) -> float:
@@ -68,23 +76,28 @@ def _nb2_upper(sum_mu: float, mu2_kappa: float, ratio_max: float, c: float) -> f
 
 
 def count_corridor(m: CountMoments, law: str, alpha: float) -> dict:
-    """Non-asymptotic corridors for counts given μ (and κ), rows independent given μ; false alarm ≤ alpha
-    (alpha/4 per tail, four tails). Rows that drew nothing or were capped are left out (exact when no row
-    reaches max_count_per_bucket).
+    """Non-asymptotic corridors for counts given μ (and κ), rows independent given μ; false alarm ≤ alpha plus the
+    free rows' capping bound (≤ rows · 1e-40): alpha/6 per tail, six tails, c = ln(6/alpha).
 
+    Rows are split by μ (and κ) alone, never by N: a row is cappable when Chernoff's bound on P(N > cap) exceeds
+    1e-40. Free rows: their N is the published count except on an event of probability ≤ Σ bounds.
     Total. Poisson: Σ N is Poisson(Σ μ), sub-gamma, so Bernstein gives
-    Σμ − √(2Σμ c) ≤ Σ N ≤ Σμ + c/3 + √((c/3)² + 2Σμ c), c = ln(4/alpha). NB2: below, log E e^{−λ(N−μ)} ≤
+    Σμ − √(2Σμ c) ≤ Σ N ≤ Σμ + c/3 + √((c/3)² + 2Σμ c). NB2: below, log E e^{−λ(N−μ)} ≤
     λ²(μ + μ²/κ)/2, so Σ N ≥ Σμ − √(2 V c), V = Σ(μ + μ²/κ); above, the Chernoff bound of `_nb2_upper`.
-    Dispersion (both laws): with s = max(0, 1 − 2/μ) per row (a function of μ alone), the s^N ∈ [0, 1] are
-    independent with E[s^N] = exp(−μ(1 − s)) (Poisson) or (1 + μ(1 − s)/κ)^{−κ} (NB2) and known variance
-    E[s^{2N}] − E[s^N]², so Bernstein with |s^N − E s^N| ≤ 1 bounds |Σ(s^N − E s^N)| by
-    c/3 + √((c/3)² + 2 Σ Var c). Over-dispersion raises E[s^N] (Jensen over a mixing law), under-dispersion
-    lowers it; the generating function is the law's, so no normal approximation enters.
+    Dispersion (both laws): B = 1[N outside [⌈μ − √V⌉, ⌊μ + √V⌋]] with V = Var N is Bernoulli(p), p from the law's
+    exact pmf, so Bernstein with |B − p| ≤ 1 bounds |Σ(B − p)| by c/3 + √((c/3)² + 2 Σ p(1 − p) c) — each summand's
+    range is its own, so a few rows of large μ cannot widen the bound. Over-dispersion raises Σ B, under-dispersion
+    lowers it. Cap: over cappable rows the flags count_capped = 1[N > cap] are Bernoulli(P(N > cap)), P exact from
+    the pmf; the same Bernstein bound applies to Σ(flag − P).
     """
-    out: dict = {"rows": m.rows, "sum_mu": m.mu, "sum_n": m.n, "law": law, "false_alarm": alpha}
+    out: dict = {"rows": m.rows, "sum_mu": m.mu, "sum_n": m.n, "law": law, "false_alarm": alpha,
+                 "cappable_rows": m.cap_rows, "capped_rows": m.capped, "cap_expected": m.cap_p,
+                 "free_rows_cap_bound": m.cap_free_bound}
+    c = math.log(6.0 / alpha)
+    cap_bound = _bernstein(m.cap_var, c, 1.0)
+    out |= {"cap_bound": cap_bound, "cap_ok": abs(m.capped - m.cap_p) <= cap_bound}
     if m.rows == 0 or m.mu == 0:
-        return out | {"passed": True}
-    c = math.log(4.0 / alpha)
+        return out | {"total_ok": True, "dispersion_ok": True, "passed": out["cap_ok"]}
     if law == "poisson":
         down, up = math.sqrt(2 * m.mu * c), _bernstein(m.mu, c, 1.0)
         out |= {"standardised_total": (m.n - m.mu) / math.sqrt(m.mu), "dispersion_index": m.sq / m.mu}
@@ -92,16 +105,17 @@ def count_corridor(m: CountMoments, law: str, alpha: float) -> dict:
         down, up = math.sqrt(2 * m.var * c), _nb2_upper(m.mu, m.mu2_kappa, m.ratio_max, c)
         out |= {"standardised_total": (m.n - m.mu) / math.sqrt(m.var),
                 "variance_ratio": (m.sq / m.var) if m.var else None}
-    pgf_bound = _bernstein(m.pgf_var, c, 1.0)
-    out |= {"total_low": m.mu - down, "total_high": m.mu + up, "pgf_stat": m.pgf, "pgf_bound": pgf_bound,
-            "pgf_sd": math.sqrt(m.pgf_var)}
+    outside_bound = _bernstein(m.outside_var, c, 1.0)
+    out |= {"total_low": m.mu - down, "total_high": m.mu + up, "outside": m.outside, "outside_expected": m.outside_p,
+            "outside_bound": outside_bound, "outside_sd": math.sqrt(m.outside_var)}
     out["total_ok"] = m.mu - down <= m.n <= m.mu + up
-    out["dispersion_ok"] = abs(m.pgf) <= pgf_bound
-    return out | {"passed": out["total_ok"] and out["dispersion_ok"]}
+    out["dispersion_ok"] = abs(m.outside - m.outside_p) <= outside_bound
+    return out | {"passed": out["total_ok"] and out["dispersion_ok"] and out["cap_ok"]}
 
 
 def _replay_counts(ctx: CheckContext, mu: np.ndarray, e0: int, rows: np.ndarray, kappa: np.ndarray | None) -> np.ndarray:
-    """count_N re-derived for chosen rows of a chunk of whole entities starting at entity e0."""
+    """count_N re-derived by the engine's own sampler for chosen rows of a chunk of whole entities starting at
+    entity e0 (the fast path of a full replay; the sample is replayed by `_reference_counts`)."""
     h = ctx.domain.buckets
     entities, index = np.unique(rows // h, return_inverse=True)
     keys = counts.domain_keys(ctx.domain.entities[e0 + entities])
@@ -113,6 +127,39 @@ def _replay_counts(ctx: CheckContext, mu: np.ndarray, e0: int, rows: np.ndarray,
     return draws.count
 
 
+def _reference_blocks(ctx: CheckContext, entities: np.ndarray, buckets: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(base rows (key, hi, lo), x0, x1) of chosen (entity, bucket) pairs by the independent reference: the stream
+    from the RNG policy's template and the law's derivation, the block at base + bucket_index."""
+    ident, rng_doc = ctx.identity, ctx.gate.policy("arrival_rng_policy_5B")
+    coupled = rng_doc.get("scenario_coupling", "independent_v1") == "common_v1"
+    rows = ctx.domain.entities[entities].select(ENTITY_KEYS).to_dicts()
+    base = np.zeros((len(rows), 3), dtype=np.uint64)
+    x0, x1 = np.zeros(len(rows), dtype=np.uint64), np.zeros(len(rows), dtype=np.uint64)
+    for i, (row, bucket) in enumerate(zip(rows, buckets.tolist(), strict=True)):  # over the replayed sample
+        b = reference.stream_base(rng_doc["derivation"]["domain_sep"], counts.FAMILY_ID, ident.manifest_fingerprint,
+                                  ident.parameter_hash, ident.seed, "*" if coupled else ident.scenario_id,
+                                  reference.entity_domain_key(rng_doc, row))
+        base[i] = b
+        x0[i], x1[i] = (w[0] for w in reference.blocks_at(*b, np.array([bucket])))
+    return base, x0, x1
+
+
+def _reference_counts(ctx: CheckContext, mu: np.ndarray, entities: np.ndarray, buckets: np.ndarray) -> np.ndarray:
+    """count_N of chosen rows (μ, entity index, bucket) derived afresh by the independent reference."""
+    doc = ctx.gate.policy("arrival_count_config_5B")
+    _, x0, x1 = _reference_blocks(ctx, entities, buckets)
+    kappa = None
+    if doc["count_law_id"] != "poisson":
+        strata = ctx.grouping.select("scenario_band", "demand_class")[entities].to_dicts()
+        kappa = np.array([reference.kappa_of(doc, row) for row in strata])
+    drawing = mu > float(doc["lambda_zero_eps"])
+    out = np.zeros(len(mu), dtype=np.int64)
+    out[drawing] = reference.counts(doc, mu[drawing], None if kappa is None else kappa[drawing], x0[drawing],
+                                    x1[drawing])
+    return out
+
+
 def check_counts(ctx: CheckContext) -> dict[str, CheckResult]:
     d, policy = ctx.domain, ctx.count_policy
     h = d.buckets
@@ -121,9 +168,11 @@ def check_counts(ctx: CheckContext) -> dict[str, CheckResult]:
     kappa = counts.entity_kappa(ctx.grouping, policy) if policy.law == "nb2" else None
     source = prefetched(pipeline.read_whole_entities(ctx.path("s2_realised_intensity_5B"), ["lambda_realised"], [], h,
                                                      pipeline.default_chunk_entities(h)))
-    sample = ctx.sample(scan.rows)
+    drawn = np.arange(scan.rows, dtype=np.int64)
+    sample = ctx.sample(scan.rows, full=False)  # the reference's rows, in both modes
+    everything = drawn if ctx.replay == "full" else drawn[:0]
     moments = CountMoments()
-    replayed = 0
+    replayed = {"reference": 0, "engine": 0}
     for e0, e1, chunk in scan.chunks():
         start = e0 * h
         _, s2 = next(source)
@@ -140,19 +189,23 @@ def check_counts(ctx: CheckContext) -> dict[str, CheckResult]:
         ):
             if (i := first_true(bad)) is not None:
                 numeric.fail(f"{int(bad.sum())} row(s): {label}", entity_grid.grid_key(d, e0, i, "bucket_index"))
-        rows = sample[(sample >= start) & (sample < start + chunk.num_rows)] - start
-        if len(rows):
-            again = _replay_counts(ctx, mu, e0, rows, kappa)
-            replayed += len(rows)
+        for chosen, how in ((sample, "reference"), (everything, "engine")):  # `everything`: full replays only
+            rows = chosen[(chosen >= start) & (chosen < start + chunk.num_rows)] - start
+            if not len(rows):
+                continue
+            again = (_reference_counts(ctx, mu[rows], e0 + rows // h, rows % h) if how == "reference"
+                     else _replay_counts(ctx, mu, e0, rows, kappa))
+            replayed[how] += len(rows)
             bad = again != n[rows]
             if (i := first_true(bad)) is not None:
-                replay.fail(f"{int(bad.sum())} of {len(rows)} replayed row(s) differ",
+                replay.fail(f"{int(bad.sum())} of {len(rows)} row(s) replayed by the {how} differ",
                             entity_grid.grid_key(d, e0, int(rows[i]), "bucket_index")
                             | {"count_N": int(n[rows[i]]), "replayed": int(again[i])})
-        use = (mu > policy.lambda_zero_eps) & ~capped
+        use = mu > policy.lambda_zero_eps
         k = None if kappa is None else np.repeat(kappa[e0:e1], h)[use]
-        moments.add(mu[use], n[use].astype(np.float64), k)
-    replay.facts |= {"rows_replayed": replayed, "mode": ctx.replay}
+        moments.add(mu[use], n[use].astype(np.float64), k, capped[use], float(policy.max_count))
+    replay.facts |= {"rows_replayed": replayed["reference"] + replayed["engine"],
+                     "rows_replayed_by_reference": replayed["reference"], "mode": ctx.replay}
     stats = count_corridor(moments, policy.law, ctx.corridors["false_alarm"])
     corridor.facts |= {k: v for k, v in stats.items() if k not in ("passed",)}
     if not stats["passed"]:
@@ -168,7 +221,6 @@ def check_count_events(ctx: CheckContext) -> dict[str, CheckResult]:
     events_in = RowStream(path)
     values, key = ValueCheck(ctx, "rng_event_arrival_bucket_count", path), CheckResult(facts={"by": "the count rows"})
     accounting, replay = CheckResult(), CheckResult(facts={"mode": ctx.replay})
-    kappa = counts.entity_kappa(ctx.grouping, policy) if policy.law == "nb2" else None
     logged = pipeline.table_rows(path)
     sample = ctx.sample(logged, full=False)  # under `full` the counts' own check replays them all
     chosen: list[pl.DataFrame] = []
@@ -200,7 +252,7 @@ def check_count_events(ctx: CheckContext) -> dict[str, CheckResult]:
             entity = e0 + rows[local] // h
             chosen.append(pl.from_arrow(picked).with_columns(pl.col(pl.Categorical).cast(pl.String)).with_columns(
                 mu=pl.Series(mu[rows[local]]), count_N=pl.Series(column(chunk, "count_N")[rows[local]]),
-                kappa=pl.Series(np.ones(len(local)) if kappa is None else kappa[entity])))
+                entity=pl.Series(entity, dtype=pl.Int64)))
     if events_in.take(1).num_rows:
         accounting.fail(f"the event log has {logged} rows, the counts imply {drawing}")
     trace = pipeline.read_table(ctx.path("rng_trace_arrival_bucket_count"))
@@ -255,19 +307,22 @@ def _event_problems(ctx: CheckContext, events: pa.Table, e0: int, rows: np.ndarr
 
 
 def _replay_count_events(ctx: CheckContext, events: pl.DataFrame, policy: counts.CountPolicy, result: CheckResult) -> None:
-    """Re-derive sampled events with the ledger (policy template → stream → blocks) and recompute their counts."""
-    replayed = ledger.replay(ctx.gate.policy("arrival_rng_policy_5B"), counts.FAMILY_ID, events,
-                             ctx.identity.columns())
-    for mismatch in replayed.mismatches:
-        result.fail(mismatch)
-    first = replayed.event_start[:-1]
-    mu, kappa = events["mu"].to_numpy(), events["kappa"].to_numpy()
-    u0 = variates.u01(replayed.x0[first])
-    if policy.law == "poisson":
-        n = variates.poisson_inv(mu, u0)
-    else:
-        n = variates.poisson_inv(variates.gamma_inv(kappa, u0) * mu / kappa, variates.u01(replayed.x1[first]))
-    n = np.minimum(n, policy.max_count)
+    """Re-derive sampled events with the independent reference (policy template → stream → block at
+    base + bucket_index) and recompute their counts."""
+    entities, buckets = events["entity"].to_numpy(), events["bucket_index"].to_numpy().astype(np.int64)
+    base, _, _ = _reference_blocks(ctx, entities, buckets)
+    after = [(int(h) * 2**64 + int(lo) + int(b) + 1) for (_, h, lo), b in zip(base.tolist(), buckets.tolist(), strict=True)]
+    before = [(int(h) * 2**64 + int(lo) + int(b)) for (_, h, lo), b in zip(base.tolist(), buckets.tolist(), strict=True)]
+    for name, want in (("rng_key", base[:, 0]),
+                         ("rng_counter_before_hi", np.array([c >> 64 for c in before], dtype=np.uint64)),
+                         ("rng_counter_before_lo", np.array([c & (2**64 - 1) for c in before], dtype=np.uint64)),
+                         ("rng_counter_after_hi", np.array([c >> 64 for c in after], dtype=np.uint64)),
+                         ("rng_counter_after_lo", np.array([c & (2**64 - 1) for c in after], dtype=np.uint64))):
+        bad = events[name].to_numpy().astype(np.uint64) != want
+        if (i := first_true(bad)) is not None:
+            result.fail(f"{int(bad.sum())} replayed event(s): {name} is not the reference's",
+                        key_of(events, i, (*ENTITY_KEYS, "bucket_index")))
+    n = _reference_counts(ctx, events["mu"].to_numpy(), entities, buckets)
     bad = n != events["count_N"].to_numpy()
     if (i := first_true(bad)) is not None:
         result.fail(f"{int(bad.sum())} of {len(bad)} replayed event(s) give another count",

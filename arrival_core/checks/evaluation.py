@@ -74,7 +74,8 @@ def evaluate_recorded(store: Store, identity: Identity, dataset_id: str, *, stat
     (outcomes, recalled)."""
     basis = pipeline.check_basis(store, identity, upto=state)
     if recall and basis is not None:
-        recorded = pipeline.recorded_outcomes(store, dataset_id, identity, basis)
+        recorded = pipeline.recorded_outcomes(store, dataset_id, identity, basis,
+                                              [spec.name for spec in checks_for(dataset_id)])
         if recorded is not None:
             return [CheckOutcome(**o) for o in recorded], True
     outcomes = evaluate(store, identity, dataset_id, replay="sample")

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from .. import counts, entity_grid, kernels, latent, pipeline
 from ..prefetch import prefetched
-from ..rng import ledger, streams
+from ..rng import ledger, streams, variates
 from . import intensity_kernels
 from .context import CheckContext, CheckResult, TableScan, first_true, require_file, scan_table
 from .scanning import GridScan, ValueCheck, column, string_columns
@@ -43,9 +43,12 @@ def check_realised(ctx: CheckContext) -> dict[str, CheckResult]:
     h = d.buckets
     scan = GridScan(ctx, "s2_realised_intensity_5B")
     numeric, replay = CheckResult(), CheckResult()
-    chosen, fresh = ctx.replay_groups()
-    position = np.full(len(d.group_ids), -1)
-    position[chosen] = np.arange(len(chosen))
+    replays = ctx.group_replays()
+    positions = []
+    for _, chosen, _ in replays:  # the reference's sample, and the engine's every group under `full`
+        position = np.full(len(d.group_ids), -1)
+        position[chosen] = np.arange(len(chosen))
+        positions.append(position)
     factors = _published_factors(ctx)
     source = prefetched(pipeline.read_whole_entities(ctx.surface, ["lambda_local_scenario"], [], h,
                                                      pipeline.default_chunk_entities(h)))
@@ -61,14 +64,17 @@ def check_realised(ctx: CheckContext) -> dict[str, CheckResult]:
         for label, n, i in zip(intensity_kernels.RULES, found, first):
             if n:
                 numeric.fail(f"{int(n)} row(s): {label}", entity_grid.grid_key(d, e0, int(i), "bucket_index"))
-        entities = np.flatnonzero(position[group] >= 0)
-        replayed += len(entities) * h
-        bad = factor.reshape(-1, h)[entities] != fresh.factor[position[group[entities]]]
-        if bad.any():
-            entity, bucket = np.argwhere(bad)[0]
-            replay.fail(f"{int(bad.sum())} row(s) have ξ that does not replay",
-                        entity_grid.grid_key(d, e0, int(entities[entity]) * h + int(bucket), "bucket_index"))
-    replay.facts |= {"groups_replayed": len(chosen), "rows_compared": replayed, "mode": ctx.replay}
+        for (by, _, fresh), position in zip(replays, positions, strict=True):
+            entities = np.flatnonzero(position[group] >= 0)
+            replayed += len(entities) * h
+            bad = factor.reshape(-1, h)[entities] != fresh.factor[position[group[entities]]]
+            if bad.any():
+                entity, bucket = np.argwhere(bad)[0]
+                replay.fail(f"{int(bad.sum())} row(s) have ξ that does not replay by the {by}",
+                            entity_grid.grid_key(d, e0, int(entities[entity]) * h + int(bucket), "bucket_index"))
+    replay.facts |= {"groups_replayed": max(len(chosen) for _, chosen, _ in replays),
+                     "groups_replayed_by_reference": len(replays[0][1]), "rows_compared": replayed,
+                     "mode": ctx.replay}
     return scan.results() | {NUMERIC_VALID: numeric, RNG_REPLAY: replay}
 
 
@@ -104,7 +110,7 @@ def check_latent_field(ctx: CheckContext) -> dict[str, CheckResult]:
     none = lgcp.latent_model_id == "none"
     sigma = np.zeros(g) if none else ctx.params["sigma"].to_numpy()
     expected_std = np.repeat(sigma, h)
-    raw = np.exp(latent_z - 0.5 * (sigma * sigma)[:, None])
+    raw = variates.exp(latent_z - 0.5 * (sigma * sigma)[:, None])
     for label, bad in (
         ("latent_std differs from the policy's σ", table["latent_std"].to_numpy() != expected_std),
         ("length_scale_buckets differs from the policy",
@@ -115,21 +121,24 @@ def check_latent_field(ctx: CheckContext) -> dict[str, CheckResult]:
         if (i := first_true(bad)) is not None:
             numeric.fail(f"{int(bad.sum())} row(s): {label}", {"group_id": d.group_ids[i // h],
                                                               "bucket_index": int(i % h)})
-    chosen, fresh = ctx.replay_groups()
-    bad = (latent_z[chosen] != fresh.latent) | (factor[chosen] != fresh.factor)
-    if bad.any():
-        gi, t = np.argwhere(bad)[0]
-        replay.fail(f"{int(bad.sum())} latent value(s) do not replay", {"group_id": d.group_ids[chosen[gi]],
-                                                                         "bucket_index": int(t)})
-    replay.facts |= {"groups_replayed": len(chosen), "mode": ctx.replay}
+    replays = ctx.group_replays()
+    for by, chosen, fresh in replays:  # the reference's sample, and the engine's every group under `full`
+        bad = (latent_z[chosen] != fresh.latent) | (factor[chosen] != fresh.factor)
+        if bad.any():
+            gi, t = np.argwhere(bad)[0]
+            replay.fail(f"{int(bad.sum())} latent value(s) do not replay by the {by}",
+                        {"group_id": d.group_ids[chosen[gi]], "bucket_index": int(t)})
+    replay.facts |= {"groups_replayed": max(len(chosen) for _, chosen, _ in replays),
+                     "groups_replayed_by_reference": len(replays[0][1]), "mode": ctx.replay}
     if none:
         corridor.facts["model"] = "none (ξ ≡ 1)"
         if (latent_z != 0).any() or (factor != 1).any():
             corridor.fail("latent_model_id none but Z ≠ 0 or ξ ≠ 1")
     else:
         if lgcp.latent_model_id == latent.STATIONARY:
-            stats = white_noise_corridor(stationary_innovations(latent_z, sigma, ctx.params, lgcp, h),
-                                         ctx.corridors["false_alarm"]) | {"model": f"whitened {lgcp.kernel_id}"}
+            stats = spectral_corridor(stationary_projections(latent_z, sigma, ctx.params, lgcp, h,
+                                                             coupled=ctx.rng.coupled),
+                                      ctx.corridors["false_alarm"]) | {"model": f"projected {lgcp.kernel_id}"}
         else:
             phi = np.zeros(g) if lgcp.latent_model_id == "log_gaussian_iid_v1" else ctx.params["phi"].to_numpy()
             stats = latent_corridor(latent_z, sigma, phi, ctx.corridors["false_alarm"])
@@ -137,7 +146,10 @@ def check_latent_field(ctx: CheckContext) -> dict[str, CheckResult]:
         if not stats["variance_ok"]:
             corridor.fail(f"pooled Σ Z²/σ² = {stats['sum_sq']:.6g} outside [{stats['sum_sq_low']:.6g}, "
                           f"{stats['sum_sq_high']:.6g}] (σ̂/σ = {stats['sigma_ratio']:.4f})")
-        if not stats["lag1_ok"]:
+        if not stats.get("tilt_ok", True):
+            corridor.fail(f"spectral tilt {stats['tilt_stat']:.6g} outside ±{stats['tilt_bound']:.6g}: the variance "
+                          f"is not spread over the directions as the kernel's eigenvalues say (wrong L or kernel)")
+        if not stats.get("lag1_ok", True):
             corridor.fail(f"lag-1 martingale statistic {stats['lag1_stat']:.6g} outside ±{stats['lag1_bound']:.6g} "
                           f"(ρ̂ = {stats['lag1_estimate']:.4f}, mean φ = {stats['phi_mean']:.4f})")
     return results | {DOMAIN_COMPLETE: domain, NUMERIC_VALID: numeric, RNG_REPLAY: replay, LATENT_CORRIDOR: corridor}
@@ -178,49 +190,55 @@ def latent_corridor(z: np.ndarray, sigma: np.ndarray, phi: np.ndarray, alpha: fl
     }
 
 
-WHITENING_MAX_GAIN = 1e4  # an error of ε·σ in a published Z moves a kept innovation by at most 1e4·ε
+WHITENING_MAX_GAIN = 1e4  # an error of ε·σ in a published Z moves a kept projection by at most 1e4·ε·√H
 
 
-def stationary_innovations(z: np.ndarray, sigma: np.ndarray, params: pl.DataFrame, policy: latent.LgcpPolicy,
-                           buckets: int) -> list[np.ndarray]:
-    """Each group's Z/σ whitened by the exact autocovariance its embedding samples (Durbin–Levinson, one
-    whitening per distinct embedding, i.e. per distinct L): one (groups × T) array per embedding, T ≤ H the
-    innovations whose whitening gain stays ≤ WHITENING_MAX_GAIN. Under the law they are iid N(0, 1)."""
-    groups = latent.group_embeddings(params, policy, buckets)
+def stationary_projections(z: np.ndarray, sigma: np.ndarray, params: pl.DataFrame, policy: latent.LgcpPolicy,
+                           buckets: int, *, coupled: bool = False) -> list[np.ndarray]:
+    """Each group's Z/σ projected on the eigenvectors of the exact covariance its embedding samples (the H×H
+    Toeplitz matrix R of `kernels.realised_autocovariance`, R = U Λ Uᵀ) and scaled: y_i = u_iᵀ(Z/σ) / √λ_i, for
+    every direction whose gain √R₀/√λ_i stays ≤ WHITENING_MAX_GAIN, in decreasing λ. Under the law the y are iid
+    N(0, 1). One decomposition per distinct embedding; one (groups × n) array per embedding."""
+    groups = latent.group_embeddings(params, policy, buckets, coupled=coupled)
     out = []
     for i, emb in enumerate(groups.embeddings):  # over distinct embeddings, not groups
         rows = np.flatnonzero(groups.index == i)
-        out.append(kernels.toeplitz_innovations(kernels.realised_autocovariance(emb), z[rows] / sigma[rows, None],
-                                                max_gain=WHITENING_MAX_GAIN))
+        r = kernels.realised_autocovariance(emb)
+        lag = np.abs(np.arange(buckets)[:, None] - np.arange(buckets)[None, :])
+        lam, vectors = np.linalg.eigh(r[lag])
+        keep = np.flatnonzero(lam > r[0] / WHITENING_MAX_GAIN**2)[::-1]  # decreasing eigenvalue
+        out.append((z[rows] / sigma[rows, None]) @ vectors[:, keep] / np.sqrt(lam[keep]))
     return out
 
 
-def white_noise_corridor(series: Sequence[np.ndarray], alpha: float) -> dict:
-    """Rigorous corridors for arrays of values that are iid N(0, 1) under the law (whitened innovations, each
-    array groups × T with its own T); false alarm ≤ alpha in total, alpha/4 per tail as in `latent_corridor`.
+def spectral_corridor(series: Sequence[np.ndarray], alpha: float) -> dict:
+    """Rigorous corridors for arrays of values iid N(0, 1) under the law, each groups × n in decreasing eigenvalue
+    order (`stationary_projections`); false alarm ≤ alpha, alpha/4 per tail, x = ln(4/alpha).
 
-    Variance: Q = Σ e² is χ²(n), n the number of values, so by Laurent–Massart with x = ln(4/alpha)
-    n − 2√(nx) ≤ Q ≤ n + 2√(nx) + 2x. Lag-1: T = Σ e_t e_{t+1} within each row is a martingale with conditionally
-    Gaussian increments of variance e_t²; Σ e_t² over the n' = Σ (T − 1) heads is χ²(n'), bounded by
-    b = n' + 2√(n'x) + 2x at alpha/4, and P(|T| ≥ a, Σ e_t² ≤ b) ≤ 2exp(−a²/2b) = alpha/4 for a = √(2b ln(8/alpha)).
+    Variance: Q = Σ y² is χ²(n): n − 2√(nx) ≤ Q ≤ n + 2√(nx) + 2x (Laurent–Massart). Tilt: per group c_i = +1 on the
+    first ⌊n/2⌋ directions (largest eigenvalues), −1 on the next ⌊n/2⌋ (a middle one, for odd n, gets 0);
+    T = Σ c_i (y_i² − 1) has log E e^{θT} ≤ θ² Σc² / (1 − 2θ) for 0 ≤ θ < ½ (each −u − ½ln(1 − 2u) ≤ u²/(1 − 2u) for
+    u < ½, and ≤ u² for u ≤ 0), so |T| ≤ 2√(Σc² x) + 2x at alpha/4 per side. A field whose L or kernel is wrong
+    puts too much or too little variance on the large-eigenvalue directions.
     """
     x = math.log(4.0 / alpha)
     values = [np.asarray(s, dtype=np.float64) for s in series]
     n = sum(v.size for v in values)
-    heads = sum(v.shape[0] * max(v.shape[1] - 1, 0) for v in values)
     sum_sq = float(sum((v * v).sum() for v in values))
-    lag_stat = float(sum((v[:, :-1] * v[:, 1:]).sum() for v in values if v.shape[1] > 1))
-    head_sq = float(sum((v[:, :-1] * v[:, :-1]).sum() for v in values if v.shape[1] > 1))
+    tilt, weight = 0.0, 0
+    for v in values:  # over distinct embeddings
+        half = v.shape[1] // 2
+        if half:
+            tilt += float((v[:, :half] ** 2 - 1.0).sum() - (v[:, v.shape[1] - half:] ** 2 - 1.0).sum())
+            weight += 2 * half * v.shape[0]
     low, high = n - 2 * math.sqrt(n * x), n + 2 * math.sqrt(n * x) + 2 * x
-    v_bound = heads + 2 * math.sqrt(heads * x) + 2 * x
-    lag_bound = math.sqrt(2.0 * v_bound * math.log(8.0 / alpha))
+    tilt_bound = 2 * math.sqrt(weight * x) + 2 * x
     return {
-        "groups": sum(v.shape[0] for v in values), "innovations": n,
-        "innovations_per_group_min": min((v.shape[1] for v in values), default=0),
+        "groups": sum(v.shape[0] for v in values), "directions": n,
+        "directions_per_group_min": min((v.shape[1] for v in values), default=0),
         "sum_sq": sum_sq, "sum_sq_low": low, "sum_sq_high": high,
         "sigma_ratio": math.sqrt(sum_sq / n) if n else 1.0, "variance_ok": n == 0 or low <= sum_sq <= high,
-        "lag1_stat": lag_stat, "lag1_bound": lag_bound, "lag1_ok": abs(lag_stat) <= lag_bound,
-        "lag1_estimate": lag_stat / head_sq if head_sq else 0.0, "phi_mean": 0.0, "false_alarm": alpha,
+        "tilt_stat": tilt, "tilt_bound": tilt_bound, "tilt_ok": abs(tilt) <= tilt_bound, "false_alarm": alpha,
     }
 
 
@@ -248,25 +266,32 @@ def check_latent_events(ctx: CheckContext) -> dict[str, CheckResult]:
     replay = CheckResult(facts={"mode": ctx.replay})
     d, h = ctx.domain, ctx.domain.buckets
     if ctx.lgcp.latent_model_id != "none":
-        blocks = latent.event_blocks(ctx.params, ctx.lgcp, h)  # per group: H, or 2M (stationary)
+        blocks = latent.event_blocks(ctx.params, ctx.lgcp, h, coupled=ctx.rng.coupled)  # H, 2M or 2M_c
         if table.height != len(d.group_ids) or table["group_id"].to_list() != list(d.group_ids):
             accounting.fail(f"{table.height} events; expected one per group ({len(d.group_ids)}) in group_id order")
         else:
-            chosen = ctx.sample(len(d.group_ids))
-            key, hi, lo = streams.stream_bases(latent.FAMILY_ID, ctx.identity.manifest_fingerprint,
-                                               ctx.identity.parameter_hash, ctx.identity.seed, ctx.identity.scenario_id,
-                                               latent.domain_keys([d.group_ids[i] for i in chosen],
-                                                                  coupled=ctx.rng.coupled),
-                                               domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
-            after_lo = lo + blocks[chosen].astype(np.uint64)
-            after_hi = hi + (after_lo < lo).astype(np.uint64)
-            sub = table[chosen]
-            for column, expected in (("rng_key", key), ("rng_counter_before_hi", hi), ("rng_counter_before_lo", lo),
-                                     ("rng_counter_after_hi", after_hi), ("rng_counter_after_lo", after_lo)):
-                bad = sub[column].to_numpy() != expected
-                if (i := first_true(bad)) is not None:
-                    replay.fail(f"{int(bad.sum())} event(s): {column} does not replay", {"group_id": sub["group_id"][i]})
-            replay.facts["events_replayed"] = len(chosen)
+            chosen, fresh = ctx.replay_groups()  # stream bases and blocks from the independent reference
+            envelopes = [("reference", chosen, *fresh.base.T, fresh.blocks)]
+            if ctx.replay == "full":  # and every event from the engine's stream derivation
+                every = np.arange(len(d.group_ids), dtype=np.int64)
+                bases = streams.stream_bases(latent.FAMILY_ID, ctx.identity.manifest_fingerprint,
+                                             ctx.identity.parameter_hash, ctx.identity.seed, ctx.identity.scenario_id,
+                                             latent.domain_keys(d.group_ids, coupled=ctx.rng.coupled),
+                                             domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
+                envelopes.append(("engine", every, *bases, blocks))
+            for by, rows, key, hi, lo, size in envelopes:
+                after_lo = lo + size.astype(np.uint64)
+                after_hi = hi + (after_lo < lo).astype(np.uint64)
+                sub = table[rows]
+                for column, expected in (("rng_key", key), ("rng_counter_before_hi", hi),
+                                         ("rng_counter_before_lo", lo), ("rng_counter_after_hi", after_hi),
+                                         ("rng_counter_after_lo", after_lo)):
+                    bad = sub[column].to_numpy() != expected
+                    if (i := first_true(bad)) is not None:
+                        replay.fail(f"{int(bad.sum())} event(s): {column} does not replay by the {by}",
+                                    {"group_id": sub["group_id"][i]})
+            replay.facts |= {"events_replayed": max(len(e[1]) for e in envelopes),
+                             "events_replayed_by_reference": len(chosen)}
             law = "4M draws, 2M blocks" if ctx.lgcp.latent_model_id == latent.STATIONARY else "2H draws, H blocks"
             for column, value in (("draws", 2 * blocks), ("blocks", blocks)):
                 got = table[column].to_numpy()

@@ -64,8 +64,9 @@ def _trace_specs(dataset_id: str) -> tuple[CheckSpec, ...]:
 
 _ACCOUNTING = ("Events ↔ trace ↔ outputs ↔ audit: the event log's events, draws and blocks equal the trace totals, "
                "what the outputs imply under the policies, and the audit record when present.")
-_REPLAY = ("Re-derives RNG events from stream_base + Philox2x64-10 (replay_sample_events of them, or every one "
-           "under `arrival verify`) and compares them exactly.")
+_REPLAY = ("Re-derives RNG events with the independent reference of the law (checks/reference.py: its own "
+           "stream derivation and Philox2x64-10) for replay_sample_events of them, and under `arrival verify` "
+           "every one with the engine's sampler as well, and compares them exactly.")
 
 CHECKS: tuple[CheckSpec, ...] = (
     _error(SCHEMA_VALID, "sealed_inputs_5B", "sealed_inputs_5B validates against its schema."),
@@ -86,8 +87,8 @@ CHECKS: tuple[CheckSpec, ...] = (
         _error(NUMERIC_VALID, "s2_realised_intensity_5B", "λ_baseline equals the sealed λ_target, ξ lies within the "
                                                           "clipping factors and equals the latent field, and "
                                                           "λ_realised = min(λ_baseline·ξ, lambda_max) exactly."),
-        _error(RNG_REPLAY, "s2_realised_intensity_5B", "ξ of the rows of replayed groups equals a fresh derivation "
-                                                       "of their latent fields. " + _REPLAY),
+        _error(RNG_REPLAY, "s2_realised_intensity_5B", "ξ of the rows of replayed groups equals the independent "
+                                                       "reference's derivation of their latent fields. " + _REPLAY),
     ),
     *_table_specs(
         "s2_latent_field_5B",
@@ -95,10 +96,12 @@ CHECKS: tuple[CheckSpec, ...] = (
         _error(NUMERIC_VALID, "s2_latent_field_5B", "σ and length scale follow the LGCP policy per group, "
                                                     "ξ = clip(exp(Z − σ²/2)) and `clipped` marks exactly the "
                                                     "clipped factors."),
-        _error(RNG_REPLAY, "s2_latent_field_5B", "Latent values of replayed groups equal a fresh derivation. " + _REPLAY),
+        _error(RNG_REPLAY, "s2_latent_field_5B", "Latent values of replayed groups equal the independent "
+                                                 "reference's derivation. " + _REPLAY),
         CheckSpec(LATENT_CORRIDOR, "s2_latent_field_5B", "WARN", False,
-                  "Pooled latent variance ≈ σ² and lag-1 autocorrelation ≈ φ (OU) or 0 (iid), within rigorous "
-                  "Laurent–Massart / martingale bounds; false-alarm probability ≤ 1e-6."),
+                  "Pooled latent variance ≈ σ² and lag-1 autocorrelation ≈ φ (OU) or 0 (iid), or a stationary "
+                  "field's eigen-projections iid N(0, 1) (variance, spectral tilt), within rigorous "
+                  "Laurent–Massart / martingale / sub-gamma bounds; false-alarm probability ≤ 1e-6."),
     ),
     *_table_specs(
         "rng_event_arrival_lgcp_gaussian",
@@ -115,12 +118,12 @@ CHECKS: tuple[CheckSpec, ...] = (
                                                        "the same λ_realised."),
         _error(NUMERIC_VALID, "s3_bucket_counts_5B", "μ = λ_realised, 0 ≤ N ≤ max_count_per_bucket, N = 0 where "
                                                      "μ ≤ lambda_zero_eps, count_law_id is the policy's law."),
-        _error(RNG_REPLAY, "s3_bucket_counts_5B", "count_N of replayed rows equals PoissonInv / GammaInv from a "
-                                                  "fresh stream derivation. " + _REPLAY),
+        _error(RNG_REPLAY, "s3_bucket_counts_5B", "count_N of replayed rows equals the independent reference's "
+                                                  "PoissonInv / GammaInv from its own stream derivation. " + _REPLAY),
         CheckSpec(COUNT_CORRIDOR, "s3_bucket_counts_5B", "WARN", False,
-                  "Counts vs μ: the total and the dispersion within non-asymptotic bounds of the law (Bernstein, "
-                  "Chernoff, a bounded generating-function statistic); false-alarm probability ≤ the configured "
-                  "false_alarm (1e-6)."),
+                  "Counts vs μ: the total, the dispersion and the capped rows within non-asymptotic bounds of the "
+                  "law (Bernstein, Chernoff, Bernoulli statistics with exact probabilities); false-alarm "
+                  "probability ≤ the configured false_alarm (1e-6)."),
     ),
     *_table_specs(
         "rng_event_arrival_bucket_count",

@@ -61,7 +61,8 @@ def read_ledger(g: Gate, family_id: str) -> FamilyLedger:
             groups = 0
         events_id, trace_id = "rng_event_arrival_lgcp_gaussian", "rng_trace_arrival_lgcp_gaussian"
         if lgcp.latent_model_id == latent.STATIONARY:
-            expected = _stationary_expectation(grouping, lgcp, buckets)
+            expected = _stationary_expectation(grouping, lgcp, buckets,
+                                               ledger.parse_rng_policy(g.policy("arrival_rng_policy_5B")).coupled)
         else:
             expected = ledger.FamilyTotals(groups, 2 * buckets * groups, buckets * groups)
     elif family_id == counts.FAMILY_ID:
@@ -76,11 +77,12 @@ def read_ledger(g: Gate, family_id: str) -> FamilyLedger:
     return FamilyLedger(family_id, _event_totals(events), trace.collect(), expected, event_path, trace_path)
 
 
-def _stationary_expectation(grouping: pl.LazyFrame, lgcp: latent.LgcpPolicy, buckets: int) -> ledger.FamilyTotals:
+def _stationary_expectation(grouping: pl.LazyFrame, lgcp: latent.LgcpPolicy, buckets: int,
+                            coupled: bool) -> ledger.FamilyTotals:
     """S2 totals under log_gaussian_stationary_v1: one event per group, with 2M blocks and 4M draws, M the group's
-    embedding size (from its L in S1's grouping)."""
+    embedding size (from its L in S1's grouping; the coupled size M_c under `common_v1`)."""
     params = latent.group_parameters(grouping.collect(), lgcp)
-    blocks = latent.event_blocks(params, lgcp, buckets)
+    blocks = latent.event_blocks(params, lgcp, buckets, coupled=coupled)
     return ledger.FamilyTotals(int(blocks.shape[0]), int(2 * blocks.sum()), int(blocks.sum()))
 
 

@@ -5,11 +5,12 @@ Both are identity-deterministic JSON (no run id, no time): re-writing the same r
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from .. import contracts
 from ..encoding import canonical_json, sha256_file, sha256_hex
+from ..errors import CONTRACT_INVALID, ArrivalError
 from ..identity import Identity
 from ..store import Published, Store, read_json
 from ..version import code_version
@@ -31,19 +32,26 @@ def commit_record(state: str, identity: Identity, published: Sequence[Published]
     }
 
 
-def verified_outputs(store: Store, state: str, identity: Identity) -> tuple[Published, ...] | None:
-    """The state's files as its commit record lists them, when the record is there for this identity and code
-    version and every file still has its sha256; else None (the state must compute)."""
-    path = commit_path(store, state, identity)
-    if not path.is_file():
-        return None
+def read_record(store: Store, dataset_id: str, path: Path) -> dict | None:
+    """A commit or check record validated against its schema; None when it is absent, unreadable, past the
+    document limits or invalid (a damaged record: whoever computes again replaces it, `replace_record`)."""
     try:
         record = read_json(path)
-        contracts.validate_document(record, store.entry("commit_record_5B").schema_ref, code="5B.CONTRACT_INVALID",
+        contracts.validate_document(record, store.entry(dataset_id).schema_ref, code=CONTRACT_INVALID,
                                     where=str(path), contracts_dir=store.contracts_dir)
-    except Exception:  # noqa: BLE001 - an unreadable record only means the state computes again
+    except (OSError, ValueError, ArrivalError):
         return None
-    if record["code_version"] != code_version() or {k: record[k] for k in identity.columns()} != identity.columns():
+    return record  # type: ignore[return-value]  # the schema makes it an object
+
+
+def verified_outputs(store: Store, state: str, identity: Identity) -> tuple[Published, ...] | None:
+    """The state's files as its commit record lists them, when the record is there for this identity and code
+    version and every file still has its sha256; else None (the state must compute, and its new record then
+    replaces a damaged or lying one)."""
+    path = commit_path(store, state, identity)
+    record = read_record(store, "commit_record_5B", path)
+    if record is None or record["state_id"] != f"5B.{state}" or record["code_version"] != code_version() \
+            or {k: record[k] for k in identity.columns()} != identity.columns():
         return None
     files = []
     for entry in record["files"]:
@@ -84,34 +92,62 @@ def check_record_path(store: Store, dataset_id: str, identity: Identity, basis: 
                       **identity.tokens())
 
 
-def recorded_outcomes(store: Store, dataset_id: str, identity: Identity, basis: str) -> list[dict] | None:
-    """The outcomes a check step recorded on this basis with this code version, else None."""
+def recorded_outcomes(store: Store, dataset_id: str, identity: Identity, basis: str,
+                      names: Collection[str]) -> list[dict] | None:
+    """The outcomes a check step recorded on this basis with this code version, one for each check of `names`
+    and no other; else None (absent, invalid, or not this step's checks: the step evaluates again)."""
     path = check_record_path(store, dataset_id, identity, basis)
-    try:
-        record = read_json(path)
-    except (OSError, ValueError):
+    record = read_record(store, "check_record_5B", path)
+    if record is None or (record["dataset_id"], record["basis"], record["code_version"]) != \
+            (dataset_id, basis, code_version()):
         return None
-    if not isinstance(record, dict) or record.get("basis") != basis or record.get("code_version") != code_version():
+    outcomes = list(record["outcomes"])
+    found = [o["name"] for o in outcomes]
+    if len(found) != len(set(found)) or set(found) != set(names) or any(o["dataset_id"] != dataset_id
+                                                                        for o in outcomes):
         return None
-    return list(record.get("outcomes") or [])
+    return outcomes
 
 
 def write_check_record(store: Store, dataset_id: str, identity: Identity, basis: str, outcomes: list[dict],
                        state: str) -> None:
-    """Record a check step's outcomes on their basis; a record already there is left as it is (a cache)."""
+    """Record a check step's outcomes on their basis: a record already there with these bytes is left as it is
+    (a cache); any other (damaged, or of outcomes since re-evaluated) is replaced atomically."""
     path = check_record_path(store, dataset_id, identity, basis)
     record = {"dataset_id": dataset_id, "code_version": code_version(), "basis": basis, "outcomes": outcomes}
-    contracts.validate_document(record, store.entry("check_record_5B").schema_ref, code="5B.CONTRACT_INVALID",
+    contracts.validate_document(record, store.entry("check_record_5B").schema_ref, code=CONTRACT_INVALID,
                                 where=str(path), contracts_dir=store.contracts_dir)
-    if path.is_file():
+    _publish_record(store, state, "check_record_5B", path, record)
+
+
+def write_commit_record(store: Store, state: str, identity: Identity, published: Sequence[Published]) -> None:
+    """Write the state's commit record last. Its files were just published, so each one's sha256 was computed
+    again (a no-op publish compares it with the file there): a record already there with these bytes is left
+    as it is, and any other (truncated, invalid, or naming other digests) is replaced atomically."""
+    path = commit_path(store, state, identity)
+    _publish_record(store, state, "commit_record_5B", path, commit_record(state, identity, published,
+                                                                            store.run_root))
+
+
+def _publish_record(store: Store, state: str, dataset_id: str, path: Path, record: dict) -> None:
+    try:
+        same = path.read_bytes() == canonical_json(record) + b"\n"
+    except FileNotFoundError:
+        with store.transaction(state) as tx:
+            tx.write_json(dataset_id, path, record)
         return
-    with store.transaction(state) as tx:
-        tx.write_json("check_record_5B", path, record)
+    except OSError:
+        same = False
+    if not same:
+        with store.transaction(state) as tx:
+            tx.replace_record(dataset_id, path, record)
 
 
-def partition_verified(store: Store, identity: Identity, checked: Sequence[tuple[str, str]]) -> dict[str, str] | None:
+def partition_verified(store: Store, identity: Identity, checked: Sequence[tuple[str, str]],
+                       names: Mapping[str, Collection[str]]) -> dict[str, str] | None:
     """When every state's commit record still matches its files and every checked dataset (dataset, state) has
-    a check record on the current basis, the sha256 of each published dataset; else None."""
+    a valid check record of its checks (`names`) on the current basis, the sha256 of each published dataset;
+    else None."""
     digests: dict[str, str] = {}
     for state in STATES:
         found = verified_outputs(store, state, identity)
@@ -120,6 +156,6 @@ def partition_verified(store: Store, identity: Identity, checked: Sequence[tuple
         digests |= {p.dataset_id: p.sha256 for p in found}
     for dataset_id, state in checked:
         basis = check_basis(store, identity, upto=state)
-        if basis is None or recorded_outcomes(store, dataset_id, identity, basis) is None:
+        if basis is None or recorded_outcomes(store, dataset_id, identity, basis, names[dataset_id]) is None:
             return None
     return digests

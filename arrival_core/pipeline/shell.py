@@ -20,7 +20,7 @@ import pyarrow as pa
 import yaml
 
 from .. import contracts, gate, memory, reports, table_schema, tables
-from ..encoding import load_yaml, sha256_hex
+from ..encoding import sha256_hex
 from ..errors import ArrivalError, error_code, has_code
 from ..gate import Gate
 from ..identity import Identity, PartitionKey, compute_parameter_hash
@@ -152,8 +152,8 @@ def execute_state(store: Store, state: str, key: PartitionKey, options: RunOptio
     if failure is not None:
         raise failure
     assert run.identity is not None, f"{state} passed without resolving its identity"
-    if not verified:
-        _write_commit(store, state, run.identity, published)
+    if not verified and published:
+        records.write_commit_record(store, state, run.identity, published)
     return StateResult(state, run.identity, published, report, report_path, run.diagnostics)
 
 
@@ -190,15 +190,6 @@ def _verified(run: StateRun) -> tuple[Published, ...] | None:
     if found is not None:
         run.metrics["verified"] = True
     return found
-
-
-def _write_commit(store: Store, state: str, identity: Identity, published: Sequence[Published]) -> None:
-    """Write the state's commit record last (left as it is when one is there: it is a cache of this identity)."""
-    path = records.commit_path(store, state, identity)
-    if path.is_file() or not published:
-        return
-    with store.transaction(state) as tx:
-        tx.write_json("commit_record_5B", path, records.commit_record(state, identity, published, store.run_root))
 
 
 # ---- identity ----------------------------------------------------------------------------------------
@@ -262,9 +253,9 @@ def resolve_identity(store: Store, key: PartitionKey, *, state: str, parameter_h
 def parse_policy(data: bytes, entry: contracts.DatasetEntry, path: Path, *, code: str, store: Store) -> dict:
     """A policy file's YAML document, validated against its schema (`code` names the failure)."""
     try:
-        doc = load_yaml(data)
+        doc = contracts.parse_yaml(data)
     except yaml.YAMLError as exc:
-        raise ArrivalError(code, f"{path} is not YAML: {exc}", file=str(path)) from exc
+        raise ArrivalError(code, f"{path} is not YAML within the document limits: {exc}", file=str(path)) from exc
     contracts.validate_document(doc, entry.schema_ref, code=code, where=str(path), contracts_dir=store.contracts_dir)
     return doc
 

@@ -1,7 +1,7 @@
 """The synthetic upstream world: profiles, population, λ surfaces and HashGate bundles, via the store."""
 from .profiles import available_profiles, load_profile
 
-_GENERATE = ("WorldInfo", "create_world", "ensure_seed", "world_identity")
+_GENERATE = ("WorldInfo", "create_world", "ensure_seed", "verify_seed_file", "world_identity")
 
 
 def __getattr__(name: str):
@@ -12,4 +12,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["WorldInfo", "available_profiles", "create_world", "ensure_seed", "load_profile", "world_identity"]
+__all__ = ["WorldInfo", "available_profiles", "create_world", "ensure_seed", "load_profile", "verify_seed_file",
+           "world_identity"]

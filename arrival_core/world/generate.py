@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from ..encoding import canonical_json, le64, sha256_hex, uer
+from ..encoding import canonical_json, le64, sha256_file, sha256_hex, uer
 from ..errors import ArrivalError, error_code
 from ..identity import validate_hex64, validate_seed
 from ..sink import ROW_GROUP_ROWS
@@ -151,6 +151,42 @@ def ensure_seed(root: Path, seed: int) -> Path:
             f"{target} is missing; the world at {store.run_root} is not synthetic, so it is never invented",
             file=str(target), seed=seed,
         )
+    population = _population(store, doc, receipt_path, seed)
+    with store.transaction(STATE) as tx:
+        _publish_3b(tx, store, population, mf, seed)
+    return target
+
+
+def verify_seed_file(root: Path, seed: int) -> str:
+    """The sha256 of a synthetic world's seed-scoped 3B file, proved equal to the bytes the generator gives for
+    that seed (it is deterministic, so the comparison is exact); another file under the same identity is
+    `5B.S0.UPSTREAM_NOT_PASS` naming both digests. A real world's file is left to its bundle."""
+    store = Store(run_root=Path(root).resolve())
+    receipt_path = store.path("run_receipt")
+    doc = read_json(receipt_path)
+    if not isinstance(doc, dict) or doc.get("synthetic") is not True:
+        raise ArrivalError(error_code("WORLD", "ARTEFACT_MISSING"), f"{receipt_path} is not a synthetic world's",
+                           file=str(receipt_path))
+    mf = validate_hex64(doc.get("manifest_fingerprint"), "manifest_fingerprint")
+    seed = validate_seed(seed)
+    target = store.path("virtual_classification_3B", seed=seed, manifest_fingerprint=mf)
+    population = _population(store, doc, receipt_path, seed)
+    data, _ = parquet_bytes([virtual_classification(population, mf, seed)],
+                            arrow_schema("virtual_classification_3B", store))
+    expected, found = sha256_hex(data), sha256_file(target)
+    if found != expected:
+        raise ArrivalError(
+            error_code("S0", "UPSTREAM_NOT_PASS"),
+            f"{target} has sha256 {found}, but the synthetic world's generator gives sha256 {expected} for seed "
+            f"{seed}: the file was changed after the world made it",
+            file=str(target), seed=seed, sha256=found, expected_sha256=expected, segment="3B",
+        )
+    return found
+
+
+def _population(store: Store, doc: Mapping[str, Any], receipt_path: Path, seed: int) -> Population:
+    """The synthetic world's population, after proving its profile still gives the world's fingerprint."""
+    mf = doc["manifest_fingerprint"]
     spec = load_profile(str(doc.get("profile")))
     ws = validate_seed(doc.get("world_seed"))
     if world_identity(spec, ws).manifest_fingerprint != mf:
@@ -161,10 +197,7 @@ def ensure_seed(root: Path, seed: int) -> Path:
             f"so seed {seed} cannot be added",
             file=str(receipt_path), profile=spec.name,
         )
-    population = draw_population(spec.population, spec.zones, spec.entities, mf)
-    with store.transaction(STATE) as tx:
-        _publish_3b(tx, store, population, mf, seed)
-    return target
+    return draw_population(spec.population, spec.zones, spec.entities, mf)
 
 
 # ---- publishing ------------------------------------------------------------------------------------------

@@ -75,19 +75,22 @@ def _moments(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None) -> checks.
 
 
 def test_count_moments_are_the_stated_sums_by_hand():
-    # μ = 1 (s = 0) and μ = 4 (s = 1/2): E s^N = e^{−μ(1−s)} (Poisson) or (1 + μ(1−s)/κ)^{−κ} (NB2, κ = 2), and
-    # E s^{2N} takes 1 − s² in place of 1 − s; worked out by hand, not by the kernel's formulas.
-    e = math.exp
+    # Poisson μ = 1 (sd 1: central interval [0, 2]) and μ = 4 (sd 2: [2, 6]); NB2 μ = 4, κ = 2 (V = 12, sd 3.46:
+    # [1, 7]); the outside probabilities from the pmf worked out here, not by the kernel's recurrence.
+    e, f = math.exp, math.factorial
     m = checks.CountMoments()
-    m.add(np.array([1.0, 4.0]), np.array([0.0, 3.0]), None)
-    assert (m.rows, m.mu, m.n, m.sq, m.var) == (2, 5.0, 3.0, 2.0, 5.0)
-    assert m.pgf == pytest.approx((1 - e(-1)) + (0.125 - e(-2)), rel=1e-14)
-    assert m.pgf_var == pytest.approx((e(-1) - e(-2)) + (e(-3) - e(-4)), rel=1e-14)
+    m.add(np.array([1.0, 4.0]), np.array([0.0, 7.0]), None)
+    assert (m.rows, m.mu, m.n, m.sq, m.var) == (2, 5.0, 7.0, 10.0, 5.0)
+    p1 = 1 - e(-1) * 2.5
+    p4 = 1 - sum(e(-4) * 4**k / f(k) for k in range(2, 7))
+    assert m.outside == 1.0  # N = 7 lies outside [2, 6]
+    assert m.outside_p == pytest.approx(p1 + p4, rel=1e-13)
+    assert m.outside_var == pytest.approx(p1 * (1 - p1) + p4 * (1 - p4), rel=1e-13)
     nb2 = checks.CountMoments()
     nb2.add(np.array([4.0]), np.array([3.0]), np.array([2.0]))
     assert (nb2.var, nb2.mu2_kappa, nb2.ratio_max) == (12.0, 8.0, 2.0)
-    assert nb2.pgf == pytest.approx(0.125 - 2.0 ** -2, rel=1e-14)
-    assert nb2.pgf_var == pytest.approx(2.5 ** -2 - 2.0 ** -4, rel=1e-14)
+    pmf = [math.gamma(k + 2) / (math.gamma(2) * f(k)) * (2 / 6) ** 2 * (4 / 6) ** k for k in range(8)]
+    assert nb2.outside == 0.0 and nb2.outside_p == pytest.approx(1 - sum(pmf[1:8]), rel=1e-13)
     with pytest.raises(ValueError):
         nb2.add(np.ones(2), np.ones(3), None)
 
@@ -107,7 +110,8 @@ def test_count_corridor_accepts_poisson_and_flags_overdispersion():
 def test_count_corridors_are_non_asymptotic_and_catch_mean_and_shape_errors():
     # Fixed key: each accepting corridor has false alarm ≤ 1e-6. Each rejected effect exceeds its bound by more
     # than 9 standard deviations of its statistic (a 5% mean shift: expected excess 41k counts, bound 16k, sd
-    # 2.7k; κ off by 4×, or binomial counts: pgf effects of 15-30 bounds), so each misses with probability < 1e-6.
+    # 2.7k; κ off by 4×, or binomial counts: shifts of the outside count of several bounds), so each misses with
+    # probability < 1e-6.
     rng = np.random.default_rng(20260324)
     mu = rng.lognormal(0.5, 1.0, 300_000)
     kappa = rng.choice([0.5, 2.0, 10.0], len(mu))
@@ -120,19 +124,36 @@ def test_count_corridors_are_non_asymptotic_and_catch_mean_and_shape_errors():
     assert not checks.count_corridor(_moments(mu, nb2, kappa / 4), "nb2", 1e-6)["dispersion_ok"]
     under = rng.binomial(np.ceil(2 * mu).astype(int), mu / np.ceil(2 * mu))  # mean μ, variance ≤ μ/2
     stats = checks.count_corridor(_moments(mu, under, None), "poisson", 1e-6)
-    assert stats["total_ok"] and not stats["dispersion_ok"] and stats["pgf_stat"] < -stats["pgf_bound"]
+    assert stats["total_ok"] and not stats["dispersion_ok"]
+    assert stats["outside"] - stats["outside_expected"] < -stats["outside_bound"]
 
 
 def test_count_corridor_bounds_are_the_stated_inequalities():
     m = checks.CountMoments()
     m.add(np.array([0.5, 3.0, 40.0]), np.array([0.0, 2.0, 45.0]), None)
     stats = checks.count_corridor(m, "poisson", 1e-6)
-    c = np.log(4e6)
+    c = np.log(6e6)
     assert stats["total_high"] - m.mu == pytest.approx(c / 3 + np.sqrt((c / 3) ** 2 + 2 * m.mu * c))
     assert m.mu - stats["total_low"] == pytest.approx(np.sqrt(2 * m.mu * c))
-    s = np.array([0.0, 1 - 2 / 3.0, 1 - 2 / 40.0])  # s = max(0, 1 − 2/μ)
-    mean = np.exp(-np.array([0.5, 3.0, 40.0]) * (1 - s))
-    assert m.pgf == pytest.approx(float(np.sum(s ** np.array([0.0, 2.0, 45.0]) - mean)), abs=1e-12)
+    assert stats["outside_bound"] == pytest.approx(c / 3 + np.sqrt((c / 3) ** 2 + 2 * m.outside_var * c))
+
+
+def test_capped_rows_enter_by_their_exact_tail_and_200_rows_at_the_cap_do_not_alarm():
+    """200 rows at μ = 1e6 with the shipped cap 1e6: about half are capped; P(N > cap) per row is exact, so the
+    cap statistic is centred (false alarm ≤ 1e-6 on this fixed key) and the free rows are unaffected."""
+    rng = np.random.default_rng(20260404)
+    mu = np.concatenate([np.full(200, 1e6), rng.lognormal(0.0, 1.0, 10_000)])
+    n = rng.poisson(mu)
+    cap = 1e6
+    m = checks.CountMoments()
+    m.add(mu, np.minimum(n, cap).astype(float), None, n > cap, cap)
+    stats = checks.count_corridor(m, "poisson", 1e-6)
+    assert stats["passed"] and m.cap_rows == 200 and m.rows == 10_000
+    assert m.cap_p == pytest.approx(200 * 0.49973, rel=1e-3)  # P(Poisson(1e6) > 1e6) = 0.49973…
+    assert 50 < m.capped < 150
+    every = checks.CountMoments()
+    every.add(mu[:200], np.full(200, cap), None, np.ones(200, dtype=bool), cap)  # all capped: 100 too many
+    assert not checks.count_corridor(every, "poisson", 1e-6)["cap_ok"]
 
 
 @pytest.mark.parametrize("events, draws", [(0, 1), (1, 2), (65_536, 1), (200_001, 2)])

@@ -351,3 +351,20 @@ def test_field_autocovariance_at_lags_0_to_5_is_sigma_squared_rho(kernel):
         estimate = float(np.sum(z[:, :h - tau] * z[:, tau:])) / count
         exact = STAT_SIGMA**2 * rho[tau]
         assert abs(estimate - exact) <= bound, (tau, estimate, exact, bound)
+
+
+def test_the_coupled_size_is_the_first_doubling_size_at_which_every_length_scale_embeds():
+    """matern32 over 168 buckets: L = 48 first embeds at M = 1024, L = 24 at 512; coupled, both embed at 1024, and
+    the embedding of L = 24 started there is the 1024-point one (its own first row, clipped λ ≥ −tol·max λ)."""
+    assert (_embed("matern32_v1", 48.0, 168).size, _embed("matern32_v1", 24.0, 168).size) == (1024, 512)
+    size = kernels.coupled_size("matern32_v1", [24.0, 48.0], 168, tolerance=TOL, max_factor=MAX_FACTOR)
+    assert size == 1024
+    assert kernels.coupled_size("matern32_v1", [24.0], 168, tolerance=TOL, max_factor=MAX_FACTOR) == 512
+    wide = _embed("matern32_v1", 24.0, 168, min_size=1024)
+    k = np.arange(1024.0)
+    lam = np.fft.fft(kernels.correlation("matern32_v1", np.minimum(k, 1024 - k), 24.0)).real
+    assert wide.size == 1024 and np.array_equal(wide.eigenvalues, np.maximum(lam, 0.0))
+    with pytest.raises(ValueError):
+        _embed("matern32_v1", 24.0, 168, min_size=768)  # not a power of two
+    with pytest.raises(ValueError):
+        _embed("matern32_v1", 24.0, 168, min_size=1 << 14)  # beyond max_factor · 2(H−1)

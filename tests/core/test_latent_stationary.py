@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from arrival_core import contracts, latent
-from arrival_core.checks.intensity import stationary_innovations, white_noise_corridor
+from arrival_core.checks.intensity import spectral_corridor, stationary_projections
 from arrival_core.errors import ArrivalError
-from arrival_core.rng import ledger, philox, streams
+from arrival_core.rng import ledger, philox, streams, variates
 
 MF, PH, SEED, SID = "5c" * 32, "e1" * 32, 20260311, "baseline_v1"
 P, ELL = 24.0, 1.0  # period_buckets, periodic_length (the defaults)
@@ -28,12 +28,13 @@ KERNELS = ("matern32_v1", "matern52_v1", "squared_exponential_v1", "quasi_period
 # within M/4 frequencies, and √λ of a rounding-level eigenvalue is ~1e-8, so an algebraically equal but
 # differently rounded ρ (e.g. τ²/(2L²) for d²/2) moves its field by ~1e-8 — the law is exact in distribution,
 # and its bytes are those of the formulas as written.
+EXP, SIN = np.vectorize(math.exp), np.vectorize(math.sin)  # the C library's, element by element (laws §8.1)
 RHO = {
-    "matern32_v1": lambda t, L: (1.0 + math.sqrt(3.0) * (t / L)) * np.exp(-math.sqrt(3.0) * (t / L)),
+    "matern32_v1": lambda t, L: (1.0 + math.sqrt(3.0) * (t / L)) * EXP(-math.sqrt(3.0) * (t / L)),
     "matern52_v1": lambda t, L: (1.0 + math.sqrt(5.0) * (t / L) + 5.0 * (t / L) ** 2 / 3.0)
-    * np.exp(-math.sqrt(5.0) * (t / L)),
-    "squared_exponential_v1": lambda t, L: np.exp(-((t / L) ** 2) / 2.0),
-    "quasi_periodic_v1": lambda t, L: np.exp(-2.0 * np.sin(np.pi * t / P) ** 2 / ELL**2) * np.exp(-t / L),
+    * EXP(-math.sqrt(5.0) * (t / L)),
+    "squared_exponential_v1": lambda t, L: EXP(-((t / L) ** 2) / 2.0),
+    "quasi_periodic_v1": lambda t, L: EXP(-2.0 * SIN(np.pi * t / P) ** 2 / ELL**2) * EXP(-t / L),
 }
 
 
@@ -124,7 +125,7 @@ def test_sample_latent_reproduces_the_documented_law(kernel, h):
     np.testing.assert_array_equal(field.embedding_sizes, sizes)
     sigma = GROUPS["sigma"].to_numpy()[:, None]
     policy = _policy(kernel)
-    np.testing.assert_array_equal(field.factor, np.clip(np.exp(field.latent - sigma * sigma / 2),
+    np.testing.assert_array_equal(field.factor, np.clip(variates.exp(field.latent - sigma * sigma / 2),
                                                         policy.min_factor, policy.max_factor))
 
 
@@ -232,34 +233,49 @@ def _many_groups(n: int) -> pl.DataFrame:
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_whitened_corridor_accepts_fields_of_the_law_and_rejects_a_wrong_length_scale(kernel):
+def test_spectral_corridor_accepts_fields_of_the_law_and_rejects_a_wrong_sigma_or_length_scale(kernel):
     # Fixed key. Acceptance: the corridor's false alarm is ≤ 1e-6, so this fails for at most a 1e-6 share of keys.
-    # Rejection: whitened with half the length scale, Σe² falls to 20–75% of its lower bound (and
-    # lag-1 correlation 0.2–0.7 remains); with σ overstated 1.5× in the whitening, Σe² is 2.25·n against an upper
-    # bound ≤ 1.25·n (n ≥ 1,300 innovations here), more than 10 standard deviations out: each rejection misses with
-    # probability far below 1e-6.
+    # Rejection: σ understated by 5% puts Σy² at 1.1025·n against an upper bound n + 2√(nx) + 2x; with n ≥ 15,000
+    # projections (the squared exponential keeps ≥ 28 per group over 168 buckets) the excess is ≥ 2.8 sd of Q beyond
+    # the bound for the squared exponential and ≥ 11 sd for the others (measured on this key); half the length
+    # scale moves both statistics by many bounds.
     params, h = _many_groups(300), 168
     policy = _policy(kernel)
     field = latent.sample_latent(params, policy, h, manifest_fingerprint=MF, parameter_hash=PH, seed=SEED,
                                  scenario_id=SID)
     sigma = params["sigma"].to_numpy()
-    stats = white_noise_corridor(stationary_innovations(field.latent, sigma, params, policy, h), 1e-6)
-    assert stats["variance_ok"] and stats["lag1_ok"], stats
-    assert stats["innovations"] >= 300 * 3
+    stats = spectral_corridor(stationary_projections(field.latent, sigma, params, policy, h), 1e-6)
+    assert stats["variance_ok"] and stats["tilt_ok"], stats
+    assert stats["directions"] >= 300 * 28
     wrong = params.with_columns(pl.col("length_scale_buckets") / 2)
-    bad = white_noise_corridor(stationary_innovations(field.latent, sigma, wrong, policy, h), 1e-6)
-    assert not (bad["variance_ok"] and bad["lag1_ok"]), bad
-    scaled = white_noise_corridor(stationary_innovations(field.latent, sigma / 1.5, params, policy, h), 1e-6)
+    bad = spectral_corridor(stationary_projections(field.latent, sigma, wrong, policy, h), 1e-6)
+    assert not (bad["variance_ok"] and bad["tilt_ok"]), bad
+    scaled = spectral_corridor(stationary_projections(field.latent * 1.05, sigma, params, policy, h), 1e-6)
     assert not scaled["variance_ok"], scaled
 
 
-def test_white_noise_corridor_bounds_follow_laurent_massart():
+def test_spectral_projections_are_the_eigen_whitening_of_the_realised_covariance():
+    """y = Λ^{-1/2} Uᵀ w for a 2-bucket field with known covariance [[1, ρ], [ρ, 1]]: eigenvalues 1 ± ρ."""
+    policy = _policy("matern32_v1")
+    params = _params([("baseline|retail_daytime|card_present|physical|zg07|b00", 1.0, 3.0)])
+    emb = latent.group_embeddings(params, policy, 2).embeddings[0]
+    rho = float(np.fft.ifft(emb.eigenvalues).real[1])
+    w = np.array([[0.3, -1.2]])
+    y = stationary_projections(w, np.ones(1), params, policy, 2)[0]
+    expected = [(0.3 + -1.2) / math.sqrt(2 * (1 + rho)), (0.3 - -1.2) / math.sqrt(2 * (1 - rho))]
+    np.testing.assert_allclose(np.sort(np.abs(y[0])), np.sort(np.abs(expected)), rtol=1e-12)
+
+
+def test_spectral_corridor_bounds_follow_laurent_massart_and_the_signed_sub_gamma_bound():
     e = np.random.default_rng(11).standard_normal((40, 50))
-    stats = white_noise_corridor([e[:20], e[20:, :30]], 1e-6)
-    n, heads, x = 20 * 50 + 20 * 30, 20 * 49 + 20 * 29, math.log(4e6)
-    assert stats["innovations"] == n
+    stats = spectral_corridor([e[:20], e[20:, :31]], 1e-6)
+    n, x = 20 * 50 + 20 * 31, math.log(4e6)
+    weight = 20 * 50 + 20 * 30  # ±1 on the first and last ⌊n/2⌋ of each row; the middle of an odd row has 0
+    assert stats["directions"] == n
     assert stats["sum_sq_low"] == pytest.approx(n - 2 * math.sqrt(n * x))
     assert stats["sum_sq_high"] == pytest.approx(n + 2 * math.sqrt(n * x) + 2 * x)
-    b = heads + 2 * math.sqrt(heads * x) + 2 * x
-    assert stats["lag1_bound"] == pytest.approx(math.sqrt(2 * b * math.log(8e6)))
-    assert stats["variance_ok"] and stats["lag1_ok"]  # false-failure probability ≤ 1e-6 for this fixed key
+    assert stats["tilt_bound"] == pytest.approx(2 * math.sqrt(weight * x) + 2 * x)
+    tilt = ((e[:20, :25] ** 2 - 1).sum() - (e[:20, 25:] ** 2 - 1).sum() + (e[20:, :15] ** 2 - 1).sum()
+            - (e[20:, 16:31] ** 2 - 1).sum())
+    assert stats["tilt_stat"] == pytest.approx(tilt)
+    assert stats["variance_ok"] and stats["tilt_ok"]  # false-failure probability ≤ 1e-6 for this fixed key

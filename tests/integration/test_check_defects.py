@@ -138,3 +138,18 @@ def test_a_changed_factor_in_the_realised_rows_fails_numeric_and_replay(clean, t
     assert not outcomes[checks.NUMERIC_VALID].passed and not outcomes[checks.RNG_REPLAY].passed
     assert outcomes[checks.RNG_REPLAY].metadata["offending_keys"][0]["bucket_index"] == 3
     assert outcomes[checks.DOMAIN_COMPLETE].passed and outcomes[checks.SCHEMA_VALID].passed
+
+
+def test_a_law_bug_in_the_engine_fails_the_replay_because_the_reference_shares_no_code(tiny_world_copy: WorldInfo,
+                                                                                        monkeypatch):
+    """The engine's normals off by one part in 10^9 — S2 and the checks both run with the bug, as a shared sampler
+    would; the independent reference still derives the law's values, so both S2 replays fail."""
+    from arrival_core.rng import variates
+    true_normals = variates.box_muller
+    monkeypatch.setattr(variates, "box_muller", lambda x0, x1: true_normals(x0, x1) * (1.0 + 1e-9))
+    st = store(tiny_world_copy)
+    ident = run_all(st, seed=42, scenario_id="baseline_v1", upto="run_s2")
+    for dataset in ("s2_realised_intensity_5B", "s2_latent_field_5B"):
+        outcomes = {o.name: o for o in checks.evaluate(st, ident, dataset)}
+        assert not outcomes[checks.RNG_REPLAY].passed, dataset
+        assert outcomes[checks.NUMERIC_VALID].passed, dataset

@@ -249,7 +249,7 @@ def test_a_stationary_kernel_passes_every_check_with_a_full_replay(tiny_world: W
         assert (read(st, "s2_realised_intensity_5B", ident)["kernel_id"] == "matern52_v1").all()
     _all_checks_pass(st, idents)
     corridor = {o.name: o for o in checks.evaluate(st, idents["stress_v1"], "s2_latent_field_5B")}
-    assert corridor[checks.LATENT_CORRIDOR].metadata["model"] == "whitened matern52_v1"
+    assert corridor[checks.LATENT_CORRIDOR].metadata["model"] == "projected matern52_v1"
 
 
 def test_a_kernel_that_cannot_be_embedded_fails_s2_with_its_code_and_writes_nothing(tiny_world_copy: WorldInfo,
@@ -275,3 +275,49 @@ def test_a_kernel_that_cannot_be_embedded_fails_s2_with_its_code_and_writes_noth
     report = json.loads(st.path("run_report_5B", state="S2", seed=42, scenario_id="baseline_v1",
                                 run_id="kernel-fails").read_bytes())
     assert (report["status"], report["error_code"]) == ("FAIL", "5B.S2.KERNEL_CONSTRUCTION_FAILED")
+
+
+def _coupled_matern(doc: dict) -> None:
+    _stationary("matern32_v1")(doc)
+    doc["length_scale_buckets"]["base_by_scenario_band"] = {"baseline": 48, "stress": 24}
+
+
+def _coupled_fields(tiny_world: WorldInfo, tmp_path: Path, coupling: str) -> tuple[dict, dict]:
+    """{scenario: latent field frame} and {scenario: M per group} of the tiny world under matern32 with L 48/24."""
+    config = edited_config(tmp_path, "arrival_lgcp_config_5B", _coupled_matern, name=f"config-{coupling}")
+    if coupling == "common_v1":
+        edited_config(tmp_path, "arrival_rng_policy_5B", _coupled, name=f"config-{coupling}")
+    shutil.copytree(tiny_world.root, tmp_path / coupling)
+    st = store(tmp_path / coupling, config)
+    fields, sizes = {}, {}
+    for sid in SCENARIOS:
+        ident = run_all(st, scenario_id=sid, upto="run_s2")
+        fields[sid] = read(st, "s2_latent_field_5B", ident).with_columns(
+            pl.col("group_id").cast(pl.String).str.splitn("|", 2).struct.field("field_1").alias("coupled"))
+        sizes[sid] = read(st, "rng_event_arrival_lgcp_gaussian", ident)["blocks"].to_numpy() // 2
+    return fields, sizes
+
+
+def _per_group_correlation(fields: dict) -> np.ndarray:
+    joined = fields["baseline_v1"].join(fields["stress_v1"], on=["coupled", "bucket_index"], suffix="_s")
+    return joined.group_by("coupled").agg(pl.corr("latent_value", "latent_value_s"))["latent_value"].to_numpy()
+
+
+def test_coupled_stationary_fields_share_their_normals_when_the_scenarios_embed_at_different_sizes(
+        tiny_world: WorldInfo, tmp_path: Path):
+    """matern32 with L 48 (baseline) and 24 (stress) over 168 buckets: alone the two bands embed at different M;
+    under common_v1 both take M_c and every coupled group's fields correlate (≥ 0.8); independent ones do not."""
+    policy = latent.parse_lgcp_policy(yaml.safe_load(
+        (edited_config(tmp_path, "arrival_lgcp_config_5B", _coupled_matern, name="probe")
+         / "arrival_lgcp_config_5B.yaml").read_text()))
+    fields, sizes = _coupled_fields(tiny_world, tmp_path, "common_v1")
+    h = int(fields["baseline_v1"]["bucket_index"].max()) + 1
+    own = {band: {latent._embedding(policy.kernel_id, length, h, policy.stationary).size
+                  for length in fields[sid]["length_scale_buckets"].unique().to_list()}
+           for band, sid in (("baseline", "baseline_v1"), ("stress", "stress_v1"))}
+    assert own["baseline"] != own["stress"]  # the case the coupled size exists for
+    assert (sizes["baseline_v1"] == sizes["stress_v1"]).all()
+    corr = _per_group_correlation(fields)
+    assert len(corr) > 50 and corr.min() >= 0.8, (corr.min(), corr.mean())
+    independent, _ = _coupled_fields(tiny_world, tmp_path, "independent_v1")
+    assert np.abs(_per_group_correlation(independent)).mean() < 0.5

@@ -1,0 +1,366 @@
+"""An independent reference of the RNG law for the replay checks, written from docs/laws.md §7–§10 alone.
+
+It shares no code with the engine (`arrival_core.rng`, `latent`, `kernels`, `counts`; an AST test keeps it so):
+its own Philox2x64-10 in NumPy uint64 arithmetic, its own stream derivation, uniforms and Box–Muller normals, the
+latent laws (OU, iid, the four stationary kernels by circulant embedding, the coupled size M_c), σ, L and κ from the
+policy documents, and slow but simple exact inverses: PoissonInv by summing the pmf over the whole ±40 sd range
+and searching, GammaInv by bisection on the regularised incomplete gamma. A law bug the engine and this module do
+not share shows as a replay mismatch. It is slow: the checks use it on their sample (and `arrival verify` on every
+group, and on the same sample of count rows).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+_M = np.uint64(0xD2B74407B1CE6E93)
+_W = np.uint64(0x9E3779B97F4A7C15)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_32 = np.uint64(32)
+_ONE = np.uint64(1)
+_TOP = 2**64 - 1
+
+
+# ---- §7: Philox2x64-10, streams, uniforms, normals --------------------------------------------------------------
+
+def _mulhi(a: np.ndarray) -> np.ndarray:
+    """High 64 bits of M · a by 32-bit limbs (uint64 products of 32-bit halves never overflow)."""
+    a_lo, a_hi = a & _LOW32, a >> _32
+    m_lo, m_hi = _M & _LOW32, _M >> _32
+    ll, lh, hl, hh = a_lo * m_lo, a_lo * m_hi, a_hi * m_lo, a_hi * m_hi
+    mid = (ll >> _32) + (lh & _LOW32) + (hl & _LOW32)
+    return hh + (lh >> _32) + (hl >> _32) + (mid >> _32)
+
+
+def philox(c0: np.ndarray, c1: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Philox2x64-10 output words (x0, x1) of counters (c0, c1) under key (laws §7.1), elementwise."""
+    c0, c1, k = (np.array(a, dtype=np.uint64, copy=True) for a in np.broadcast_arrays(c0, c1, key))
+    with np.errstate(over="ignore"):
+        for r in range(10):  # the ten rounds
+            if r:
+                k = k + _W
+            c0, c1 = _mulhi(c0) ^ k ^ c1, c0 * _M
+    return c0, c1
+
+
+def uer(text: str) -> bytes:
+    """4-byte big-endian length of the UTF-8 bytes, then the bytes."""
+    data = text.encode("utf-8")
+    return struct.pack(">I", len(data)) + data
+
+
+def stream_base(domain_sep: str, family_id: str, manifest_fingerprint: str, parameter_hash: str, seed: int,
+                scenario_field: str, domain_key: str) -> tuple[int, int, int]:
+    """(key, counter_hi, counter_lo): big-endian words 0:8, 8:16, 16:24 of the derivation's SHA-256 (laws §7.2);
+    `scenario_field` is the scenario id, or `*` under coupling common_v1."""
+    message = b"".join((uer(domain_sep), uer(family_id), uer(manifest_fingerprint), uer(parameter_hash),
+                        struct.pack("<Q", int(seed)), uer(scenario_field), uer(domain_key)))
+    d = hashlib.sha256(message).digest()
+    return tuple(int.from_bytes(d[i:i + 8], "big") for i in (0, 8, 16))
+
+
+def blocks_at(key: int, hi: int, lo: int, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Philox blocks of one stream at base + offset (128-bit counter, carry into hi; Philox takes (lo, hi))."""
+    counters = [(hi * 2**64 + lo + int(o)) for o in np.asarray(offsets).tolist()]
+    if any(c >> 128 for c in counters):
+        raise ValueError("the 128-bit counter wraps")
+    c_lo = np.array([c & _TOP for c in counters], dtype=np.uint64)
+    c_hi = np.array([c >> 64 for c in counters], dtype=np.uint64)
+    return philox(c_lo, c_hi, np.full(len(counters), key, dtype=np.uint64))
+
+
+def u01(x: np.ndarray) -> np.ndarray:
+    """((x >> 11) | 1) · 2^-53 (laws §7.4)."""
+    return ((np.asarray(x, dtype=np.uint64) >> np.uint64(11)) | _ONE).astype(np.float64) * 2.0**-53
+
+
+_LN = np.frompyfunc(math.log, 1, 1)
+_COS = np.frompyfunc(math.cos, 1, 1)
+
+
+def normals(x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
+    """√(−2 · ln u(x0)) · cos(2π · u(x1)) with the C library's ln and cos (laws §7.5)."""
+    ln = _LN(u01(x0)).astype(np.float64)
+    cos = _COS((2.0 * math.pi) * u01(x1)).astype(np.float64)
+    return np.sqrt(-2.0 * ln) * cos
+
+
+# ---- §8: the latent field ---------------------------------------------------------------------------------------
+
+def _clamp(x: float, bounds: Sequence[float]) -> float:
+    return min(max(x, float(bounds[0])), float(bounds[1]))
+
+
+def group_sigma_length(lgcp: Mapping, strata: Mapping[str, str]) -> tuple[float, float]:
+    """(σ, L) of a group from the LGCP policy document and its strata (products left to right, then clamp)."""
+    s = lgcp["sigma"]
+    sigma = (float(s["base_by_scenario_band"][strata["scenario_band"]])
+             * float(s["demand_class_multipliers"][strata["demand_class"]])
+             * float(s["channel_group_multipliers"][strata["channel_group"]])
+             * float(s["virtual_band_multipliers"][strata["virtual_band"]]))
+    return _clamp(sigma, s["bounds"]), group_length(lgcp, strata["scenario_band"], strata["demand_class"])
+
+
+def group_length(lgcp: Mapping, band: str, demand_class: str) -> float:
+    """L (buckets) of a band and demand class: clamp(L_base[band] · mL_demand[class], bounds)."""
+    ls = lgcp["length_scale_buckets"]
+    return _clamp(float(ls["base_by_scenario_band"][band]) * float(ls["demand_class_multipliers"][demand_class]),
+                  ls["bounds"])
+
+
+def _stationary(lgcp: Mapping) -> dict:
+    block = lgcp.get("stationary") or {}
+    defaults = {"embedding_tolerance": 1e-10, "max_embedding_factor": 8.0, "period_buckets": 24.0,
+                "periodic_length": 1.0}
+    return {k: float(block.get(k, v)) for k, v in defaults.items()}
+
+
+def _libm(fn, x: np.ndarray) -> np.ndarray:
+    """fn (the C library's, through `math`) of every element: the laws' exp and sin, whatever SIMD NumPy has."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.fromiter(map(fn, x.ravel().tolist()), dtype=np.float64, count=x.size).reshape(x.shape)
+
+
+def _exp(x: np.ndarray) -> np.ndarray:
+    return _libm(math.exp, x)
+
+
+def rho(kernel_id: str, tau: np.ndarray, length: float, period: float, ell: float) -> np.ndarray:
+    """ρ(τ) of laws §8.1, evaluated in the order written there."""
+    d = tau / length
+    if kernel_id == "matern32_v1":
+        a = math.sqrt(3.0)
+        return (1.0 + a * d) * _exp(-a * d)
+    if kernel_id == "matern52_v1":
+        a = math.sqrt(5.0)
+        return (1.0 + a * d + (5.0 / 3.0) * d * d) * _exp(-a * d)
+    if kernel_id == "squared_exponential_v1":
+        return _exp(-0.5 * d * d)
+    if kernel_id == "quasi_periodic_v1":
+        s = _libm(math.sin, np.pi * tau / period)
+        return _exp(-2.0 * s * s / (ell * ell) - d)
+    raise ValueError(f"unknown kernel {kernel_id!r}")
+
+
+def _sizes(buckets: int, factor: float) -> tuple[int, int]:
+    """(M₀, M_max) of laws §8.1 step 1."""
+    first = 1
+    while first < 2 * (buckets - 1):
+        first *= 2
+    last = first
+    while 2 * last <= factor * 2 * (buckets - 1):
+        last *= 2
+    return first, last
+
+
+def _eigen(kernel_id: str, length: float, size: int, st: dict) -> np.ndarray:
+    k = np.arange(size, dtype=np.float64)
+    r = rho(kernel_id, np.minimum(k, size - k), length, st["period_buckets"], st["periodic_length"])
+    return np.fft.fft(r).real
+
+
+def embedding(kernel_id: str, length: float, buckets: int, st: dict, start: int | None = None) -> tuple[int, np.ndarray]:
+    """(M, clipped λ) by doubling from M₀ (or `start`) until min λ ≥ −tolerance · max λ (laws §8.1)."""
+    first, last = _sizes(buckets, st["max_embedding_factor"])
+    size = start or first
+    while True:  # a handful of doublings
+        lam = _eigen(kernel_id, length, size, st)
+        if lam.min() >= -st["embedding_tolerance"] * lam.max():
+            return size, np.maximum(lam, 0.0)
+        if size >= last:
+            raise ValueError(f"{kernel_id} with L={length} has no embedding up to M={size}")
+        size *= 2
+
+
+def coupled_size(kernel_id: str, lengths: Sequence[float], buckets: int, st: dict) -> int:
+    """M_c (laws §10): the first M of M₀, 2M₀, … at which every one of the lengths embeds."""
+    size = _sizes(buckets, st["max_embedding_factor"])[0]
+    while True:
+        found = max(embedding(kernel_id, length, buckets, st, size)[0] for length in lengths)
+        if found == size:
+            return size
+        size = found
+
+
+def latent_group(lgcp: Mapping, strata: Mapping[str, str], buckets: int, base: tuple[int, int, int],
+                 coupled: bool) -> tuple[np.ndarray, int]:
+    """(Z over the H buckets, blocks of the group's event) of one group from its stream base (laws §8, §10)."""
+    model = lgcp["latent_model_id"]
+    sigma, length = group_sigma_length(lgcp, strata)
+    key, hi, lo = base
+    if model == "log_gaussian_stationary_v1":
+        st = _stationary(lgcp)
+        kernel = lgcp["kernel_id"]
+        start = None
+        if coupled:
+            bands = sorted(lgcp["length_scale_buckets"]["base_by_scenario_band"])
+            start = coupled_size(kernel, sorted({group_length(lgcp, b, strata["demand_class"]) for b in bands}),
+                                 buckets, st)
+        size, lam = embedding(kernel, length, buckets, st, start)
+        z = normals(*blocks_at(key, hi, lo, np.arange(2 * size)))
+        field = np.fft.fft(np.sqrt(lam / size) * (z[:size] + 1j * z[size:])).real[:buckets]
+        return sigma * field, 2 * size
+    z = normals(*blocks_at(key, hi, lo, np.arange(buckets)))
+    if model == "log_gaussian_iid_v1":
+        return sigma * z, buckets
+    phi = math.exp(-1.0 / length)
+    innovation = sigma * math.sqrt(1.0 - phi * phi) * z
+    out = np.empty(buckets)
+    out[0] = sigma * z[0]
+    for t in range(1, buckets):  # the AR(1) recursion over one group's buckets
+        out[t] = phi * out[t - 1] + innovation[t]
+    return out, buckets
+
+
+def factors(latent: np.ndarray, sigma: float, lgcp: Mapping) -> np.ndarray:
+    """ξ = clip(exp(Z − σ²/2), min_factor, max_factor) (laws §8.2; the C library's exp)."""
+    clip = lgcp["clipping"]
+    return np.clip(_exp(latent - 0.5 * (sigma * sigma)), float(clip["min_factor"]), float(clip["max_factor"]))
+
+
+# ---- §9: counts -------------------------------------------------------------------------------------------------
+
+def _stirlerr(n: np.ndarray) -> np.ndarray:
+    """ln n! − (n + ½) ln n + n − ½ ln 2π (n ≥ 1): lgamma below 16, the Stirling series above."""
+    out = np.empty_like(n)
+    small = n < 16
+    ns = n[small]
+    out[small] = (np.array([math.lgamma(v + 1.0) for v in ns.tolist()]) - (ns + 0.5) * np.log(ns) + ns
+                  - 0.5 * math.log(2.0 * math.pi))
+    nb = n[~small]
+    n2 = 1.0 / (nb * nb)
+    out[~small] = (1.0 / 12 - (1.0 / 360 - (1.0 / 1260 - (1.0 / 1680 - n2 / 1188) * n2) * n2) * n2) / nb
+    return out
+
+
+def _bd0(x: np.ndarray, m: float) -> np.ndarray:
+    """x ln(x/m) + m − x without cancellation (series in v = (x − m)/(x + m) when x is near m)."""
+    out = x * np.log(x / m) + m - x
+    near = np.abs(x - m) < 0.1 * (x + m)
+    if near.any():
+        xn = x[near]
+        v = (xn - m) / (xn + m)
+        s = (xn - m) * v
+        ej = 2.0 * xn * v
+        v2 = v * v
+        for j in range(1, 200):  # the series converges geometrically in v² < 1/121
+            ej = ej * v2
+            s = s + ej / (2 * j + 1)
+        out[near] = s
+    return out
+
+
+def poisson_pmf(n: np.ndarray, lam: float) -> np.ndarray:
+    """p(n; λ) by Loader's saddle point: e^{−λ} at 0, exp(−stirlerr(n) − bd0(n, λ)) / √(2πn) above."""
+    n = np.asarray(n, dtype=np.float64)
+    out = np.empty_like(n)
+    zero = n == 0
+    out[zero] = math.exp(-lam)
+    pos = n[~zero]
+    out[~zero] = np.exp(-_stirlerr(pos) - _bd0(pos, lam)) / np.sqrt(2.0 * math.pi * pos)
+    return out
+
+
+def poisson_inv(lam: float, u: float) -> int:
+    """The smallest n ≥ 0 with F(n; λ) ≥ u, by summing the pmf over λ ± 40√λ (+800 above), where all but e^{−700}
+    of the mass lies, and searching: on the lower tail for u ≤ ½, on the upper tail (1 − u, exact) above."""
+    if lam == 0.0:
+        return 0
+    sd = math.sqrt(lam)
+    lo = max(0, math.floor(lam - 40.0 * sd - 40.0))
+    hi = math.ceil(lam + 40.0 * sd + 800.0)
+    n = np.arange(lo, hi + 1, dtype=np.float64)
+    p = poisson_pmf(n, lam)
+    if u <= 0.5:
+        return int(lo + np.searchsorted(np.cumsum(p), u, side="left"))
+    upper = np.cumsum(p[::-1])[::-1]  # upper[i] = P(N ≥ lo + i)
+    tail = np.append(upper[1:], 0.0)  # P(N > lo + i) = 1 − F(lo + i)
+    return int(lo + np.argmax(tail <= 1.0 - u))
+
+
+def _gamma_p_q(a: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(P(a, x), Q(a, x)), the regularised incomplete gammas, elementwise: the series below a + 1, Lentz's
+    continued fraction above."""
+    lgam = np.array([math.lgamma(v) for v in a.tolist()])
+    front = np.exp(a * np.log(x) - x - lgam)
+    term = 1.0 / a
+    total = term.copy()
+    k = 1.0
+    while True:  # series terms shrink like x/(a + k) once k > x; stops when every one is below rounding
+        term = term * x / (a + k)
+        total = total + term
+        k += 1.0
+        if not np.any(term > 1e-17 * total) or k > 5000:
+            break
+    tiny = 1e-300
+    b = x + 1.0 - a
+    c = np.full_like(x, 1.0 / tiny)
+    d = 1.0 / np.where(np.abs(b) < tiny, tiny, b)
+    h = d.copy()
+    for i in range(1, 1000):  # the continued fraction converges in O(√a) steps where it is used (x ≥ a + 1)
+        an = -i * (i - a)
+        b = b + 2.0
+        d = an * d + b
+        d = np.where(np.abs(d) < tiny, tiny, d)
+        c = b + an / c
+        c = np.where(np.abs(c) < tiny, tiny, c)
+        d = 1.0 / d
+        step = d * c
+        h = h * step
+        if not np.any((np.abs(step - 1.0) > 1e-16) & (x >= a + 1.0)):
+            break
+    series = x < a + 1.0
+    p = np.where(series, front * total, 1.0 - front * h)
+    q = np.where(series, 1.0 - front * total, front * h)
+    return p, q
+
+
+def gamma_inv(shape: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """x with P(shape, x) = u, elementwise, by bisection in ln x (on Q = 1 − u, exact, where u > ½)."""
+    a, u = np.asarray(shape, dtype=np.float64), np.asarray(u, dtype=np.float64)
+    lo = np.full_like(a, -745.0)
+    hi = np.log(a + 60.0 * np.sqrt(a) + 800.0)
+    upper = u > 0.5
+    for _ in range(80):  # halvings of a bracket < 760 wide: below one ulp of ln x
+        mid = 0.5 * (lo + hi)
+        p, q = _gamma_p_q(a, np.exp(mid))
+        below = np.where(upper, q > 1.0 - u, p < u)
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return np.exp(0.5 * (lo + hi))
+
+
+def kappa_of(count_policy: Mapping, strata: Mapping[str, str]) -> float:
+    """NB2 κ = clamp(κ_base[band] · m_demand[class], bounds) from the count policy document."""
+    nb2 = count_policy["nb2"]
+    value = (float(nb2["kappa_base_by_scenario_band"][strata["scenario_band"]])
+             * float(nb2["demand_class_multipliers"][strata["demand_class"]]))
+    return _clamp(value, nb2["kappa_bounds"])
+
+
+def counts(count_policy: Mapping, mu: np.ndarray, kappa: np.ndarray | None, x0: np.ndarray,
+           x1: np.ndarray) -> np.ndarray:
+    """count_N of drawing rows from their blocks (laws §9): N = PoissonInv(μ, u(x0)), or under NB2
+    Λ = GammaInv(κ, u(x0)) · μ / κ and N = PoissonInv(Λ, u(x1)); capped at max_count_per_bucket."""
+    mu = np.asarray(mu, dtype=np.float64)
+    if count_policy["count_law_id"] == "poisson":
+        lam, u = mu, u01(x0)
+    else:
+        lam, u = gamma_inv(kappa, u01(x0)) * mu / kappa, u01(x1)
+    n = np.array([poisson_inv(m, v) for m, v in zip(lam.tolist(), u.tolist(), strict=True)], dtype=np.int64)
+    return np.minimum(n, int(count_policy["max_count_per_bucket"]))
+
+
+def entity_domain_key(rng_policy: Mapping, entity: Mapping) -> str:
+    """The S3 domain key, the policy's template filled with the entity's fields."""
+    return rng_policy["families"]["S3.bucket_count.v1"]["domain_key"].format(**entity)
+
+
+def group_domain_key(rng_policy: Mapping, group_id: str) -> str:
+    """The S2 domain key: the policy's `group_id=…`, or `coupled_group=<group without its band>` under common_v1."""
+    if rng_policy.get("scenario_coupling", "independent_v1") == "common_v1":
+        return "coupled_group=" + group_id.split("|", 1)[1]
+    return rng_policy["families"]["S2.latent_vector.v1"]["domain_key"].format(group_id=group_id)
