@@ -17,6 +17,7 @@ from arrival_core.identity import validate_seed
 
 from . import interrupts
 from .cluster import ClusterError
+from .threads import add_threads_option, use_threads
 
 DEFAULT_ROOT_PARENT = Path(".arrival")
 
@@ -173,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .executors import celery_settings
 
+    use_threads(args.threads)
     if celery_settings() is None:  # steps run in this process: a child compiles their kernels while Dagster loads
         config_dir = Path(os.environ.get("ARRIVAL_CONFIG_DIR") or contracts.DEFAULT_CONFIG_DIR)
         warmup.start(pipeline.warmup_phases(config_dir) + checks.warmup_phases())
@@ -192,6 +194,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     _add_root(parser)
     parser.add_argument("--quiet", action="store_true", help="print only the summary (no step lines or progress)")
     parser.add_argument("--create", action="store_true", help=CREATE_HELP)
+    add_threads_option(parser)
     parser.set_defaults(handler=run)
 
 
