@@ -22,6 +22,8 @@ from arrival_core import contracts
 from arrival_core.errors import IDENTITY_INVALID, ArrivalError
 from arrival_core.identity import validate_seed
 
+from .threads import add_threads_option, use_threads
+
 DEFAULT_ROOT_PARENT = Path(".arrival")
 
 
@@ -104,6 +106,7 @@ def bench(args: argparse.Namespace, err) -> int:
     from arrival_core.store import Store
     from arrival_core.world import available_profiles, create_world
 
+    use_threads(args.threads)
     if not args.root and not args.profile:
         raise ArrivalError(IDENTITY_INVALID, "arrival bench needs --profile (to create a world) or --root (a world)")
     from arrival_core.kernels import KERNELS
@@ -136,7 +139,7 @@ def bench(args: argparse.Namespace, err) -> int:
             paths = (core_bench.PathTiming("dagster partition", first.seconds, first.peak_rss_bytes),
                      core_bench.PathTiming("verified re-run", again.seconds, again.peak_rss_bytes))
             result = core_bench.BenchResult(result.world, result.variant, result.seed, result.scenarios,
-                                            result.states, result.targets, paths)
+                                            result.states, result.targets, paths, threads=result.threads)
     print(core_bench.format_table(result))
     out = root / "bench" / f"{world}-{variant}{'-dagster' if args.dagster else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -156,4 +159,5 @@ def add_parser(sub: argparse._SubParsersAction, err) -> None:
     parser.add_argument("--scenario", help="one scenario (default: every scenario of the world)")
     parser.add_argument("--dagster", action="store_true",
                         help="also time `arrival run` for one partition with every check, and its verified re-run")
+    add_threads_option(parser)
     parser.set_defaults(handler=lambda args: bench(args, err))

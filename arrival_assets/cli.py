@@ -17,6 +17,7 @@ from arrival_core.identity import validate_seed
 
 from . import interrupts
 from .cluster import ClusterError
+from .threads import add_threads_option, use_threads
 
 DEFAULT_ROOT_PARENT = Path(".arrival")
 
@@ -175,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     from .concurrency import concurrent_runs
     from .executors import celery_settings
 
+    use_threads(args.threads)
     parallel = concurrent_runs() if args.parallel is None else args.parallel
     if parallel < 1:
         raise ArrivalError(USAGE_INVALID, f"--parallel must be at least 1, got {parallel}")
@@ -206,6 +208,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     _add_root(parser)
     parser.add_argument("--quiet", action="store_true", help="print only the summary (no step lines or progress)")
     parser.add_argument("--create", action="store_true", help=CREATE_HELP)
+    add_threads_option(parser)
     parser.set_defaults(handler=run)
 
 

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+from .parallel import available_cpus, thread_count
+
 if TYPE_CHECKING:  # the engine is imported when a bench runs, not when the command line is parsed
     from .store import Store
 
@@ -48,6 +50,7 @@ class BenchResult:
     states: tuple[StateTiming, ...]
     targets: dict
     paths: tuple[PathTiming, ...] = field(default=())
+    threads: int = 1
 
     @property
     def s0_s3_seconds(self) -> float:
@@ -86,6 +89,7 @@ class BenchResult:
             "peak_rss_bytes": self.peak_rss_bytes,
             "met": self.verdicts(),
             "cpu_count": os.cpu_count(),
+            "available_cpus": available_cpus(),
         }
 
 
@@ -104,6 +108,7 @@ def run_bench(store: Store, *, world: str, variant: str, seed: int, scenarios: S
     from . import pipeline
     from .identity import PartitionKey
 
+    threads = thread_count()
     keys = [PartitionKey(seed, sid) for sid in scenarios]  # validated once, where the bench takes them
     timings = []
     for state in pipeline.STATES:
@@ -120,12 +125,13 @@ def run_bench(store: Store, *, world: str, variant: str, seed: int, scenarios: S
                 rows += next(p.rows or 0 for p in result.published if p.dataset_id == state.measured_by)
         timings.append(StateTiming(state.code, rows, round(wall, 3), round(cpu, 3), peak_rss_bytes()))
     targets = pipeline.read_config(store, "bench_targets")
-    return BenchResult(world, variant, seed, tuple(scenarios), tuple(timings), targets)
+    return BenchResult(world, variant, seed, tuple(scenarios), tuple(timings), targets, threads=threads)
 
 
 def format_table(result: BenchResult) -> str:
     """The table the CLI prints: per state, then the user paths with their ratio to the engine, then verdicts."""
-    lines = [f"bench {result.world} · {result.variant} · seed {result.seed} · scenarios {', '.join(result.scenarios)}",
+    lines = [(f"bench {result.world} · {result.variant} · seed {result.seed} · scenarios "
+              f"{', '.join(result.scenarios)} · {result.threads} thread(s)"),
              f"{'state':<18} {'rows':>12} {'seconds':>9} {'cpu s':>8} {'rows/s':>12} {'peak RSS':>10}"]
     for t in result.states:
         lines.append(f"{t.state:<18} {t.rows:>12,} {t.seconds:>9.2f} {t.cpu_seconds:>8.2f} "

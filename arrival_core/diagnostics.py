@@ -44,6 +44,10 @@ class BucketTotals:
             raise ValueError(f"{weights.size} rows are not whole entities of {self.buckets} buckets")
         self.totals += weights.reshape(-1, self.buckets).sum(axis=0)
 
+    def merge(self, other: BucketTotals) -> None:
+        """Add the totals another accumulator took (of other chunks, e.g. on a worker thread)."""
+        self.totals += other.totals
+
 
 def _pmf_rows(mu: np.ndarray, kmax: int, kappa: np.ndarray | None) -> np.ndarray:
     """Σ over rows of pmf(k; μ_row[, κ_row]) for k = 0..kmax, in log space per k (no loop over rows)."""
@@ -151,6 +155,13 @@ class HistogramBand:
         self.overflow += int((~inside).sum())
         self.expected += _pmf_rows(mu[rows], self.kmax, None if kappa is None else np.asarray(kappa)[rows])
         self.rows += len(rows)
+
+    def merge(self, other: HistogramBand) -> None:
+        """Add what another band of the same bounds took (of other chunks, e.g. on a worker thread)."""
+        self.observed += other.observed
+        self.expected += other.expected
+        self.rows += other.rows
+        self.overflow += other.overflow
 
     def histogram(self) -> CountHistogram:
         """The band's frequencies so far."""

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .rng import variates
+
 KERNELS = ("matern32_v1", "matern52_v1", "squared_exponential_v1", "quasi_periodic_v1")
 LATENT_MODEL_ID = "log_gaussian_stationary_v1"
 
@@ -116,18 +118,18 @@ def correlation(kernel_id: str, lags: object, length_scale: float, *, period_buc
         raise ValueError(f"correlation: lags must be finite and ≥ 0 (smallest given: {np.nanmin(tau)})")
     d = tau / length
     if kernel_id == "matern32_v1":
-        return (1.0 + _SQRT3 * d) * np.exp(-_SQRT3 * d)
+        return (1.0 + _SQRT3 * d) * variates.exp(-_SQRT3 * d)
     if kernel_id == "matern52_v1":
-        return (1.0 + _SQRT5 * d + (5.0 / 3.0) * d * d) * np.exp(-_SQRT5 * d)
+        return (1.0 + _SQRT5 * d + (5.0 / 3.0) * d * d) * variates.exp(-_SQRT5 * d)
     if kernel_id == "squared_exponential_v1":
-        return np.exp(-0.5 * d * d)
+        return variates.exp(-0.5 * d * d)
     if kernel_id == "quasi_periodic_v1":
         if period_buckets is None or periodic_length is None:
             raise ValueError("correlation: quasi_periodic_v1 needs period_buckets and periodic_length")
         period = _positive("period_buckets", period_buckets)
         ell = _positive("periodic_length", periodic_length)
-        s = np.sin(np.pi * tau / period)
-        return np.exp(-2.0 * s * s / (ell * ell) - d)
+        s = variates.sin(np.pi * tau / period)
+        return variates.exp(-2.0 * s * s / (ell * ell) - d)
     raise ValueError(f"correlation: kernel_id {kernel_id!r} is not one of {list(KERNELS)}")
 
 

@@ -344,13 +344,13 @@ def sample_latent(
                  "largest_clipped_ratio": max((e.largest_clipped / float(e.eigenvalues.max())
                                                for e in embedded.embeddings), default=0.0)}
     factor = latent_factors(latent, sigma, policy)
-    return LatentField(group_ids, sigma, length, latent, factor, factor != np.exp(latent - 0.5 * (sigma * sigma)[:, None]),
+    return LatentField(group_ids, sigma, length, latent, factor, factor != variates.exp(latent - 0.5 * (sigma * sigma)[:, None]),
                        key, (hi, lo), (after_hi, after_lo), **extra)
 
 
 def latent_factors(latent: np.ndarray, sigma: np.ndarray, policy: LgcpPolicy) -> np.ndarray:
     """ξ = clip(exp(Z − σ²/2), min_factor, max_factor): mean one before clipping."""
-    return np.clip(np.exp(latent - 0.5 * (sigma * sigma)[:, None]), policy.min_factor, policy.max_factor)
+    return np.clip(variates.exp(latent - 0.5 * (sigma * sigma)[:, None]), policy.min_factor, policy.max_factor)
 
 
 def _counter_after(hi: np.ndarray, lo: np.ndarray, blocks: int | np.ndarray,

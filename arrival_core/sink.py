@@ -2,14 +2,19 @@
 written."""
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from . import parallel, thrift
 
 ROW_GROUP_ROWS = 1 << 20  # fixed so file bytes never depend on how a writer was fed
 
@@ -69,26 +74,39 @@ class DigestingFile:
 
 
 class ParquetSink:
-    """Streams frames into a staged parquet file in fixed-size row groups (bytes independent of chunking)."""
+    """Streams frames into a staged parquet file in fixed-size row groups (bytes independent of chunking).
+
+    Each row group is encoded on the shared worker pool as its own one-row-group file (`encode_row_group`); the
+    finished row groups are appended in order under one footer (`RowGroupStitcher`), giving the bytes Arrow's
+    serial writer gives for the same row groups, whatever the thread count."""
 
     def __init__(self, tmp: Path | pa.NativeFile | DigestingFile, schema: pa.Schema,
                  fail: Callable[[BaseException], Exception] | None = None, options: dict | None = None) -> None:
         self._fail = fail
         self._file = tmp
-        try:
-            self._writer = pq.ParquetWriter(tmp, schema, **(options or parquet_options(schema)))
-        except (OSError, pa.ArrowException) as exc:
-            self._reraise(exc)
         self._schema = schema
+        self._options = options or parquet_options(schema)
         self._required = [f.name for f in schema if not f.nullable]
+        self._inspect: Callable[[pa.Table], None] | None = None
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
+        self._encoding: collections.deque[Future] = collections.deque()
         self.rows = 0
+        try:
+            self._out = open(tmp, "wb") if isinstance(tmp, (str, Path)) else tmp  # noqa: SIM115 - closed by close()
+            self._stitcher = RowGroupStitcher(self._out, schema, self._options)
+        except (OSError, pa.ArrowException) as exc:
+            self._reraise(exc)
 
     @property
     def sha256(self) -> str | None:
         """The written file's sha256 once closed, when it was written through a DigestingFile."""
         return self._file.hexdigest() if isinstance(self._file, DigestingFile) and self._file.closed else None
+
+    def inspect_row_groups(self, inspect: Callable[[pa.Table], None]) -> None:
+        """Run `inspect` on every row group on the worker that encodes it, before encoding (a check that raises
+        fails the file)."""
+        self._inspect = inspect
 
     def write(self, frame: pl.DataFrame | pa.Table) -> None:
         """Append rows (already in writer order) to the staged file."""
@@ -115,24 +133,66 @@ class ParquetSink:
     def _flush(self, final: bool) -> None:
         if not self._pending:
             return
-        table = pa.concat_tables(self._pending).combine_chunks()
+        table = pa.concat_tables(self._pending)  # no copy: each row group's pieces are joined by its worker
         full = (table.num_rows // ROW_GROUP_ROWS) * ROW_GROUP_ROWS
         cut = table.num_rows if final else full
         for start in range(0, cut, ROW_GROUP_ROWS):
-            self._writer.write_table(table.slice(start, min(ROW_GROUP_ROWS, cut - start)), row_group_size=ROW_GROUP_ROWS)
+            self._submit(table.slice(start, min(ROW_GROUP_ROWS, cut - start)))
         rest = table.slice(cut)
         self._pending = [rest] if rest.num_rows else []
         self._pending_rows = rest.num_rows
 
-    def close_quietly(self) -> None:
-        """Close the file without writing what is buffered (the transaction is aborting)."""
-        self._writer.close()
+    def _submit(self, table: pa.Table) -> None:
+        executor = parallel.pool()
+        if executor is None:
+            self._append(self._encode(table))
+            return
+        self._encoding.append(executor.submit(self._encode, table))
+        while len(self._encoding) > parallel.in_flight() or self._encoding[0].done():
+            self._append(self._encoding.popleft().result())
+            if not self._encoding:
+                break
 
-    def close(self) -> None:
-        """Write what is buffered and close the file."""
+    def _encode(self, table: pa.Table) -> _Encoded:
+        table = table.combine_chunks()
+        if self._inspect is not None:
+            self._inspect(table)
+        return _encode_pooled(table, self._schema, self._options)
+
+    def _append(self, encoded: _Encoded) -> None:
+        try:
+            self._stitcher.append(encoded.data)
+        finally:
+            _BUFFERS.give(encoded.buffer)
+
+    def close_quietly(self) -> None:
+        """Stop encoding without writing what is buffered (the transaction is aborting)."""
+        parallel.settle(self._encoding)
+        self._encoding.clear()
+        self._pending = []
+        if self._out is not self._file:
+            self._out.close()
+
+    def drain(self) -> None:
+        """Encode and write every row given so far, the last short row group too (nothing may be written after)."""
         try:
             self._flush(final=True)
-            self._writer.close()
+            while self._encoding:
+                self._append(self._encoding.popleft().result())
+        except (OSError, pa.ArrowException) as exc:
+            parallel.settle(self._encoding)
+            self._reraise(exc)
+        except BaseException:
+            parallel.settle(self._encoding)
+            raise
+
+    def close(self) -> None:
+        """Write what is buffered, the footer, and close the file."""
+        self.drain()
+        try:
+            self._stitcher.finish()
+            if self._out is not self._file:
+                self._out.close()
             if isinstance(self._file, DigestingFile):
                 self._file.close()
         except (OSError, pa.ArrowException) as exc:
@@ -143,3 +203,145 @@ class ParquetSink:
         if self._fail is None:
             raise exc
         raise self._fail(exc) from exc
+
+
+def encode_row_group(table: pa.Table, schema: pa.Schema, options: dict) -> pa.Buffer:
+    """One row group as a whole parquet file in memory, written by Arrow's own writer (which releases the GIL)."""
+    out = pa.BufferOutputStream()
+    with pq.ParquetWriter(out, schema, **options) as writer:
+        writer.write_table(table, row_group_size=max(1, table.num_rows))
+    return out.getvalue()
+
+
+class _Encoded:
+    """A row group's file bytes (`data`) inside a pooled buffer, which goes back to the pool once they are written."""
+
+    def __init__(self, buffer: pa.Buffer, size: int) -> None:
+        self.buffer, self.data = buffer, buffer.slice(0, size)
+
+
+class _BufferPool:
+    """Output buffers for encoded row groups, reused: each row group's bytes land in memory already faulted in,
+    instead of fresh pages that are faulted in and handed back to the kernel for every row group."""
+
+    def __init__(self) -> None:
+        self._free: list[pa.Buffer] = []
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> pa.Buffer:
+        with self._lock:
+            fitting = [b for b in self._free if b.size >= size]
+            if fitting:
+                buffer = min(fitting, key=lambda b: b.size)
+                self._free.remove(buffer)
+                return buffer
+        return pa.allocate_buffer(size)
+
+    def give(self, buffer: pa.Buffer) -> None:
+        with self._lock:
+            self._free.append(buffer)
+            while len(self._free) > parallel.in_flight() + 2:  # the row groups in flight at once, about
+                self._free.remove(min(self._free, key=lambda b: b.size))
+
+
+_BUFFERS = _BufferPool()
+if hasattr(os, "register_at_fork"):  # a lock held by a parent's thread at fork would never be released
+    os.register_at_fork(after_in_child=lambda: setattr(_BUFFERS, "_lock", threading.Lock()))
+
+
+def _encode_pooled(table: pa.Table, schema: pa.Schema, options: dict, size: int | None = None) -> _Encoded:
+    """`encode_row_group` into a pooled buffer sized from the table (encoded columns are at most a little larger
+    than Arrow's; a buffer that still proves too small is doubled and the row group encoded again)."""
+    size = size or int(table.nbytes * 1.25) + (1 << 20) + (64 << 10) * table.num_columns
+    while True:
+        buffer = _BUFFERS.take(size)
+        out = pa.FixedSizeBufferWriter(buffer)
+        try:
+            with pq.ParquetWriter(out, schema, **options) as writer:
+                writer.write_table(table, row_group_size=max(1, table.num_rows))
+            return _Encoded(buffer, out.tell())
+        except OSError as exc:
+            _BUFFERS.give(buffer)
+            if "out of bounds" not in str(exc):
+                raise
+            size = 2 * buffer.size
+
+
+_MAGIC = b"PAR1"
+# Field ids of parquet.thrift: FileMetaData, RowGroup, ColumnChunk, ColumnMetaData.
+_FILE_NUM_ROWS, _FILE_ROW_GROUPS = 3, 4
+_GROUP_COLUMNS, _GROUP_FILE_OFFSET, _GROUP_ORDINAL = 1, 5, 7
+_CHUNK_META, _CHUNK_INDEXES = 3, (4, 6)
+_META_OFFSETS, _META_BLOOM = (9, 10, 11), 14
+
+
+class RowGroupStitcher:
+    """Appends one-row-group parquet files (`encode_row_group`), in order, as the row groups of one file: their
+    column chunks are copied as they are, and the footer is Arrow's, with the row groups' offsets moved to where
+    the chunks landed and their ordinals renumbered. Arrow encodes each row group independently, so the file is
+    byte for byte the one its serial writer makes from the same row groups."""
+
+    def __init__(self, out, schema: pa.Schema, options: dict) -> None:
+        self._out, self._schema, self._options = out, schema, options
+        self._groups: list[thrift.Struct] = []
+        self._footer: thrift.Struct | None = None
+        self._rows = 0
+        self._position = 0
+        self._emit(_MAGIC)
+
+    def _emit(self, data) -> None:
+        self._out.write(data)
+        self._position += len(data)
+
+    def append(self, encoded: pa.Buffer) -> None:
+        """Append the row group of a one-row-group file."""
+        data = memoryview(encoded).cast("B")
+        footer_length = int.from_bytes(data[-8:-4], "little")
+        body_end = len(data) - 8 - footer_length
+        if bytes(data[:4]) != _MAGIC or bytes(data[-4:]) != _MAGIC or body_end < 4:
+            raise pa.ArrowInvalid("an encoded row group is not a parquet file")
+        footer, _ = thrift.decode_struct(data[body_end:len(data) - 8])
+        groups = thrift.field(footer, _FILE_ROW_GROUPS).value.values
+        if len(groups) != 1:
+            raise pa.ArrowInvalid(f"an encoded row group holds {len(groups)} row groups")
+        group = groups[0]
+        _shift_offsets(group, self._position - 4, len(self._groups))
+        self._footer = self._footer or footer
+        self._groups.append(group)
+        self._rows += thrift.field(group, 3).value
+        self._emit(data[4:body_end])
+
+    def finish(self) -> None:
+        """Write the footer (an empty file: Arrow's own bytes for no row groups)."""
+        if self._footer is None:
+            empty = pa.BufferOutputStream()
+            pq.ParquetWriter(empty, self._schema, **self._options).close()
+            self._emit(memoryview(empty.getvalue())[4:])
+            return
+        for f in self._footer:
+            if f.id == _FILE_NUM_ROWS:
+                f.value = self._rows
+            elif f.id == _FILE_ROW_GROUPS:
+                f.value = thrift.Items(thrift.STRUCT, self._groups)
+        encoded = thrift.encode_struct(self._footer)
+        self._emit(encoded + len(encoded).to_bytes(4, "little") + _MAGIC)
+
+
+def _shift_offsets(group: thrift.Struct, delta: int, ordinal: int) -> None:
+    """Move a row group's file offsets by `delta` bytes and give it its ordinal in the file."""
+    for f in group:
+        if f.id == _GROUP_FILE_OFFSET:
+            f.value += delta
+        elif f.id == _GROUP_ORDINAL:
+            f.value = ordinal
+        elif f.id == _GROUP_COLUMNS:
+            for chunk in f.value.values:
+                for c in chunk:  # its file_offset stays as Arrow writes it (0, the field is deprecated)
+                    if c.id in _CHUNK_INDEXES:
+                        raise pa.ArrowInvalid("page indexes are not part of the 5B format")
+                    elif c.id == _CHUNK_META:
+                        for m in c.value:
+                            if m.id in _META_OFFSETS:
+                                m.value += delta
+                            elif m.id == _META_BLOOM:
+                                raise pa.ArrowInvalid("bloom filters are not part of the 5B format")

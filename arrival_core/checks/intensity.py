@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from .. import counts, entity_grid, kernels, latent, pipeline
 from ..prefetch import prefetched
-from ..rng import ledger, streams
+from ..rng import ledger, streams, variates
 from . import intensity_kernels
 from .context import CheckContext, CheckResult, TableScan, first_true, require_file, scan_table
 from .scanning import GridScan, ValueCheck, column, string_columns
@@ -110,7 +110,7 @@ def check_latent_field(ctx: CheckContext) -> dict[str, CheckResult]:
     none = lgcp.latent_model_id == "none"
     sigma = np.zeros(g) if none else ctx.params["sigma"].to_numpy()
     expected_std = np.repeat(sigma, h)
-    raw = np.exp(latent_z - 0.5 * (sigma * sigma)[:, None])
+    raw = variates.exp(latent_z - 0.5 * (sigma * sigma)[:, None])
     for label, bad in (
         ("latent_std differs from the policy's σ", table["latent_std"].to_numpy() != expected_std),
         ("length_scale_buckets differs from the policy",

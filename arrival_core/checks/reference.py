@@ -119,20 +119,30 @@ def _stationary(lgcp: Mapping) -> dict:
     return {k: float(block.get(k, v)) for k, v in defaults.items()}
 
 
+def _libm(fn, x: np.ndarray) -> np.ndarray:
+    """fn (the C library's, through `math`) of every element: the laws' exp and sin, whatever SIMD NumPy has."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.fromiter(map(fn, x.ravel().tolist()), dtype=np.float64, count=x.size).reshape(x.shape)
+
+
+def _exp(x: np.ndarray) -> np.ndarray:
+    return _libm(math.exp, x)
+
+
 def rho(kernel_id: str, tau: np.ndarray, length: float, period: float, ell: float) -> np.ndarray:
     """ρ(τ) of laws §8.1, evaluated in the order written there."""
     d = tau / length
     if kernel_id == "matern32_v1":
         a = math.sqrt(3.0)
-        return (1.0 + a * d) * np.exp(-a * d)
+        return (1.0 + a * d) * _exp(-a * d)
     if kernel_id == "matern52_v1":
         a = math.sqrt(5.0)
-        return (1.0 + a * d + (5.0 / 3.0) * d * d) * np.exp(-a * d)
+        return (1.0 + a * d + (5.0 / 3.0) * d * d) * _exp(-a * d)
     if kernel_id == "squared_exponential_v1":
-        return np.exp(-0.5 * d * d)
+        return _exp(-0.5 * d * d)
     if kernel_id == "quasi_periodic_v1":
-        s = np.sin(np.pi * tau / period)
-        return np.exp(-2.0 * s * s / (ell * ell) - d)
+        s = _libm(math.sin, np.pi * tau / period)
+        return _exp(-2.0 * s * s / (ell * ell) - d)
     raise ValueError(f"unknown kernel {kernel_id!r}")
 
 
@@ -207,9 +217,9 @@ def latent_group(lgcp: Mapping, strata: Mapping[str, str], buckets: int, base: t
 
 
 def factors(latent: np.ndarray, sigma: float, lgcp: Mapping) -> np.ndarray:
-    """ξ = clip(exp(Z − σ²/2), min_factor, max_factor) (laws §8.2; NumPy's exp, as the engine's)."""
+    """ξ = clip(exp(Z − σ²/2), min_factor, max_factor) (laws §8.2; the C library's exp)."""
     clip = lgcp["clipping"]
-    return np.clip(np.exp(latent - 0.5 * (sigma * sigma)), float(clip["min_factor"]), float(clip["max_factor"]))
+    return np.clip(_exp(latent - 0.5 * (sigma * sigma)), float(clip["min_factor"]), float(clip["max_factor"]))
 
 
 # ---- §9: counts -------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ def rng_kernels(count_law: str, latent_model: str) -> tuple:
     them)."""
     used = [streams._blocks_slice, counts._count_blocks_slice, poisson_kernels._poisson_inv_slice]
     if latent_model != "none":
-        used.append(normal_kernels._box_muller_slice)
+        used += [normal_kernels._box_muller_slice, normal_kernels._exp_slice]
     if count_law == "nb2":
         used += [variates._factorize_small, gamma_kernels.gamma_table, gamma_kernels._gamma_inv_table_slice]
     return tuple(used)
@@ -40,6 +40,7 @@ def compile_rng_kernels(count_law: str, latent_model: str) -> None:
     x0, x1 = streams.blocks(words, words, words, words)
     if latent_model != "none":
         variates.box_muller(x0, x1)
+        variates.exp(np.zeros(2))
     policy = counts.CountPolicy(version="warmup", law=count_law, lambda_zero_eps=0.0, max_count=1,
                                 kappa=StratumLaw({}, (), (1.0, 1.0)))
     counts.draw_counts(np.ones(2), np.arange(2), np.zeros(2, dtype=np.int32), (words, words, words),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -93,6 +94,18 @@ _SURFACE_COLUMNS = [*grouping.ENTITY_KEYS, "local_horizon_bucket_index", "lambda
                     "scenario_id"]
 
 
+@dataclass
+class _LatentChunk:
+    """What a worker made of one chunk of the λ surface (`_Latent.compute`)."""
+
+    capped: int
+    target_stats: Summary
+    realised_stats: Summary
+    target_totals: diagnostics.BucketTotals
+    realised_totals: diagnostics.BucketTotals
+    table: pa.Table
+
+
 class _Latent:
     """S2's body: one latent field per group, then λ_realised = λ_target × ξ per streamed chunk of the λ surface."""
 
@@ -141,7 +154,7 @@ class _Latent:
             identity=identity_values(part.identity, _SURFACE_COLUMNS),
             identity_code=error_code("S2", "DOMAIN_ALIGN_FAILED"), state="S2")
 
-    def write(self, e0: int, e1: int, chunk: pa.Table, outputs: list) -> None:
+    def compute(self, e0: int, e1: int, chunk: pa.Table) -> _LatentChunk:
         domain, lgcp, where = self.part.domain, self.lgcp, str(self.surface)
         target = chunk["lambda_local_scenario"].to_numpy()
         error = entity_grid.numeric_error(target, domain, e0, "local_horizon_bucket_index", column="lambda_local_scenario",
@@ -149,17 +162,25 @@ class _Latent:
         if error is not None:
             raise error
         factor, realised = latent.realise(target, domain.entity_group[e0:e1], self.field, lgcp.lambda_max)
-        if lgcp.lambda_max is not None:
-            self.capped += int((target * factor > lgcp.lambda_max).sum())
+        capped = 0 if lgcp.lambda_max is None else int((target * factor > lgcp.lambda_max).sum())
         error = entity_grid.numeric_error(realised, domain, e0, "local_horizon_bucket_index", column="lambda_realised",
                                           code=error_code("S2", "REALISED_NUMERIC_INVALID"), where=where)
         if error is not None:
             raise error
-        self.target_stats.add(target)
-        self.realised_stats.add(realised)
-        self.target_totals.add_blocks(target)
-        self.realised_totals.add_blocks(realised)
-        outputs[0].write(_realised_table(domain, e0, e1, self.part.identity, lgcp, target, factor, realised))
+        result = _LatentChunk(capped, Summary.of(target), Summary.of(realised), diagnostics.BucketTotals(domain.buckets),
+                              diagnostics.BucketTotals(domain.buckets),
+                              _realised_table(domain, e0, e1, self.part.identity, lgcp, target, factor, realised))
+        result.target_totals.add_blocks(target)
+        result.realised_totals.add_blocks(realised)
+        return result
+
+    def take(self, result: _LatentChunk, outputs: list) -> None:
+        self.capped += result.capped
+        self.target_stats.merge(result.target_stats)
+        self.realised_stats.merge(result.realised_stats)
+        self.target_totals.merge(result.target_totals)
+        self.realised_totals.merge(result.realised_totals)
+        outputs[0].write(result.table)
 
     def end(self, outputs: list) -> dict:
         domain = self.part.domain
@@ -233,6 +254,22 @@ def _count_events_table(domain: entity_grid.Domain, e0: int, e1: int, identity: 
     return pa.table(cols)
 
 
+@dataclass
+class _CountChunk:
+    """What a worker made of one chunk of λ_realised (`_Counts.compute`)."""
+
+    events: int
+    capped: int
+    mu_stats: Summary
+    count_stats: Summary
+    count_totals: diagnostics.BucketTotals
+    mu_totals: diagnostics.BucketTotals
+    variance_totals: diagnostics.BucketTotals
+    band: diagnostics.HistogramBand
+    counts: pa.Table
+    events_table: pa.Table
+
+
 class _Counts:
     """S3's body: a count per (entity, bucket) drawn from λ_realised per streamed chunk of S2's output."""
 
@@ -273,7 +310,7 @@ class _Counts:
             bucket_column="bucket_index", group_column="group_id", identity=identity_values(part.identity, _S2_COLUMNS),
             identity_code=error_code("S3", "S2_OUTPUT_MISSING"), state="S3")
 
-    def write(self, e0: int, e1: int, chunk: pa.Table, outputs: list) -> None:
+    def compute(self, e0: int, e1: int, chunk: pa.Table) -> _CountChunk:
         part, policy, kappa, source = self.part, self.policy, self.kappa, self.source
         domain, identity, h = part.domain, part.identity, part.domain.buckets
         mu = chunk["lambda_realised"].to_numpy()
@@ -291,18 +328,31 @@ class _Counts:
         draws = counts.draw_counts(mu, np.repeat(np.arange(e1 - e0), h),
                                    np.tile(np.arange(h, dtype=np.int32), e1 - e0), bases,
                                    None if kappa is None else kappa[e0:e1], policy)
-        self.events += len(draws.key)
-        self.capped += int(draws.capped.sum())
-        self.mu_stats.add(mu)
-        self.count_stats.add(draws.count.astype(np.float64))
-        self.count_totals.add_blocks(draws.count)
-        self.mu_totals.add_blocks(mu)
+        result = _CountChunk(len(draws.key), int(draws.capped.sum()), Summary.of(mu),
+                             Summary.of(draws.count.astype(np.float64)), diagnostics.BucketTotals(h),
+                             diagnostics.BucketTotals(h), diagnostics.BucketTotals(h),
+                             diagnostics.HistogramBand(*diagnostics.HISTOGRAM_BAND),
+                             _counts_table(domain, e0, e1, identity, policy, mu, draws),
+                             _count_events_table(domain, e0, e1, identity, policy, part.rng, draws))
+        result.count_totals.add_blocks(draws.count)
+        result.mu_totals.add_blocks(mu)
         row_kappa = None if kappa is None else np.repeat(kappa[e0:e1], h)
-        self.variance_totals.add_blocks(diagnostics.count_variance(mu, row_kappa))
-        self.band.add(mu, draws.count, row_kappa)
+        result.variance_totals.add_blocks(diagnostics.count_variance(mu, row_kappa))
+        result.band.add(mu, draws.count, row_kappa)
+        return result
+
+    def take(self, result: _CountChunk, outputs: list) -> None:
+        self.events += result.events
+        self.capped += result.capped
+        self.mu_stats.merge(result.mu_stats)
+        self.count_stats.merge(result.count_stats)
+        self.count_totals.merge(result.count_totals)
+        self.mu_totals.merge(result.mu_totals)
+        self.variance_totals.merge(result.variance_totals)
+        self.band.merge(result.band)
         count_out, event_out, _ = outputs
-        count_out.write(_counts_table(domain, e0, e1, identity, policy, mu, draws))
-        event_out.write(_count_events_table(domain, e0, e1, identity, policy, part.rng, draws))
+        count_out.write(result.counts)
+        event_out.write(result.events_table)
 
     def end(self, outputs: list) -> dict:
         part, policy, events = self.part, self.policy, self.events

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from .. import entity_grid
+from .. import entity_grid, parallel
 from ..errors import error_code
 from ..gate import Gate
 from ..identity import Identity
@@ -37,6 +37,20 @@ class Summary:
             self.low = min(self.low, float(values.min()))
             self.high = max(self.high, float(values.max()))
 
+    def merge(self, other: Summary) -> None:
+        """Add another summary's values (of a later chunk, summarised on a worker thread)."""
+        self.count += other.count
+        self.total += other.total
+        self.low = min(self.low, other.low)
+        self.high = max(self.high, other.high)
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> Summary:
+        """The summary of one chunk's values."""
+        summary = cls()
+        summary.add(values)
+        return summary
+
     def metrics(self, name: str) -> dict[str, float | None]:
         empty = self.count == 0
         return {f"{name}_min": None if empty else self.low, f"{name}_max": None if empty else self.high,
@@ -58,7 +72,8 @@ class Partition:
 
 
 class StreamBody(Protocol):
-    """One state's part of the stream: its outputs, its chunks and what it computes and writes per chunk."""
+    """One state's part of the stream: its outputs, its chunks, what it computes per chunk (`compute`, on a worker
+    thread, touching no shared state) and what it merges and writes per chunk, in chunk order (`take`)."""
 
     outputs: tuple[tuple[str, str], ...]  # (dataset_id, error category of its validation), in `streamed_outputs` order
 
@@ -66,7 +81,8 @@ class StreamBody(Protocol):
     def prepare(self) -> None: ...  # before the stream: what the whole partition draws at once
     def begin(self, outputs: list) -> None: ...  # the outputs written before the first chunk
     def chunks(self) -> Iterator[tuple[int, int, pa.Table]]: ...
-    def write(self, e0: int, e1: int, chunk: pa.Table, outputs: list) -> None: ...
+    def compute(self, e0: int, e1: int, chunk: pa.Table) -> object: ...
+    def take(self, result: object, outputs: list) -> None: ...
     def end(self, outputs: list) -> dict: ...  # the outputs written after the last chunk; the state's metrics
 
 
@@ -93,9 +109,13 @@ def stream_state(run: StateRun, chunk_entities: int | None, parse_policy: Callab
     specs = [(d, store.path(d, **tokens), error_code(state, category)) for d, category in body.outputs]
     with run.timed("stream"), store.transaction(state) as tx, streamed_outputs(tx, store, specs) as outputs:
         body.begin(outputs)
-        for e0, e1, chunk in body.chunks():
-            body.write(e0, e1, chunk, outputs)
-            run.advance(chunk.num_rows, domain.rows)
+        def compute(item: tuple[int, int, pa.Table]) -> tuple[int, object]:
+            e0, e1, chunk = item
+            return chunk.num_rows, body.compute(e0, e1, chunk)
+
+        for rows, result in parallel.ordered(compute, body.chunks()):  # computed on the pool, taken in chunk order
+            body.take(result, outputs)
+            run.advance(rows, domain.rows)
         run.metrics |= body.end(outputs)
         run.diagnostics["bucket_start_utc"] = time_grid["bucket_start_utc"].to_numpy()  # the pictures' time axis
     run.metrics |= {"scenario_count_succeeded": 1, "scenario_count_failed": 0}

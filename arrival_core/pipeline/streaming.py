@@ -58,14 +58,17 @@ class ValueSets:
     def __init__(self, store: Store, dataset_id: str, path: Path, code: str) -> None:
         self._store, self._dataset_id, self._path, self._code = store, dataset_id, path, code
         self._values: dict[str, set] = {}
+        self._lock = threading.Lock()
 
     def add(self, table: pa.Table) -> None:
+        """Take a table's value sets (thread-safe: row groups are inspected on the workers that encode them)."""
+        found: dict[str, set] = {}
         for name in table.column_names:
             column = table[name]
             if column.null_count:
                 raise ArrivalError(self._code, f"{self._path}: column {name} holds {column.null_count} null(s)",
                                    file=str(self._path), column=name)
-            seen = self._values.setdefault(name, set())
+            seen = found.setdefault(name, set())
             if pa.types.is_dictionary(column.type):  # every dictionary entry is a domain value, used or not
                 for chunk in column.chunks:
                     if len(chunk):
@@ -81,6 +84,9 @@ class ValueSets:
                     seen.update(np.unique(values[~np.isfinite(values)]).tolist())
                     low, high = (finite.min(), finite.max()) if len(finite) else (low, low)
                 seen.update((low.item(), high.item()))
+        with self._lock:
+            for name, seen in found.items():
+                self._values.setdefault(name, set()).update(seen)
 
     def validate(self) -> None:
         """Raise the state's schema code naming the column and value that break the contract."""
@@ -99,51 +105,61 @@ def _padded(values: list, width: int) -> list:
 
 
 class _Output:
-    """One streamed output file: its value sets are checked before commit, its rows encoded on a worker thread.
-
-    The producer casts each table to the sink's schema and cuts it at the file's row-group boundaries, so the
-    worker only encodes (whole row groups pass through the store's sink without being copied)."""
+    """One streamed output file: its rows cut at the file's row-group boundaries and cast on a feeder thread, each
+    row group's value sets taken and its bytes encoded on the worker that encodes it (`sink.ParquetSink`), the
+    value sets checked before commit."""
 
     def __init__(self, tx, store: Store, dataset_id: str, path: Path, code: str) -> None:
         self._schema = _sink_schema(store, dataset_id)
         self._sink = tx.parquet(dataset_id, path, self._schema)
         self.values = ValueSets(store, dataset_id, path, code)
+        self._sink.inspect_row_groups(self.values.add)
         self._offset = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=4)
-        self._error: Exception | None = None
-        self._thread = threading.Thread(target=self._work, daemon=True)
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, daemon=True, name="arrival-output")
         self._thread.start()
 
     def _work(self) -> None:
         while (table := self._queue.get()) is not None:
             if self._error is None:
                 try:
-                    self._sink.write(table)
-                except Exception as exc:  # noqa: BLE001 - any writer failure is re-raised by the producer
+                    for piece in self._row_group_pieces(table):
+                        self._sink.write(piece)
+                except BaseException as exc:  # noqa: BLE001 - any writer failure is re-raised by the producer
                     self._error = exc
 
-    def write(self, table: pa.Table) -> None:
-        """Check and queue a table's rows (blocks while the worker is more than a few row groups behind)."""
-        if self._error is not None:
-            raise self._error
-        self.values.add(table)
+    def _row_group_pieces(self, table: pa.Table) -> Iterator[pa.Table]:
+        """The table cut at the file's row-group boundaries and cast to the sink's schema (whole row groups then
+        pass through the sink without being copied)."""
         step = sink.ROW_GROUP_ROWS
         start = 0
         while start < table.num_rows:
             length = min(table.num_rows - start, step - (self._offset + start) % step)
             piece = table.slice(start, length)
-            self._queue.put(pa.table([pc.cast(piece[f.name], f.type, memory_pool=_CAST_POOL) for f in self._schema],
-                                     schema=self._schema))
+            yield pa.table([pc.cast(piece[f.name], f.type, memory_pool=_CAST_POOL) for f in self._schema],
+                           schema=self._schema)
             start += length
         self._offset += table.num_rows
 
-    def finish(self) -> None:
-        """Wait until every queued table is written; re-raise a failure of the worker."""
+    def write(self, table: pa.Table) -> None:
+        """Queue a table's rows (blocks while the feeder is a few tables behind)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(table)
+
+    def stop(self) -> None:
+        """Wait for the feeder to end (what it has not handed over is dropped once it failed)."""
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+
+    def finish(self) -> None:
+        """Wait until every queued row is encoded and written (so every value set is taken); re-raise a failure."""
+        self.stop()
         if self._error is not None:
             raise self._error
+        self._sink.drain()
 
 
 @contextmanager
@@ -156,7 +172,7 @@ def streamed_outputs(tx, store: Store, specs: Sequence[tuple[str, Path, str]]) -
     except BaseException:
         for out in outputs:
             with contextlib.suppress(Exception):  # the original failure is the one to report
-                out.finish()
+                out.stop()
         raise
     for out in outputs:
         out.finish()
@@ -262,7 +278,18 @@ def stream_chunks(store: Store, dataset_id: str, path: Path, columns: list[str],
         raise ArrivalError(error_code(state, "DOMAIN_ALIGN_FAILED"), f"{path} cannot be read: {exc}", file=str(path))
     if total != domain.rows:
         raise _alignment_error(scan, domain, bucket_column, state=state, where=str(path), surface=surface)
-    for e0, chunk in prefetched(read_whole_entities(path, columns, strings, domain.buckets, chunk_entities)):
+    yield from prefetched(_checked_chunks(  # decoded and checked on the read-ahead thread
+        read_whole_entities(path, columns, strings, domain.buckets, chunk_entities), scan, path, domain, surface,
+        bucket_column=bucket_column, group_column=group_column, identity=identity, identity_code=identity_code,
+        state=state))
+
+
+def _checked_chunks(chunks: Iterator[tuple[int, pa.Table]], scan: pl.LazyFrame, path: Path,
+                    domain: entity_grid.Domain, surface: str, *, bucket_column: str, group_column: str | None,
+                    identity: Mapping[str, object], identity_code: str, state: str
+                    ) -> Iterator[tuple[int, int, pa.Table]]:
+    """The chunks of `stream_chunks` checked against the domain and the partition (on the read-ahead thread)."""
+    for e0, chunk in chunks:
         e1 = e0 + chunk.num_rows // domain.buckets
         bad_key, bad_group = entity_grid.chunk_misaligned(chunk, domain, e0, e1, bucket_column, group_column=group_column)
         if bad_key is not None:

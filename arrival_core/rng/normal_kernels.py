@@ -79,6 +79,28 @@ def _box_muller_slice(x0, x1, out):  # pragma: no cover - compiled
         out[i] = math.sqrt(-2.0 * math.log(u0)) * math.cos(2.0 * math.pi * u1)
 
 
+@numba.njit(**JIT)
+def _exp_slice(x, out):  # pragma: no cover - compiled
+    for i in range(x.shape[0]):
+        out[i] = math.exp(x[i])
+
+
+@numba.njit(**JIT)
+def _sin_slice(x, out):  # pragma: no cover - compiled
+    for i in range(x.shape[0]):
+        out[i] = math.sin(x[i])
+
+
+def sin_array(x: np.ndarray, out: np.ndarray) -> None:
+    """out = sin(x) elementwise by the C library's sin (contiguous 1-D float64), never NumPy's SIMD loops."""
+    run_sliced(x.shape[0], lambda a, b: _sin_slice(x[a:b], out[a:b]))
+
+
+def exp_array(x: np.ndarray, out: np.ndarray) -> None:
+    """out = exp(x) elementwise by the C library's exp (contiguous 1-D float64), never NumPy's SIMD loops."""
+    run_sliced(x.shape[0], lambda a, b: _exp_slice(x[a:b], out[a:b]))
+
+
 def ndtri_array(u: np.ndarray, out: np.ndarray) -> None:
     """out = Φ⁻¹(u) elementwise (contiguous 1-D float64)."""
     run_sliced(u.shape[0], lambda a, b: _ndtri_slice(u[a:b], out[a:b]))

@@ -1,4 +1,4 @@
-"""Elementwise `nogil` kernels over contiguous slices on numba's thread count: `prange`'s parallelism without a
+"""Elementwise `nogil` kernels over contiguous slices on the engine's threads: `prange`'s parallelism without a
 parallel compile (seconds on a fresh checkout); values do not depend on the slicing, as every kernel is elementwise."""
 from __future__ import annotations
 
@@ -7,17 +7,18 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-import numba
-
-from .. import contracts
+from .. import contracts, parallel
 
 T = TypeVar("T")
 
 
 def bounds(n: int) -> list[tuple[int, int]]:
-    """Contiguous slices covering range(n): one per `numba.get_num_threads()`, none under `thread_min_slice`
-    (config/runtime.yaml) elements but the only one."""
-    count = max(1, min(numba.get_num_threads(), n // contracts.runtime_settings()["thread_min_slice"]))
+    """Contiguous slices covering range(n): one per `parallel.thread_count()`, none under `thread_min_slice`
+    (config/runtime.yaml) elements but the only one; one on a worker of `parallel.pool()` (its siblings keep the
+    other cores busy)."""
+    if parallel.in_worker():
+        return [(0, n)]
+    count = max(1, min(parallel.thread_count(), n // contracts.runtime_settings()["thread_min_slice"]))
     return list(itertools.pairwise([n * i // count for i in range(count + 1)]))
 
 

@@ -33,6 +33,24 @@ def box_muller(x0: object, x1: object) -> np.ndarray:
     return out.reshape(shape)
 
 
+def exp(x: object) -> np.ndarray:
+    """e**x elementwise by the C library's exp, as `box_muller` takes its log and cos: NumPy's np.exp takes an
+    AVX-512 loop where the CPU has one, which differs from the C library's exp in the last bit for a few percent
+    of arguments, so world files and S2 factors would depend on the CPU."""
+    arr = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty(arr.size, dtype=np.float64)
+    normal_kernels.exp_array(arr.reshape(-1), out)
+    return out.reshape(arr.shape)
+
+
+def sin(x: object) -> np.ndarray:
+    """sin(x) elementwise by the C library's sin, for the same reason as `exp` (the quasi-periodic kernel)."""
+    arr = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty(arr.size, dtype=np.float64)
+    normal_kernels.sin_array(arr.reshape(-1), out)
+    return out.reshape(arr.shape)
+
+
 def normal_icdf(u: object) -> np.ndarray:
     """Φ⁻¹(u) by Wichura's AS241 (relative error ≤ 1e-15 on (0, 1)); -inf at 0, +inf at 1, NaN outside [0, 1]."""
     arr = np.asarray(u, dtype=np.float64)

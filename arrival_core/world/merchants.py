@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from ..rng import variates
 from .profiles import CHANNELS, VIRTUAL_MODES, PopulationSpec
 from .seeding import generator, mix64
 from .zones import Zones
@@ -24,7 +25,7 @@ class Population:
 def draw_population(spec: PopulationSpec, zones: Zones, n_entities: int, world_key: str) -> Population:
     """Draw merchants until exactly `n_entities` entities exist (the last one may lose trailing entities)."""
     m = n_entities  # every merchant has at least one entity, so this many candidates always suffice
-    size = spec.median_weekly * np.exp(spec.sigma * generator(world_key, "merchant.size").standard_normal(m))
+    size = spec.median_weekly * variates.exp(spec.sigma * generator(world_key, "merchant.size").standard_normal(m))
     quantile = np.argsort(np.argsort(size, kind="stable"), kind="stable") / m
     cls = _draw_classes(spec, m, world_key)
     mode = _draw_virtual_modes(spec, cls, world_key)

@@ -17,7 +17,7 @@ import yaml
 from arrival_core import contracts, latent
 from arrival_core.checks.intensity import spectral_corridor, stationary_projections
 from arrival_core.errors import ArrivalError
-from arrival_core.rng import ledger, philox, streams
+from arrival_core.rng import ledger, philox, streams, variates
 
 MF, PH, SEED, SID = "5c" * 32, "e1" * 32, 20260311, "baseline_v1"
 P, ELL = 24.0, 1.0  # period_buckets, periodic_length (the defaults)
@@ -28,12 +28,13 @@ KERNELS = ("matern32_v1", "matern52_v1", "squared_exponential_v1", "quasi_period
 # within M/4 frequencies, and √λ of a rounding-level eigenvalue is ~1e-8, so an algebraically equal but
 # differently rounded ρ (e.g. τ²/(2L²) for d²/2) moves its field by ~1e-8 — the law is exact in distribution,
 # and its bytes are those of the formulas as written.
+EXP, SIN = np.vectorize(math.exp), np.vectorize(math.sin)  # the C library's, element by element (laws §8.1)
 RHO = {
-    "matern32_v1": lambda t, L: (1.0 + math.sqrt(3.0) * (t / L)) * np.exp(-math.sqrt(3.0) * (t / L)),
+    "matern32_v1": lambda t, L: (1.0 + math.sqrt(3.0) * (t / L)) * EXP(-math.sqrt(3.0) * (t / L)),
     "matern52_v1": lambda t, L: (1.0 + math.sqrt(5.0) * (t / L) + 5.0 * (t / L) ** 2 / 3.0)
-    * np.exp(-math.sqrt(5.0) * (t / L)),
-    "squared_exponential_v1": lambda t, L: np.exp(-((t / L) ** 2) / 2.0),
-    "quasi_periodic_v1": lambda t, L: np.exp(-2.0 * np.sin(np.pi * t / P) ** 2 / ELL**2) * np.exp(-t / L),
+    * EXP(-math.sqrt(5.0) * (t / L)),
+    "squared_exponential_v1": lambda t, L: EXP(-((t / L) ** 2) / 2.0),
+    "quasi_periodic_v1": lambda t, L: EXP(-2.0 * SIN(np.pi * t / P) ** 2 / ELL**2) * EXP(-t / L),
 }
 
 
@@ -124,7 +125,7 @@ def test_sample_latent_reproduces_the_documented_law(kernel, h):
     np.testing.assert_array_equal(field.embedding_sizes, sizes)
     sigma = GROUPS["sigma"].to_numpy()[:, None]
     policy = _policy(kernel)
-    np.testing.assert_array_equal(field.factor, np.clip(np.exp(field.latent - sigma * sigma / 2),
+    np.testing.assert_array_equal(field.factor, np.clip(variates.exp(field.latent - sigma * sigma / 2),
                                                         policy.min_factor, policy.max_factor))
 
 

@@ -17,7 +17,7 @@ PACKAGES = ("arrival_core", "arrival_assets")
 # Lowest first; a module belongs to the first layer one of whose prefixes names it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("arrival_core.errors", "arrival_core.encoding", "arrival_core.identity", "arrival_core.contracts",
-              "arrival_core.jit", "arrival_core.warmup")),
+              "arrival_core.jit", "arrival_core.warmup", "arrival_core.parallel")),
     ("rng", ("arrival_core.rng",)),
     ("core", ("arrival_core.world", "arrival_core.bundle_tables")),
     ("pipeline", ("arrival_core.pipeline",)),

@@ -11,10 +11,10 @@ from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
-import numba
 import numpy as np
 import pytest
 
+from arrival_core import parallel
 from arrival_core.pipeline import rng_failure
 from arrival_core.rng import gamma_kernels, poisson_kernels
 from arrival_core.rng.errors import RngArgumentError
@@ -344,7 +344,6 @@ def test_nb2_mixture_passes_chi_square(kappa, mu):
 # ---- determinism ----------------------------------------------------------------------------------------------
 
 def test_results_do_not_depend_on_thread_count_or_chunking():
-    threads = min(2, numba.config.NUMBA_NUM_THREADS)
     x0, x1 = stream_words("threads", 300_000)
     lam = np.exp(u01(x1) * 12.0)
     kappa = np.where(x1 % np.uint64(3) == np.uint64(0), 0.5, 25.0)
@@ -352,14 +351,13 @@ def test_results_do_not_depend_on_thread_count_or_chunking():
     def run() -> tuple[np.ndarray, ...]:
         return (box_muller(x0, x1), normal_icdf(u01(x0)), poisson_inv(lam, u01(x0)), gamma_inv(kappa, u01(x1)))
 
-    before = numba.get_num_threads()
     try:
-        numba.set_num_threads(1)
+        parallel.set_threads(1)
         one = run()
-        numba.set_num_threads(threads)
+        parallel.set_threads(3)
         many = run()
     finally:
-        numba.set_num_threads(before)
+        parallel.set_threads(None)
     for a, b in zip(one, many):
         assert a.tobytes() == b.tobytes()
     chunked = np.concatenate([poisson_inv(lam[i:i + 7001], u01(x0[i:i + 7001])) for i in range(0, len(lam), 7001)])

@@ -3,6 +3,9 @@ no behaviour keep both; a change of file format keeps the values (golden_content
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,3 +28,15 @@ def test_tiny_outputs_match_golden_digests(golden: str, content: bool) -> None:
     assert len(actual) == len(expected) == 44
     changed = [a for a, e in zip(actual, expected) if a != e]
     assert actual == expected, f"{len(changed)} output(s) differ from {golden}, first: {changed[:3]}"
+
+
+def test_golden_bytes_do_not_depend_on_numpys_simd_loops(tmp_path: Path) -> None:
+    """The golden bytes again with NumPy's AVX-512 loops switched off (`NPY_DISABLE_CPU_FEATURES`, NumPy ≥ 2.4
+    names): with the test above (loops on, where the CPU has them) it shows a CPU with AVX-512 and one without
+    write the same files, as every exp and sin of a law is the C library's; and golden files re-pinned on an
+    AVX-512 machine with a NumPy exp in a law would fail here."""
+    out = tmp_path / "digests.txt"
+    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}
+    subprocess.run([sys.executable, str(DATA / "make_golden_digests.py"), "--out", str(out)], env=env, check=True,
+                   capture_output=True, timeout=600)
+    assert out.read_text() == (DATA / "golden_digests_tiny.txt").read_text()

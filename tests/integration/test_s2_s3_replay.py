@@ -78,5 +78,5 @@ def test_ten_groups_latent_values_replay_exactly(tiny_world: WorldInfo, tmp_path
         for t in range(1, h):
             latent.append(phi * latent[-1] + sigma * np.sqrt(1.0 - phi * phi) * z[t])
         assert rows["latent_value"].to_list() == latent
-        xi = np.clip(np.exp(np.array(latent) - 0.5 * sigma * sigma), 0.2, 5.0)
+        xi = np.clip(variates.exp(np.array(latent) - 0.5 * sigma * sigma), 0.2, 5.0)
         assert rows["lambda_random_component"].to_list() == xi.tolist()
