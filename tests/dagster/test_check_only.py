@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 from graph_helpers import failures, graph_for, materialized, run_checks, run_partition
-from webserver_lib import free_port, graphql, wait_until_serving
+from webserver_lib import free_port, graphql, stop_server, wait_until_serving
 
 from arrival_core.contracts import PROJECT_ROOT
 
@@ -51,13 +51,6 @@ def test_check_only_run_in_process_records_every_check_and_writes_nothing(world_
     assert listing(world_root) == before
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()  # our own child, by its PID
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def test_check_only_run_launched_through_graphql_records_every_check_of_the_partition(world_root, tmp_path):
@@ -103,7 +96,7 @@ def test_check_only_run_launched_through_graphql_records_every_check_of_the_part
                 break
             time.sleep(1)
     finally:
-        _stop(proc)
+        stop_server(proc)
     assert status == "SUCCESS"
     with dg.DagsterInstance.from_config(str(home)) as instance:
         records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records

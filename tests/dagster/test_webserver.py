@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from graph_helpers import graph_for
-from webserver_lib import free_port, graphql, wait_until_serving
+from webserver_lib import free_port, graphql, stop_server, wait_until_serving
 
 from arrival_core.contracts import PROJECT_ROOT
 
@@ -39,12 +39,7 @@ def test_webserver_serves_the_whole_asset_graph(tiny_world, tmp_path):
         wait_until_serving(port, proc)
         nodes = graphql(port, ASSET_GRAPH_QUERY)["data"]["assetNodes"]
     finally:
-        proc.terminate()  # our own child, by its PID
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)  # our own child, by its PID
     served = {
         "/".join(n["assetKey"]["path"]): (
             n["groupName"],

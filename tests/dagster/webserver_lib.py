@@ -40,3 +40,13 @@ def wait_until_serving(port: int, proc: subprocess.Popen) -> None:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.5)
     raise AssertionError(f"dagster-webserver did not serve within {STARTUP_SECONDS} s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop a webserver this test started, by its PID: SIGTERM, then SIGKILL after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
