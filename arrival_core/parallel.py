@@ -121,6 +121,24 @@ def ordered(work: Callable[[T], R], items: Iterable[T], ahead: int | None = None
         settle(pending)
 
 
+def soon(work: Callable[[], R]) -> Callable[[], R]:
+    """Start work() on the shared pool (at once when there is no pool, or on one of its workers) and return the
+    call that waits for its result (re-raising its failure): work that no later step needs before then overlaps
+    the steps between."""
+    executor = pool()
+    if executor is None or in_worker():
+        try:
+            value = work()
+        except BaseException as exc:  # noqa: BLE001 - raised where the result is asked for, as on the pool
+            error = exc
+
+            def fail() -> R:
+                raise error
+            return fail
+        return lambda: value
+    return executor.submit(work).result
+
+
 def settle(pending: Iterable[Future]) -> None:
     """Cancel the futures that have not started and wait for the others (their results are dropped)."""
     for future in pending:

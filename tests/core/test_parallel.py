@@ -91,3 +91,23 @@ def test_a_forked_child_starts_its_own_pool():
     os.close(write)
     _, status = os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1" and status == 0
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_soon_returns_the_result_or_raises_the_failure_where_it_is_asked_for(count):
+    parallel.set_threads(count)
+    started = threading.Event()
+
+    def work() -> int:
+        started.set()
+        return 7
+
+    result = parallel.soon(work)
+    assert started.wait(5) and result() == 7
+
+    def fails() -> int:
+        raise RuntimeError("late")
+
+    asked = parallel.soon(fails)  # nothing is raised until the result is asked for
+    with pytest.raises(RuntimeError, match="late"):
+        asked()
