@@ -161,19 +161,17 @@ class CheckContext:
         coupled = rng_doc.get("scenario_coupling", "independent_v1") == "common_v1"
         h, none = self.domain.buckets, lgcp_doc["latent_model_id"] == "none"
         strata = self.params.select("group_id", *_STRATA)[list(chosen)].to_dicts()
-        out = ReplayedGroups(np.zeros((len(chosen), h)), np.ones((len(chosen), h)), np.zeros(len(chosen), np.int64),
-                             np.zeros((len(chosen), 3), dtype=np.uint64))
-        for i, row in enumerate(strata):  # over replayed groups (a sample, or every group under `full`)
-            if none:
-                continue
-            base = reference.stream_base(rng_doc["derivation"]["domain_sep"], latent.FAMILY_ID,
-                                         ident.manifest_fingerprint, ident.parameter_hash, ident.seed,
-                                         "*" if coupled else ident.scenario_id,
-                                         reference.group_domain_key(rng_doc, row["group_id"]))
-            out.latent[i], out.blocks[i] = reference.latent_group(lgcp_doc, row, h, base, coupled)
-            out.factor[i] = reference.factors(out.latent[i], reference.group_sigma_length(lgcp_doc, row)[0], lgcp_doc)
-            out.base[i] = base
-        return out
+        if none:
+            return ReplayedGroups(np.zeros((len(chosen), h)), np.ones((len(chosen), h)),
+                                  np.zeros(len(chosen), np.int64), np.zeros((len(chosen), 3), dtype=np.uint64))
+        bases = np.array([reference.stream_base(rng_doc["derivation"]["domain_sep"], latent.FAMILY_ID,
+                                                ident.manifest_fingerprint, ident.parameter_hash, ident.seed,
+                                                "*" if coupled else ident.scenario_id,
+                                                reference.group_domain_key(rng_doc, row["group_id"]))
+                          for row in strata], dtype=np.uint64).reshape(-1, 3)  # over the replayed groups
+        z, blocks = reference.latent_groups(lgcp_doc, strata, h, bases, coupled)
+        sigma = np.array([reference.group_sigma_length(lgcp_doc, row)[0] for row in strata])
+        return ReplayedGroups(z, reference.factors(z, sigma, lgcp_doc), blocks, bases)
 
 
 @dataclass(frozen=True)

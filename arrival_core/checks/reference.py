@@ -65,12 +65,19 @@ def stream_base(domain_sep: str, family_id: str, manifest_fingerprint: str, para
 
 def blocks_at(key: int, hi: int, lo: int, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The Philox blocks of one stream at base + offset (128-bit counter, carry into hi; Philox takes (lo, hi))."""
-    counters = [(hi * 2**64 + lo + int(o)) for o in np.asarray(offsets).tolist()]
-    if any(c >> 128 for c in counters):
+    return blocks_of(np.uint64(key), np.uint64(hi), np.uint64(lo), np.asarray(offsets, dtype=np.uint64))
+
+
+def blocks_of(keys: np.ndarray, his: np.ndarray, los: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Philox blocks at base + offset of streams (key, hi, lo), elementwise and broadcast: the 128-bit sum's
+    low word wraps modulo 2^64 and carries one into the high word, which must not wrap itself."""
+    keys, his, los, offsets = np.broadcast_arrays(*(np.asarray(a, dtype=np.uint64) for a in (keys, his, los, offsets)))
+    with np.errstate(over="ignore"):
+        c_lo = los + offsets
+    carry = c_lo < los
+    if (carry & (his == np.uint64(_TOP))).any():
         raise ValueError("the 128-bit counter wraps")
-    c_lo = np.array([c & _TOP for c in counters], dtype=np.uint64)
-    c_hi = np.array([c >> 64 for c in counters], dtype=np.uint64)
-    return philox(c_lo, c_hi, np.full(len(counters), key, dtype=np.uint64))
+    return philox(c_lo, his + carry.astype(np.uint64), keys)
 
 
 def u01(x: np.ndarray) -> np.ndarray:
@@ -216,10 +223,39 @@ def latent_group(lgcp: Mapping, strata: Mapping[str, str], buckets: int, base: t
     return out, buckets
 
 
-def factors(latent: np.ndarray, sigma: float, lgcp: Mapping) -> np.ndarray:
-    """ξ = clip(exp(Z − σ²/2), min_factor, max_factor) (laws §8.2; the C library's exp)."""
+def latent_groups(lgcp: Mapping, strata: Sequence[Mapping[str, str]], buckets: int, bases: np.ndarray,
+                  coupled: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(Z, blocks) of several groups (rows of `strata`, stream bases (key, hi, lo) as rows of `bases`): `latent_group`
+    of each, the AR(1) and iid models drawn for all of them at once (each value from its own group's stream and
+    recursion, in the same operations)."""
+    model = lgcp["latent_model_id"]
+    if model == "log_gaussian_stationary_v1" or not len(strata):
+        drawn = [latent_group(lgcp, row, buckets, tuple(int(w) for w in base), coupled)
+                 for row, base in zip(strata, bases, strict=True)]  # over the replayed groups
+        return (np.array([z for z, _ in drawn]).reshape(len(strata), buckets),
+                np.array([b for _, b in drawn], dtype=np.int64))
+    bases = np.asarray(bases, dtype=np.uint64)
+    z = normals(*blocks_of(bases[:, :1], bases[:, 1:2], bases[:, 2:3], np.arange(buckets, dtype=np.uint64)[None, :]))
+    sigma = np.array([group_sigma_length(lgcp, row)[0] for row in strata])[:, None]
+    blocks = np.full(len(strata), buckets, dtype=np.int64)
+    if model == "log_gaussian_iid_v1":
+        return sigma * z, blocks
+    phi = np.array([math.exp(-1.0 / group_sigma_length(lgcp, row)[1]) for row in strata])
+    innovation = (sigma[:, 0] * np.sqrt(1.0 - phi * phi))[:, None] * z
+    out = np.empty_like(z)
+    out[:, 0] = sigma[:, 0] * z[:, 0]
+    for t in range(1, buckets):  # the AR(1) recursion over buckets, every group at once
+        out[:, t] = phi * out[:, t - 1] + innovation[:, t]
+    return out, blocks
+
+
+def factors(latent: np.ndarray, sigma: float | np.ndarray, lgcp: Mapping) -> np.ndarray:
+    """ξ = clip(exp(Z − σ²/2), min_factor, max_factor) (laws §8.2; the C library's exp); σ one value, or one per
+    row of Z."""
     clip = lgcp["clipping"]
-    return np.clip(_exp(latent - 0.5 * (sigma * sigma)), float(clip["min_factor"]), float(clip["max_factor"]))
+    half = 0.5 * np.square(np.asarray(sigma, dtype=np.float64))
+    return np.clip(_exp(latent - (half[:, None] if half.ndim else half)), float(clip["min_factor"]),
+                   float(clip["max_factor"]))
 
 
 # ---- §9: counts -------------------------------------------------------------------------------------------------

@@ -55,6 +55,10 @@ def test_streams_blocks_and_normals_agree_with_the_engine():
     x0, x1 = streams.blocks(k, hi, lo, offsets)
     r0, r1 = reference.blocks_at(int(k), int(hi), int(lo), offsets)
     assert (x0 == r0).all() and (x1 == r1).all()
+    carried = reference.blocks_at(int(k), int(hi) + 1, 0, np.array([2], dtype=np.uint64))  # the last offset's block
+    assert (carried[0][0], carried[1][0]) == (r0[-1], r1[-1])
+    with pytest.raises(ValueError, match="wraps"):
+        reference.blocks_at(int(k), 2**64 - 1, 2**64 - 1, np.array([0, 1], dtype=np.uint64))
     words = np.random.default_rng(5).integers(0, 2**64 - 1, size=(2, 50_000), dtype=np.uint64, endpoint=True)
     assert (reference.normals(*words) == variates.box_muller(*words)).all()
 
@@ -106,6 +110,7 @@ def test_latent_fields_and_factors_agree_with_the_engine_bit_for_bit(model, kern
                                  scenario_id="stress_v1", coupled=coupled)
     rng_doc = yaml.safe_load((contracts.DEFAULT_CONFIG_DIR / "arrival_rng_policy_5B.yaml").read_text())
     rng_doc["scenario_coupling"] = "common_v1" if coupled else "independent_v1"
+    bases = []
     for g, row in enumerate(params.to_dicts()):
         base = reference.stream_base("5B.arrival.rng.v1", latent.FAMILY_ID, MF, PH, SEED,
                                      "*" if coupled else "stress_v1", reference.group_domain_key(rng_doc, row["group_id"]))
@@ -116,5 +121,10 @@ def test_latent_fields_and_factors_agree_with_the_engine_bit_for_bit(model, kern
         sigma = reference.group_sigma_length(doc, row)[0]
         assert sigma == field.sigma[g]
         assert (reference.factors(z, sigma, doc) == field.factor[g]).all()
+        bases.append(base)
+    # Every group at once (how the checks replay their sample): the same values, bit for bit.
+    z, blocks = reference.latent_groups(doc, params.to_dicts(), h, np.array(bases, dtype=np.uint64), coupled)
+    assert (z == field.latent).all() and (blocks == field.blocks).all()
+    assert (reference.factors(z, field.sigma, doc) == field.factor).all()
     if coupled and model == "log_gaussian_stationary_v1":  # the baseline's L 40·m is longer: M_c is its size
         assert (field.blocks >= 2 * 256).all()

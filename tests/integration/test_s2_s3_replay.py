@@ -94,8 +94,9 @@ def test_a_states_datasets_share_one_reference_replay_with_unchanged_outcomes(ti
     datasets = ("s2_realised_intensity_5B", "s2_latent_field_5B", "rng_event_arrival_lgcp_gaussian")
     alone = [checks.evaluate(st, ident, d) for d in datasets]
     replayed = []
-    real = reference.latent_group
-    monkeypatch.setattr(reference, "latent_group", lambda *a, **k: replayed.append(1) or real(*a, **k))
+    real = reference.latent_groups
+    monkeypatch.setattr(reference, "latent_groups", lambda lgcp, strata, *a: replayed.extend(strata) or
+                        real(lgcp, strata, *a))
     shared = checks.new_context(st, ident)
     together = [checks.evaluate(st, ident, d, shared=shared) for d in datasets]
     sampled = {o.name: o for o in alone[0]}[checks.RNG_REPLAY].metadata["groups_replayed_by_reference"]
