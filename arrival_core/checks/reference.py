@@ -23,6 +23,7 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 _32 = np.uint64(32)
 _ONE = np.uint64(1)
 _TOP = 2**64 - 1
+_CACHED_WORDS = 1 << 16  # words per batch of the replay: its temporaries stay in cache (the values do not depend on it)
 
 
 # ---- §7: Philox2x64-10, streams, uniforms, normals --------------------------------------------------------------
@@ -235,7 +236,12 @@ def latent_groups(lgcp: Mapping, strata: Sequence[Mapping[str, str]], buckets: i
         return (np.array([z for z, _ in drawn]).reshape(len(strata), buckets),
                 np.array([b for _, b in drawn], dtype=np.int64))
     bases = np.asarray(bases, dtype=np.uint64)
-    z = normals(*blocks_of(bases[:, :1], bases[:, 1:2], bases[:, 2:3], np.arange(buckets, dtype=np.uint64)[None, :]))
+    offsets = np.arange(buckets, dtype=np.uint64)[None, :]
+    z = np.empty((len(strata), buckets))
+    step = max(1, _CACHED_WORDS // max(1, buckets))
+    for g0 in range(0, len(strata), step):  # batches of groups whose words stay in the CPU's cache
+        part = bases[g0:g0 + step]
+        z[g0:g0 + step] = normals(*blocks_of(part[:, :1], part[:, 1:2], part[:, 2:3], offsets))
     sigma = np.array([group_sigma_length(lgcp, row)[0] for row in strata])[:, None]
     blocks = np.full(len(strata), buckets, dtype=np.int64)
     if model == "log_gaussian_iid_v1":
