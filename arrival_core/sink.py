@@ -87,7 +87,7 @@ class ParquetSink:
         self._schema = schema
         self._options = options or parquet_options(schema)
         self._required = [f.name for f in schema if not f.nullable]
-        self._inspect: Callable[[pa.Table], None] | None = None
+        self._inspect: Callable[[pa.Table, pq.FileMetaData], None] | None = None
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self._encoding: collections.deque[Future] = collections.deque()
@@ -103,9 +103,9 @@ class ParquetSink:
         """The written file's sha256 once closed, when it was written through a DigestingFile."""
         return self._file.hexdigest() if isinstance(self._file, DigestingFile) and self._file.closed else None
 
-    def inspect_row_groups(self, inspect: Callable[[pa.Table], None]) -> None:
-        """Run `inspect` on every row group on the worker that encodes it, before encoding (a check that raises
-        fails the file)."""
+    def inspect_row_groups(self, inspect: Callable[[pa.Table, pq.FileMetaData], None]) -> None:
+        """Run `inspect(rows, footer)` on every row group on the worker that encoded it, with the footer of its
+        encoded bytes (whose statistics an inspection may use); one that raises fails the file."""
         self._inspect = inspect
 
     def write(self, frame: pl.DataFrame | pa.Table) -> None:
@@ -155,9 +155,14 @@ class ParquetSink:
 
     def _encode(self, table: pa.Table) -> _Encoded:
         table = table.combine_chunks()
+        encoded = _encode_pooled(table, self._schema, self._options)
         if self._inspect is not None:
-            self._inspect(table)
-        return _encode_pooled(table, self._schema, self._options)
+            try:
+                self._inspect(table, pq.read_metadata(pa.BufferReader(encoded.data)))
+            except BaseException:
+                _BUFFERS.give(encoded.buffer)
+                raise
+        return encoded
 
     def _append(self, encoded: _Encoded) -> None:
         try:

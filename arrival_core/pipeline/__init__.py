@@ -43,6 +43,7 @@ from .streaming import (
     default_chunk_entities,
     default_chunk_rows,
     identity_values,
+    integer_extremes,
     read_whole_entities,
     surface_path,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "default_chunk_rows",
     "execute_state",
     "identity_values",
+    "integer_extremes",
     "load_gate",
     "output_path",
     "parse_policy",

@@ -60,16 +60,21 @@ class ValueSets:
         self._values: dict[str, set] = {}
         self._lock = threading.Lock()
 
-    def add(self, table: pa.Table) -> None:
-        """Take a table's value sets (thread-safe: row groups are inspected on the workers that encode them)."""
+    def add(self, table: pa.Table, footer: pq.FileMetaData | None = None) -> None:
+        """Take a table's value sets (thread-safe: row groups are inspected on the workers that encode them); the
+        extremes of its integer columns from `footer`, the statistics of the parquet bytes these rows are (or are
+        part of, when every part is added), where it has them for every row group."""
         found: dict[str, set] = {}
+        extremes = integer_extremes(footer) if footer is not None else {}
         for name in table.column_names:
             column = table[name]
             if column.null_count:
                 raise ArrivalError(self._code, f"{self._path}: column {name} holds {column.null_count} null(s)",
                                    file=str(self._path), column=name)
             seen = found.setdefault(name, set())
-            if pa.types.is_dictionary(column.type):  # every dictionary entry is a domain value, used or not
+            if name in extremes and pa.types.is_integer(column.type):
+                seen.update(extremes[name])
+            elif pa.types.is_dictionary(column.type):  # every dictionary entry is a domain value, used or not
                 for chunk in column.chunks:
                     if len(chunk):
                         seen.update(chunk.dictionary.to_pylist())
@@ -98,6 +103,20 @@ class ValueSets:
                                               dtype=dtype, strict=False) for name, dtype in dtypes.items()})
         tables.validate_table(frame, self._store.entry(self._dataset_id).schema_ref, code=self._code,
                                  where=f"{self._path} (value sets of its rows)", contracts_dir=self._store.contracts_dir)
+
+
+def integer_extremes(footer: pq.FileMetaData) -> dict[str, tuple[int, int]]:
+    """(min, max) of each integer column over every row group, from the statistics in a parquet footer (a column
+    missing them in any row group is left out): what its values' extremes are without decoding them."""
+    out: dict[str, tuple[int, int]] = {}
+    schema = footer.schema.to_arrow_schema()
+    for i, field in enumerate(schema):
+        if not pa.types.is_integer(field.type) or footer.num_row_groups == 0:
+            continue
+        stats = [footer.row_group(g).column(i).statistics for g in range(footer.num_row_groups)]  # over row groups
+        if all(s is not None and s.has_min_max and s.has_null_count and s.null_count == 0 for s in stats):
+            out[field.name] = (min(int(s.min) for s in stats), max(int(s.max) for s in stats))
+    return out
 
 
 def _padded(values: list, width: int) -> list:

@@ -116,7 +116,8 @@ def test_the_first_failing_row_group_in_file_order_fails_the_file(threads, monke
     table = _table(2_000, seed=1)
     refused = {table["counter"][700].as_py(): "row group 7", table["counter"][1200].as_py(): "row group 12"}
 
-    def inspect(part: pa.Table) -> None:
+    def inspect(part: pa.Table, footer) -> None:
+        assert footer.num_rows == part.num_rows and footer.num_row_groups == 1  # the row group's own bytes
         if (name := refused.get(part["counter"][0].as_py())) is not None:
             raise ValueError(f"{name} refused")
 

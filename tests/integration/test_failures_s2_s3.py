@@ -255,3 +255,27 @@ def test_streamed_value_sets_refuse_nulls_nonfinite_and_off_contract_values(tmp_
     with pytest.raises(ArrivalError) as err:
         value_sets().add(_counts_rows(mu=pa.array([0.0, None, 2.0])))
     assert err.value.context["column"] == "mu"
+
+
+def test_integer_extremes_come_from_the_footers_statistics_and_still_refuse_an_off_contract_value(tmp_path: Path):
+    """A parquet footer's statistics give an integer column's extremes without decoding it: the same value sets
+    as the decoded values, so a count below its range is refused either way; without statistics, the values."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def footer(table: pa.Table, **options) -> pq.FileMetaData:
+        out = io.BytesIO()
+        pq.write_table(table, out, row_group_size=2, **options)
+        return pq.read_metadata(io.BytesIO(out.getvalue()))
+
+    rows = _counts_rows(count_N=pa.array([5, -4, 2], pa.int64()))
+    assert pipeline.integer_extremes(footer(rows))["count_N"] == (-4, 5)  # over both row groups
+    assert "count_N" not in pipeline.integer_extremes(footer(rows, write_statistics=False))
+    for options in ({}, {"write_statistics": False}):
+        sets = pipeline.ValueSets(store(tmp_path), "s3_bucket_counts_5B", tmp_path / "f", "5B.S3.COUNTS_SCHEMA_INVALID")
+        sets.add(rows, footer(rows, **options))
+        with pytest.raises(ArrivalError) as err:
+            sets.validate()
+        assert "column 'count_N': range" in err.value.message
