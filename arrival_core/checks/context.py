@@ -1,9 +1,11 @@
 """What every check evaluation shares: results, the partition context and full-table scanning."""
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -49,21 +51,56 @@ def to_outcome(spec: CheckSpec, result: CheckResult) -> CheckOutcome:
     return CheckOutcome(spec.name, spec.dataset_id, passed, spec.severity, summary, metadata)
 
 
+T = TypeVar("T")
 _STRATA = ("scenario_band", "demand_class", "channel_group", "virtual_band")  # a group's strata (laws §8)
 
 # ---- context -------------------------------------------------------------------------------------------------------
 
+class Derived:
+    """What a partition's checks derive once (policies, grouping, domain, the reference's replay), shared by the
+    views evaluating its datasets, at the same time too: each value is made by the first view that asks, while
+    the others wait for it."""
+
+    def __init__(self) -> None:
+        self._values: dict = {}
+        self._locks: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: object, make: Callable[[], T]) -> T:
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._values:
+                self._values[key] = make()
+            return self._values[key]
+
+
+def derived_once(method: Callable[[CheckContext], T]) -> property:
+    """A context property made once per partition (in the shared `Derived`), not once per view."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def get(self: CheckContext) -> T:
+        return self.derived.get(name, lambda: method(self))
+
+    return property(get)
+
+
 @dataclass
 class CheckContext:
-    """What the evaluators of one partition share: identity, replay mode, policies, S1 domain and the reference's
-    replayed groups, each read or derived once however many datasets are evaluated with it (a state's step
-    evaluates all of its datasets with one context); `dataset_id` is the one being evaluated."""
+    """The view of one dataset's evaluation (`dataset_id`) on what every evaluator of a partition shares:
+    identity, replay mode, and in `derived` the policies, S1 domain and the reference's replayed groups, each read
+    or derived once however many datasets are evaluated with it, one after another or at once."""
 
     store: Store
     identity: Identity
     replay: str
     dataset_id: str = ""
-    _gates: dict = field(default_factory=dict, repr=False)
+    derived: Derived = field(default_factory=Derived, repr=False, compare=False)
+
+    def view(self, dataset_id: str) -> CheckContext:
+        """The view of another dataset's evaluation, sharing what this one derived."""
+        return CheckContext(self.store, self.identity, self.replay, dataset_id, self.derived)
 
     def path(self, dataset_id: str):
         return pipeline.output_path(self.store, dataset_id, self.identity)
@@ -78,12 +115,12 @@ class CheckContext:
                                                           group_column="group_id")
         return e0, e1, bad_key if bad_key is not None else bad_group
 
-    @cached_property
+    @derived_once
     def surface(self):
         """The scenario's λ surface (S0 proved its digest; the checks compare its values, so need not re-hash it)."""
         return self.gate.path("merchant_zone_scenario_local_5A", scenario_id=self.identity.scenario_id)
 
-    @cached_property
+    @derived_once
     def corridors(self) -> dict:
         """The statistical corridors' settings (config/check_policy.yaml)."""
         return pipeline.read_check_policy(self.store)
@@ -93,31 +130,29 @@ class CheckContext:
         """The re-validated gate, read as the dataset's state reads it (S0's own outputs as S1, its first reader)."""
         state = self.store.entry(self.dataset_id).state
         state = state if state not in (None, "S0") else "S1"
-        if state not in self._gates:
-            self._gates[state] = pipeline.load_gate(self.store, self.identity, state=state)
-        return self._gates[state]
+        return self.derived.get(("gate", state), lambda: pipeline.load_gate(self.store, self.identity, state=state))
 
-    @cached_property
+    @derived_once
     def rng(self) -> ledger.RngPolicy:
         return ledger.parse_rng_policy(self.gate.policy("arrival_rng_policy_5B"))
 
-    @cached_property
+    @derived_once
     def lgcp(self) -> latent.LgcpPolicy:
         return latent.parse_lgcp_policy(self.gate.policy("arrival_lgcp_config_5B"))
 
-    @cached_property
+    @derived_once
     def count_policy(self) -> counts.CountPolicy:
         return counts.parse_count_policy(self.gate.policy("arrival_count_config_5B"))
 
-    @cached_property
+    @derived_once
     def grouping(self) -> pl.DataFrame:
         return pipeline.read_table(self.path("s1_grouping_5B"))
 
-    @cached_property
+    @derived_once
     def params(self) -> pl.DataFrame:
         return latent.group_parameters(self.grouping, self.lgcp)
 
-    @cached_property
+    @derived_once
     def domain(self) -> entity_grid.Domain:
         buckets = pipeline.table_rows(self.path("s1_time_grid_5B"))
         return entity_grid.build_domain(self.grouping, buckets, tuple(self.params["group_id"].to_list()))
@@ -133,7 +168,7 @@ class CheckContext:
         afresh by the independent reference (`checks/reference.py`) from the policy documents and the law alone."""
         return self._replay_sample
 
-    @cached_property
+    @derived_once
     def _replay_sample(self) -> tuple[np.ndarray, ReplayedGroups]:
         chosen = self.sample(len(self.domain.group_ids), full=False)
         return chosen, self._replayed(tuple(chosen.tolist()))
@@ -146,7 +181,7 @@ class CheckContext:
             out.append(self._engine_replay)
         return out
 
-    @cached_property
+    @derived_once
     def _engine_replay(self) -> tuple[str, np.ndarray, latent.LatentField]:
         ident = self.identity
         every = np.arange(len(self.domain.group_ids), dtype=np.int64)

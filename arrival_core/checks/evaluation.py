@@ -35,8 +35,7 @@ def evaluate(store: Store, identity: Identity, dataset_id: str, *, replay: str =
     memory.keep_freed_memory()
     if shared is None or (shared.store, shared.identity, shared.replay) != (store, identity, replay):
         shared = new_context(store, identity, replay=replay)
-    ctx = shared
-    ctx.dataset_id = dataset_id
+    ctx = shared.view(dataset_id)
     results: dict[str, CheckResult] = {}
     try:
         results = _EVALUATORS[dataset_id](ctx)
