@@ -117,8 +117,8 @@ def stored_identity(context: dg.AssetExecutionContext, st: Store, state: pipelin
 
 
 def materialised_partitions(context: dg.AssetExecutionContext) -> dict[str, set[dg.AssetCheckKey]]:
-    """Each partition in which an asset of the run's selected checks is materialised, with those checks (sorted
-    by key); none is PARTITION_NOT_MATERIALISED, naming the command that makes one."""
+    """Each partition (in key order) in which an asset of the run's selected checks is materialised, with that
+    asset's selected checks; none is PARTITION_NOT_MATERIALISED, naming the command that makes one."""
     selected = context.selected_asset_check_keys
     by_partition: dict[str, set[dg.AssetCheckKey]] = {}
     for asset in sorted({k.asset_key for k in selected}, key=lambda a: a.to_user_string()):

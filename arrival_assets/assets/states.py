@@ -170,8 +170,8 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
                ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetCheckEvaluation]:
         st = call_core(context, store.open)
         selected = {k.to_user_string() for k in context.selected_asset_keys}
-        if not selected:  # a check-only run (the UI's "Execute"): the stored files are checked, nothing is written
-            if not context.has_partition_key:  # the UI's "Execute all": every materialised partition's
+        if not selected:  # a check-only run (the UI's "Execute all"): the stored files are checked, nothing written
+            if not context.has_partition_key:  # as the UI sends it: the checks of every materialised partition
                 yield from evaluate_materialised_partitions(context, st, step)
                 return
             yield from evaluate_state_checks(context, st, stored_identity(context, st, step), step, recall=False)
