@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -83,13 +84,21 @@ class TimedRunFailed(RuntimeError):
         super().__init__(f"the timed `arrival run` exited {status}")
 
 
-def time_arrival_run(root: Path, config: Path, seed: int, scenario: str, home: Path) -> core_bench.PathTiming:
-    """Wall time and peak RSS of `arrival run --quiet` for one partition (a child process, as a user runs it)."""
+_CHECKS_CPU = re.compile(r"time state .*, checks [0-9.]+ s \(([0-9.]+) CPU s\)")
+
+
+def time_arrival_run(root: Path, config: Path, seeds: list[int], scenario: str, home: Path,
+                     name: str) -> core_bench.PathTiming:
+    """Wall time and peak RSS of `arrival run` for the partitions of `seeds` (at once when several: a child
+    process, as a user runs it), with the CPU seconds of every check its state steps reported (their phase-time
+    lines)."""
     env = {**os.environ, "DAGSTER_HOME": str(home), "ARRIVAL_RUN_ROOT": str(root)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    args = [sys.executable, "-m", "arrival_assets.cli", "run", "--quiet", "--root", str(root), "--seed", str(seed),
-            "--scenario", scenario]
+    args = [sys.executable, "-m", "arrival_assets.cli", "run", "--root", str(root), "--scenario", scenario,
+            *(a for seed in seeds for a in ("--seed", str(seed)))]
+    if len(seeds) > 1:
+        args += ["--parallel", str(len(seeds))]
     if config != contracts.DEFAULT_CONFIG_DIR:
         env["ARRIVAL_CONFIG_DIR"] = str(config)
     result = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
@@ -97,7 +106,9 @@ def time_arrival_run(root: Path, config: Path, seed: int, scenario: str, home: P
     if result.returncode != 0:
         raise TimedRunFailed(result.returncode, result.stderr.strip())
     peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * 1024
-    return core_bench.PathTiming("", round(seconds, 3), peak)
+    checks = [float(m.group(1)) for m in _CHECKS_CPU.finditer(result.stderr)]
+    return core_bench.PathTiming(name, round(seconds, 3), peak, len(seeds),
+                                 round(sum(checks) / len(seeds), 3) if checks else None)
 
 
 def bench(args: argparse.Namespace, err) -> int:
@@ -131,13 +142,16 @@ def bench(args: argparse.Namespace, err) -> int:
         if args.dagster:
             with tempfile.TemporaryDirectory(prefix="arrival-bench-home-") as home:
                 try:
-                    first = time_arrival_run(scratch, config, seed + 1, scenarios[0], Path(home))
-                    again = time_arrival_run(scratch, config, seed + 1, scenarios[0], Path(home))
+                    paths = (
+                        time_arrival_run(scratch, config, [seed + 1], scenarios[0], Path(home),
+                                         core_bench.DAGSTER_PARTITION),
+                        time_arrival_run(scratch, config, [seed + 2, seed + 3], scenarios[0], Path(home),
+                                         core_bench.DAGSTER_PAIR),
+                        time_arrival_run(scratch, config, [seed + 1], scenarios[0], Path(home), core_bench.VERIFIED),
+                    )
                 except TimedRunFailed as exc:
                     err(exc.stderr)
                     return exc.status
-            paths = (core_bench.PathTiming("dagster partition", first.seconds, first.peak_rss_bytes),
-                     core_bench.PathTiming("verified re-run", again.seconds, again.peak_rss_bytes))
             result = core_bench.BenchResult(result.world, result.variant, result.seed, result.scenarios,
                                             result.states, result.targets, paths, threads=result.threads)
     print(core_bench.format_table(result))
@@ -155,9 +169,10 @@ def add_parser(sub: argparse._SubParsersAction, err) -> None:
     parser.add_argument("--root", help="run root holding a world (default ./.arrival/<profile>)")
     parser.add_argument("--count-law", choices=("poisson", "nb2"), default="poisson", help="S3 count law (poisson)")
     parser.add_argument("--kernel", help="a stationary latent kernel instead of OU, e.g. matern32_v1")
-    parser.add_argument("--seed", default="42", help="seed to realise (42; --dagster also uses seed + 1)")
+    parser.add_argument("--seed", default="42", help="seed to realise (42; --dagster also uses seeds + 1, + 2 and + 3)")
     parser.add_argument("--scenario", help="one scenario (default: every scenario of the world)")
     parser.add_argument("--dagster", action="store_true",
-                        help="also time `arrival run` for one partition with every check, and its verified re-run")
+                        help="also time `arrival run` for one partition with every check, two at once, and the "
+                             "first one's verified re-run")
     add_threads_option(parser)
     parser.set_defaults(handler=lambda args: bench(args, err))

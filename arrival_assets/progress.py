@@ -1,5 +1,6 @@
 """What `arrival run` shows while it works: a line as each step (the sealed inputs, a state with its checks)
-starts and ends (with elapsed seconds), and the rows S2 and S3 have streamed — a tqdm bar when stderr is a
+starts and ends (with elapsed seconds), where a state's step spent its time (the state, its pictures, its checks),
+and the rows S2 and S3 have streamed — a tqdm bar when stderr is a
 terminal, else a line per chunk.
 
 It is a Dagster logger: the step log carries the same events and progress lines (see `assets.states`), so the
@@ -16,7 +17,7 @@ from typing import TextIO
 import dagster as dg
 from tqdm import tqdm
 
-from .assets.outcomes import PROGRESS_PREFIX
+from .assets.outcomes import PROGRESS_PREFIX, TIMES_PREFIX
 
 EVENTS = {"STEP_START": "started", "STEP_SUCCESS": "done", "STEP_FAILURE": "failed"}
 
@@ -62,6 +63,8 @@ class StepLines(logging.Handler):
             self._line(f"{meta.get('step_key') or event.step_key:<40} {EVENTS[event.event_type_value]}")
         elif str(meta.get("orig_message", "")).startswith(PROGRESS_PREFIX):
             self._progress(meta["orig_message"])
+        elif str(meta.get("orig_message", "")).startswith(TIMES_PREFIX):
+            self._line(f"{meta.get('step_key') or '':<40} {meta['orig_message']}")
 
     def close(self) -> None:
         self._close_bar()

@@ -53,10 +53,12 @@ def verify_partition(*, root: str | None, seed: str, scenario: str, out: Printer
     datasets = list(dict.fromkeys(spec.dataset_id for spec in core_checks.CHECKS))
     require_materialised(store, key, datasets)
     failed = 0
+    contexts: dict = {}  # one check context per identity: policies, grouping and replays derived once
     for dataset_id in datasets:
         state = contracts.dataset(dataset_id).state or "S0"
         identity = pipeline.resolve_identity(store, key, state=state)
-        for outcome in core_checks.evaluate(store, identity, dataset_id, replay="full"):
+        shared = contexts.setdefault(identity, core_checks.new_context(store, identity, replay="full"))
+        for outcome in core_checks.evaluate(store, identity, dataset_id, replay="full", shared=shared):
             mark = "ok  " if outcome.passed else ("FAIL" if outcome.severity == "ERROR" else "warn")
             failed += (not outcome.passed) and outcome.severity == "ERROR"
             out(relative(f"{mark}  {outcome.severity:<5} {dataset_id:<34} {outcome.name:<36} {outcome.summary}",

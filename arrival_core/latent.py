@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
-from . import kernels
+from . import kernels, parallel
 from .errors import ArrivalError, error_code
 from .rng import ledger, streams, variates
 from .strata import StratumLaw, parse_law
@@ -165,10 +165,26 @@ class LatentField:
 
 def latent_normals(key: np.ndarray, hi: np.ndarray, lo: np.ndarray, buckets: int) -> np.ndarray:
     """Standard normals (G×H): block j of each group's stream gives z_j by Box–Muller (cosine) of (x0, x1)."""
-    groups = len(key)
-    offsets = np.tile(np.arange(buckets, dtype=np.uint64), groups)
-    x0, x1 = streams.blocks(np.repeat(key, buckets), np.repeat(hi, buckets), np.repeat(lo, buckets), offsets)
-    return variates.box_muller(x0, x1).reshape(groups, buckets)
+    out = np.empty((len(key), buckets), dtype=np.float64)
+
+    def fill(g0: int, g1: int) -> None:
+        offsets = np.tile(np.arange(buckets, dtype=np.uint64), g1 - g0)
+        x0, x1 = streams.blocks(np.repeat(key[g0:g1], buckets), np.repeat(hi[g0:g1], buckets),
+                                np.repeat(lo[g0:g1], buckets), offsets)
+        out[g0:g1] = variates.box_muller(x0, x1).reshape(g1 - g0, buckets)
+
+    over_group_ranges(len(key), buckets, fill)
+    return out
+
+
+def over_group_ranges(groups: int, width: int, work: Callable[[int, int], None]) -> None:
+    """work(g0, g1) over consecutive ranges of about `_BATCH_NORMALS` values on the engine's threads, each filling
+    its own groups' rows: every value depends on its own group only, so neither the ranges nor the threads change
+    any value, and the ranges bound the memory."""
+    step = max(1, _BATCH_NORMALS // max(1, width))
+    ranges = [(g0, min(g0 + step, groups)) for g0 in range(0, groups, step)]  # over batches of groups
+    for _ in parallel.ordered(lambda bounds: work(*bounds), ranges):
+        pass
 
 
 def latent_gaussian(model_id: str, sigma: np.ndarray, phi: np.ndarray, normals: np.ndarray) -> np.ndarray:
@@ -287,14 +303,17 @@ def stationary_fields(groups: kernels.GroupEmbeddings, key: np.ndarray, hi: np.n
     for i, emb in enumerate(groups.embeddings):  # over distinct embeddings, not groups
         rows = np.flatnonzero(groups.index == i)
         width = 2 * emb.size
-        step = max(1, _BATCH_NORMALS // width)
         offsets = np.arange(width, dtype=np.uint64)
-        for start in range(0, rows.shape[0], step):  # batches bound the memory only
-            part = rows[start:start + step]
+
+        def fill(start: int, stop: int, rows: np.ndarray = rows, width: int = width, offsets: np.ndarray = offsets,
+                 emb: kernels.Embedding = emb) -> None:
+            part = rows[start:stop]
             x0, x1 = streams.blocks(np.repeat(key[part], width), np.repeat(hi[part], width),
                                     np.repeat(lo[part], width), np.tile(offsets, part.shape[0]))
             z = variates.box_muller(x0, x1).reshape(part.shape[0], width)
             out[part] = kernels.circulant_field(emb.sqrt_scaled, z[:, :emb.size], z[:, emb.size:], emb.buckets)
+
+        over_group_ranges(rows.shape[0], width, fill)
     return out
 
 
@@ -343,14 +362,19 @@ def sample_latent(
                  "largest_clipped": max((e.largest_clipped for e in embedded.embeddings), default=0.0),
                  "largest_clipped_ratio": max((e.largest_clipped / float(e.eigenvalues.max())
                                                for e in embedded.embeddings), default=0.0)}
-    factor = latent_factors(latent, sigma, policy)
-    return LatentField(group_ids, sigma, length, latent, factor, factor != variates.exp(latent - 0.5 * (sigma * sigma)[:, None]),
-                       key, (hi, lo), (after_hi, after_lo), **extra)
+    raw = _unclipped_factors(latent, sigma)
+    factor = np.clip(raw, policy.min_factor, policy.max_factor)
+    return LatentField(group_ids, sigma, length, latent, factor, factor != raw, key, (hi, lo), (after_hi, after_lo),
+                       **extra)
+
+
+def _unclipped_factors(latent: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    return variates.exp(latent - 0.5 * (sigma * sigma)[:, None])
 
 
 def latent_factors(latent: np.ndarray, sigma: np.ndarray, policy: LgcpPolicy) -> np.ndarray:
     """ξ = clip(exp(Z − σ²/2), min_factor, max_factor): mean one before clipping."""
-    return np.clip(variates.exp(latent - 0.5 * (sigma * sigma)[:, None]), policy.min_factor, policy.max_factor)
+    return np.clip(_unclipped_factors(latent, sigma), policy.min_factor, policy.max_factor)
 
 
 def _counter_after(hi: np.ndarray, lo: np.ndarray, blocks: int | np.ndarray,

@@ -101,9 +101,10 @@ def in_flight() -> int:
 def ordered(work: Callable[[T], R], items: Iterable[T], ahead: int | None = None) -> Iterator[R]:
     """work(item) for each item on the shared pool, yielded in the items' order, with at most `ahead` (default
     `in_flight()`) items in flight; a failure is raised where its result would have been. Stopping early
-    cancels what has not started and waits for what has."""
+    cancels what has not started and waits for what has. On one of the pool's workers the items run on that worker
+    (a worker waiting for its siblings' work could wait for ever)."""
     executor = pool()
-    if executor is None:
+    if executor is None or in_worker():
         for item in items:
             yield work(item)
         return
@@ -118,6 +119,24 @@ def ordered(work: Callable[[T], R], items: Iterable[T], ahead: int | None = None
             yield pending.popleft().result()
     finally:
         settle(pending)
+
+
+def soon(work: Callable[[], R]) -> Callable[[], R]:
+    """Start work() on the shared pool (at once when there is no pool, or on one of its workers) and return the
+    call that waits for its result (re-raising its failure): work that no later step needs before then overlaps
+    the steps between."""
+    executor = pool()
+    if executor is None or in_worker():
+        try:
+            value = work()
+        except BaseException as exc:  # noqa: BLE001 - raised where the result is asked for, as on the pool
+            error = exc
+
+            def fail() -> R:
+                raise error
+            return fail
+        return lambda: value
+    return executor.submit(work).result
 
 
 def settle(pending: Iterable[Future]) -> None:

@@ -53,6 +53,7 @@ def partition_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> P
 
 GATE_RECEIPT = "s0_gate_receipt_5B"
 PROGRESS_PREFIX = "progress "  # the step-log lines `arrival run` shows as a progress bar
+TIMES_PREFIX = "time "  # the step-log line of a state's phase times, which `arrival run` prints
 
 
 def sealed_parameter_hash(context: dg.AssetExecutionContext | dg.OpExecutionContext,

@@ -1,6 +1,8 @@
 """The state assets: thin multi-assets calling `arrival_core.pipeline` for one (scenario, seed) partition, each
 with its outputs' checks in its own step."""
 
+import resource
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -20,7 +22,14 @@ from ..checks import (
 from ..partitions import grid
 from ..resources import StoreResource
 from .columns import column_schema
-from .outcomes import PROGRESS_PREFIX, call_core, materialize, partition_of, sealed_parameter_hash
+from .outcomes import (
+    PROGRESS_PREFIX,
+    TIMES_PREFIX,
+    call_core,
+    materialize,
+    partition_of,
+    sealed_parameter_hash,
+)
 
 DESCRIPTIONS: dict[str, str] = {
     "sealed_inputs_5B": "The closed set of inputs 5B may read, each with its digest, role and read scope.",
@@ -34,6 +43,30 @@ DESCRIPTIONS: dict[str, str] = {
     "rng_event_arrival_bucket_count": "RNG log of the counts: one Philox event per drawing (entity, bucket).",
     "rng_audit_log_5B": "RNG audit record reconciling both families' events, traces and totals.",
 }
+
+
+class PhaseClock:
+    """Wall and CPU seconds of a step's phases (the state, its pictures, its checks), logged as one line at the
+    step's end so a user sees where a partition's time goes."""
+
+    def __init__(self) -> None:
+        self.phases: list[tuple[str, float, float]] = []
+        self._mark = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return time.perf_counter(), usage.ru_utime + usage.ru_stime
+
+    def lap(self, phase: str) -> None:
+        """Close `phase`: the time since the previous lap (or the clock's start)."""
+        now = self._now()
+        self.phases.append((phase, now[0] - self._mark[0], now[1] - self._mark[1]))
+        self._mark = now
+
+    def line(self) -> str:
+        return TIMES_PREFIX + ", ".join(f"{phase} {wall:.2f} s ({cpu:.2f} CPU s)"
+                                            for phase, wall, cpu in self.phases)
 
 
 def progress_logger(context: dg.AssetExecutionContext) -> Callable[[str, int, int], None]:
@@ -181,10 +214,13 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
         # sealed in this run (S0 itself seals one from the live policies and ignores it).
         options = pipeline.RunOptions(run_id=context.run.run_id, parameter_hash=sealed_parameter_hash(context),
                                       progress=progress_logger(context), reuse=True)
+        clock = PhaseClock()
         if step.streams:
             plots.preload()
         result = call_core(context, step.runner, st, part, options)
+        clock.lap("state")
         pictures = drawn_pictures(context, result.diagnostics, step.outputs, str(context.partition_key))
+        clock.lap("pictures")
         by_id = {p.dataset_id: p for p in result.published}
         metrics = result.report.get("metrics") or {}
         tokens = result.identity.tokens()
@@ -202,6 +238,8 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
         # The state's files were just computed or verified: its checks follow in the same step; a failed ERROR
         # check fails the step, so nothing downstream starts.
         yield from evaluate_state_checks(context, st, result.identity, step, recall=True)
+        clock.lap("checks")
+        context.log.info(clock.line())
 
     return _state
 

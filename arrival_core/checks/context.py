@@ -55,12 +55,15 @@ _STRATA = ("scenario_band", "demand_class", "channel_group", "virtual_band")  # 
 
 @dataclass
 class CheckContext:
-    """What the evaluators of one partition share: identity, replay mode, policies, S1 domain (read lazily)."""
+    """What the evaluators of one partition share: identity, replay mode, policies, S1 domain and the reference's
+    replayed groups, each read or derived once however many datasets are evaluated with it (a state's step
+    evaluates all of its datasets with one context); `dataset_id` is the one being evaluated."""
 
     store: Store
     identity: Identity
     replay: str
-    dataset_id: str
+    dataset_id: str = ""
+    _gates: dict = field(default_factory=dict, repr=False)
 
     def path(self, dataset_id: str):
         return pipeline.output_path(self.store, dataset_id, self.identity)
@@ -85,11 +88,14 @@ class CheckContext:
         """The statistical corridors' settings (config/check_policy.yaml)."""
         return pipeline.read_check_policy(self.store)
 
-    @cached_property
+    @property
     def gate(self) -> Gate:
         """The re-validated gate, read as the dataset's state reads it (S0's own outputs as S1, its first reader)."""
         state = self.store.entry(self.dataset_id).state
-        return pipeline.load_gate(self.store, self.identity, state=state if state not in (None, "S0") else "S1")
+        state = state if state not in (None, "S0") else "S1"
+        if state not in self._gates:
+            self._gates[state] = pipeline.load_gate(self.store, self.identity, state=state)
+        return self._gates[state]
 
     @cached_property
     def rng(self) -> ledger.RngPolicy:
@@ -125,6 +131,10 @@ class CheckContext:
     def replay_groups(self) -> tuple[np.ndarray, ReplayedGroups]:
         """The sampled groups (indices in group_id order, the sample in both modes) and their latent fields derived
         afresh by the independent reference (`checks/reference.py`) from the policy documents and the law alone."""
+        return self._replay_sample
+
+    @cached_property
+    def _replay_sample(self) -> tuple[np.ndarray, ReplayedGroups]:
         chosen = self.sample(len(self.domain.group_ids), full=False)
         return chosen, self._replayed(tuple(chosen.tolist()))
 
@@ -133,13 +143,17 @@ class CheckContext:
         `full` also the engine's own sampler on every group (the fast path of a full replay)."""
         out: list = [("reference", *self.replay_groups())]
         if self.replay == "full":
-            ident = self.identity
-            every = np.arange(len(self.domain.group_ids), dtype=np.int64)
-            out.append(("engine", every, latent.sample_latent(
-                self.params, self.lgcp, self.domain.buckets, manifest_fingerprint=ident.manifest_fingerprint,
-                parameter_hash=ident.parameter_hash, seed=ident.seed, scenario_id=ident.scenario_id,
-                domain_sep=self.rng.domain_sep, coupled=self.rng.coupled)))
+            out.append(self._engine_replay)
         return out
+
+    @cached_property
+    def _engine_replay(self) -> tuple[str, np.ndarray, latent.LatentField]:
+        ident = self.identity
+        every = np.arange(len(self.domain.group_ids), dtype=np.int64)
+        return ("engine", every, latent.sample_latent(
+            self.params, self.lgcp, self.domain.buckets, manifest_fingerprint=ident.manifest_fingerprint,
+            parameter_hash=ident.parameter_hash, seed=ident.seed, scenario_id=ident.scenario_id,
+            domain_sep=self.rng.domain_sep, coupled=self.rng.coupled))
 
     def _replayed(self, chosen: tuple[int, ...]) -> ReplayedGroups:
         ident, lgcp_doc = self.identity, self.gate.policy("arrival_lgcp_config_5B")

@@ -168,9 +168,7 @@ def check_counts(ctx: CheckContext) -> dict[str, CheckResult]:
     kappa = counts.entity_kappa(ctx.grouping, policy) if policy.law == "nb2" else None
     source = prefetched(pipeline.read_whole_entities(ctx.path("s2_realised_intensity_5B"), ["lambda_realised"], [], h,
                                                      pipeline.default_chunk_entities(h)))
-    drawn = np.arange(scan.rows, dtype=np.int64)
-    sample = ctx.sample(scan.rows, full=False)  # the reference's rows, in both modes
-    everything = drawn if ctx.replay == "full" else drawn[:0]
+    sample = ctx.sample(scan.rows, full=False)  # the reference's rows, in both modes (sorted)
     moments = CountMoments()
     replayed = {"reference": 0, "engine": 0}
     for e0, e1, chunk in scan.chunks():
@@ -189,8 +187,11 @@ def check_counts(ctx: CheckContext) -> dict[str, CheckResult]:
         ):
             if (i := first_true(bad)) is not None:
                 numeric.fail(f"{int(bad.sum())} row(s): {label}", entity_grid.grid_key(d, e0, i, "bucket_index"))
-        for chosen, how in ((sample, "reference"), (everything, "engine")):  # `everything`: full replays only
-            rows = chosen[(chosen >= start) & (chosen < start + chunk.num_rows)] - start
+        picks = [(sample[np.searchsorted(sample, start):np.searchsorted(sample, start + chunk.num_rows)] - start,
+                  "reference")]
+        if ctx.replay == "full":  # the engine's own sampler replays every row
+            picks.append((np.arange(chunk.num_rows, dtype=np.int64), "engine"))
+        for rows, how in picks:
             if not len(rows):
                 continue
             again = (_reference_counts(ctx, mu[rows], e0 + rows // h, rows % h) if how == "reference"

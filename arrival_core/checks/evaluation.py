@@ -22,15 +22,21 @@ from .plan import check_grouping, check_receipt, check_sealed_inputs, check_time
 from .specs import REPLAY_MODES, CheckOutcome, checks_for
 
 
-def evaluate(store: Store, identity: Identity, dataset_id: str, *, replay: str = "sample") -> list[CheckOutcome]:
-    """Run every check of one dataset for one partition; a dataset that cannot be read fails all its checks."""
+def evaluate(store: Store, identity: Identity, dataset_id: str, *, replay: str = "sample",
+             shared: CheckContext | None = None) -> list[CheckOutcome]:
+    """Run every check of one dataset for one partition; a dataset that cannot be read fails all its checks.
+    `shared` (`new_context`) shares what the partition's datasets have in common (policies, grouping, the
+    reference's replay) across several calls, so a state's step derives each of them once."""
     specs = checks_for(dataset_id)
     if not specs:
         raise ValueError(f"no checks are defined for dataset {dataset_id!r}")
     if replay not in REPLAY_MODES:
         raise ValueError(f"replay must be one of {REPLAY_MODES}, got {replay!r}")
     memory.keep_freed_memory()
-    ctx = CheckContext(store, identity, replay, dataset_id)
+    if shared is None or (shared.store, shared.identity, shared.replay) != (store, identity, replay):
+        shared = new_context(store, identity, replay=replay)
+    ctx = shared
+    ctx.dataset_id = dataset_id
     results: dict[str, CheckResult] = {}
     try:
         results = _EVALUATORS[dataset_id](ctx)
@@ -50,6 +56,11 @@ def evaluate(store: Store, identity: Identity, dataset_id: str, *, replay: str =
     return out
 
 
+def new_context(store: Store, identity: Identity, *, replay: str = "sample") -> CheckContext:
+    """A context for evaluating several datasets of one partition (see `evaluate`)."""
+    return CheckContext(store, identity, replay)
+
+
 _EVALUATORS: dict[str, Callable[[CheckContext], dict[str, CheckResult]]] = {
     "sealed_inputs_5B": check_sealed_inputs,
     "s0_gate_receipt_5B": check_receipt,
@@ -67,7 +78,8 @@ _EVALUATORS: dict[str, Callable[[CheckContext], dict[str, CheckResult]]] = {
 
 
 def evaluate_recorded(store: Store, identity: Identity, dataset_id: str, *, state: str,
-                      recall: bool, record: bool = True) -> tuple[list[CheckOutcome], bool]:
+                      recall: bool, record: bool = True, shared: CheckContext | None = None
+                      ) -> tuple[list[CheckOutcome], bool]:
     """A check step's outcomes (sampled replay): re-recorded from its check record when `recall` (the state's
     files were verified or recomputed in this run) and the record's basis, the partition's commit records up to
     `state`, still holds; else evaluated, and recorded on that basis when `record` and no ERROR check failed
@@ -79,7 +91,7 @@ def evaluate_recorded(store: Store, identity: Identity, dataset_id: str, *, stat
                                               [spec.name for spec in checks_for(dataset_id)])
         if recorded is not None:
             return [CheckOutcome(**o) for o in recorded], True
-    outcomes = evaluate(store, identity, dataset_id, replay="sample")
+    outcomes = evaluate(store, identity, dataset_id, replay="sample", shared=shared)
     # A failed ERROR check may come from the moment (a policy edited meanwhile, an unreadable file), not from the
     # files the basis pins: only outcomes without one are recorded, so a failure is always evaluated again.
     if record and basis is not None and all(o.passed or o.severity != "ERROR" for o in outcomes):

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from .. import counts, diagnostics, entity_grid, grouping, latent
+from .. import counts, diagnostics, entity_grid, grouping, latent, parallel
 from ..errors import ArrivalError, error_code
 from ..gate import Gate
 from ..identity import Identity, PartitionKey
@@ -140,11 +140,15 @@ class _Latent:
 
     def begin(self, outputs: list) -> None:
         _, events_out, trace_out, *field_out = outputs
-        part = self.part
-        events_out.write(_latent_events_table(self.field, part.domain, part.identity, part.rng))
-        trace_out.write(_trace_table(self.trace, part.identity, part.rng, latent.FAMILY_ID))
+        field, part = self.field, self.part
+        # Made on the outputs' own threads and summarised on the pool while the stream starts.
+        events_out.write(lambda: _latent_events_table(field, part.domain, part.identity, part.rng))
+        trace_out.write(lambda: _trace_table(self.trace, part.identity, part.rng, latent.FAMILY_ID))
         for out in field_out:
-            out.write(_latent_field_table(self.field, part.domain, part.identity))
+            out.write(lambda: _latent_field_table(field, part.domain, part.identity))
+        self.field_metrics = parallel.soon(lambda: _latent_metrics(field, self.lgcp, self.trace.height) | {
+            "top_group_factors": diagnostics.largest_groups(part.domain.group_ids, part.domain.entity_group,
+                                                            field.factor)})
 
     def chunks(self) -> Iterator[tuple[int, int, pa.Table]]:
         part = self.part
@@ -183,13 +187,13 @@ class _Latent:
         outputs[0].write(result.table)
 
     def end(self, outputs: list) -> dict:
-        domain = self.part.domain
+        metrics = self.field_metrics()
         self.part.run.diagnostics |= {
             "lambda_target_per_bucket": self.target_totals.totals,
             "lambda_realised_per_bucket": self.realised_totals.totals,
-            "top_group_factors": diagnostics.largest_groups(domain.group_ids, domain.entity_group, self.field.factor),
+            "top_group_factors": metrics.pop("top_group_factors"),
         }
-        return _latent_metrics(self.field, self.lgcp, self.trace.height) | {
+        return metrics | {
             "lambda_max_capped_rows": self.capped, **self.target_stats.metrics("lambda_target"),
             **self.realised_stats.metrics("lambda_realised"),
         }

@@ -5,7 +5,7 @@ import contextlib
 import math
 import queue
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -124,6 +124,8 @@ class _Output:
         while (table := self._queue.get()) is not None:
             if self._error is None:
                 try:
+                    if callable(table):  # a table made here, off the producer's thread
+                        table = table()
                     for piece in self._row_group_pieces(table):
                         self._sink.write(piece)
                 except BaseException as exc:  # noqa: BLE001 - any writer failure is re-raised by the producer
@@ -142,8 +144,9 @@ class _Output:
             start += length
         self._offset += table.num_rows
 
-    def write(self, table: pa.Table) -> None:
-        """Queue a table's rows (blocks while the feeder is a few tables behind)."""
+    def write(self, table: pa.Table | Callable[[], pa.Table]) -> None:
+        """Queue a table's rows, or the call making the table on the feeder's thread (blocks while the feeder is a
+        few tables behind)."""
         if self._error is not None:
             raise self._error
         self._queue.put(table)

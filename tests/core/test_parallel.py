@@ -50,6 +50,21 @@ def test_ordered_yields_in_input_order_with_a_bounded_number_in_flight(count):
     assert most <= 3
 
 
+def test_an_ordered_map_inside_a_worker_runs_on_that_worker_and_never_waits_for_its_siblings():
+    """Two workers each mapping over items would wait for ever if the inner items queued behind them."""
+    parallel.set_threads(2)
+
+    def inner(i: int) -> tuple[int, str]:
+        return i, threading.current_thread().name
+
+    def outer(i: int) -> list[tuple[int, str]]:
+        return list(parallel.ordered(inner, range(i, i + 3)))
+
+    results = list(parallel.ordered(outer, range(4), ahead=2))
+    assert [[i for i, _ in r] for r in results] == [[i, i + 1, i + 2] for i in range(4)]
+    assert all(len({name for _, name in r}) == 1 for r in results)
+
+
 def test_a_failure_is_raised_where_its_result_would_have_been():
     parallel.set_threads(3)
 
@@ -76,3 +91,23 @@ def test_a_forked_child_starts_its_own_pool():
     os.close(write)
     _, status = os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1" and status == 0
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_soon_returns_the_result_or_raises_the_failure_where_it_is_asked_for(count):
+    parallel.set_threads(count)
+    started = threading.Event()
+
+    def work() -> int:
+        started.set()
+        return 7
+
+    result = parallel.soon(work)
+    assert started.wait(5) and result() == 7
+
+    def fails() -> int:
+        raise RuntimeError("late")
+
+    asked = parallel.soon(fails)  # nothing is raised until the result is asked for
+    with pytest.raises(RuntimeError, match="late"):
+        asked()

@@ -180,6 +180,8 @@ def test_run_prints_each_step_as_it_starts_and_ends_and_progress_before_s2_ends(
     progress = [i for i, line in enumerate(text) if "S2: " in line and line.rstrip().endswith("rows")]
     assert progress and progress[0] < s2_done
     assert any("s2_latent" in line and line.endswith("started") for line in text[:s2_done])
+    times = [line for line in text[:s2_done] if "s2_latent" in line and " time state " in line]
+    assert len(times) == 1 and " pictures " in times[0] and " checks " in times[0] and "CPU s" in times[0]
     first_step = next(i for i, line in enumerate(text) if "s0_gate" in line and line.endswith("started"))
     assert not stamped[first_step][0] and counts.exists()
     assert any(line.startswith("== baseline_v1|1  PASS") for line in text)

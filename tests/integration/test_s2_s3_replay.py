@@ -80,3 +80,24 @@ def test_ten_groups_latent_values_replay_exactly(tiny_world: WorldInfo, tmp_path
         assert rows["latent_value"].to_list() == latent
         xi = np.clip(variates.exp(np.array(latent) - 0.5 * sigma * sigma), 0.2, 5.0)
         assert rows["lambda_random_component"].to_list() == xi.tolist()
+
+
+def test_a_states_datasets_share_one_reference_replay_with_unchanged_outcomes(tiny_world: WorldInfo, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch):
+    """A state's step evaluates its datasets with one context: the reference replays each sampled group once for
+    all three S2 datasets (not once per dataset), and every outcome equals the one evaluated alone."""
+    from arrival_core.checks import reference
+
+    shutil.copytree(tiny_world.root, tmp_path / "w")
+    st = store(tmp_path / "w")
+    ident = run_all(st, scenario_id="baseline_v1", upto="run_s2")
+    datasets = ("s2_realised_intensity_5B", "s2_latent_field_5B", "rng_event_arrival_lgcp_gaussian")
+    alone = [checks.evaluate(st, ident, d) for d in datasets]
+    replayed = []
+    real = reference.latent_group
+    monkeypatch.setattr(reference, "latent_group", lambda *a, **k: replayed.append(1) or real(*a, **k))
+    shared = checks.new_context(st, ident)
+    together = [checks.evaluate(st, ident, d, shared=shared) for d in datasets]
+    sampled = {o.name: o for o in alone[0]}[checks.RNG_REPLAY].metadata["groups_replayed_by_reference"]
+    assert len(replayed) == sampled > 0
+    assert together == alone
