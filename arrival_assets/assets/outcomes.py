@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
-from arrival_core.errors import ArrivalError
+from arrival_core.errors import IDENTITY_INVALID, ArrivalError
 from arrival_core.identity import PartitionKey
 from arrival_core.reports import markdown_table
 from arrival_core.store import Published
@@ -43,7 +43,11 @@ def call_core(
 
 
 def partition_of(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> PartitionKey:
-    """The validated (seed, scenario) of the running partition; a bad key fails with IDENTITY_INVALID."""
+    """The validated (seed, scenario) of the running partition; a bad key, or none, fails with IDENTITY_INVALID."""
+    if not context.has_partition_key:
+        raise failure_from(context, ArrivalError(
+            IDENTITY_INVALID, "this run has no partition: launch it for one `<scenario>|<seed>` partition "
+            "(the UI's partition picker, or `arrival run --seed <seed> --scenario <scenario>`)", field="partition"))
     return call_core(context, parse_partition_key, context.partition_key)
 
 
@@ -52,11 +56,14 @@ PROGRESS_PREFIX = "progress "  # the step-log lines `arrival run` shows as a pro
 TIMES_PREFIX = "time "  # the step-log line of a state's phase times, which `arrival run` prints
 
 
-def sealed_parameter_hash(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> str | None:
+def sealed_parameter_hash(context: dg.AssetExecutionContext | dg.OpExecutionContext,
+                          partition: str | None = None) -> str | None:
     """The parameter_hash S0 sealed for this partition (its latest materialisation: this run's when S0 ran in
-    it), so every later step of a run keeps that identity even if a policy file is edited meanwhile."""
+    it), so every later step of a run keeps that identity even if a policy file is edited meanwhile.
+    `partition`: another partition than the run's (a check-only run without one)."""
+    key = partition if partition is not None else str(context.partition_key)
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(GATE_RECEIPT), asset_partitions=[str(context.partition_key)]),
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(GATE_RECEIPT), asset_partitions=[key]),
         limit=1,
     ).records
     if not records:

@@ -13,7 +13,12 @@ from arrival_core import contracts, pipeline
 from arrival_core.version import code_version
 
 from .. import plots
-from ..checks import evaluate_state_checks, state_check_specs, stored_identity
+from ..checks import (
+    evaluate_materialised_partitions,
+    evaluate_state_checks,
+    state_check_specs,
+    stored_identity,
+)
 from ..partitions import grid
 from ..resources import StoreResource
 from .columns import column_schema
@@ -195,10 +200,13 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
     @dg.multi_asset(name=step.name, specs=specs, check_specs=state_check_specs(step.outputs), can_subset=True,
                     partitions_def=grid, description=STEP_DESCRIPTIONS[step.name])
     def _state(context: dg.AssetExecutionContext, store: StoreResource
-               ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+               ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | dg.AssetCheckEvaluation]:
         st = call_core(context, store.open)
         selected = {k.to_user_string() for k in context.selected_asset_keys}
-        if not selected:  # a check-only run (the UI's "Execute"): the stored files are checked, nothing is written
+        if not selected:  # a check-only run (the UI's "Execute all"): the stored files are checked, nothing written
+            if not context.has_partition_key:  # as the UI sends it: the checks of every materialised partition
+                yield from evaluate_materialised_partitions(context, st, step)
+                return
             yield from evaluate_state_checks(context, st, stored_identity(context, st, step), step, recall=False)
             return
         part = partition_of(context)

@@ -36,13 +36,14 @@ def run_partition(
 
 
 def run_checks(
-    defs: dg.Definitions, instance: dg.DagsterInstance, key: str, checks: set[dg.AssetCheckKey] | None = None
+    defs: dg.Definitions, instance: dg.DagsterInstance, key: str | None, checks: set[dg.AssetCheckKey] | None = None
 ) -> dg.ExecuteInProcessResult:
-    """Run only checks (default: every check) of one registered partition in process, materialising nothing."""
+    """Run only checks (default: every check) of one registered partition in process, materialising nothing;
+    `key` None: a run without a partition, as Dagster's UI sends "Execute all" on a partitioned asset's checks."""
     job = defs.resolve_job_def(JOB_NAME)
     checks = set(defs.resolve_asset_graph().asset_check_keys) if checks is None else checks
     return job.get_subset(asset_selection=set(), asset_check_selection=checks).execute_in_process(
-        partition_key=key, instance=instance, raise_on_error=False, run_config=run_config(key, quiet=True))
+        partition_key=key, instance=instance, raise_on_error=False, run_config=run_config(key or "", quiet=True))
 
 
 def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
