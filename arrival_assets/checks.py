@@ -92,19 +92,17 @@ def check_key(spec: CheckSpec | CheckOutcome) -> dg.AssetCheckKey:
 def evaluate_state_checks(context: dg.AssetExecutionContext, st: Store, identity: Identity, state: pipeline.State, *,
                           recall: bool, selected: AbstractSet[dg.AssetCheckKey] | None = None
                           ) -> Iterator[dg.AssetCheckResult]:
-    """The results of the run's selected checks (or of `selected`) of a state's datasets: each dataset read once
-    for all of its checks (`evaluate_recorded`), and what they share (policies, grouping, the reference's replay)
-    derived once. `recall`: the state's files were proved in this step, so a check record on their basis is
+    """The results of the run's selected checks (or of `selected`) of a state's datasets, evaluated at once on the
+    engine's threads (`evaluate_datasets`): each dataset read once for all of its checks, and what they share
+    (policies, grouping, the reference's replay) derived once. `recall`: the state's files were proved in this step, so a check record on their basis is
     re-recorded and a new one written; else (a check-only run) they are evaluated afresh over the stored files and
     nothing is written."""
     selected = set(context.selected_asset_check_keys if selected is None else selected)
-    derived = core_checks.new_context(st, identity)
-    for dataset_id in checked_datasets(state.outputs):
-        if not any(check_key(s) in selected for s in core_checks.checks_for(dataset_id)):
-            continue
-        outcomes, recalled = call_core(context, core_checks.evaluate_recorded, st, identity, dataset_id,
-                                       state=state.code, recall=recall, record=recall,
-                                       shared=derived)
+    datasets = [d for d in checked_datasets(state.outputs)
+                if any(check_key(s) in selected for s in core_checks.checks_for(d))]
+    evaluated = call_core(context, core_checks.evaluate_datasets, st, identity, datasets, state=state.code,
+                          recall=recall, record=recall)
+    for dataset_id, (outcomes, recalled) in zip(datasets, evaluated, strict=True):
         if recalled:
             context.log.info(f"{dataset_id}: files verified in this run; check results re-recorded")
         yield from (check_result(o) for o in outcomes if check_key(o) in selected)

@@ -5,7 +5,7 @@ and returns one outcome per spec. Reads go through `pipeline`; the statistical c
 (`latent_corridor`, `count_corridor`) so tests can call them on arrays.
 """
 from .counting import CountMoments, count_corridor
-from .evaluation import evaluate, evaluate_recorded, new_context, warmup_phases
+from .evaluation import evaluate, evaluate_datasets, evaluate_recorded, new_context, warmup_phases
 from .intensity import latent_corridor
 from .specs import (
     CHECKS,
@@ -30,6 +30,6 @@ __all__ = [
     "CHECKS", "COUNT_CORRIDOR", "DOMAIN_COMPLETE", "GATE_CONSISTENT", "LATENT_CORRIDOR",
     "NUMERIC_VALID", "PRIMARY_KEY_UNIQUE", "REPLAY_MODES", "RNG_ACCOUNTING", "RNG_REPLAY",
     "SCHEMA_VALID", "TRACE_CONSISTENT", "TRACE_SCHEMA_VALID", "CheckOutcome", "CheckSpec", "CountMoments",
-    "checks_for", "count_corridor", "evaluate", "evaluate_recorded", "latent_corridor", "new_context",
+    "checks_for", "count_corridor", "evaluate", "evaluate_datasets", "evaluate_recorded", "latent_corridor", "new_context",
     "warmup_phases",
 ]

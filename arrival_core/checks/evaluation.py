@@ -1,14 +1,14 @@
 """`evaluate`: read a dataset once and return one outcome per check spec."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from .. import memory, pipeline, warmup
+from .. import memory, parallel, pipeline, warmup
 from ..encoding import jsonable
 from ..errors import ArrivalError
 from ..identity import Identity
@@ -97,6 +97,21 @@ def evaluate_recorded(store: Store, identity: Identity, dataset_id: str, *, stat
         pipeline.write_check_record(store, dataset_id, identity, basis, [jsonable(asdict(o)) for o in outcomes],
                                     state=state)
     return outcomes, False
+
+
+def evaluate_datasets(store: Store, identity: Identity, dataset_ids: Sequence[str], *, state: str, recall: bool,
+                      record: bool = True, shared: CheckContext | None = None
+                      ) -> list[tuple[list[CheckOutcome], bool]]:
+    """`evaluate_recorded` of several datasets of one partition (a state's step), at once on the engine's threads:
+    each dataset read once for all of its checks, what they share derived once (`shared`), and the results in
+    the order of `dataset_ids` whatever the threads."""
+    shared = shared or new_context(store, identity)
+
+    def one(dataset_id: str) -> tuple[list[CheckOutcome], bool]:
+        return evaluate_recorded(store, identity, dataset_id, state=state, recall=recall, record=record,
+                                 shared=shared)
+
+    return list(parallel.ordered(one, dataset_ids, ahead=max(1, len(dataset_ids))))
 
 
 def check_kernels() -> tuple:

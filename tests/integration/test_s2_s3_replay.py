@@ -102,3 +102,24 @@ def test_a_states_datasets_share_one_reference_replay_with_unchanged_outcomes(ti
     sampled = {o.name: o for o in alone[0]}[checks.RNG_REPLAY].metadata["groups_replayed_by_reference"]
     assert len(replayed) == sampled > 0
     assert together == alone
+
+
+def test_a_states_datasets_evaluated_at_once_give_what_one_at_a_time_gives_in_order(tiny_world: WorldInfo,
+                                                                                      tmp_path: Path):
+    """`evaluate_datasets` runs a state's datasets on the engine's threads: the same outcomes, in the given order,
+    as each dataset evaluated alone."""
+    from arrival_core import parallel
+
+    shutil.copytree(tiny_world.root, tmp_path / "w")
+    st = store(tmp_path / "w")
+    ident = run_all(st, scenario_id="baseline_v1", upto="run_s3")
+    datasets = ["s3_bucket_counts_5B", "rng_event_arrival_bucket_count", "s2_realised_intensity_5B",
+                "s2_latent_field_5B", "rng_trace_arrival_bucket_count"]
+    alone = [checks.evaluate(st, ident, d) for d in datasets]
+    try:
+        parallel.set_threads(3)
+        together = checks.evaluate_datasets(st, ident, datasets, state="S3", recall=False, record=False)
+    finally:
+        parallel.set_threads(None)
+    assert [outcomes for outcomes, _ in together] == alone
+    assert not any(recalled for _, recalled in together)
