@@ -36,7 +36,7 @@ from dagster_celery.executor import CeleryExecutor
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
 
-from .instance import keep_connections_open
+from .connections import keep_connections_open
 from .worker import CODE_LOCATION, worker_celery_config
 
 app = make_app()

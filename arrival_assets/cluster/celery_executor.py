@@ -19,7 +19,7 @@ from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor, _submit_task
 
 from arrival_core import contracts
 
-from .instance import keep_connections_open
+from .connections import keep_connections_open
 
 
 def poll_seconds() -> float:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,26 +33,6 @@ STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage
 PSYCOPG2_SCHEME = "postgresql+psycopg2"
 PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg")
 MAX_RUNS_LINE = re.compile(r"^(\s*max_concurrent_runs:) *\d+ *$", re.MULTILINE)
-_KEPT_OPEN: weakref.WeakSet = weakref.WeakSet()  # instances `keep_connections_open` has set up
-
-
-def keep_connections_open(instance) -> None:
-    """Have a Postgres instance keep a connection per storage open (`db_pool` of config/runtime.yaml) instead of
-    opening one for every query: dagster-postgres's default, so that short-lived processes hold none, makes each
-    event of a run pay a TCP handshake and a password exchange. A no-op on SQLite (whose event log `arrival`
-    keeps open itself) and on an instance already set up.
-
-    It is Dagster's own setting for its long-lived webserver (`optimize_for_webserver`), without a statement
-    timeout (none is set otherwise either)."""
-    if instance in _KEPT_OPEN:
-        return
-    from arrival_core import contracts
-
-    pool = contracts.runtime_settings()["db_pool"]
-    instance.optimize_for_webserver(
-        statement_timeout=0, pool_recycle=pool["recycle_seconds"], max_overflow=pool["max_overflow"]
-    )
-    _KEPT_OPEN.add(instance)
 
 
 def with_machine_concurrency(config: dict, env: Mapping[str, str]) -> dict:
