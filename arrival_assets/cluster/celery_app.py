@@ -59,7 +59,8 @@ def open_instance(ref) -> DagsterInstance:
 def execute_plan(self, execute_step_args_packed, executable_dict):
     """Run the steps of `execute_step_args_packed` and return their events serialised (dagster-celery's task,
     on an instance kept open by this pool process)."""
-    args = unpack_value(check.dict_param(execute_step_args_packed, "execute_step_args_packed"), as_type=ExecuteStepArgs)
+    packed = check.dict_param(execute_step_args_packed, "execute_step_args_packed")
+    args = unpack_value(packed, as_type=ExecuteStepArgs)
     instance = open_instance(args.instance_ref)
     recon_job = ReconstructableJob.from_dict(check.dict_param(executable_dict, "executable_dict"))
     run = instance.get_run_by_id(args.run_id)

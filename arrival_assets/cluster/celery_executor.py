@@ -3,7 +3,7 @@
 
 dagster-celery's `core_celery_execution_loop` sleeps `TICK_SECONDS` (1 s) between two looks at its steps: a step
 that ends waits for the next look before the coordinator sees it and submits the steps that follow, and the run's
-end waits for one too. In a chain of steps of a few seconds each (one partition) that is about half a second a step.
+end waits for one too. In a chain of steps of a few seconds each (one partition) that is about 0.6 s a step.
 The loop reads `TICK_SECONDS` from its module at each sleep and has no other setting for it, so the executor sets it
 there as a run starts; every run of a process reads the same value from config/runtime.yaml.
 
