@@ -30,16 +30,17 @@ RUN_ID = re.compile(r"\brun ([0-9a-f-]{36})\)")
 ARRIVAL = str(Path(sys.executable).parent / "arrival")
 
 
-def arrival(args: list[str], env: dict[str, str]) -> tuple[float, str]:
-    """`arrival ARGS` to its end: wall seconds and stdout; a failure stops the bench with its output."""
+def arrival(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """`arrival ARGS` to its end: wall seconds, CPU seconds of the process (and its children) and stdout; a failure
+    stops the bench with its output."""
     started, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([ARRIVAL, *args], env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    arrival.cpu_seconds = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu_seconds = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         sys.exit(f"arrival {' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return seconds, done.stdout
+    return seconds, cpu_seconds, done.stdout
 
 
 def output_digests(root: Path) -> dict[str, str]:
@@ -98,6 +99,7 @@ def step_times(entries: list) -> dict:
 
 
 def fresh_root(world: Path, target: Path) -> Path:
+    """A copy of the world's inputs, for one realisation that computes everything."""
     shutil.copytree(world, target)
     return target
 
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     world = base / "world"
     arrival(["world", "create", "--profile", args.profile, "--root", str(world), "--seeds", args.seed], plain)
     cluster_dir = base / "cluster"
-    up_s, _ = arrival(["cluster", "up", "--workers", str(args.workers), "--base", str(cluster_dir),
+    up_s, _, _ = arrival(["cluster", "up", "--workers", str(args.workers), "--base", str(cluster_dir),
                        "--root", str(world)], plain)
     from arrival_assets.cluster import read_env_file
 
@@ -143,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                     arrival(["partitions", "add", "--seed", args.seed, "--root", str(root)], env)  # opens it once
                 else:
                     home, env = Path(cluster_env["DAGSTER_HOME"]), cluster_env
-                seconds, out = arrival(["run", "--seed", args.seed, "--root", str(root), "--quiet"], env)
+                seconds, cpu_seconds, out = arrival(["run", "--seed", args.seed, "--root", str(root), "--quiet"], env)
                 row[f"{mode}_s"] = seconds
-                row[f"{mode}_command_cpu_s"] = arrival.cpu_seconds  # the `arrival run` process (the coordinator)
+                row[f"{mode}_command_cpu_s"] = cpu_seconds  # `arrival run` (on the cluster: the coordinator only)
                 row[f"{mode}_runs"] = [step_times(run_events(home, run_id)) for run_id in RUN_ID.findall(out)]
             left, right = output_digests(roots["in_process"]), output_digests(roots["cluster"])
             row["files"], row["identical"] = len(left), bool(left) and left == right
