@@ -1,5 +1,6 @@
-"""The executor of the environment, read when the definitions are built: dagster-celery's when
-ARRIVAL_CELERY_BROKER is set, else in process. Imports only the standard library at import time."""
+"""The executor of the environment, read when the definitions are built: dagster-celery's (as the project runs it,
+`cluster/celery_executor.py`) when ARRIVAL_CELERY_BROKER is set, else in process. Imports only the standard library
+at import time."""
 
 from __future__ import annotations
 
@@ -21,13 +22,14 @@ def celery_settings(env: Mapping[str, str] | None = None) -> dict[str, str] | No
 
 
 def executor_from_env(env: Mapping[str, str] | None = None):
-    """dagster-celery's executor bound to ARRIVAL_CELERY_BROKER/BACKEND, else Dagster's in-process executor."""
+    """The project's Celery executor (dagster-celery's, polling at `celery_poll_seconds`) bound to
+    ARRIVAL_CELERY_BROKER/BACKEND, else Dagster's in-process executor."""
     import dagster as dg
 
     env = os.environ if env is None else env
     if celery_settings(env) is None:
         return dg.in_process_executor
-    from dagster_celery import celery_executor
+    from .cluster.celery_executor import polling_celery_executor as celery_executor
 
     # Environment references, not values: a password in a URL never shows in the UI, and the coordinator of
     # each run reads the variables when the run starts.

@@ -6,13 +6,15 @@ here is called (never at import):
 - ``ARRIVAL_PG_URL`` (``postgresql://user:password@host:port/db``): the Dagster instance keeps runs,
   events and schedules in that database (dagster-postgres). Unset, the shipped SQLite config stays.
 - ``ARRIVAL_CELERY_BROKER`` (e.g. ``redis://127.0.0.1:6379/0``) and ``ARRIVAL_CELERY_BACKEND``
-  (default: the broker): the graph's executor is dagster-celery's, so every step (each state and each
-  check) is a Celery task run by a worker (``arrival worker``).
+  (default: the broker): the graph's executor is dagster-celery's, so every step (the sealed inputs, each
+  state with its checks) is a Celery task run by a worker (``arrival worker``).
 - ``ARRIVAL_RUN_ROOT`` and ``DAGSTER_HOME``: one run root and one instance folder shared by every
   process (the coordinator, the workers, the webserver).
 
 Modules: ``settings`` (the variables, defaults, ClusterError), ``executor`` (the cluster job, one partition run
-through it; the executor of the environment is ``arrival_assets.executors``), ``instance`` (the Postgres instance config),
+through it; the executor of the environment is ``arrival_assets.executors``), ``celery_executor`` (dagster-celery's
+executor polling at ``celery_poll_seconds``), ``connections`` (database connections kept open), ``instance`` (the
+Postgres instance config),
 ``worker`` (``arrival worker``), ``celery_app`` (the worker's Celery app), ``processes`` (pids,
 readiness, stopping by pid), ``servers`` (a local PostgreSQL and Redis), ``local`` (``cluster up|down``)
 and ``commands`` (the argument parsers).

@@ -59,7 +59,9 @@ def launch_partition_run(
     import dagster as dg
 
     from ..liveness import process_tags
+    from .connections import keep_connections_open
 
+    keep_connections_open(instance)  # the run's planned materialisations and checks are events written from here
     # Reach the function through its module name (not `__main__`), so the pointer sent to workers imports.
     target = importlib.import_module(__name__).cluster_job
     job = target()

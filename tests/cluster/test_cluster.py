@@ -393,6 +393,44 @@ def test_the_daemon_stops_by_pid_with_sigterm(backfill):
     assert "Daemon threads shut down" in backfill.log.read_text(errors="replace")
 
 
+# ---- the project's executor -------------------------------------------------------------------------------------
+
+
+def sessions_opened() -> int:
+    """Connections ever opened to the cluster's database (PostgreSQL's own count), this query's included."""
+    rows = pg_query(os.environ, "SELECT pg_stat_clear_snapshot(); SELECT sessions FROM pg_stat_database "
+                                "WHERE datname = current_database()")
+    return int(rows[0][0])
+
+
+def test_a_run_polls_its_steps_at_the_configured_interval_on_connections_kept_open(cluster, cli_run, backfill,
+                                                                                  monkeypatch):
+    """With ARRIVAL_CELERY_BROKER set the job runs the project's executor: its coordinator (this process, once the
+    daemon has stopped) sleeps `celery_poll_seconds` of config/runtime.yaml between two looks at its steps, never
+    dagster-celery's own second; and the coordinator and the workers reuse their database connections, where one
+    per query (dagster-postgres's default) would open at least as many connections as the run writes events
+    (a few are still opened: a query made while another holds the kept connection opens its own)."""
+    from dagster_celery import core_execution_loop
+
+    from arrival_assets.cluster import launch_partition_run
+    from arrival_core import contracts
+
+    backfill.wait()
+    slept: list[float] = []
+    monkeypatch.setattr(core_execution_loop, "time", SimpleNamespace(sleep=lambda s: (slept.append(s), time.sleep(s))))
+    time.sleep(1.5)  # PostgreSQL counts a session when its backend reports its statistics
+    before = sessions_opened()
+    with dg.DagsterInstance.get() as instance:
+        result = launch_partition_run(instance, "baseline_v1|7", cluster.env["ARRIVAL_RUN_ROOT"])
+        events = len(instance.get_records_for_run(result.run_id, limit=100000).records)
+    time.sleep(1.5)
+    opened = sessions_opened() - before - 1
+    assert result.success
+    assert slept and set(slept) == {contracts.runtime_settings()["celery_poll_seconds"]} != {1}
+    print(f"\n{opened} database connections opened for a run of {events} events")
+    assert events > 100 and opened < events / 4, (opened, events)  # a connection per event: opened >= events
+
+
 # ---- (b) SIGKILL to a worker in S3 -----------------------------------------------------------------------------
 
 

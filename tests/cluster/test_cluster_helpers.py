@@ -67,10 +67,31 @@ def test_executor_is_in_process_without_a_broker():
     assert cluster.executor_from_env({}) is dg.in_process_executor
 
 
-def test_executor_is_celery_with_a_broker():
+def test_executor_is_the_projects_celery_executor_with_a_broker():
     need(missing_modules("dagster_celery"))
-    assert cluster.executor_from_env(BROKER).name == "celery"
-    assert cluster.executor_from_env({**BROKER, "ARRIVAL_CELERY_BACKEND": "redis://x/1"}).name == "celery"
+    from arrival_assets.cluster.celery_executor import polling_celery_executor
+
+    for env in (BROKER, {**BROKER, "ARRIVAL_CELERY_BACKEND": "redis://x/1"}):
+        chosen = cluster.executor_from_env(env)
+        assert chosen.name == "celery"  # dagster-celery's name and config, so the UI and run configs read the same
+        assert chosen.executor_creation_fn is polling_celery_executor.executor_creation_fn
+
+
+def test_the_celery_executor_polls_at_the_configured_interval():
+    need(missing_modules("dagster_celery"))
+    import dagster as dg
+    from dagster._core.executor.init import InitExecutorContext
+
+    from arrival_assets.cluster.celery_executor import PollingCeleryExecutor, polling_celery_executor
+
+    config = {"broker": "redis://127.0.0.1:1/0", "backend": "redis://127.0.0.1:1/1", "retries": {"disabled": {}}}
+    with dg.DagsterInstance.ephemeral() as instance:
+        made = polling_celery_executor.executor_creation_fn(
+            InitExecutorContext(job=dg.reconstructable(cluster.cluster_job), executor_def=polling_celery_executor,
+                                executor_config=config, instance=instance))
+    assert isinstance(made, PollingCeleryExecutor)
+    assert made.poll_seconds == contracts.runtime_settings()["celery_poll_seconds"] < 1  # dagster-celery's is 1 s
+    assert made.app_args()["broker"] == "redis://127.0.0.1:1/0" and made.app_args()["backend"] == "redis://127.0.0.1:1/1"
 
 
 def test_importing_the_module_does_not_import_dagster(monkeypatch):
@@ -86,6 +107,7 @@ def test_cluster_job_uses_the_executor_of_the_environment(monkeypatch):
     monkeypatch.setenv("ARRIVAL_CELERY_BROKER", "redis://127.0.0.1:1/0")
     job = cluster.cluster_job()
     assert job.executor_def.name == "celery"
+    assert job.executor_def.executor_creation_fn is cluster.executor_from_env(BROKER).executor_creation_fn
     tags = cluster.partition_run_tags(job, "baseline_v1|7")
     assert tags["dagster/partition"] == "baseline_v1|7"
     assert tags["dagster/partition/scenario"] == "baseline_v1"
