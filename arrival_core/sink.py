@@ -3,6 +3,7 @@ written."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import os
 import threading
@@ -14,7 +15,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import parallel, thrift
+from . import contracts, parallel, thrift
 
 ROW_GROUP_ROWS = 1 << 20  # fixed so file bytes never depend on how a writer was fed
 
@@ -40,6 +41,11 @@ def _is_string(dtype: pa.DataType) -> bool:
     return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
 
 
+def _writeback(fd: int) -> None:
+    with contextlib.suppress(OSError):  # only a head start: the commit's fsync reports a failure
+        os.fdatasync(fd)
+
+
 class DigestingFile:
     """A write-only file over an open descriptor that hashes every byte it writes, so a staged file's sha256 is
     known when it is closed, without reading it back."""
@@ -47,6 +53,8 @@ class DigestingFile:
     def __init__(self, fd: int) -> None:
         self._fd, self._sha = fd, hashlib.sha256()
         self.position, self.closed = 0, False
+        self._synced_to = 0
+        self._syncing: threading.Thread | None = None
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
@@ -55,7 +63,17 @@ class DigestingFile:
         while done < len(view):
             done += os.write(self._fd, view[done:])
         self.position += done
+        self._start_writeback()
         return done
+
+    def _start_writeback(self) -> None:
+        """Every `writeback_bytes` (config/runtime.yaml) written, have the disk take what is written so far on a
+        thread of its own (one at a time), so the transaction's fsync at commit waits for the last part only."""
+        if self.position - self._synced_to < contracts.runtime_settings()["writeback_bytes"] or (self._syncing and self._syncing.is_alive()):
+            return
+        self._synced_to = self.position
+        self._syncing = threading.Thread(target=_writeback, args=(self._fd,), daemon=True, name="arrival-writeback")
+        self._syncing.start()
 
     def tell(self) -> int:
         return self.position
@@ -67,6 +85,8 @@ class DigestingFile:
         """Nothing is buffered here; durability is the transaction's fsync."""
 
     def close(self) -> None:
+        if self._syncing is not None:
+            self._syncing.join()
         self.closed = True
 
     def hexdigest(self) -> str:

@@ -60,3 +60,15 @@ def warmup_phases(config_dir: Path) -> tuple[warmup.Phase, ...]:
 def wait_for_kernels() -> None:
     """Before the first RNG kernel call of a state: let a compiling child of this run finish them."""
     warmup.wait(PHASE)
+
+
+def load_kernels(config_dir: Path) -> None:
+    """Wait for the compiling child, then load the RNG kernels of the policies in `config_dir` from numba's cache
+    (a state starts this on the pool while it reads its inputs, so its first draw does not wait for the loading);
+    only a head start: a policy that cannot be read loads nothing, and the state reports it with its own code."""
+    wait_for_kernels()
+    try:
+        laws = policy_laws(config_dir)
+    except Exception:  # noqa: BLE001 - only a head start
+        return
+    compile_rng_kernels(*laws)

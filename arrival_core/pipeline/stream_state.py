@@ -92,6 +92,7 @@ def stream_state(run: StateRun, chunk_entities: int | None, parse_policy: Callab
     the body into the state's outputs, in one transaction."""
     store, state = run.store, run.state
     run.metrics |= {"scenario_count_requested": 1, "scenario_count_succeeded": 0, "scenario_count_failed": 1}
+    loaded = parallel.soon(lambda: compiling.load_kernels(store.config_dir))  # while the inputs are read
     with run.timed("load"):
         identity, g = run.open_gate()
         body = parse_policy(g)
@@ -103,7 +104,7 @@ def stream_state(run: StateRun, chunk_entities: int | None, parse_policy: Callab
     run.metrics |= {"total_bucket_count": domain.buckets, "total_entity_bucket_count": domain.rows,
                     "total_entity_count": domain.size, "total_group_count": len(domain.group_ids),
                     "chunk_entities": step}
-    compiling.wait_for_kernels()
+    loaded()
     body.prepare()
     tokens = identity.tokens()
     specs = [(d, store.path(d, **tokens), error_code(state, category)) for d, category in body.outputs]
