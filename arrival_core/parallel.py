@@ -121,10 +121,22 @@ def ordered(work: Callable[[T], R], items: Iterable[T], ahead: int | None = None
         settle(pending)
 
 
-def soon(work: Callable[[], R]) -> Callable[[], R]:
+def soon(work: Callable[[], R], *, own_thread: bool = False) -> Callable[[], R]:
     """Start work() on the shared pool (at once when there is no pool, or on one of its workers) and return the
     call that waits for its result (re-raising its failure): work that no later step needs before then overlaps
-    the steps between."""
+    the steps between. `own_thread`: on a thread of its own, for work that itself spreads over the pool (which
+    a pool worker's work never does)."""
+    if own_thread:
+        future: Future = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(work())
+            except BaseException as exc:  # noqa: BLE001 - raised where the result is asked for
+                future.set_exception(exc)
+
+        threading.Thread(target=run, daemon=True, name="arrival-soon").start()
+        return future.result
     executor = pool()
     if executor is None or in_worker():
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import TypeVar
 
@@ -17,8 +18,9 @@ class _Failed:
 
 
 def prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Yield the items of `items` in order, produced up to `depth` ahead on a worker thread; an exception of the
-    producer is raised where its item would have been. Stopping early stops the worker."""
+    """Yield the items of `items` in order, produced up to `depth` ahead on a worker thread that starts at once
+    (before the first item is asked for); an exception of the producer is raised where its item would have been.
+    Stopping early, or never starting, stops the worker."""
     ahead: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -43,11 +45,17 @@ def prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
 
     worker = threading.Thread(target=work, daemon=True, name="arrival-read-ahead")
     worker.start()
-    try:
-        while (item := ahead.get()) is not _DONE:
-            if isinstance(item, _Failed):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        worker.join()
+
+    def consume() -> Iterator[T]:
+        try:
+            while (item := ahead.get()) is not _DONE:
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
+        finally:
+            stop.set()
+            worker.join()
+
+    out = consume()
+    weakref.finalize(out, stop.set)  # a consumer dropped before its first item never runs its `finally`
+    return out

@@ -104,17 +104,22 @@ def stream_state(run: StateRun, chunk_entities: int | None, parse_policy: Callab
     run.metrics |= {"total_bucket_count": domain.buckets, "total_entity_bucket_count": domain.rows,
                     "total_entity_count": domain.size, "total_group_count": len(domain.group_ids),
                     "chunk_entities": step}
-    loaded()
-    body.prepare()
+    # What the whole partition draws at once, on a thread of its own (it spreads over the pool), while the outputs
+    # open and the input's first chunks are read ahead.
+    prepared = parallel.soon(lambda: (loaded(), body.prepare()), own_thread=True)
     tokens = identity.tokens()
     specs = [(d, store.path(d, **tokens), error_code(state, category)) for d, category in body.outputs]
     with run.timed("stream"), store.transaction(state) as tx, streamed_outputs(tx, store, specs) as outputs:
+        try:
+            chunks = body.chunks()
+        finally:
+            prepared()  # its failure first, as when it ran before the chunks were opened
         body.begin(outputs)
         def compute(item: tuple[int, int, pa.Table]) -> tuple[int, object]:
             e0, e1, chunk = item
             return chunk.num_rows, body.compute(e0, e1, chunk)
 
-        for rows, result in parallel.ordered(compute, body.chunks()):  # computed on the pool, taken in chunk order
+        for rows, result in parallel.ordered(compute, chunks):  # computed on the pool, taken in chunk order
             body.take(result, outputs)
             run.advance(rows, domain.rows)
         run.metrics |= body.end(outputs)

@@ -288,8 +288,8 @@ def read_whole_entities(path: Path, columns: list[str], strings: list[str], buck
 def stream_chunks(store: Store, dataset_id: str, path: Path, columns: list[str], domain: entity_grid.Domain,
                    chunk_entities: int, *, bucket_column: str, group_column: str | None,
                    identity: Mapping[str, object], identity_code: str, state: str) -> Iterator[tuple[int, int, pa.Table]]:
-    """Yield (e0, e1, rows) of whole entities in writer order, refusing a file that does not tile the domain or
-    whose identity columns differ from the partition's."""
+    """(e0, e1, rows) of whole entities in writer order, read ahead from the call on, refusing a file that does
+    not tile the domain (at once) or whose identity columns differ from the partition's (where the rows are)."""
     surface = dataset_id
     dtypes = table_schema.polars_schema(store.entry(dataset_id).schema_ref, store.contracts_dir)
     strings = [c for c in columns if dtypes.get(c) == pl.String]
@@ -300,7 +300,7 @@ def stream_chunks(store: Store, dataset_id: str, path: Path, columns: list[str],
         raise ArrivalError(error_code(state, "DOMAIN_ALIGN_FAILED"), f"{path} cannot be read: {exc}", file=str(path))
     if total != domain.rows:
         raise _alignment_error(scan, domain, bucket_column, state=state, where=str(path), surface=surface)
-    yield from prefetched(_checked_chunks(  # decoded and checked on the read-ahead thread
+    return prefetched(_checked_chunks(  # decoded and checked on the read-ahead thread
         read_whole_entities(path, columns, strings, domain.buckets, chunk_entities), scan, path, domain, surface,
         bucket_column=bucket_column, group_column=group_column, identity=identity, identity_code=identity_code,
         state=state))
