@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -173,18 +173,13 @@ def latent_normals(key: np.ndarray, hi: np.ndarray, lo: np.ndarray, buckets: int
                                 np.repeat(lo[g0:g1], buckets), offsets)
         out[g0:g1] = variates.box_muller(x0, x1).reshape(g1 - g0, buckets)
 
-    over_group_ranges(len(key), buckets, fill)
+    parallel.over_ranges(len(key), _group_batch(buckets), fill)  # each group's rows from its own stream only
     return out
 
 
-def over_group_ranges(groups: int, width: int, work: Callable[[int, int], None]) -> None:
-    """work(g0, g1) over consecutive ranges of about `_BATCH_NORMALS` values on the engine's threads, each filling
-    its own groups' rows: every value depends on its own group only, so neither the ranges nor the threads change
-    any value, and the ranges bound the memory."""
-    step = max(1, _BATCH_NORMALS // max(1, width))
-    ranges = [(g0, min(g0 + step, groups)) for g0 in range(0, groups, step)]  # over batches of groups
-    for _ in parallel.ordered(lambda bounds: work(*bounds), ranges):
-        pass
+def _group_batch(width: int) -> int:
+    """Groups drawn at once: about `_BATCH_NORMALS` values (bounds the memory, never a value)."""
+    return max(1, _BATCH_NORMALS // max(1, width))
 
 
 def latent_gaussian(model_id: str, sigma: np.ndarray, phi: np.ndarray, normals: np.ndarray) -> np.ndarray:
@@ -313,7 +308,7 @@ def stationary_fields(groups: kernels.GroupEmbeddings, key: np.ndarray, hi: np.n
             z = variates.box_muller(x0, x1).reshape(part.shape[0], width)
             out[part] = kernels.circulant_field(emb.sqrt_scaled, z[:, :emb.size], z[:, emb.size:], emb.buckets)
 
-        over_group_ranges(rows.shape[0], width, fill)
+        parallel.over_ranges(rows.shape[0], _group_batch(width), fill)
     return out
 
 

@@ -121,34 +121,35 @@ def ordered(work: Callable[[T], R], items: Iterable[T], ahead: int | None = None
         settle(pending)
 
 
+def over_ranges(total: int, step: int, work: Callable[[int, int], None]) -> None:
+    """work(start, stop) over consecutive ranges of `step` covering range(total) on the shared pool, each writing
+    only its own part of a result (so neither the ranges nor the threads change a value)."""
+    bounds = [(start, min(start + step, total)) for start in range(0, total, step)]  # over batches, not rows
+    for _ in ordered(lambda pair: work(*pair), bounds):
+        pass
+
+
 def soon(work: Callable[[], R], *, own_thread: bool = False) -> Callable[[], R]:
     """Start work() on the shared pool (at once when there is no pool, or on one of its workers) and return the
     call that waits for its result (re-raising its failure): work that no later step needs before then overlaps
     the steps between. `own_thread`: on a thread of its own, for work that itself spreads over the pool (which
     a pool worker's work never does)."""
-    if own_thread:
-        future: Future = Future()
-
-        def run() -> None:
-            try:
-                future.set_result(work())
-            except BaseException as exc:  # noqa: BLE001 - raised where the result is asked for
-                future.set_exception(exc)
-
-        threading.Thread(target=run, daemon=True, name="arrival-soon").start()
-        return future.result
     executor = pool()
-    if executor is None or in_worker():
-        try:
-            value = work()
-        except BaseException as exc:  # noqa: BLE001 - raised where the result is asked for, as on the pool
-            error = exc
+    if executor is not None and not in_worker() and not own_thread:
+        return executor.submit(work).result
+    future: Future = Future()
 
-            def fail() -> R:
-                raise error
-            return fail
-        return lambda: value
-    return executor.submit(work).result
+    def run() -> None:
+        try:
+            future.set_result(work())
+        except BaseException as exc:  # noqa: BLE001 - raised where the result is asked for
+            future.set_exception(exc)
+
+    if own_thread:
+        threading.Thread(target=run, daemon=True, name="arrival-soon").start()
+    else:
+        run()
+    return future.result
 
 
 def settle(pending: Iterable[Future]) -> None:

@@ -195,7 +195,7 @@ class CheckContext:
         rng_doc = self.gate.policy("arrival_rng_policy_5B")
         coupled = rng_doc.get("scenario_coupling", "independent_v1") == "common_v1"
         h, none = self.domain.buckets, lgcp_doc["latent_model_id"] == "none"
-        strata = self.params.select("group_id", *_STRATA)[list(chosen)].to_dicts()
+        strata = self.params.select("group_id", *_STRATA)[list(chosen)].to_dicts()  # the replayed groups only
         if none:
             return ReplayedGroups(np.zeros((len(chosen), h)), np.ones((len(chosen), h)),
                                   np.zeros(len(chosen), np.int64), np.zeros((len(chosen), 3), dtype=np.uint64))

@@ -133,15 +133,13 @@ def _reference_blocks(ctx: CheckContext, entities: np.ndarray, buckets: np.ndarr
     from the RNG policy's template and the law's derivation, the block at base + bucket_index."""
     ident, rng_doc = ctx.identity, ctx.gate.policy("arrival_rng_policy_5B")
     coupled = rng_doc.get("scenario_coupling", "independent_v1") == "common_v1"
-    rows = ctx.domain.entities[entities].select(ENTITY_KEYS).to_dicts()
-    base = np.zeros((len(rows), 3), dtype=np.uint64)
-    x0, x1 = np.zeros(len(rows), dtype=np.uint64), np.zeros(len(rows), dtype=np.uint64)
-    for i, (row, bucket) in enumerate(zip(rows, buckets.tolist(), strict=True)):  # over the replayed sample
-        b = reference.stream_base(rng_doc["derivation"]["domain_sep"], counts.FAMILY_ID, ident.manifest_fingerprint,
-                                  ident.parameter_hash, ident.seed, "*" if coupled else ident.scenario_id,
-                                  reference.entity_domain_key(rng_doc, row))
-        base[i] = b
-        x0[i], x1[i] = (w[0] for w in reference.blocks_at(*b, np.array([bucket])))
+    rows = ctx.domain.entities[entities].select(ENTITY_KEYS).to_dicts()  # the replayed sample's entities
+    base = np.array([reference.stream_base(rng_doc["derivation"]["domain_sep"], counts.FAMILY_ID,
+                                           ident.manifest_fingerprint, ident.parameter_hash, ident.seed,
+                                           "*" if coupled else ident.scenario_id,
+                                           reference.entity_domain_key(rng_doc, row))
+                     for row in rows], dtype=np.uint64).reshape(-1, 3)  # over the replayed sample
+    x0, x1 = reference.blocks_of(base[:, 0], base[:, 1], base[:, 2], buckets)
     return base, x0, x1
 
 
@@ -151,7 +149,7 @@ def _reference_counts(ctx: CheckContext, mu: np.ndarray, entities: np.ndarray, b
     _, x0, x1 = _reference_blocks(ctx, entities, buckets)
     kappa = None
     if doc["count_law_id"] != "poisson":
-        strata = ctx.grouping.select("scenario_band", "demand_class")[entities].to_dicts()
+        strata = ctx.grouping.select("scenario_band", "demand_class")[entities].to_dicts()  # the replayed sample
         kappa = np.array([reference.kappa_of(doc, row) for row in strata])
     drawing = mu > float(doc["lambda_zero_eps"])
     out = np.zeros(len(mu), dtype=np.int64)

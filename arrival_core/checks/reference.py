@@ -197,38 +197,28 @@ def coupled_size(kernel_id: str, lengths: Sequence[float], buckets: int, st: dic
 def latent_group(lgcp: Mapping, strata: Mapping[str, str], buckets: int, base: tuple[int, int, int],
                  coupled: bool) -> tuple[np.ndarray, int]:
     """(Z over the H buckets, blocks of the group's event) of one group from its stream base (laws §8, §10)."""
-    model = lgcp["latent_model_id"]
+    if lgcp["latent_model_id"] != "log_gaussian_stationary_v1":
+        z, blocks = latent_groups(lgcp, [strata], buckets, np.array([base], dtype=np.uint64), coupled)
+        return z[0], int(blocks[0])
     sigma, length = group_sigma_length(lgcp, strata)
-    key, hi, lo = base
-    if model == "log_gaussian_stationary_v1":
-        st = _stationary(lgcp)
-        kernel = lgcp["kernel_id"]
-        start = None
-        if coupled:
-            bands = sorted(lgcp["length_scale_buckets"]["base_by_scenario_band"])
-            start = coupled_size(kernel, sorted({group_length(lgcp, b, strata["demand_class"]) for b in bands}),
-                                 buckets, st)
-        size, lam = embedding(kernel, length, buckets, st, start)
-        z = normals(*blocks_at(key, hi, lo, np.arange(2 * size)))
-        field = np.fft.fft(np.sqrt(lam / size) * (z[:size] + 1j * z[size:])).real[:buckets]
-        return sigma * field, 2 * size
-    z = normals(*blocks_at(key, hi, lo, np.arange(buckets)))
-    if model == "log_gaussian_iid_v1":
-        return sigma * z, buckets
-    phi = math.exp(-1.0 / length)
-    innovation = sigma * math.sqrt(1.0 - phi * phi) * z
-    out = np.empty(buckets)
-    out[0] = sigma * z[0]
-    for t in range(1, buckets):  # the AR(1) recursion over one group's buckets
-        out[t] = phi * out[t - 1] + innovation[t]
-    return out, buckets
+    st = _stationary(lgcp)
+    kernel = lgcp["kernel_id"]
+    start = None
+    if coupled:
+        bands = sorted(lgcp["length_scale_buckets"]["base_by_scenario_band"])
+        start = coupled_size(kernel, sorted({group_length(lgcp, b, strata["demand_class"]) for b in bands}),
+                             buckets, st)
+    size, lam = embedding(kernel, length, buckets, st, start)
+    z = normals(*blocks_at(*base, np.arange(2 * size)))
+    field = np.fft.fft(np.sqrt(lam / size) * (z[:size] + 1j * z[size:])).real[:buckets]
+    return sigma * field, 2 * size
 
 
 def latent_groups(lgcp: Mapping, strata: Sequence[Mapping[str, str]], buckets: int, bases: np.ndarray,
                   coupled: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(Z, blocks) of several groups (rows of `strata`, stream bases (key, hi, lo) as rows of `bases`): `latent_group`
-    of each, the AR(1) and iid models drawn for all of them at once (each value from its own group's stream and
-    recursion, in the same operations)."""
+    """(Z, blocks) of several groups (rows of `strata`, stream bases (key, hi, lo) as rows of `bases`): the AR(1)
+    and iid models drawn for all of them at once, each value from its own group's stream and recursion; a
+    stationary model group by group (`latent_group`)."""
     model = lgcp["latent_model_id"]
     if model == "log_gaussian_stationary_v1" or not len(strata):
         drawn = [latent_group(lgcp, row, buckets, tuple(int(w) for w in base), coupled)

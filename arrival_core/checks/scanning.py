@@ -35,11 +35,11 @@ class ValueCheck:
     def __init__(self, ctx: CheckContext, dataset_id: str, path) -> None:
         self.result = CheckResult()
         self._values = pipeline.ValueSets(ctx.store, dataset_id, path, CONTRACT_INVALID)
-        self._footer = pq.read_metadata(path)  # the published bytes' statistics prove its integer extremes
+        self._extremes = pipeline.integer_extremes(pq.read_metadata(path))  # the published footer's statistics
 
     def add(self, start: int, table: pa.Table) -> None:
         try:
-            self._values.add(table, self._footer)
+            self._values.add(table, self._extremes)
         except ArrivalError as err:
             self.result.fail(f"rows from {start}: {err.message}")
 

@@ -60,12 +60,12 @@ class ValueSets:
         self._values: dict[str, set] = {}
         self._lock = threading.Lock()
 
-    def add(self, table: pa.Table, footer: pq.FileMetaData | None = None) -> None:
+    def add(self, table: pa.Table, extremes: Mapping[str, tuple[int, int]] | None = None) -> None:
         """Take a table's value sets (thread-safe: row groups are inspected on the workers that encode them); the
-        extremes of its integer columns from `footer`, the statistics of the parquet bytes these rows are (or are
-        part of, when every part is added), where it has them for every row group."""
+        integer columns in `extremes` (`integer_extremes` of the parquet bytes these rows are, or are part of when
+        every part is added) are not scanned."""
         found: dict[str, set] = {}
-        extremes = integer_extremes(footer) if footer is not None else {}
+        extremes = extremes or {}
         for name in table.column_names:
             column = table[name]
             if column.null_count:
@@ -132,7 +132,7 @@ class _Output:
         self._schema = _sink_schema(store, dataset_id)
         self._sink = tx.parquet(dataset_id, path, self._schema)
         self.values = ValueSets(store, dataset_id, path, code)
-        self._sink.inspect_row_groups(self.values.add)
+        self._sink.inspect_row_groups(lambda rows, footer: self.values.add(rows, integer_extremes(footer)))
         self._offset = 0
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None

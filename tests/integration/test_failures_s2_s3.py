@@ -275,7 +275,7 @@ def test_integer_extremes_come_from_the_footers_statistics_and_still_refuse_an_o
     assert "count_N" not in pipeline.integer_extremes(footer(rows, write_statistics=False))
     for options in ({}, {"write_statistics": False}):
         sets = pipeline.ValueSets(store(tmp_path), "s3_bucket_counts_5B", tmp_path / "f", "5B.S3.COUNTS_SCHEMA_INVALID")
-        sets.add(rows, footer(rows, **options))
+        sets.add(rows, pipeline.integer_extremes(footer(rows, **options)))
         with pytest.raises(ArrivalError) as err:
             sets.validate()
         assert "column 'count_N': range" in err.value.message
