@@ -123,7 +123,8 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
+    """CPU seconds this process has used so far, every thread (user and system)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -139,10 +140,10 @@ def run_bench(store: Store, *, world: str, variant: str, seed: int, scenarios: S
     for state in pipeline.STATES:
         rows, wall, cpu = 0, 0.0, 0.0
         for key in keys:
-            start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
+            start_wall, start_cpu = time.perf_counter(), cpu_seconds()
             result = state.runner(store, key)
             wall += time.perf_counter() - start_wall
-            cpu += _cpu_seconds() - start_cpu
+            cpu += cpu_seconds() - start_cpu
             if state.measured_by is None:
                 rows += sum(v["events"] for k, v in result.report["metrics"].items()
                             if isinstance(v, dict) and "events" in v)

@@ -1,7 +1,6 @@
 """The state assets: thin multi-assets calling `arrival_core.pipeline` for one (scenario, seed) partition, each
 with its outputs' checks in its own step."""
 
-import resource
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -10,6 +9,7 @@ from typing import Any
 import dagster as dg
 
 from arrival_core import contracts, pipeline
+from arrival_core.bench import cpu_seconds
 from arrival_core.version import code_version
 
 from .. import plots
@@ -55,8 +55,7 @@ class PhaseClock:
 
     @staticmethod
     def _now() -> tuple[float, float]:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return time.perf_counter(), usage.ru_utime + usage.ru_stime
+        return time.perf_counter(), cpu_seconds()
 
     def lap(self, phase: str) -> None:
         """Close `phase`: the time since the previous lap (or the clock's start)."""
