@@ -2,7 +2,7 @@
 `arrival_core.checks.CHECKS`, and the results its step yields."""
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -90,18 +90,22 @@ def check_key(spec: CheckSpec | CheckOutcome) -> dg.AssetCheckKey:
 
 
 def evaluate_state_checks(context: dg.AssetExecutionContext, st: Store, identity: Identity, state: pipeline.State, *,
-                          recall: bool, selected: AbstractSet[dg.AssetCheckKey] | None = None
-                          ) -> Iterator[dg.AssetCheckResult]:
+                          recall: bool, selected: AbstractSet[dg.AssetCheckKey] | None = None,
+                          streamed: core_checks.StreamChecks | None = None,
+                          known: Mapping[str, Any] | None = None) -> Iterator[dg.AssetCheckResult]:
     """The results of the run's selected checks (or of `selected`) of a state's datasets, evaluated at once on the
     engine's threads (`evaluate_datasets`): each dataset read once for all of its checks, and what they share
-    (policies, grouping, the reference's replay) derived once. `recall`: the state's files were proved in this step, so a check record on their basis is
-    re-recorded and a new one written; else (a check-only run) they are evaluated afresh over the stored files and
-    nothing is written."""
+    (policies, grouping, the reference's replay) derived once. `recall`: the state's files were proved in this step,
+    so a check record on their basis is re-recorded and a new one written; else (a check-only run) they are
+    evaluated afresh over the stored files and nothing is written. `streamed`: the checks made while the state
+    streamed (its big outputs'), taken as they are; `known`: what the state read that its checks would read again
+    (`StateResult.diagnostics`)."""
     selected = set(context.selected_asset_check_keys if selected is None else selected)
     datasets = [d for d in checked_datasets(state.outputs)
                 if any(check_key(s) in selected for s in core_checks.checks_for(d))]
     evaluated = call_core(context, core_checks.evaluate_datasets, st, identity, datasets, state=state.code,
-                          recall=recall, record=recall)
+                          recall=recall, record=recall, streamed=streamed,
+                          shared=core_checks.new_context(st, identity, known=known))
     for dataset_id, (outcomes, recalled) in zip(datasets, evaluated, strict=True):
         if recalled:
             context.log.info(f"{dataset_id}: files verified in this run; check results re-recorded")

@@ -107,27 +107,39 @@ def chunk_misaligned(chunk: pa.Table, domain: Domain, e0: int, e1: int, bucket_c
                      *, group_column: str | None = None) -> tuple[int | None, int | None]:
     """First row of a chunk that is not entity e0..e1 × bucket 0..H-1 in writer order, and first row whose
     `group_column` differs from the entity's group (None when there is none)."""
-    h = domain.buckets
-    n = (e1 - e0) * h
+    n = (e1 - e0) * domain.buckets
     if chunk.num_rows != n:
         return min(chunk.num_rows, n), None
+    return rows_misaligned(chunk, domain, e0 * domain.buckets, bucket_column, group_column=group_column)
+
+
+def rows_misaligned(rows: pa.Table, domain: Domain, start: int, bucket_column: str,
+                    *, group_column: str | None = None) -> tuple[int | None, int | None]:
+    """First of consecutive rows, the first being row `start` of the grid, that is not where grid × grouping puts
+    it (entity keys and bucket), and first whose `group_column` differs from the entity's group (None when there
+    is none); the rows may begin and end inside an entity."""
+    h = domain.buckets
+    if start + rows.num_rows > domain.rows:
+        return max(0, domain.rows - start), None
     def per_entity(values: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        return lambda rows: values[e0 + rows // h]
-    firsts = [_first_off_grid(chunk[bucket_column], h, lambda rows: rows % h, step=1),
-              _first_off_grid(chunk["merchant_id"], h, per_entity(domain.merchant_id))]
-    firsts += [_first_off_grid(chunk[c], h, per_entity(domain.codes[c]), domain.dictionaries[c]) for c in _STRING_KEYS]
+        return lambda at: values[at // h]
+    firsts = [_first_off_grid(rows[bucket_column], h, lambda at: at % h, step=1, start=start),
+              _first_off_grid(rows["merchant_id"], h, per_entity(domain.merchant_id), start=start)]
+    firsts += [_first_off_grid(rows[c], h, per_entity(domain.codes[c]), domain.dictionaries[c], start=start)
+               for c in _STRING_KEYS]
     if any(f is not None for f in firsts):
         return min(f for f in firsts if f is not None), None
     if group_column is not None:
-        return None, _first_off_grid(chunk[group_column], h, per_entity(domain.entity_group),
-                                     domain.dictionaries["group_id"])
+        return None, _first_off_grid(rows[group_column], h, per_entity(domain.entity_group),
+                                     domain.dictionaries["group_id"], start=start)
     return None, None
 
 
 def _first_off_grid(column: pa.ChunkedArray, h: int, expected: Callable[[np.ndarray], np.ndarray],
-                    dictionary: pa.Array | None = None, *, step: int = 0) -> int | None:
-    """First row of a column of whole entities (H rows each, from row 0) whose value is not `expected(row)`,
-    given that the value moves by `step` from row to row inside an entity (0: a key, 1: the bucket).
+                    dictionary: pa.Array | None = None, *, step: int = 0, start: int = 0) -> int | None:
+    """First row of a column of grid rows (H rows an entity; its first row is grid row `start`) whose value is not
+    `expected(grid row)`, given that the value moves by `step` from row to row inside an entity (0: a key, 1: the
+    bucket).
 
     Only the rows where the value moves otherwise and each entity's (and each piece's) first row are compared
     with the expectation: the first wrong row is always one of them, so no per-row expectation is built.
@@ -139,13 +151,14 @@ def _first_off_grid(column: pa.ChunkedArray, h: int, expected: Callable[[np.ndar
             piece = piece.dictionary_encode()  # plain strings: compared as codes like dictionary-coded ones
         values = piece.indices if pa.types.is_dictionary(piece.type) else piece
         raw = (values.fill_null(0) if piece.null_count else values).to_numpy(zero_copy_only=False)  # nulls: hits
+        at = start + offset  # the grid row of the piece's first row
         moved = np.flatnonzero((np.diff(raw) != step) if step else (raw[1:] != raw[:-1])) + 1
-        moved = moved[(offset + moved) % h != 0]
-        probe = np.union1d([0], np.arange((-offset) % h, len(raw), h)).astype(np.int64)[: len(raw)]
+        moved = moved[(at + moved) % h != 0]
+        probe = np.union1d([0], np.arange((-at) % h, len(raw), h)).astype(np.int64)[: len(raw)]
         found = raw[probe]
         if positions is not None:
             found = _recoded(piece, positions)[found]
-        wrong = probe[found != expected(offset + probe)]
+        wrong = probe[found != expected(at + probe)]
         hits = [int(x[0]) for x in (moved, wrong) if len(x)]
         if piece.null_count:
             hits.append(int(np.argmax(~piece.is_valid().to_numpy(zero_copy_only=False))))

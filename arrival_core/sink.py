@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import hashlib
 import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -93,6 +95,32 @@ class DigestingFile:
         return self._sha.hexdigest()
 
 
+@dataclass(frozen=True)
+class RowGroupBytes:
+    """One row group as its worker encoded it: its first row in the file, the rows it was encoded from, its bytes
+    (a one-row-group parquet file whose column chunks the file holds unchanged) and the rows' companion columns
+    (what the writer gave beside them, cut at the same rows; None when it gave none)."""
+
+    index: int
+    start: int
+    rows: pa.Table
+    data: pa.Buffer
+    companion: pa.Table | None = None
+
+    @functools.cached_property
+    def footer(self) -> pq.FileMetaData:
+        """The footer of the row group's own bytes (its statistics describe exactly these rows)."""
+        return pq.read_metadata(pa.BufferReader(self.data))
+
+    def decoded(self, read_dictionary: list[str] | None = None) -> pa.Table:
+        """The rows decoded from the bytes, as a reader of the published file decodes this row group."""
+        return pq.ParquetFile(pa.BufferReader(self.data), read_dictionary=read_dictionary).read_row_group(
+            0, use_threads=False)
+
+
+Inspector = Callable[[RowGroupBytes], None]
+
+
 class ParquetSink:
     """Streams frames into a staged parquet file in fixed-size row groups (bytes independent of chunking).
 
@@ -107,11 +135,13 @@ class ParquetSink:
         self._schema = schema
         self._options = options or parquet_options(schema)
         self._required = [f.name for f in schema if not f.nullable]
-        self._inspect: Callable[[pa.Table, pq.FileMetaData], None] | None = None
-        self._pending: list[pa.Table] = []
+        self._inspectors: list[Inspector] = []
+        self._pending: list[tuple[pa.Table, pa.Table | None]] = []
         self._pending_rows = 0
         self._encoding: collections.deque[Future] = collections.deque()
         self.rows = 0
+        self._submitted = 0  # row groups handed to the encoders
+        self._submitted_rows = 0
         try:
             self._out = open(tmp, "wb") if isinstance(tmp, (str, Path)) else tmp  # noqa: SIM115 - closed by close()
             self._stitcher = RowGroupStitcher(self._out, schema, self._options)
@@ -123,20 +153,23 @@ class ParquetSink:
         """The written file's sha256 once closed, when it was written through a DigestingFile."""
         return self._file.hexdigest() if isinstance(self._file, DigestingFile) and self._file.closed else None
 
-    def inspect_row_groups(self, inspect: Callable[[pa.Table, pq.FileMetaData], None]) -> None:
-        """Run `inspect(rows, footer)` on every row group on the worker that encoded it, with the footer of its
-        encoded bytes (whose statistics an inspection may use); one that raises fails the file."""
-        self._inspect = inspect
+    def inspect_row_groups(self, inspect: Inspector) -> None:
+        """Also run `inspect(row_group)` on every row group, on the worker that encoded it, after the inspections
+        given before it; one that raises fails the file."""
+        self._inspectors.append(inspect)
 
-    def write(self, frame: pl.DataFrame | pa.Table) -> None:
-        """Append rows (already in writer order) to the staged file."""
+    def write(self, frame: pl.DataFrame | pa.Table, companion: pa.Table | None = None) -> None:
+        """Append rows (already in writer order) to the staged file, with `companion` columns of the same rows
+        that travel to the inspections of their row groups (and are not written)."""
         try:
-            self._write(frame)
+            self._write(frame, companion)
         except (OSError, pa.ArrowException) as exc:
             self._reraise(exc)
 
-    def _write(self, frame: pl.DataFrame | pa.Table) -> None:
+    def _write(self, frame: pl.DataFrame | pa.Table, companion: pa.Table | None) -> None:
         table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
+        if companion is not None and companion.num_rows != table.num_rows:
+            raise ValueError(f"{companion.num_rows} companion rows for {table.num_rows} rows")
         if table.num_rows == 0:
             return
         table = table.select(self._schema.names)
@@ -144,7 +177,7 @@ class ParquetSink:
             if table[name].null_count:
                 raise pa.ArrowInvalid(f"column {name} holds {table[name].null_count} null(s) but is not nullable")
         table = table.cast(self._schema)
-        self._pending.append(table)
+        self._pending.append((table, companion))
         self._pending_rows += table.num_rows
         self.rows += table.num_rows
         if self._pending_rows >= ROW_GROUP_ROWS:
@@ -153,32 +186,40 @@ class ParquetSink:
     def _flush(self, final: bool) -> None:
         if not self._pending:
             return
-        table = pa.concat_tables(self._pending)  # no copy: each row group's pieces are joined by its worker
+        table = pa.concat_tables([t for t, _ in self._pending])  # no copy: each row group's pieces are joined by its worker
+        companions = [c for _, c in self._pending]
+        companion = None if any(c is None for c in companions) else pa.concat_tables(companions)
         full = (table.num_rows // ROW_GROUP_ROWS) * ROW_GROUP_ROWS
         cut = table.num_rows if final else full
         for start in range(0, cut, ROW_GROUP_ROWS):
-            self._submit(table.slice(start, min(ROW_GROUP_ROWS, cut - start)))
+            length = min(ROW_GROUP_ROWS, cut - start)
+            self._submit(table.slice(start, length), None if companion is None else companion.slice(start, length))
         rest = table.slice(cut)
-        self._pending = [rest] if rest.num_rows else []
+        self._pending = [(rest, None if companion is None else companion.slice(cut))] if rest.num_rows else []
         self._pending_rows = rest.num_rows
 
-    def _submit(self, table: pa.Table) -> None:
+    def _submit(self, table: pa.Table, companion: pa.Table | None) -> None:
+        index, start = self._submitted, self._submitted_rows
+        self._submitted += 1
+        self._submitted_rows += table.num_rows
         executor = parallel.pool()
         if executor is None:
-            self._append(self._encode(table))
+            self._append(self._encode(table, companion, index, start))
             return
-        self._encoding.append(executor.submit(self._encode, table))
+        self._encoding.append(executor.submit(self._encode, table, companion, index, start))
         while len(self._encoding) > parallel.in_flight() or self._encoding[0].done():
             self._append(self._encoding.popleft().result())
             if not self._encoding:
                 break
 
-    def _encode(self, table: pa.Table) -> _Encoded:
+    def _encode(self, table: pa.Table, companion: pa.Table | None, index: int, start: int) -> _Encoded:
         table = table.combine_chunks()
         encoded = _encode_pooled(table, self._schema, self._options)
-        if self._inspect is not None:
+        if self._inspectors:
+            group = RowGroupBytes(index, start, table, encoded.data, companion)
             try:
-                self._inspect(table, pq.read_metadata(pa.BufferReader(encoded.data)))
+                for inspect in self._inspectors:
+                    inspect(group)
             except BaseException:
                 _BUFFERS.give(encoded.buffer)
                 raise

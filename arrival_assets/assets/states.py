@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from arrival_core import checks as core_checks
 from arrival_core import contracts, pipeline
 from arrival_core.bench import cpu_seconds
 from arrival_core.version import code_version
@@ -50,8 +51,9 @@ class PhaseClock:
     step's end so a user sees where a partition's time goes."""
 
     def __init__(self) -> None:
-        self.phases: list[tuple[str, float, float]] = []
+        self.phases: list[list] = []
         self._mark = self._now()
+        self._notes: dict[str, str] = {}
 
     @staticmethod
     def _now() -> tuple[float, float]:
@@ -60,11 +62,18 @@ class PhaseClock:
     def lap(self, phase: str) -> None:
         """Close `phase`: the time since the previous lap (or the clock's start)."""
         now = self._now()
-        self.phases.append((phase, now[0] - self._mark[0], now[1] - self._mark[1]))
+        self.phases.append([phase, now[0] - self._mark[0], now[1] - self._mark[1]])
         self._mark = now
 
+    def move_cpu(self, seconds: float, source: str, target: str, note: str) -> None:
+        """Count CPU seconds spent inside one phase for another (the checks made while the state streamed)."""
+        by_name = {p[0]: p for p in self.phases}
+        by_name[source][2] -= seconds
+        by_name[target][2] += seconds
+        self._notes[target] = f" of which {seconds:.2f} CPU s {note}"
+
     def line(self) -> str:
-        return TIMES_PREFIX + ", ".join(f"{phase} {wall:.2f} s ({cpu:.2f} CPU s)"
+        return TIMES_PREFIX + ", ".join(f"{phase} {wall:.2f} s ({cpu:.2f} CPU s){self._notes.get(phase, '')}"
                                             for phase, wall, cpu in self.phases)
 
 
@@ -211,8 +220,10 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
         part = partition_of(context)
         # A partition materialised before is verified, not recomputed; every step after S0 keeps the identity S0
         # sealed in this run (S0 itself seals one from the live policies and ignores it).
+        # S2's and S3's big outputs are checked as they stream, each row group on the worker that encoded it.
+        streamed = core_checks.StreamChecks(st) if step.streams else None
         options = pipeline.RunOptions(run_id=context.run.run_id, parameter_hash=sealed_parameter_hash(context),
-                                      progress=progress_logger(context), reuse=True)
+                                      progress=progress_logger(context), reuse=True, observe=streamed)
         clock = PhaseClock()
         if step.streams:
             plots.preload()
@@ -236,8 +247,12 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
             yield materialize(out, by_id[out], identity_tokens=tokens, metrics=metrics, extra=extra)
         # The state's files were just computed or verified: its checks follow in the same step; a failed ERROR
         # check fails the step, so nothing downstream starts.
-        yield from evaluate_state_checks(context, st, result.identity, step, recall=True)
+        known = {k: v for k, v in result.diagnostics.items() if k in core_checks.KNOWN}
+        yield from evaluate_state_checks(context, st, result.identity, step, recall=True, streamed=streamed,
+                                         known=known)
         clock.lap("checks")
+        if streamed is not None and streamed.cpu_seconds:
+            clock.move_cpu(streamed.cpu_seconds, "state", "checks", "in the state's stream")
         context.log.info(clock.line())
 
     return _state

@@ -7,6 +7,9 @@ and returns one outcome per spec. Reads go through `pipeline`; the statistical c
 from .counting import CountMoments, count_corridor
 from .evaluation import evaluate, evaluate_datasets, evaluate_recorded, new_context, warmup_phases
 from .intensity import latent_corridor
+
+KNOWN = ("surface_entities",)  # what a state reads that its checks take from it (`new_context(known=...)`)
+from .rowgroups import StreamChecks
 from .specs import (
     CHECKS,
     COUNT_CORRIDOR,
@@ -27,9 +30,29 @@ from .specs import (
 )
 
 __all__ = [
-    "CHECKS", "COUNT_CORRIDOR", "DOMAIN_COMPLETE", "GATE_CONSISTENT", "LATENT_CORRIDOR",
-    "NUMERIC_VALID", "PRIMARY_KEY_UNIQUE", "REPLAY_MODES", "RNG_ACCOUNTING", "RNG_REPLAY",
-    "SCHEMA_VALID", "TRACE_CONSISTENT", "TRACE_SCHEMA_VALID", "CheckOutcome", "CheckSpec", "CountMoments",
-    "checks_for", "count_corridor", "evaluate", "evaluate_datasets", "evaluate_recorded", "latent_corridor", "new_context",
+    "CHECKS",
+    "COUNT_CORRIDOR",
+    "DOMAIN_COMPLETE",
+    "GATE_CONSISTENT",
+    "LATENT_CORRIDOR",
+    "NUMERIC_VALID",
+    "PRIMARY_KEY_UNIQUE",
+    "REPLAY_MODES",
+    "RNG_ACCOUNTING",
+    "RNG_REPLAY",
+    "SCHEMA_VALID",
+    "TRACE_CONSISTENT",
+    "TRACE_SCHEMA_VALID",
+    "CheckOutcome",
+    "CheckSpec",
+    "CountMoments",
+    "StreamChecks",
+    "checks_for",
+    "count_corridor",
+    "evaluate",
+    "evaluate_datasets",
+    "evaluate_recorded",
+    "latent_corridor",
+    "new_context",
     "warmup_phases",
 ]

@@ -121,6 +121,11 @@ class CheckContext:
         return self.gate.path("merchant_zone_scenario_local_5A", scenario_id=self.identity.scenario_id)
 
     @derived_once
+    def surface_entities(self) -> pl.DataFrame:
+        """The distinct entities of the scenario's λ surface (key columns), as S1 reads them."""
+        return pipeline.read_entity_keys(self.gate.path("merchant_zone_scenario_local_5A"))
+
+    @derived_once
     def corridors(self) -> dict:
         """The statistical corridors' settings (config/check_policy.yaml)."""
         return pipeline.read_check_policy(self.store)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,18 +11,12 @@ import pyarrow as pa
 
 from .. import counts, entity_grid, pipeline
 from ..grouping import ENTITY_KEYS
-from ..prefetch import prefetched
 from ..rng import ledger, streams
 from . import count_kernels, event_kernels, reference
 from .context import CheckContext, CheckResult, document_schema, first_true, key_of, require_file
-from .intensity import ledger_result, merge_results
-from .scanning import GRID_KEYS, GridScan, RowStream, ValueCheck, column, combined_numbers
+from .scanning import GRID_KEYS, column
 from .specs import (
-    COUNT_CORRIDOR,
-    NUMERIC_VALID,
-    PRIMARY_KEY_UNIQUE,
     RNG_ACCOUNTING,
-    RNG_REPLAY,
     SCHEMA_VALID,
 )
 
@@ -57,6 +52,14 @@ class CountMoments:
             current = getattr(self, name)
             setattr(self, name, current + (int(value) if isinstance(current, int) else value))
         self.rows += len(mu) - int(sums["cap_rows"])
+
+    def merge(self, other: CountMoments) -> None:
+        """Add the sums of other rows (merged in row order, so the sums do not depend on who made them)."""
+        for name, value in vars(other).items():
+            if name == "ratio_max":
+                self.ratio_max = max(self.ratio_max, value)
+            else:
+                setattr(self, name, getattr(self, name) + value)
 
 
 def _bernstein(variance: float, c: float, scale: float) -> float:
@@ -113,17 +116,17 @@ def count_corridor(m: CountMoments, law: str, alpha: float) -> dict:
     return out | {"passed": out["total_ok"] and out["dispersion_ok"] and out["cap_ok"]}
 
 
-def _replay_counts(ctx: CheckContext, mu: np.ndarray, e0: int, rows: np.ndarray, kappa: np.ndarray | None) -> np.ndarray:
-    """count_N re-derived by the engine's own sampler for chosen rows of a chunk of whole entities starting at
-    entity e0 (the fast path of a full replay; the sample is replayed by `_reference_counts`)."""
+def _replay_counts(ctx: CheckContext, mu: np.ndarray, rows: np.ndarray, kappa: np.ndarray | None) -> np.ndarray:
+    """count_N re-derived by the engine's own sampler for grid rows `rows` of μ `mu` (the fast path of a full
+    replay; the sample is replayed by `_reference_counts`)."""
     h = ctx.domain.buckets
     entities, index = np.unique(rows // h, return_inverse=True)
-    keys = counts.domain_keys(ctx.domain.entities[e0 + entities])
+    keys = counts.domain_keys(ctx.domain.entities[entities])
     ident = ctx.identity
     bases = streams.stream_bases(counts.FAMILY_ID, ident.manifest_fingerprint, ident.parameter_hash, ident.seed,
                                  ident.scenario_id, keys, domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
-    draws = counts.draw_counts(mu[rows], index, (rows % h).astype(np.int32), bases,
-                               None if kappa is None else kappa[e0 + entities], ctx.count_policy)
+    draws = counts.draw_counts(mu, index, (rows % h).astype(np.int32), bases,
+                               None if kappa is None else kappa[entities], ctx.count_policy)
     return draws.count
 
 
@@ -158,119 +161,15 @@ def _reference_counts(ctx: CheckContext, mu: np.ndarray, entities: np.ndarray, b
     return out
 
 
-def check_counts(ctx: CheckContext) -> dict[str, CheckResult]:
-    d, policy = ctx.domain, ctx.count_policy
-    h = d.buckets
-    scan = GridScan(ctx, "s3_bucket_counts_5B")
-    numeric, replay, corridor = CheckResult(), CheckResult(), CheckResult()
-    kappa = counts.entity_kappa(ctx.grouping, policy) if policy.law == "nb2" else None
-    source = prefetched(pipeline.read_whole_entities(ctx.path("s2_realised_intensity_5B"), ["lambda_realised"], [], h,
-                                                     pipeline.default_chunk_entities(h)))
-    sample = ctx.sample(scan.rows, full=False)  # the reference's rows, in both modes (sorted)
-    moments = CountMoments()
-    replayed = {"reference": 0, "engine": 0}
-    for e0, e1, chunk in scan.chunks():
-        start = e0 * h
-        _, s2 = next(source)
-        mu, n, capped = column(chunk, "mu"), column(chunk, "count_N"), column(chunk, "count_capped")
-        realised = column(chunk, "lambda_realised")
-        for label, bad in (
-            ("λ_realised differs from s2_realised_intensity_5B", realised != column(s2, "lambda_realised")),
-            ("μ ≠ λ_realised", mu != realised),
-            ("count_N > max_count_per_bucket", n > policy.max_count),
-            ("count_N > 0 where μ ≤ lambda_zero_eps", (mu <= policy.lambda_zero_eps) & (n != 0)),
-            ("count_capped without count_N = max_count_per_bucket", capped & (n != policy.max_count)),
-            (f"count_law_id is not {policy.law}", entity_grid.dictionary_codes(
-                chunk["count_law_id"], pa.array([policy.law])) < 0),
-        ):
-            if (i := first_true(bad)) is not None:
-                numeric.fail(f"{int(bad.sum())} row(s): {label}", entity_grid.grid_key(d, e0, i, "bucket_index"))
-        picks = [(sample[np.searchsorted(sample, start):np.searchsorted(sample, start + chunk.num_rows)] - start,
-                  "reference")]
-        if ctx.replay == "full":  # the engine's own sampler replays every row
-            picks.append((np.arange(chunk.num_rows, dtype=np.int64), "engine"))
-        for rows, how in picks:
-            if not len(rows):
-                continue
-            again = (_reference_counts(ctx, mu[rows], e0 + rows // h, rows % h) if how == "reference"
-                     else _replay_counts(ctx, mu, e0, rows, kappa))
-            replayed[how] += len(rows)
-            bad = again != n[rows]
-            if (i := first_true(bad)) is not None:
-                replay.fail(f"{int(bad.sum())} of {len(rows)} row(s) replayed by the {how} differ",
-                            entity_grid.grid_key(d, e0, int(rows[i]), "bucket_index")
-                            | {"count_N": int(n[rows[i]]), "replayed": int(again[i])})
-        use = mu > policy.lambda_zero_eps
-        k = None if kappa is None else np.repeat(kappa[e0:e1], h)[use]
-        moments.add(mu[use], n[use].astype(np.float64), k, capped[use], float(policy.max_count))
-    replay.facts |= {"rows_replayed": replayed["reference"] + replayed["engine"],
-                     "rows_replayed_by_reference": replayed["reference"], "mode": ctx.replay}
-    stats = count_corridor(moments, policy.law, ctx.corridors["false_alarm"])
-    corridor.facts |= {k: v for k, v in stats.items() if k not in ("passed",)}
-    if not stats["passed"]:
-        corridor.fail(f"counts outside their corridor: {({k: stats[k] for k in stats if k.endswith('_ok')})}")
-    return scan.results() | {NUMERIC_VALID: numeric, RNG_REPLAY: replay, COUNT_CORRIDOR: corridor}
 
 
-def check_count_events(ctx: CheckContext) -> dict[str, CheckResult]:
-    d, policy = ctx.domain, ctx.count_policy
-    h = d.buckets
-    path = ctx.path("rng_event_arrival_bucket_count")
-    require_file(path)
-    events_in = RowStream(path)
-    values, key = ValueCheck(ctx, "rng_event_arrival_bucket_count", path), CheckResult(facts={"by": "the count rows"})
-    accounting, replay = CheckResult(), CheckResult(facts={"mode": ctx.replay})
-    logged = pipeline.table_rows(path)
-    sample = ctx.sample(logged, full=False)  # under `full` the counts' own check replays them all
-    chosen: list[pl.DataFrame] = []
-    totals = np.zeros(3, dtype=np.int64)  # events, draws, blocks
-    drawing = 0
-    for e0, chunk in prefetched(pipeline.read_whole_entities(ctx.path("s3_bucket_counts_5B"), ["mu", "count_N"], [],
-                                                             h, pipeline.default_chunk_entities(h))):
-        mu = column(chunk, "mu")
-        rows = np.flatnonzero(mu > policy.lambda_zero_eps)
-        drawing += len(rows)
-        offset = events_in.taken
-        events = combined_numbers(events_in.take(len(rows)))
-        values.add(offset, events)
-        totals += (events.num_rows, _column_sum(events, "draws"), _column_sum(events, "blocks"))
-        if events.num_rows != len(rows) and not key.problems:
-            key.fail(f"the event log ends at row {offset + events.num_rows}; the counts imply more")
-        if key.problems:
-            continue
-        keys_problem, envelope_problem = _event_problems(ctx, events, e0, rows, offset, policy)
-        if keys_problem is not None:
-            key.fail(*keys_problem)
-            accounting.fail(*keys_problem)
-            continue
-        if envelope_problem is not None:
-            accounting.fail(*envelope_problem)
-        local = sample[(sample >= offset) & (sample < offset + len(rows))] - offset
-        if len(local):
-            picked = events.take(pa.array(local))
-            entity = e0 + rows[local] // h
-            chosen.append(pl.from_arrow(picked).with_columns(pl.col(pl.Categorical).cast(pl.String)).with_columns(
-                mu=pl.Series(mu[rows[local]]), count_N=pl.Series(column(chunk, "count_N")[rows[local]]),
-                entity=pl.Series(entity, dtype=pl.Int64)))
-    if events_in.take(1).num_rows:
-        accounting.fail(f"the event log has {logged} rows, the counts imply {drawing}")
-    trace = pipeline.read_table(ctx.path("rng_trace_arrival_bucket_count"))
-    expected = ledger.FamilyTotals(drawing, drawing * policy.draws_per_event, drawing)
-    found = ledger_result(ctx, counts.FAMILY_ID, ledger.FamilyTotals(*map(int, totals)), expected, trace)
-    accounting = merge_results(accounting, found)
-    if chosen:
-        _replay_count_events(ctx, pl.concat(chosen), policy, replay)
-    return {SCHEMA_VALID: values.finish(events_in.taken), PRIMARY_KEY_UNIQUE: key, RNG_ACCOUNTING: accounting,
-            RNG_REPLAY: replay}
 
 
-def _column_sum(table: pa.Table, name: str) -> int:
-    """The sum of an integer column (0 when empty)."""
-    return int(table[name].to_numpy().sum()) if table.num_rows else 0
 
 
 def _event_problems(ctx: CheckContext, events: pa.Table, e0: int, rows: np.ndarray, offset: int,
-                    policy: counts.CountPolicy) -> tuple[tuple[str, dict] | None, tuple[str, dict] | None]:
+                    policy: counts.CountPolicy, extremes: Mapping[str, tuple[int, int]] | None = None
+                    ) -> tuple[tuple[str, dict] | None, tuple[str, dict] | None]:
     """(keys problem, envelope problem) of a chunk's events against its drawing count rows: the keys must be theirs
     (same order, this partition), and only then the envelopes the stream base + bucket_index, one block of the
     policy's draws each; None where they hold."""
@@ -291,7 +190,9 @@ def _event_problems(ctx: CheckContext, events: pa.Table, e0: int, rows: np.ndarr
     keyed = len(event_kernels.KEY_COLUMNS)
     firsts = [int(first[:keyed][found[:keyed] > 0].min())] if found[:keyed].any() else []
     firsts += [f for f in (entity_grid.first_mismatch(events[name], value) for name, value in
-                           pipeline.identity_values(ident, events.column_names).items()) if f is not None]
+                           pipeline.identity_values(ident, events.column_names).items()
+                           if (extremes or {}).get(name) != (value, value))  # else the footer states every value
+               if f is not None]
     if firsts:
         i = min(firsts)
         message = f"event row {offset + i} is not the count row with μ > lambda_zero_eps it should log (same keys, same order)"

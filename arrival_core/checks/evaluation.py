@@ -1,7 +1,7 @@
 """`evaluate`: read a dataset once and return one outcome per check spec."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 
 import numpy as np
@@ -16,9 +16,10 @@ from ..store import Store
 from . import count_kernels, event_kernels, intensity_kernels
 from .compiled import PHASE
 from .context import CheckContext, CheckResult, to_outcome
-from .counting import check_audit_log, check_count_events, check_counts
-from .intensity import check_latent_events, check_latent_field, check_realised, check_trace
+from .counting import check_audit_log
+from .intensity import check_latent_events, check_trace
 from .plan import check_grouping, check_receipt, check_sealed_inputs, check_time_grid
+from .rowgroups import StreamChecks, check_stored
 from .specs import REPLAY_MODES, CheckOutcome, checks_for
 
 
@@ -36,9 +37,15 @@ def evaluate(store: Store, identity: Identity, dataset_id: str, *, replay: str =
     if shared is None or (shared.store, shared.identity, shared.replay) != (store, identity, replay):
         shared = new_context(store, identity, replay=replay)
     ctx = shared.view(dataset_id)
+    return _outcomes(dataset_id, lambda: _EVALUATORS[dataset_id](ctx))
+
+
+def _outcomes(dataset_id: str, results_of: Callable[[], dict[str, CheckResult]]) -> list[CheckOutcome]:
+    """One outcome per check spec of a dataset from its results; a dataset that cannot be read fails them all."""
+    specs = checks_for(dataset_id)
     results: dict[str, CheckResult] = {}
     try:
-        results = _EVALUATORS[dataset_id](ctx)
+        results = results_of()
     except (ArrivalError, OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
         reason = f"{exc.code}: {exc.message}" if isinstance(exc, ArrivalError) else f"cannot be read: {exc}"
         results = {}
@@ -55,9 +62,15 @@ def evaluate(store: Store, identity: Identity, dataset_id: str, *, replay: str =
     return out
 
 
-def new_context(store: Store, identity: Identity, *, replay: str = "sample") -> CheckContext:
-    """A context for evaluating several datasets of one partition (see `evaluate`)."""
-    return CheckContext(store, identity, replay)
+def new_context(store: Store, identity: Identity, *, replay: str = "sample",
+                known: Mapping[str, object] | None = None) -> CheckContext:
+    """A context for evaluating several datasets of one partition (see `evaluate`), holding what is `known`
+    already (a state's step: what the state read, by the name of the context's value, such as
+    `surface_entities`)."""
+    ctx = CheckContext(store, identity, replay)
+    for name, value in (known or {}).items():
+        ctx.derived.get(name, lambda value=value: value)
+    return ctx
 
 
 _EVALUATORS: dict[str, Callable[[CheckContext], dict[str, CheckResult]]] = {
@@ -65,12 +78,12 @@ _EVALUATORS: dict[str, Callable[[CheckContext], dict[str, CheckResult]]] = {
     "s0_gate_receipt_5B": check_receipt,
     "s1_time_grid_5B": check_time_grid,
     "s1_grouping_5B": check_grouping,
-    "s2_realised_intensity_5B": check_realised,
-    "s2_latent_field_5B": check_latent_field,
+    "s2_realised_intensity_5B": lambda ctx: check_stored(ctx, "s2_realised_intensity_5B"),
+    "s2_latent_field_5B": lambda ctx: check_stored(ctx, "s2_latent_field_5B"),
     "rng_event_arrival_lgcp_gaussian": check_latent_events,
     "rng_trace_arrival_lgcp_gaussian": lambda ctx: check_trace(ctx, "rng_trace_arrival_lgcp_gaussian", 0),
-    "s3_bucket_counts_5B": check_counts,
-    "rng_event_arrival_bucket_count": check_count_events,
+    "s3_bucket_counts_5B": lambda ctx: check_stored(ctx, "s3_bucket_counts_5B"),
+    "rng_event_arrival_bucket_count": lambda ctx: check_stored(ctx, "rng_event_arrival_bucket_count"),
     "rng_trace_arrival_bucket_count": lambda ctx: check_trace(ctx, "rng_trace_arrival_bucket_count", 1),
     "rng_audit_log_5B": check_audit_log,
 }
@@ -91,23 +104,41 @@ def evaluate_recorded(store: Store, identity: Identity, dataset_id: str, *, stat
         if recorded is not None:
             return [CheckOutcome(**o) for o in recorded], True
     outcomes = evaluate(store, identity, dataset_id, replay="sample", shared=shared)
-    # A failed ERROR check may come from the moment (a policy edited meanwhile, an unreadable file), not from the
-    # files the basis pins: only outcomes without one are recorded, so a failure is always evaluated again.
-    if record and basis is not None and all(o.passed or o.severity != "ERROR" for o in outcomes):
-        pipeline.write_check_record(store, dataset_id, identity, basis, [jsonable(asdict(o)) for o in outcomes],
-                                    state=state)
+    _record(store, identity, dataset_id, basis if record else None, outcomes, state)
     return outcomes, False
 
 
+def _record(store: Store, identity: Identity, dataset_id: str, basis: str | None, outcomes: list[CheckOutcome],
+            state: str) -> None:
+    """Record a dataset's outcomes on the basis of the partition's commit records (None: record nothing).
+
+    A failed ERROR check may come from the moment (a policy edited meanwhile, an unreadable file), not from the
+    files the basis pins: only outcomes without one are recorded, so a failure is always evaluated again."""
+    if basis is not None and all(o.passed or o.severity != "ERROR" for o in outcomes):
+        pipeline.write_check_record(store, dataset_id, identity, basis, [jsonable(asdict(o)) for o in outcomes],
+                                    state=state)
+
+
 def evaluate_datasets(store: Store, identity: Identity, dataset_ids: Sequence[str], *, state: str, recall: bool,
-                      record: bool = True, shared: CheckContext | None = None
+                      record: bool = True, shared: CheckContext | None = None, streamed: StreamChecks | None = None
                       ) -> list[tuple[list[CheckOutcome], bool]]:
     """`evaluate_recorded` of several datasets of one partition (a state's step), at once on the engine's threads:
     each dataset read once for all of its checks, what they share derived once (`shared`), and the results in
-    the order of `dataset_ids` whatever the threads."""
+    the order of `dataset_ids` whatever the threads. A dataset `streamed` checked while its state streamed takes
+    those outcomes (recorded like the others), and what the stream derived is shared."""
+    done = streamed.streamed() if streamed is not None else ()
+    if done:
+        if streamed.ctx.identity != identity:
+            raise ValueError(f"the stream's checks are of {streamed.ctx.identity}, not {identity}")
+        shared = streamed.ctx
     shared = shared or new_context(store, identity)
 
     def one(dataset_id: str) -> tuple[list[CheckOutcome], bool]:
+        if dataset_id in done:
+            outcomes = _outcomes(dataset_id, lambda: streamed.results(dataset_id))
+            basis = pipeline.check_basis(store, identity, upto=state) if record else None
+            _record(store, identity, dataset_id, basis, outcomes, state)
+            return outcomes, False
         return evaluate_recorded(store, identity, dataset_id, state=state, recall=recall, record=record,
                                  shared=shared)
 
@@ -127,7 +158,7 @@ def compile_check_kernels() -> None:
     event_kernels.event_mismatches(index, index, words, codes, words, words, words, index.astype(np.int32), words,
                                    codes, *(words,) * 5, index, index, draws=1)
     intensity_kernels.realised_mismatches(np.ones(2), np.ones(2), np.ones(2), np.ones(2), 0.0, 1.0, None, None,
-                                          np.zeros(1, dtype=np.int32), 2)
+                                          np.zeros(1, dtype=np.int32), 2, 0)
 
 
 def warmup_phases() -> tuple[warmup.Phase, ...]:

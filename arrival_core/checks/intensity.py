@@ -6,153 +6,25 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
-from .. import counts, entity_grid, kernels, latent, pipeline
-from ..prefetch import prefetched
-from ..rng import ledger, streams, variates
-from . import intensity_kernels
+from .. import counts, kernels, latent, pipeline
+from ..rng import ledger, streams
 from .context import CheckContext, CheckResult, TableScan, first_true, require_file, scan_table
-from .scanning import GridScan, ValueCheck, column, string_columns
 from .specs import (
-    DOMAIN_COMPLETE,
-    LATENT_CORRIDOR,
-    NUMERIC_VALID,
     PRIMARY_KEY_UNIQUE,
     RNG_ACCOUNTING,
     RNG_REPLAY,
     SCHEMA_VALID,
     TRACE_CONSISTENT,
     TRACE_SCHEMA_VALID,
-    checks_for,
 )
 
 # ---- S2 ------------------------------------------------------------------------------------------------------------
 
-def _published_factors(ctx: CheckContext) -> np.ndarray | None:
-    """ξ of the published latent field as a (groups × buckets) matrix, or None when the policy does not emit it."""
-    path = ctx.path("s2_latent_field_5B")
-    if not path.is_file():
-        return None
-    return pq.read_table(path, columns=["lambda_random_component"])["lambda_random_component"].to_numpy().reshape(
-        -1, ctx.domain.buckets)
 
 
-def check_realised(ctx: CheckContext) -> dict[str, CheckResult]:
-    d, lgcp = ctx.domain, ctx.lgcp
-    h = d.buckets
-    scan = GridScan(ctx, "s2_realised_intensity_5B")
-    numeric, replay = CheckResult(), CheckResult()
-    replays = ctx.group_replays()
-    positions = []
-    for _, chosen, _ in replays:  # the reference's sample, and the engine's every group under `full`
-        position = np.full(len(d.group_ids), -1)
-        position[chosen] = np.arange(len(chosen))
-        positions.append(position)
-    factors = _published_factors(ctx)
-    source = prefetched(pipeline.read_whole_entities(ctx.surface, ["lambda_local_scenario"], [], h,
-                                                     pipeline.default_chunk_entities(h)))
-    replayed = 0
-    for e0, e1, chunk in scan.chunks():
-        target, factor, realised = (column(chunk, c) for c in ("lambda_baseline", "lambda_random_component",
-                                                                "lambda_realised"))
-        group = d.entity_group[e0:e1]  # per entity; rows are (entity, bucket) = factor.reshape(entities, H)
-        _, src = next(source)
-        found, first = intensity_kernels.realised_mismatches(
-            target, column(src, "lambda_local_scenario"), factor, realised, lgcp.min_factor, lgcp.max_factor,
-            lgcp.lambda_max, factors, group, h)
-        for label, n, i in zip(intensity_kernels.RULES, found, first):
-            if n:
-                numeric.fail(f"{int(n)} row(s): {label}", entity_grid.grid_key(d, e0, int(i), "bucket_index"))
-        for (by, _, fresh), position in zip(replays, positions, strict=True):
-            entities = np.flatnonzero(position[group] >= 0)
-            replayed += len(entities) * h
-            bad = factor.reshape(-1, h)[entities] != fresh.factor[position[group[entities]]]
-            if bad.any():
-                entity, bucket = np.argwhere(bad)[0]
-                replay.fail(f"{int(bad.sum())} row(s) have ξ that does not replay by the {by}",
-                            entity_grid.grid_key(d, e0, int(entities[entity]) * h + int(bucket), "bucket_index"))
-    replay.facts |= {"groups_replayed": max(len(chosen) for _, chosen, _ in replays),
-                     "groups_replayed_by_reference": len(replays[0][1]), "rows_compared": replayed,
-                     "mode": ctx.replay}
-    return scan.results() | {NUMERIC_VALID: numeric, RNG_REPLAY: replay}
 
 
-def check_latent_field(ctx: CheckContext) -> dict[str, CheckResult]:
-    lgcp, d = ctx.lgcp, ctx.domain
-    if not ctx.path("s2_latent_field_5B").is_file() and not lgcp.emit_latent_field:
-        result = CheckResult(facts={"emitted": False})
-        return {spec.name: result for spec in checks_for("s2_latent_field_5B")}
-    path = ctx.path("s2_latent_field_5B")
-    require_file(path)
-    strings = string_columns(path)
-    arrow = pq.read_table(path, read_dictionary=strings)
-    values = ValueCheck(ctx, "s2_latent_field_5B", path)
-    values.add(0, arrow)
-    table = pl.from_arrow(arrow.drop_columns(strings))
-    g, h = len(d.group_ids), d.buckets
-    domain, numeric, replay, corridor = CheckResult(), CheckResult(), CheckResult(), CheckResult()
-    key = CheckResult(facts={"by": "(group_id, bucket) order against the grouping's sorted group ids"})
-    codes = entity_grid.dictionary_codes(arrow["group_id"], d.dictionaries["group_id"])
-    if arrow.num_rows != g * h or not np.array_equal(codes, np.repeat(np.arange(g), h)) or not np.array_equal(
-            table["bucket_index"].to_numpy(), np.tile(np.arange(h), g)) or list(d.group_ids) != sorted(set(d.group_ids)):
-        domain.fail(f"{arrow.num_rows} rows; expected {g} groups × {h} buckets in (group_id, bucket) order")
-        key.fail("the rows are not one per (group_id, bucket) in writer order (see domain_complete)")
-    for name, value in pipeline.identity_values(ctx.identity, arrow.column_names).items():
-        if (row := entity_grid.first_mismatch(arrow[name], value)) is not None:
-            domain.fail(f"{name} is {arrow[name][row]} at row {row}, the partition's is {value!r}")
-    results = {SCHEMA_VALID: values.finish(arrow.num_rows), PRIMARY_KEY_UNIQUE: key}
-    if domain.problems:
-        return results | {name: domain for name in (DOMAIN_COMPLETE, NUMERIC_VALID, RNG_REPLAY, LATENT_CORRIDOR)}
-    domain.facts |= {"groups": g, "buckets": h}
-    latent_z = table["latent_value"].to_numpy().reshape(g, h)
-    factor = table["lambda_random_component"].to_numpy().reshape(g, h)
-    none = lgcp.latent_model_id == "none"
-    sigma = np.zeros(g) if none else ctx.params["sigma"].to_numpy()
-    expected_std = np.repeat(sigma, h)
-    raw = variates.exp(latent_z - 0.5 * (sigma * sigma)[:, None])
-    for label, bad in (
-        ("latent_std differs from the policy's σ", table["latent_std"].to_numpy() != expected_std),
-        ("length_scale_buckets differs from the policy",
-         table["length_scale_buckets"].to_numpy() != np.repeat(ctx.params["length_scale_buckets"].to_numpy(), h)),
-        ("ξ ≠ clip(exp(Z − σ²/2))", (factor != np.clip(raw, lgcp.min_factor, lgcp.max_factor)).ravel()),
-        ("`clipped` does not mark the clipped factors", table["clipped"].to_numpy() != (factor != raw).ravel()),
-    ):
-        if (i := first_true(bad)) is not None:
-            numeric.fail(f"{int(bad.sum())} row(s): {label}", {"group_id": d.group_ids[i // h],
-                                                              "bucket_index": int(i % h)})
-    replays = ctx.group_replays()
-    for by, chosen, fresh in replays:  # the reference's sample, and the engine's every group under `full`
-        bad = (latent_z[chosen] != fresh.latent) | (factor[chosen] != fresh.factor)
-        if bad.any():
-            gi, t = np.argwhere(bad)[0]
-            replay.fail(f"{int(bad.sum())} latent value(s) do not replay by the {by}",
-                        {"group_id": d.group_ids[chosen[gi]], "bucket_index": int(t)})
-    replay.facts |= {"groups_replayed": max(len(chosen) for _, chosen, _ in replays),
-                     "groups_replayed_by_reference": len(replays[0][1]), "mode": ctx.replay}
-    if none:
-        corridor.facts["model"] = "none (ξ ≡ 1)"
-        if (latent_z != 0).any() or (factor != 1).any():
-            corridor.fail("latent_model_id none but Z ≠ 0 or ξ ≠ 1")
-    else:
-        if lgcp.latent_model_id == latent.STATIONARY:
-            stats = spectral_corridor(stationary_projections(latent_z, sigma, ctx.params, lgcp, h,
-                                                             coupled=ctx.rng.coupled),
-                                      ctx.corridors["false_alarm"]) | {"model": f"projected {lgcp.kernel_id}"}
-        else:
-            phi = np.zeros(g) if lgcp.latent_model_id == "log_gaussian_iid_v1" else ctx.params["phi"].to_numpy()
-            stats = latent_corridor(latent_z, sigma, phi, ctx.corridors["false_alarm"])
-        corridor.facts |= {k: v for k, v in stats.items() if k != "passed"}
-        if not stats["variance_ok"]:
-            corridor.fail(f"pooled Σ Z²/σ² = {stats['sum_sq']:.6g} outside [{stats['sum_sq_low']:.6g}, "
-                          f"{stats['sum_sq_high']:.6g}] (σ̂/σ = {stats['sigma_ratio']:.4f})")
-        if not stats.get("tilt_ok", True):
-            corridor.fail(f"spectral tilt {stats['tilt_stat']:.6g} outside ±{stats['tilt_bound']:.6g}: the variance "
-                          f"is not spread over the directions as the kernel's eigenvalues say (wrong L or kernel)")
-        if not stats.get("lag1_ok", True):
-            corridor.fail(f"lag-1 martingale statistic {stats['lag1_stat']:.6g} outside ±{stats['lag1_bound']:.6g} "
-                          f"(ρ̂ = {stats['lag1_estimate']:.4f}, mean φ = {stats['phi_mean']:.4f})")
-    return results | {DOMAIN_COMPLETE: domain, NUMERIC_VALID: numeric, RNG_REPLAY: replay, LATENT_CORRIDOR: corridor}
 
 
 def latent_corridor(z: np.ndarray, sigma: np.ndarray, phi: np.ndarray, alpha: float) -> dict:

@@ -17,11 +17,12 @@ RULES = ("λ_baseline differs from the sealed λ_target", "ξ outside [min_facto
 
 
 @numba.njit(**JIT)
-def _realised_mismatches(target, sealed, factor, realised, low, high, cap, field, group, buckets
+def _realised_mismatches(target, sealed, factor, realised, low, high, cap, field, group, buckets, first_bucket
                         ):  # pragma: no cover - compiled
-    """(failing rows, first failing row or −1) per rule of RULES over rows (entity, bucket), bucket fastest.
+    """(failing rows, first failing row or −1) per rule of RULES over rows (entity, bucket), bucket fastest, the
+    first row in bucket `first_bucket` of the first entity.
 
-    `cap` is lambda_max (NaN: none); `field` is ξ per (group, bucket) with `group` per entity of the chunk, or
+    `cap` is lambda_max (NaN: none); `field` is ξ per (group, bucket) with `group` per entity the rows touch, or
     empty when the latent field was not published (then the last rule is not checked)."""
     counts = np.zeros(len(RULES), dtype=np.int64)
     first = np.full(len(RULES), -1, dtype=np.int64)
@@ -32,8 +33,9 @@ def _realised_mismatches(target, sealed, factor, realised, low, high, cap, field
         expected = t * f
         if capped and expected > cap:
             expected = cap
+        at = i + first_bucket
         bad = ((t != sealed[i]) | ((f < low) | (f > high)) << 1 | (realised[i] != expected) << 2
-               | (compare_field and f != field[group[i // buckets], i % buckets]) << 3)
+               | (compare_field and f != field[group[at // buckets], at % buckets]) << 3)
         if bad:
             tally(bad, i, counts, first)
     return counts, first
@@ -41,14 +43,15 @@ def _realised_mismatches(target, sealed, factor, realised, low, high, cap, field
 
 def realised_mismatches(target: np.ndarray, sealed: np.ndarray, factor: np.ndarray, realised: np.ndarray, low: float,
                         high: float, cap: float | None, field: np.ndarray | None, group: np.ndarray,
-                        buckets: int) -> tuple[np.ndarray, np.ndarray]:
+                        buckets: int, first_bucket: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """`_realised_mismatches` on read-only views, float bounds and int32 groups (one compiled signature); `cap` and
     `field` None when the policy has no lambda_max or the field was not published."""
-    if not len(target) == len(sealed) == len(factor) == len(realised) == len(group) * buckets:
-        raise ValueError("realised_mismatches needs whole entities of equal-length columns")
+    if not (len(target) == len(sealed) == len(factor) == len(realised)
+            and len(group) == -(-(first_bucket + len(target)) // buckets) and 0 <= first_bucket < buckets):
+        raise ValueError("realised_mismatches needs equal-length columns and the group of every entity they touch")
     field = np.empty((0, buckets)) if field is None else field
     ready()
     return _realised_mismatches(*(frozen(np.asarray(a, dtype=np.float64)) for a in (target, sealed, factor, realised)),
                                 float(low), float(high), np.nan if cap is None else float(cap),
                                 frozen(np.asarray(field, dtype=np.float64)), frozen(np.asarray(group, dtype=np.int32)),
-                                int(buckets))
+                                int(buckets), int(first_bucket))

@@ -74,8 +74,7 @@ def check_time_grid(ctx: CheckContext) -> dict[str, CheckResult]:
 def check_grouping(ctx: CheckContext) -> dict[str, CheckResult]:
     results = scan_table(ctx, "s1_grouping_5B", pipeline.default_chunk_rows())
     domain = CheckResult()
-    surface = ctx.gate.path("merchant_zone_scenario_local_5A")
-    entities = pipeline.read_entity_keys(surface)
+    entities = ctx.surface_entities
     grouped = ctx.grouping.select(ENTITY_KEYS)
     keys = list(ENTITY_KEYS)
     for label, left, right in (("λ surface entities with no grouping row", entities, grouped),

@@ -264,6 +264,7 @@ def _s1_body(run: StateRun) -> Sequence[Published]:
         _check_input(store, "virtual_classification_3B", virtual, virtual_path, identity)
         surface_path = g.path("merchant_zone_scenario_local_5A")
         domain = read_domain(surface_path, code=error_code("S1", "DOMAIN_INVALID"))
+        run.diagnostics["surface_entities"] = domain  # its checks compare the grouping with them, unread again
         if domain.height == 0:
             raise ArrivalError(error_code("S1", "DOMAIN_INVALID"), f"{surface_path}: the λ surface has no entities",
                                file=str(surface_path))

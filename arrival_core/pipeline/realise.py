@@ -104,6 +104,7 @@ class _LatentChunk:
     target_totals: diagnostics.BucketTotals
     realised_totals: diagnostics.BucketTotals
     table: pa.Table
+    inputs: pa.Table  # per row, what its checks compare it with: the sealed λ_target it was made from
 
 
 class _Latent:
@@ -137,6 +138,9 @@ class _Latent:
                                               coupled=rng.coupled)
             self.trace = ledger.trace_frame(self.field.events, self.field.draws, self.field.blocks,
                                             append_events=rng.trace_append_events)
+
+    def drawn(self) -> dict[str, np.ndarray]:
+        return {"factor": self.field.factor}  # ξ per (group, bucket), as applied to every entity of the group
 
     def begin(self, outputs: list) -> None:
         _, events_out, trace_out, *field_out = outputs
@@ -173,7 +177,8 @@ class _Latent:
             raise error
         result = _LatentChunk(capped, Summary.of(target), Summary.of(realised), diagnostics.BucketTotals(domain.buckets),
                               diagnostics.BucketTotals(domain.buckets),
-                              _realised_table(domain, e0, e1, self.part.identity, lgcp, target, factor, realised))
+                              _realised_table(domain, e0, e1, self.part.identity, lgcp, target, factor, realised),
+                              pa.table({"lambda_target": target}))
         result.target_totals.add_blocks(target)
         result.realised_totals.add_blocks(realised)
         return result
@@ -184,7 +189,7 @@ class _Latent:
         self.realised_stats.merge(result.realised_stats)
         self.target_totals.merge(result.target_totals)
         self.realised_totals.merge(result.realised_totals)
-        outputs[0].write(result.table)
+        outputs[0].write(result.table, result.inputs)
 
     def end(self, outputs: list) -> dict:
         metrics = self.field_metrics()
@@ -218,7 +223,8 @@ def _latent_metrics(field: latent.LatentField, lgcp: latent.LgcpPolicy, trace_ap
 
 def run_s2(store: Store, key: PartitionKey, options: RunOptions = DEFAULT_OPTIONS) -> StateResult:
     """S2: sample one latent field per group and publish λ_realised, the field and the RNG log (per seed)."""
-    return execute_state(store, "S2", key, options, lambda run: stream_state(run, options.chunk_entities, _Latent))
+    return execute_state(store, "S2", key, options, lambda run: stream_state(run, options.chunk_entities, _Latent,
+                                                                           options.observe))
 
 
 # ---- S3: bucket counts ---------------------------------------------------------------------------------------------
@@ -272,6 +278,8 @@ class _CountChunk:
     band: diagnostics.HistogramBand
     counts: pa.Table
     events_table: pa.Table
+    count_inputs: pa.Table  # per count row: S2's λ_realised it was drawn from, and the count drawn
+    event_inputs: pa.Table  # per event: the count row it logs (in the file), its μ and its count
 
 
 class _Counts:
@@ -301,6 +309,9 @@ class _Counts:
 
     def prepare(self) -> None:
         pass  # every draw is per chunk
+
+    def drawn(self) -> dict[str, np.ndarray]:
+        return {}
 
     def begin(self, outputs: list) -> None:
         pass  # the trace is written once the events are counted
@@ -337,7 +348,10 @@ class _Counts:
                              diagnostics.BucketTotals(h), diagnostics.BucketTotals(h),
                              diagnostics.HistogramBand(*diagnostics.HISTOGRAM_BAND),
                              _counts_table(domain, e0, e1, identity, policy, mu, draws),
-                             _count_events_table(domain, e0, e1, identity, policy, part.rng, draws))
+                             _count_events_table(domain, e0, e1, identity, policy, part.rng, draws),
+                             pa.table({"lambda_input": mu, "count_drawn": draws.count}),
+                             pa.table({"count_row": e0 * h + draws.event_rows.astype(np.int64),
+                                       "mu": mu[draws.event_rows], "count_N": draws.count[draws.event_rows]}))
         result.count_totals.add_blocks(draws.count)
         result.mu_totals.add_blocks(mu)
         row_kappa = None if kappa is None else np.repeat(kappa[e0:e1], h)
@@ -355,8 +369,8 @@ class _Counts:
         self.variance_totals.merge(result.variance_totals)
         self.band.merge(result.band)
         count_out, event_out, _ = outputs
-        count_out.write(result.counts)
-        event_out.write(result.events_table)
+        count_out.write(result.counts, result.count_inputs)
+        event_out.write(result.events_table, result.event_inputs)
 
     def end(self, outputs: list) -> dict:
         part, policy, events = self.part, self.policy, self.events
@@ -376,6 +390,7 @@ class _Counts:
 
 def run_s3(store: Store, key: PartitionKey, options: RunOptions = DEFAULT_OPTIONS) -> StateResult:
     """S3: draw a count per (entity, bucket) from λ_realised and publish the counts and their RNG log (per seed)."""
-    return execute_state(store, "S3", key, options, lambda run: stream_state(run, options.chunk_entities, _Counts))
+    return execute_state(store, "S3", key, options, lambda run: stream_state(run, options.chunk_entities, _Counts,
+                                                                           options.observe))
 
 

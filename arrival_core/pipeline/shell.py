@@ -40,7 +40,8 @@ class StateResult:
     published: tuple[Published, ...]
     report: dict
     report_path: Path
-    diagnostics: Mapping[str, object] = field(default_factory=dict)  # for pictures and progress; never published
+    diagnostics: Mapping[str, object] = field(default_factory=dict)  # for pictures, progress and the state's
+    # checks (what it read that they would read again); never published
 
 
 @dataclass
@@ -100,6 +101,7 @@ class RunOptions:
     chunk_entities: int | None = None  # entities per streamed chunk (S2, S3; default from config/runtime.yaml)
     progress: Progress | None = None  # told the rows done as S2 and S3 stream
     reuse: bool = False  # verify a partition whose commit record matches its files instead of recomputing it
+    observe: object | None = None  # S2 and S3: a `stream_state.StreamObserver` inspecting their outputs' row groups
 
 
 DEFAULT_OPTIONS = RunOptions()  # a runner's default: a fresh run id, live policies, computed, silent

@@ -2,7 +2,7 @@
 in whole-entity chunks through the body into the state's outputs, in one transaction (`stream_state`)."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from .. import entity_grid, parallel
+from .. import entity_grid, parallel, sink
 from ..errors import error_code
 from ..gate import Gate
 from ..identity import Identity
@@ -79,6 +79,7 @@ class StreamBody(Protocol):
 
     def load(self, part: Partition) -> dict: ...  # after the grouping is read: the state's inputs; its metrics
     def prepare(self) -> None: ...  # before the stream: what the whole partition draws at once
+    def drawn(self) -> Mapping[str, np.ndarray]: ...  # after `prepare`: what it drew, by name, for the observer
     def begin(self, outputs: list) -> None: ...  # the outputs written before the first chunk
     def chunks(self) -> Iterator[tuple[int, int, pa.Table]]: ...
     def compute(self, e0: int, e1: int, chunk: pa.Table) -> object: ...
@@ -86,10 +87,20 @@ class StreamBody(Protocol):
     def end(self, outputs: list) -> dict: ...  # the outputs written after the last chunk; the state's metrics
 
 
-def stream_state(run: StateRun, chunk_entities: int | None, parse_policy: Callable[[Gate], StreamBody]
-                  ) -> Sequence[Published]:
+class StreamObserver(Protocol):
+    """What watches a streamed state from above the pipeline (the checks): told the loaded partition, it gives an
+    inspection for each output whose row groups it examines on the workers that encode them, and told what the
+    partition drew at once before any row group is encoded."""
+
+    def inspections(self, part: Partition) -> Mapping[str, sink.Inspector]: ...
+    def drawn(self, values: Mapping[str, np.ndarray]) -> None: ...
+
+
+def stream_state(run: StateRun, chunk_entities: int | None, parse_policy: Callable[[Gate], StreamBody],
+                 observe: StreamObserver | None = None) -> Sequence[Published]:
     """S2 and S3: load the partition, let the body prepare, then stream the input in whole-entity chunks through
-    the body into the state's outputs, in one transaction."""
+    the body into the state's outputs, in one transaction; `observe` inspects the outputs' row groups as they are
+    encoded."""
     store, state = run.store, run.state
     run.metrics |= {"scenario_count_requested": 1, "scenario_count_succeeded": 0, "scenario_count_failed": 1}
     loaded = parallel.soon(lambda: compiling.load_kernels(store.config_dir))  # while the inputs are read
@@ -100,7 +111,9 @@ def stream_state(run: StateRun, chunk_entities: int | None, parse_policy: Callab
         time_grid, groups = read_s1(store, identity, state)
         domain = entity_grid.build_domain(groups, time_grid.height, tuple(groups["group_id"].unique().sort().to_list()))
         step = chunk_entities or default_chunk_entities(domain.buckets)
-        run.metrics |= body.load(Partition(run, identity, g, rng, groups, domain, step))
+        part = Partition(run, identity, g, rng, groups, domain, step)
+        run.metrics |= body.load(part)
+        inspections = {} if observe is None else observe.inspections(part)
     run.metrics |= {"total_bucket_count": domain.buckets, "total_entity_bucket_count": domain.rows,
                     "total_entity_count": domain.size, "total_group_count": len(domain.group_ids),
                     "chunk_entities": step}
@@ -110,10 +123,15 @@ def stream_state(run: StateRun, chunk_entities: int | None, parse_policy: Callab
     tokens = identity.tokens()
     specs = [(d, store.path(d, **tokens), error_code(state, category)) for d, category in body.outputs]
     with run.timed("stream"), store.transaction(state) as tx, streamed_outputs(tx, store, specs) as outputs:
+        for out in outputs:
+            if out.dataset_id in inspections:
+                out.inspect(inspections[out.dataset_id])
         try:
             chunks = body.chunks()
         finally:
             prepared()  # its failure first, as when it ran before the chunks were opened
+        if observe is not None:
+            observe.drawn(body.drawn())
         body.begin(outputs)
         def compute(item: tuple[int, int, pa.Table]) -> tuple[int, object]:
             e0, e1, chunk = item

@@ -105,15 +105,17 @@ class ValueSets:
                                  where=f"{self._path} (value sets of its rows)", contracts_dir=self._store.contracts_dir)
 
 
-def integer_extremes(footer: pq.FileMetaData) -> dict[str, tuple[int, int]]:
-    """(min, max) of each integer column over every row group, from the statistics in a parquet footer (a column
-    missing them in any row group is left out): what its values' extremes are without decoding them."""
+def integer_extremes(footer: pq.FileMetaData, groups: Sequence[int] | None = None) -> dict[str, tuple[int, int]]:
+    """(min, max) of each integer column over every row group (or those of `groups`), from the statistics in a
+    parquet footer (a column missing them in any of them is left out): what its values' extremes are without
+    decoding them."""
     out: dict[str, tuple[int, int]] = {}
     schema = footer.schema.to_arrow_schema()
+    groups = range(footer.num_row_groups) if groups is None else groups
     for i, field in enumerate(schema):
-        if not pa.types.is_integer(field.type) or footer.num_row_groups == 0:
+        if not pa.types.is_integer(field.type) or not len(groups):
             continue
-        stats = [footer.row_group(g).column(i).statistics for g in range(footer.num_row_groups)]  # over row groups
+        stats = [footer.row_group(g).column(i).statistics for g in groups]  # over row groups
         if all(s is not None and s.has_min_max and s.has_null_count and s.null_count == 0 for s in stats):
             out[field.name] = (min(int(s.min) for s in stats), max(int(s.max) for s in stats))
     return out
@@ -132,43 +134,50 @@ class _Output:
         self._schema = _sink_schema(store, dataset_id)
         self._sink = tx.parquet(dataset_id, path, self._schema)
         self.values = ValueSets(store, dataset_id, path, code)
-        self._sink.inspect_row_groups(lambda rows, footer: self.values.add(rows, integer_extremes(footer)))
+        self._sink.inspect_row_groups(lambda group: self.values.add(group.rows, integer_extremes(group.footer)))
+        self.dataset_id = dataset_id
         self._offset = 0
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, daemon=True, name="arrival-output")
         self._thread.start()
 
+    def inspect(self, inspect: sink.Inspector) -> None:
+        """Also inspect every row group on the worker that encodes it (`sink.ParquetSink.inspect_row_groups`)."""
+        self._sink.inspect_row_groups(inspect)
+
     def _work(self) -> None:
-        while (table := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
             if self._error is None:
                 try:
+                    table, companion = item
                     if callable(table):  # a table made here, off the producer's thread
                         table = table()
-                    for piece in self._row_group_pieces(table):
-                        self._sink.write(piece)
+                    for piece, beside in self._row_group_pieces(table, companion):
+                        self._sink.write(piece, beside)
                 except BaseException as exc:  # noqa: BLE001 - any writer failure is re-raised by the producer
                     self._error = exc
 
-    def _row_group_pieces(self, table: pa.Table) -> Iterator[pa.Table]:
-        """The table cut at the file's row-group boundaries and cast to the sink's schema (whole row groups then
-        pass through the sink without being copied)."""
+    def _row_group_pieces(self, table: pa.Table, companion: pa.Table | None
+                          ) -> Iterator[tuple[pa.Table, pa.Table | None]]:
+        """The table (and its companion) cut at the file's row-group boundaries, the table cast to the sink's
+        schema (whole row groups then pass through the sink without being copied)."""
         step = sink.ROW_GROUP_ROWS
         start = 0
         while start < table.num_rows:
             length = min(table.num_rows - start, step - (self._offset + start) % step)
             piece = table.slice(start, length)
-            yield pa.table([pc.cast(piece[f.name], f.type, memory_pool=_CAST_POOL) for f in self._schema],
-                           schema=self._schema)
+            yield (pa.table([pc.cast(piece[f.name], f.type, memory_pool=_CAST_POOL) for f in self._schema],
+                            schema=self._schema), None if companion is None else companion.slice(start, length))
             start += length
         self._offset += table.num_rows
 
-    def write(self, table: pa.Table | Callable[[], pa.Table]) -> None:
+    def write(self, table: pa.Table | Callable[[], pa.Table], companion: pa.Table | None = None) -> None:
         """Queue a table's rows, or the call making the table on the feeder's thread (blocks while the feeder is a
-        few tables behind)."""
+        few tables behind), with companion columns of the same rows for the row groups' inspections."""
         if self._error is not None:
             raise self._error
-        self._queue.put(table)
+        self._queue.put((table, companion))
 
     def stop(self) -> None:
         """Wait for the feeder to end (what it has not handed over is dropped once it failed)."""

@@ -2,6 +2,8 @@
 Arrow's serial writer, whatever the thread count and however the writer is fed; both read back row for row."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -116,8 +118,10 @@ def test_the_first_failing_row_group_in_file_order_fails_the_file(threads, monke
     table = _table(2_000, seed=1)
     refused = {table["counter"][700].as_py(): "row group 7", table["counter"][1200].as_py(): "row group 12"}
 
-    def inspect(part: pa.Table, footer) -> None:
+    def inspect(group: sink.RowGroupBytes) -> None:
+        part, footer = group.rows, group.footer
         assert footer.num_rows == part.num_rows and footer.num_row_groups == 1  # the row group's own bytes
+        assert group.start == 100 * group.index
         if (name := refused.get(part["counter"][0].as_py())) is not None:
             raise ValueError(f"{name} refused")
 
@@ -129,6 +133,32 @@ def test_the_first_failing_row_group_in_file_order_fails_the_file(threads, monke
                 writer.write(table.slice(start, 150))
             writer.close()
         writer.close_quietly()
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_each_row_group_is_inspected_with_its_decoded_bytes_and_its_rows_companions(count, threads, monkeypatch):
+    monkeypatch.setattr(sink, "ROW_GROUP_ROWS", 100)
+    threads(count)
+    table = _table(1_234, seed=2)
+    seen: dict[int, tuple[int, int]] = {}
+    lock = threading.Lock()
+
+    def inspect(group: sink.RowGroupBytes) -> None:
+        rows = np.arange(group.start, group.start + group.rows.num_rows)
+        assert np.array_equal(group.companion["row"].to_numpy(), rows)  # cut at the same rows as the table
+        decoded = group.decoded(read_dictionary=["key", "constant"])
+        assert decoded["counter"].equals(table["counter"].slice(group.start, len(rows)))
+        assert decoded["key"].to_pylist() == table["key"].slice(group.start, len(rows)).to_pylist()
+        with lock:
+            seen[group.index] = (group.start, len(rows))
+
+    writer = sink.ParquetSink(pa.BufferOutputStream(), _schema(table))
+    writer.inspect_row_groups(inspect)
+    companion = pa.table({"row": np.arange(table.num_rows)})
+    for start in range(0, table.num_rows, 150):  # pieces that straddle row groups
+        writer.write(table.slice(start, 150), companion.slice(start, 150))
+    writer.close()
+    assert sorted(seen.items()) == [(i, (100 * i, min(100, 1_234 - 100 * i))) for i in range(13)]
 
 
 def test_a_pooled_buffer_too_small_for_a_row_group_is_doubled_until_it_fits():

@@ -193,15 +193,15 @@ def test_accounting_mismatch_fails_the_blocking_check_and_stops_downstream(world
 def test_warn_checks_never_block(world_root, monkeypatch):
     from arrival_core.checks import evaluation
 
-    real_evaluate = evaluation.evaluate
+    real_outcomes = evaluation._outcomes  # every outcome, checked in the stream or from the files
 
     def every_warn_fails(*args, **kwargs):
         return [
             dataclasses.replace(o, passed=False) if o.severity == "WARN" else o
-            for o in real_evaluate(*args, **kwargs)
+            for o in real_outcomes(*args, **kwargs)
         ]
 
-    monkeypatch.setattr(evaluation, "evaluate", every_warn_fails)
+    monkeypatch.setattr(evaluation, "_outcomes", every_warn_fails)
     with dg.DagsterInstance.ephemeral() as instance:
         defs = graph_for(world_root)
         result = run_partition(defs, instance, "baseline_v1|42")
