@@ -79,8 +79,8 @@ def logged_totals(path: Path, *, code: str) -> ledger.FamilyTotals:
 
 
 def drawing_rows(path: Path, eps: float, *, code: str) -> int:
-    """Rows of the counts whose μ exceeds `eps` (those that draw a count), exact, decoding only the `mu` of row
-    groups whose footer does not prove the answer. Parquet's float statistics skip NaN (and nulls), so they bound
+    """Rows of the counts whose μ exceeds `eps` (those that draw a count; a NaN or null does not, as in the
+    engine's `mu > eps`), exact, decoding only the `mu` of row groups whose footer does not prove the answer. Parquet's float statistics skip NaN (and nulls), so they bound
     only the other values: a row group whose max ≤ eps has no drawing row (neither a NaN nor a null exceeds eps);
     one whose min > eps may still hold a NaN that does not draw, which the footer cannot rule out, so it is
     decoded like the row groups that straddle eps."""
