@@ -80,10 +80,11 @@ def logged_totals(path: Path, *, code: str) -> ledger.FamilyTotals:
 
 def drawing_rows(path: Path, eps: float, *, code: str) -> int:
     """Rows of the counts whose μ exceeds `eps` (those that draw a count; a NaN or null does not, as in the
-    engine's `mu > eps`), exact, decoding only the `mu` of row groups whose footer does not prove the answer. Parquet's float statistics skip NaN (and nulls), so they bound
-    only the other values: a row group whose max ≤ eps has no drawing row (neither a NaN nor a null exceeds eps);
-    one whose min > eps may still hold a NaN that does not draw, which the footer cannot rule out, so it is
-    decoded like the row groups that straddle eps."""
+    engine's `mu > eps`), exact, decoding only the `mu` of row groups whose footer does not prove the answer.
+    Parquet's float statistics skip NaN (and nulls), so they bound only the other values: a row group whose
+    max ≤ eps has no drawing row (neither a NaN nor a null exceeds eps); one whose min > eps may still hold a NaN
+    that does not draw, which the footer cannot rule out, so it is decoded like the row groups that straddle
+    eps."""
     file = pq.ParquetFile(path)
     footer = file.metadata
     index, dtype = _footer_column(file, path, "mu", code)
@@ -179,7 +180,8 @@ def read_ledgers(g: Gate) -> tuple[FamilyLedger, FamilyLedger]:
 
 def _count_expectation(store: Store, identity: Identity, policy: counts.CountPolicy) -> ledger.FamilyTotals:
     code = error_code("S3", "RNG_ACCOUNTING_MISMATCH")
-    drawing = drawing_rows(_existing(store, "s3_bucket_counts_5B", identity, code=code), policy.lambda_zero_eps, code=code)
+    path = _existing(store, "s3_bucket_counts_5B", identity, code=code)
+    drawing = drawing_rows(path, policy.lambda_zero_eps, code=code)
     return ledger.FamilyTotals(drawing, drawing * policy.draws_per_event, drawing)
 
 
