@@ -137,6 +137,20 @@ class CheckContext:
         state = state if state not in (None, "S0") else "S1"
         return self.derived.get(("gate", state), lambda: pipeline.load_gate(self.store, self.identity, state=state))
 
+    def family_log(self, family_id: str) -> pipeline.FamilyLog:
+        """A family's published event-log totals and trace (`pipeline.read_family_log`), read once per partition."""
+        return self.derived.get(("log", family_id), lambda: pipeline.read_family_log(self.gate, family_id))
+
+    def family_ledger(self, family_id: str) -> pipeline.FamilyLedger:
+        """A family's ledger (`pipeline.read_ledger`): its shared log and what the outputs imply, read once per
+        partition however many checks reconcile it."""
+        return self.derived.get(("ledger", family_id), lambda: pipeline.read_ledger(
+            self.gate, family_id, log=self.family_log(family_id)))
+
+    def family_ledgers(self) -> tuple[pipeline.FamilyLedger, pipeline.FamilyLedger]:
+        """Both families' ledgers, S2's latent family then S3's count family (as `pipeline.read_ledgers`)."""
+        return self.family_ledger(latent.FAMILY_ID), self.family_ledger(counts.FAMILY_ID)
+
     @derived_once
     def rng(self) -> ledger.RngPolicy:
         return ledger.parse_rng_policy(self.gate.policy("arrival_rng_policy_5B"))

@@ -236,7 +236,7 @@ def check_audit_log(ctx: CheckContext) -> dict[str, CheckResult]:
     require_file(path)
     record = pipeline.read_json(path)
     accounting = CheckResult()
-    ledgers = pipeline.read_ledgers(ctx.gate)
+    ledgers = ctx.family_ledgers()
     expected = ledger.audit_record(ctx.gate.policy("arrival_rng_policy_5B"),
                                    ctx.gate.sealed("arrival_rng_policy_5B")["sha256_hex"], ctx.identity.columns(),
                                    {lg.family_id: lg.trace for lg in ledgers})

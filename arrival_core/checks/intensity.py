@@ -132,7 +132,7 @@ def ledger_result(ctx: CheckContext, family_id: str, events: ledger.FamilyTotals
 
 def check_latent_events(ctx: CheckContext) -> dict[str, CheckResult]:
     results = scan_table(ctx, "rng_event_arrival_lgcp_gaussian", pipeline.default_chunk_rows())
-    family = pipeline.read_ledger(ctx.gate, latent.FAMILY_ID)
+    family = ctx.family_ledger(latent.FAMILY_ID)
     table = pipeline.read_table(ctx.path("rng_event_arrival_lgcp_gaussian"))
     accounting = ledger_result(ctx, latent.FAMILY_ID, family.events, family.expected, family.trace)
     replay = CheckResult(facts={"mode": ctx.replay})
@@ -178,7 +178,7 @@ def check_trace(ctx: CheckContext, dataset_id: str, family_index: int) -> dict[s
     path = ctx.path(dataset_id)
     require_file(path)
     scan.feed(0, pipeline.read_table(path))
-    family = pipeline.read_ledger(ctx.gate, (latent.FAMILY_ID, counts.FAMILY_ID)[family_index])
+    family = ctx.family_log((latent.FAMILY_ID, counts.FAMILY_ID)[family_index])
     consistent = CheckResult(facts={"appends": family.trace.height})
     for p in ledger.trace_problems(family.trace, append_events=ctx.rng.trace_append_events):
         consistent.fail(p)

@@ -3,7 +3,7 @@
 Both the Dagster assets and the CLI call these runners; this package and the store are where the core does I/O.
 """
 from ..store import read_json
-from .accounting import FamilyLedger, read_ledger, read_ledgers, run_audit
+from .accounting import FamilyLedger, FamilyLog, read_family_log, read_ledger, read_ledgers, run_audit
 from .compiling import warmup_phases
 from .plan import run_s0, run_s1, verify_bundle
 from .readers import (
@@ -51,6 +51,7 @@ from .streaming import (
 __all__ = [
     "STATES",
     "FamilyLedger",
+    "FamilyLog",
     "RunOptions",
     "Runner",
     "State",
@@ -73,6 +74,7 @@ __all__ = [
     "read_check_policy",
     "read_config",
     "read_entity_keys",
+    "read_family_log",
     "read_json",
     "read_ledger",
     "read_ledgers",

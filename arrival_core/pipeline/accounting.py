@@ -5,7 +5,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .. import contracts, counts, latent
 from ..errors import ArrivalError, error_code
@@ -29,23 +33,108 @@ class FamilyLedger:
     trace_path: Path
 
 
-def _scan_existing(store: Store, dataset_id: str, identity: Identity, *, code: str) -> tuple[pl.LazyFrame, Path]:
+def _existing(store: Store, dataset_id: str, identity: Identity, *, code: str) -> Path:
     path = store.path(dataset_id, **identity.tokens())
     if not path.is_file():
         raise ArrivalError(code, f"{dataset_id} is missing at {path}; run its state for seed {identity.seed} first",
                            file=str(path), dataset=dataset_id)
+    return path
+
+
+def _scan_existing(store: Store, dataset_id: str, identity: Identity, *, code: str) -> tuple[pl.LazyFrame, Path]:
+    path = _existing(store, dataset_id, identity, code=code)
     return pl.scan_parquet(path), path
 
 
-def _event_totals(scan: pl.LazyFrame) -> ledger.FamilyTotals:
-    row = scan.select(pl.len().alias("events"), pl.col("draws").sum().alias("draws"),
-                      pl.col("blocks").sum().alias("blocks")).collect(engine="streaming").row(0)
-    return ledger.FamilyTotals(*(int(v or 0) for v in row))
+def _footer_column(file: pq.ParquetFile, path: Path, name: str, code: str) -> tuple[int, pa.DataType]:
+    """The index and type of a top-level column of a parquet file (its leaf column in the footer)."""
+    index = file.schema_arrow.get_field_index(name)
+    if index < 0:
+        raise ArrivalError(code, f"{path}: the column {name} is missing", file=str(path), column=name)
+    return index, file.schema_arrow.field(index).type
 
 
-def read_ledger(g: Gate, family_id: str) -> FamilyLedger:
-    """One family's published log and trace, and the totals its own state's outputs imply under the policies
-    (the S2 family reads only S2's outputs, so its checks can run before S3)."""
+def logged_totals(path: Path, *, code: str) -> ledger.FamilyTotals:
+    """An event log's (events, draws, blocks) totals, exact, decoding only what its footer does not prove: a row
+    group whose integer `draws` (or `blocks`) statistics say no nulls and min == max holds that value on every row,
+    so adds rows × value (integers have no NaN for the statistics to skip); any other row group decodes that
+    column. The sink writes statistics on every non-string column, so the engine's constant draws and blocks per
+    row group cost no decoding at all."""
+    file = pq.ParquetFile(path)
+    footer = file.metadata
+    totals = {}
+    for name in ("draws", "blocks"):
+        index, dtype = _footer_column(file, path, name, code)
+        total = 0
+        for g in range(footer.num_row_groups):
+            group = footer.row_group(g)
+            stats = group.column(index).statistics
+            if (pa.types.is_integer(dtype) and stats is not None and stats.has_min_max and stats.has_null_count
+                    and stats.null_count == 0 and stats.min == stats.max):
+                total += group.num_rows * int(stats.min)
+            else:
+                total += int(pc.sum(file.read_row_group(g, columns=[name], use_threads=False)[name]).as_py() or 0)
+        totals[name] = total
+    return ledger.FamilyTotals(footer.num_rows, totals["draws"], totals["blocks"])
+
+
+def drawing_rows(path: Path, eps: float, *, code: str) -> int:
+    """Rows of the counts whose μ exceeds `eps` (those that draw a count; a NaN or null does not, as in the
+    engine's `mu > eps`), exact, decoding only the `mu` of row groups whose footer does not prove the answer.
+    Parquet's float statistics skip NaN (and nulls), so they bound only the other values: a row group whose
+    max ≤ eps has no drawing row (neither a NaN nor a null exceeds eps); one whose min > eps may still hold a NaN
+    that does not draw, which the footer cannot rule out, so it is decoded like the row groups that straddle
+    eps."""
+    file = pq.ParquetFile(path)
+    footer = file.metadata
+    index, dtype = _footer_column(file, path, "mu", code)
+    numeric = pa.types.is_floating(dtype) or pa.types.is_integer(dtype)
+    drawing = 0
+    for g in range(footer.num_row_groups):
+        stats = footer.row_group(g).column(index).statistics
+        if numeric and stats is not None and stats.has_min_max and stats.max <= eps:
+            continue
+        mu = file.read_row_group(g, columns=["mu"], use_threads=False)["mu"]
+        if numeric:  # a null reads as NaN: not drawing
+            drawing += int(np.count_nonzero(mu.to_numpy() > eps))
+        else:
+            drawing += int(pc.sum(pc.greater(mu, eps)).as_py() or 0)  # Arrow's error names a type it cannot compare
+    return drawing
+
+
+# Each family's event log and trace, and the reason code when they are missing.
+_LOGS = {latent.FAMILY_ID: ("rng_event_arrival_lgcp_gaussian", "rng_trace_arrival_lgcp_gaussian", "S2_OUTPUT_MISSING"),
+         counts.FAMILY_ID: ("rng_event_arrival_bucket_count", "rng_trace_arrival_bucket_count",
+                            "RNG_ACCOUNTING_MISMATCH")}
+
+
+@dataclass(frozen=True)
+class FamilyLog:
+    """One RNG family's log as published: its event-log totals and its trace."""
+
+    family_id: str
+    events: ledger.FamilyTotals
+    trace: pl.DataFrame
+    event_path: Path
+    trace_path: Path
+
+
+def read_family_log(g: Gate, family_id: str) -> FamilyLog:
+    """One family's published event-log totals (from the footer where it proves them) and trace: cheap, for the
+    checks that compare the two without what the outputs imply."""
+    if family_id not in _LOGS:
+        raise ArrivalError(error_code("S3", "RNG_ACCOUNTING_MISMATCH"), f"unknown RNG family {family_id!r}",
+                           family=family_id)
+    events_id, trace_id, reason = _LOGS[family_id]
+    code = error_code("S3", reason)
+    event_path = _existing(g.store, events_id, g.identity, code=code)
+    trace, trace_path = _scan_existing(g.store, trace_id, g.identity, code=code)
+    return FamilyLog(family_id, logged_totals(event_path, code=code), trace.collect(), event_path, trace_path)
+
+
+def implied_totals(g: Gate, family_id: str) -> ledger.FamilyTotals:
+    """The totals a family's own state's outputs imply under the policies (the S2 family reads only S2's outputs,
+    so its checks can run before S3)."""
     store, identity = g.store, g.identity
     if family_id == latent.FAMILY_ID:
         code = error_code("S3", "S2_OUTPUT_MISSING")
@@ -59,22 +148,20 @@ def read_ledger(g: Gate, family_id: str) -> FamilyLedger:
         buckets = grid.select(pl.len()).collect().item()
         if lgcp.latent_model_id == "none":
             groups = 0
-        events_id, trace_id = "rng_event_arrival_lgcp_gaussian", "rng_trace_arrival_lgcp_gaussian"
         if lgcp.latent_model_id == latent.STATIONARY:
-            expected = _stationary_expectation(grouping, lgcp, buckets,
-                                               ledger.parse_rng_policy(g.policy("arrival_rng_policy_5B")).coupled)
-        else:
-            expected = ledger.FamilyTotals(groups, 2 * buckets * groups, buckets * groups)
-    elif family_id == counts.FAMILY_ID:
-        code = error_code("S3", "RNG_ACCOUNTING_MISMATCH")
-        policy = counts.parse_count_policy(g.policy("arrival_count_config_5B"))
-        events_id, trace_id = "rng_event_arrival_bucket_count", "rng_trace_arrival_bucket_count"
-        expected = _count_expectation(store, identity, policy)
-    else:
-        raise ArrivalError(error_code("S3", "RNG_ACCOUNTING_MISMATCH"), f"unknown RNG family {family_id!r}", family=family_id)
-    events, event_path = _scan_existing(store, events_id, identity, code=code)
-    trace, trace_path = _scan_existing(store, trace_id, identity, code=code)
-    return FamilyLedger(family_id, _event_totals(events), trace.collect(), expected, event_path, trace_path)
+            return _stationary_expectation(grouping, lgcp, buckets,
+                                           ledger.parse_rng_policy(g.policy("arrival_rng_policy_5B")).coupled)
+        return ledger.FamilyTotals(groups, 2 * buckets * groups, buckets * groups)
+    if family_id == counts.FAMILY_ID:
+        return _count_expectation(store, identity, counts.parse_count_policy(g.policy("arrival_count_config_5B")))
+    raise ArrivalError(error_code("S3", "RNG_ACCOUNTING_MISMATCH"), f"unknown RNG family {family_id!r}", family=family_id)
+
+
+def read_ledger(g: Gate, family_id: str, *, log: FamilyLog | None = None) -> FamilyLedger:
+    """One family's published log (`log` when already read) and the totals its state's outputs imply."""
+    expected = implied_totals(g, family_id)
+    log = log or read_family_log(g, family_id)
+    return FamilyLedger(family_id, log.events, log.trace, expected, log.event_path, log.trace_path)
 
 
 def _stationary_expectation(grouping: pl.LazyFrame, lgcp: latent.LgcpPolicy, buckets: int,
@@ -92,8 +179,9 @@ def read_ledgers(g: Gate) -> tuple[FamilyLedger, FamilyLedger]:
 
 
 def _count_expectation(store: Store, identity: Identity, policy: counts.CountPolicy) -> ledger.FamilyTotals:
-    scan, _ = _scan_existing(store, "s3_bucket_counts_5B", identity, code=error_code("S3", "RNG_ACCOUNTING_MISMATCH"))
-    drawing = int(scan.select((pl.col("mu") > policy.lambda_zero_eps).sum()).collect(engine="streaming").item())
+    code = error_code("S3", "RNG_ACCOUNTING_MISMATCH")
+    path = _existing(store, "s3_bucket_counts_5B", identity, code=code)
+    drawing = drawing_rows(path, policy.lambda_zero_eps, code=code)
     return ledger.FamilyTotals(drawing, drawing * policy.draws_per_event, drawing)
 
 

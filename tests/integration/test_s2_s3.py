@@ -13,7 +13,7 @@ from s2s3lib import ENTITY, TABLES, edited_config, outputs, path, read, run_all,
 
 from arrival_core import checks, contracts, pipeline, tables
 from arrival_core.identity import PartitionKey
-from arrival_core.pipeline import records
+from arrival_core.pipeline import accounting, records
 from arrival_core.world import WorldInfo
 
 SCENARIOS = ("baseline_v1", "stress_v1")
@@ -98,6 +98,28 @@ def test_every_check_passes_with_a_full_replay(tiny_run):
             for outcome in checks.evaluate(st, ident, dataset_id, replay="full"):
                 assert outcome.passed, (seed, sid, dataset_id, outcome.name, outcome.summary)
                 assert outcome.metadata["table_md"].startswith("| field | value |")
+
+
+def test_a_partitions_checks_read_each_rng_familys_log_and_implied_totals_once(tiny_run, monkeypatch):
+    st, idents = tiny_run
+    calls: list[tuple[str, str]] = []
+
+    def counted(name, read):
+        def call(g, family_id, **kwargs):
+            calls.append((name, family_id))
+            return read(g, family_id, **kwargs)
+        return call
+
+    monkeypatch.setattr(pipeline, "read_family_log", counted("log", pipeline.read_family_log))
+    monkeypatch.setattr(accounting, "implied_totals", counted("implied", accounting.implied_totals))
+    ident = idents[(42, "baseline_v1")]
+    shared = checks.new_context(st, ident)
+    for dataset_id in ("rng_event_arrival_lgcp_gaussian", "rng_trace_arrival_lgcp_gaussian",
+                       "rng_trace_arrival_bucket_count", "rng_audit_log_5B"):
+        for outcome in checks.evaluate(st, ident, dataset_id, shared=shared):
+            assert outcome.passed, (dataset_id, outcome.name, outcome.summary)
+    families = ("S2.latent_vector.v1", "S3.bucket_count.v1")
+    assert sorted(calls) == sorted((kind, f) for kind in ("log", "implied") for f in families)
 
 
 def test_rerunning_a_partition_publishes_nothing_new(tiny_run):
