@@ -95,20 +95,40 @@ class TimedRunFailed(RuntimeError):
         super().__init__(f"a timed child exited {status}")
 
 
+# Linux counts in a child's peak RSS the memory of the process it was forked from, so the bench (gigabytes after
+# the in-process states) starts each timed child through this small interpreter and takes the peak it reports.
+_SPAWN = """
+import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child gets the interrupt and says how it ended
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def run_timed(args: list[str], env: dict[str, str]) -> tuple[str, float, int]:
     """Run a child to its exit: what it printed on stderr, its wall seconds from spawn to exit, and its own peak
-    RSS with its descendants' (from wait4, so no earlier child's peak counts); a failure raises TimedRunFailed."""
-    with tempfile.TemporaryFile() as stderr:
+    RSS with its descendants' (neither the bench's nor an earlier child's); a failure raises TimedRunFailed."""
+    with tempfile.TemporaryFile() as stderr, tempfile.NamedTemporaryFile("r") as peak:
         start = time.perf_counter()
-        child = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
-        _, status, usage = os.wait4(child.pid, 0)
+        status = subprocess.run([sys.executable, "-I", "-S", "-c", _SPAWN, peak.name, *args], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                check=False).returncode
         seconds = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
         stderr.seek(0)
         text = stderr.read().decode(errors="replace")
-    if child.returncode != 0:
-        raise TimedRunFailed(child.returncode, text.strip())
-    return text, seconds, usage.ru_maxrss * 1024  # Linux reports KiB
+        peak_kib = peak.read().strip()
+    if status != 0:
+        raise TimedRunFailed(status, text.strip())
+    return text, seconds, int(peak_kib) * 1024  # Linux reports KiB
 
 
 def time_engine_process(root: Path, args: argparse.Namespace, seed: int, scenario: str) -> core_bench.PathTiming:

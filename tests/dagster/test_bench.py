@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from arrival_assets import bench_command, cli
@@ -72,6 +75,17 @@ def test_a_variant_copy_is_rewritten_only_when_it_differs(tmp_path: Path):
     (config / "stray.yaml").write_text("{}\n")
     bench_command.variant_config(tmp_path, "nb2", "matern32_v1")
     assert "count_law_id: nb2" in count.read_text() and not (config / "stray.yaml").exists()
+
+
+def test_a_timed_childs_peak_rss_is_its_own_not_the_bench_processs():
+    """Linux would count the memory of the process a child is forked from: 256 MiB held here must not show in
+    a child that holds about 64 MiB (an interpreter and numpy besides), nor in a later child that holds little."""
+    held = np.ones(256 * 2**20 // 8)
+    code = "import sys, numpy as np; a = np.ones(int(sys.argv[1]) * 2**20 // 8); print(a.sum(), file=sys.stderr)"
+    stderr, seconds, peak = bench_command.run_timed([sys.executable, "-c", code, "64"], dict(os.environ))
+    assert float(stderr) == 64 * 2**20 // 8 and seconds > 0
+    assert 64 * 2**20 < peak < 160 * 2**20 < held.nbytes
+    assert bench_command.run_timed([sys.executable, "-c", code, "1"], dict(os.environ))[2] < 96 * 2**20
 
 
 def test_a_failed_engine_process_is_reported_with_its_status_and_message(tmp_path: Path):
