@@ -1,5 +1,6 @@
 """The benchmark: S0–S3 and the audit through `pipeline` on one world and seed, timed per state (wall, CPU, RSS),
-plus rows for the user's paths measured by the caller (a partition through Dagster, its verified re-run)."""
+plus rows for the user's paths measured by the caller (the engine as a process of its own, a partition through
+Dagster, its verified re-run), each as a multiple of the engine process's wall time."""
 from __future__ import annotations
 
 import os
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from .parallel import available_cpus, thread_count
 
 STREAMED = ("S2", "S3")  # the states that stream a partition's rows on every core
+ENGINE_PROCESS = "engine process"  # one partition's S0–S3 and audit in a process of its own: the paths' yardstick
 DAGSTER_PARTITION, DAGSTER_PAIR, VERIFIED = "dagster partition", "two partitions at once", "verified re-run"
 
 if TYPE_CHECKING:  # the engine is imported when a bench runs, not when the command line is parsed
@@ -78,6 +80,21 @@ class BenchResult:
     def engine_seconds_per_partition(self) -> float:
         return self.s0_s3_seconds / max(1, len(self.scenarios))
 
+    def engine_cpu_seconds_per_partition(self) -> float:
+        return self.engine_cpu_seconds / max(1, len(self.scenarios))
+
+    def engine_process_seconds(self) -> float | None:
+        """Wall seconds of the engine process (spawn to exit, one partition), the yardstick of every path's
+        ratio; None when it was not measured, and then no path has a ratio (the in-process S0–S3 seconds leave
+        out the start-up and the audit a user's process pays)."""
+        engine = next((p for p in self.paths if p.name == ENGINE_PROCESS), None)
+        return engine.seconds if engine is not None and engine.seconds > 0 else None
+
+    def ratio_to_engine(self, path: PathTiming) -> float | None:
+        """A path's wall seconds per partition over the engine process's wall seconds."""
+        engine = self.engine_process_seconds()
+        return None if engine is None else path.seconds / path.partitions / engine
+
     def verdicts(self) -> dict[str, bool]:
         """Each target against what was measured (a path target only when that path was measured)."""
         t = self.targets
@@ -86,31 +103,31 @@ class BenchResult:
         streams = [s for s in self.states if s.state in STREAMED]
         if streams:
             out["stream_cores_busy"] = all(s.cores_busy >= t["stream_cores_busy"] for s in streams)
-        engine = self.engine_seconds_per_partition()
         by_name = {p.name: p for p in self.paths}
         if DAGSTER_PARTITION in by_name:
             one = by_name[DAGSTER_PARTITION]
-            out["dagster_ratio"] = one.seconds <= t["dagster_ratio"] * engine
-            if one.checks_cpu_seconds is not None:
-                out["checks_cpu_share"] = one.checks_cpu_seconds <= t["checks_cpu_share"] * self.engine_cpu_seconds / \
-                    max(1, len(self.scenarios))
-        if DAGSTER_PAIR in by_name:
-            pair = by_name[DAGSTER_PAIR]
-            out["dagster_pair_ratio"] = pair.seconds / pair.partitions <= t["dagster_pair_ratio"] * engine
+            if (ratio := self.ratio_to_engine(one)) is not None:
+                out["dagster_ratio"] = ratio <= t["dagster_ratio"]
+            if one.checks_cpu_seconds is not None:  # against the in-process engine's CPU: no start-up in either
+                out["checks_cpu_share"] = one.checks_cpu_seconds <= \
+                    t["checks_cpu_share"] * self.engine_cpu_seconds_per_partition()
+        if DAGSTER_PAIR in by_name and (ratio := self.ratio_to_engine(by_name[DAGSTER_PAIR])) is not None:
+            out["dagster_pair_ratio"] = ratio <= t["dagster_pair_ratio"]
         if VERIFIED in by_name:
             out["verified_seconds"] = by_name[VERIFIED].seconds <= t["verified_seconds"]
         return out
 
     def to_dict(self) -> dict:
         """A JSON-ready record (a log of one measurement, not an identity output)."""
-        engine = self.engine_seconds_per_partition()
+        ratios = [self.ratio_to_engine(p) for p in self.paths]
         return {
             **{k: v for k, v in asdict(self).items() if k not in ("states", "paths")},
             "scenarios": list(self.scenarios),
             "states": [asdict(t) | {"rows_per_second": round(t.rows_per_second, 1)} for t in self.states],
-            "paths": [asdict(p) | {"ratio_to_engine": round(p.seconds / p.partitions / engine, 3) if engine else None}
-                      for p in self.paths],
+            "paths": [asdict(p) | {"ratio_to_engine": None if r is None else round(r, 3)}
+                      for p, r in zip(self.paths, ratios, strict=True)],
             "s0_s3_seconds": round(self.s0_s3_seconds, 3),
+            "engine_process_seconds": self.engine_process_seconds(),
             "peak_rss_bytes": self.peak_rss_bytes,
             "met": self.verdicts(),
             "cpu_count": os.cpu_count(),
@@ -155,18 +172,20 @@ def run_bench(store: Store, *, world: str, variant: str, seed: int, scenarios: S
 
 
 def format_table(result: BenchResult) -> str:
-    """The table the CLI prints: per state, then the user paths with their ratio to the engine, then verdicts."""
+    """The table the CLI prints: per state, then the user paths with their ratio to the engine process (per
+    partition), then verdicts."""
     lines = [(f"bench {result.world} · {result.variant} · seed {result.seed} · scenarios "
               f"{', '.join(result.scenarios)} · {result.threads} thread(s)"),
              f"{'state':<22} {'rows':>12} {'seconds':>9} {'cpu s':>8} {'cores':>6} {'rows/s':>12} {'peak RSS':>10}"]
     for t in result.states:
         lines.append(f"{t.state:<22} {t.rows:>12,} {t.seconds:>9.2f} {t.cpu_seconds:>8.2f} {t.cores_busy:>6.2f} "
                      f"{t.rows_per_second:>12,.0f} {t.peak_rss_bytes / 2**30:>8.2f} GiB")
-    engine = result.engine_seconds_per_partition()
+    engine_cpu = result.engine_cpu_seconds_per_partition()
     for p in result.paths:
-        per = f"{p.seconds / p.partitions / engine:.2f}× engine" + (" each" if p.partitions > 1 else "")
+        ratio = result.ratio_to_engine(p)
+        per = "" if ratio is None else f"{ratio:.2f}× engine" + (" each" if p.partitions > 1 else "")
         checks = "" if p.checks_cpu_seconds is None else \
-            f" · checks {p.checks_cpu_seconds:.2f} CPU s ({p.checks_cpu_seconds / result.engine_cpu_seconds:.0%} of the engine's)"
+            f" · checks {p.checks_cpu_seconds:.2f} CPU s ({p.checks_cpu_seconds / engine_cpu:.0%} of the engine's)"
         lines.append(f"{p.name:<22} {'':>12} {p.seconds:>9.2f} {'':>8} {'':>6} {per:>12} "
                      f"{p.peak_rss_bytes / 2**30:>8.2f} GiB{checks}")
     t = result.targets
@@ -174,6 +193,7 @@ def format_table(result: BenchResult) -> str:
     lines.append(f"S0–S3 {result.s0_s3_seconds:.2f} s wall, peak RSS {result.peak_rss_bytes / 2**30:.2f} GiB · "
                  f"targets (config/bench_targets.yaml): engine ≤ {t['engine_seconds']:g} s, RSS ≤ "
                  f"{t['peak_rss_gib']:g} GiB, S2 and S3 ≥ {t['stream_cores_busy']:g} cores busy, one partition through "
-                 f"Dagster ≤ {t['dagster_ratio']:g}× engine, two at once ≤ {t['dagster_pair_ratio']:g}× each, checks ≤ "
-                 f"{t['checks_cpu_share']:.0%} of the engine's CPU, verified ≤ {t['verified_seconds']:g} s · {verdicts}")
+                 f"Dagster ≤ {t['dagster_ratio']:g}× the engine process, two at once ≤ {t['dagster_pair_ratio']:g}× "
+                 f"each, checks ≤ {t['checks_cpu_share']:.0%} of the engine's CPU (S0–S3 in process), verified ≤ "
+                 f"{t['verified_seconds']:g} s · {verdicts}")
     return "\n".join(lines)
