@@ -1,0 +1,160 @@
+"""The checks of S2's and S3's big tables made while they stream (each row group decoded on the worker that encoded
+it, beside the inputs of its rows) give exactly the outcomes the stored files give, whatever the threads, chunks
+and row-group size; and a defect the engine writes fails them in the stream, naming its row."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from s2s3lib import edited_config, store
+
+from arrival_core import checks, parallel, pipeline, sink
+from arrival_core.checks import evaluation
+from arrival_core.identity import PartitionKey
+from arrival_core.pipeline import realise
+from arrival_core.world import WorldInfo
+
+STREAMED = ("s2_realised_intensity_5B", "s2_latent_field_5B", "s3_bucket_counts_5B", "rng_event_arrival_bucket_count")
+
+
+@pytest.fixture
+def threads():
+    yield parallel.set_threads
+    parallel.set_threads(None)
+
+
+def _realise_with_stream_checks(st, key: PartitionKey, chunk: int | None = None) -> tuple[dict, object]:
+    """Run S0 → audit with the stream's checks on S2 and S3; ({dataset: outcomes from the stream, taken once the
+    audit is written, as the stored files' are}, identity)."""
+    observers = []
+    for state in pipeline.STATES:
+        observer = checks.StreamChecks(st) if state.streams else None
+        options = pipeline.RunOptions(observe=observer, chunk_entities=chunk if state.streams else None)
+        result = state.runner(st, key, options)
+        observers += [observer] if observer is not None else []
+    streamed = {dataset: evaluation._outcomes(dataset, lambda o=observer, d=dataset: o.results(d))
+                for observer in observers for dataset in observer.streamed()}
+    return streamed, result.identity
+
+
+def _stationary_nb2(tmp_path: Path) -> Path:
+    edited_config(tmp_path, "arrival_count_config_5B", lambda d: d.update(count_law_id="nb2"), name="nb2")
+
+    def stationary(doc: dict) -> None:
+        doc["latent_model_id"], doc["kernel_id"] = "log_gaussian_stationary_v1", "matern32_v1"
+
+    return edited_config(tmp_path, "arrival_lgcp_config_5B", stationary, name="nb2")
+
+
+@pytest.mark.parametrize("variant", ["poisson-ou", "nb2-stationary"])
+def test_the_stream_and_the_stored_files_give_the_same_outcomes_whatever_the_threads(
+        variant, tiny_world: WorldInfo, tmp_path: Path, threads, monkeypatch):
+    monkeypatch.setattr(sink, "ROW_GROUP_ROWS", 2_053)  # a prime: row groups begin and end inside entities
+    config = None if variant == "poisson-ou" else _stationary_nb2(tmp_path)
+    first = None
+    for count, chunk in ((1, None), (3, 7)):
+        threads(count)
+        root = tmp_path / f"w{count}"
+        shutil.copytree(tiny_world.root, root)
+        st = store(root, config)
+        streamed, ident = _realise_with_stream_checks(st, PartitionKey(42, "stress_v1"), chunk)
+        assert sorted(streamed) == sorted(STREAMED)
+        for dataset in STREAMED:
+            stored = checks.evaluate(st, ident, dataset)
+            assert streamed[dataset] == stored, dataset  # messages, facts and sums alike
+            assert all(o.passed for o in stored if o.severity == "ERROR"), [o.summary for o in stored]
+        first = first or streamed
+        assert streamed == first  # and alike at any thread count and chunk size
+
+
+def _one_changed(table: pa.Table, column: str, row: int, value) -> pa.Table:
+    values = table[column].to_numpy().copy()
+    values[row] = value
+    return table.set_column(table.schema.get_field_index(column), column, pa.array(values))
+
+
+def _failed(outcomes) -> dict[str, str]:
+    return {o.name: o.summary for o in outcomes if not o.passed}
+
+
+def test_defects_the_engine_writes_fail_the_stream_checks_at_their_row(tiny_world_copy: WorldInfo, monkeypatch):
+    """A λ_realised off its law (S2), a ξ in the latent field that is not the one applied (S2) and an RNG event
+    that logs another bucket (S3), each made by the engine as it writes: the stream's checks fail the rule each
+    breaks, naming the row, while the state itself publishes (only its checks judge these rules)."""
+    realised_table, field_table, events_table = (realise._realised_table, realise._latent_field_table,
+                                                 realise._count_events_table)
+
+    def bad_realised(domain, e0, e1, identity, lgcp, target, factor, realised):
+        table = realised_table(domain, e0, e1, identity, lgcp, target, factor, realised)
+        return _one_changed(table, "lambda_realised", 5, float(realised[5]) * 2 + 1) if e0 == 0 else table
+
+    def bad_field(field, domain, identity):
+        return _one_changed(field_table(field, domain, identity), "lambda_random_component", 3, 7.0)
+
+    def bad_events(domain, e0, e1, identity, policy, rng, draws):
+        table = events_table(domain, e0, e1, identity, policy, rng, draws)
+        return _one_changed(table, "bucket_index", 2, int(table["bucket_index"][2].as_py()) + 1) if e0 == 0 else table
+
+    monkeypatch.setattr(realise, "_realised_table", bad_realised)
+    monkeypatch.setattr(realise, "_latent_field_table", bad_field)
+    monkeypatch.setattr(realise, "_count_events_table", bad_events)
+    streamed, _ = _realise_with_stream_checks(store(tiny_world_copy), PartitionKey(42, "baseline_v1"))
+    realised = _failed(streamed["s2_realised_intensity_5B"])
+    assert list(realised) == [checks.NUMERIC_VALID] and "λ_realised ≠ min(λ_baseline·ξ, lambda_max)" in \
+        realised[checks.NUMERIC_VALID], realised
+    key = next(o for o in streamed["s2_realised_intensity_5B"] if not o.passed).metadata["offending_keys"][0]
+    assert key["bucket_index"] == 5
+    latent = _failed(streamed["s2_latent_field_5B"])
+    assert checks.NUMERIC_VALID in latent and "ξ differs from the ξ applied to s2_realised_intensity_5B" in \
+        latent[checks.NUMERIC_VALID], latent
+    events = _failed(streamed["rng_event_arrival_bucket_count"])
+    assert set(events) == {checks.PRIMARY_KEY_UNIQUE, checks.RNG_ACCOUNTING}, events
+    assert "event row 2 is not the count row" in events[checks.PRIMARY_KEY_UNIQUE]
+    assert _failed(streamed["s3_bucket_counts_5B"]) == {}
+
+
+def test_a_count_that_decodes_to_another_than_was_drawn_fails_in_the_stream(tiny_world_copy: WorldInfo,
+                                                                            monkeypatch):
+    """The counts the RNG events were drawn for travel beside the count rows: a published count_N that differs
+    from its draw (the law's replay may not sample that row) fails NUMERIC_VALID there."""
+    counts_table = realise._counts_table
+
+    def bad_counts(domain, e0, e1, identity, policy, mu, draws):
+        table = counts_table(domain, e0, e1, identity, policy, mu, draws)
+        drawing = int(np.flatnonzero(mu > policy.lambda_zero_eps)[0])
+        return _one_changed(table, "count_N", drawing, int(draws.count[drawing]) + 1) if e0 == 0 else table
+
+    monkeypatch.setattr(realise, "_counts_table", bad_counts)
+    streamed, _ = _realise_with_stream_checks(store(tiny_world_copy), PartitionKey(42, "baseline_v1"))
+    counted = _failed(streamed["s3_bucket_counts_5B"])
+    assert "count_N decodes to another count than was drawn" in counted[checks.NUMERIC_VALID], counted
+
+
+def test_checks_in_the_stream_leave_the_bytes_as_they_are(tiny_world: WorldInfo, tmp_path: Path):
+    """Observing the stream changes no published byte (the golden digests hold with or without it)."""
+    digests = []
+    for observed in (False, True):
+        root = tmp_path / str(observed)
+        shutil.copytree(tiny_world.root, root)
+        st = store(root)
+        for state in pipeline.STATES:
+            observer = checks.StreamChecks(st) if observed and state.streams else None
+            state.runner(st, PartitionKey(42, "baseline_v1"), pipeline.RunOptions(observe=observer))
+        digests.append({p.relative_to(root): p.read_bytes() for p in sorted((root / "data" / "layer2").rglob("*.parquet"))})
+    assert digests[0] == digests[1] and len(digests[0]) >= 11
+
+
+def test_the_events_replayed_are_every_stride_th_of_the_log(tiny_world_copy: WorldInfo):
+    """At most replay_sample_events events, every ⌊grid rows / replay_sample_events⌋-th from the first."""
+    st = store(tiny_world_copy)
+    streamed, ident = _realise_with_stream_checks(st, PartitionKey(42, "baseline_v1"))
+    replay = {o.name: o for o in streamed["rng_event_arrival_bucket_count"]}[checks.RNG_REPLAY]
+    events = pipeline.table_rows(st.path("rng_event_arrival_bucket_count", **ident.tokens()))
+    stride = pipeline.table_rows(st.path("s3_bucket_counts_5B", **ident.tokens())) // 1000
+    assert replay.passed and replay.metadata["events_replayed"] == len(range(0, events, stride)) <= 1000
+    assert dataclasses.asdict(replay) == dataclasses.asdict(
+        {o.name: o for o in checks.evaluate(st, ident, "rng_event_arrival_bucket_count")}[checks.RNG_REPLAY])
