@@ -9,6 +9,7 @@ and the same from the stream as from the files.
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -19,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import counts, entity_grid, latent, pipeline, sink, table_schema
+from .. import counts, entity_grid, latent, parallel, pipeline, sink, table_schema
 from ..errors import CONTRACT_INVALID, ArrivalError
 from ..prefetch import prefetched
 from ..rng import ledger, variates
@@ -261,12 +262,22 @@ class RealisedCheck(GridCheck):
     def __init__(self, ctx: CheckContext, factors: np.ndarray | None) -> None:
         super().__init__(ctx)
         self.factors = factors  # ξ per (group, bucket) of the published latent field (None: not published)
-        self.replays = self.ctx.group_replays()
-        self.positions = []
-        for _, chosen, _ in self.replays:  # the reference's sample, and the engine's every group under `full`
+
+    @functools.cached_property
+    def replays(self) -> list:
+        """The reference's sample, and the engine's every group under `full` (asked for by the first row group,
+        so a replay begun earlier on a thread of its own goes on while the state starts)."""
+        return self.ctx.group_replays()
+
+    @functools.cached_property
+    def positions(self) -> list[np.ndarray]:
+        """Each replay's index of every group (−1: not replayed)."""
+        out = []
+        for _, chosen, _ in self.replays:
             position = np.full(len(self.ctx.domain.group_ids), -1)
             position[chosen] = np.arange(len(chosen))
-            self.positions.append(position)
+            out.append(position)
+        return out
 
     def rules(self, rows: Rows, found: GridFound) -> None:
         d, lgcp, start, table = self.ctx.domain, self.ctx.lgcp, rows.start, rows.rows
@@ -739,6 +750,8 @@ class StreamChecks:
         self.state: str | None = None
         self._checks: dict[str, RowGroupCheck | None] = {}
         self._cpu_seconds = 0.0  # what the checks derived in the stream beside their row groups
+        self._lock = threading.Lock()
+        self._replayed = None
 
     @property
     def cpu_seconds(self) -> float:
@@ -759,12 +772,24 @@ class StreamChecks:
             self._checks[REALISED] = None  # made once ξ is drawn (`drawn`)
             if s2.lgcp.emit_latent_field:
                 self._checks[LATENT] = None
-            _ = s2.group_replays()  # the reference's replay, before the stream's row groups need it
+            # The reference's replay, on a thread of its own while the state draws ξ and starts its stream (its
+            # CPU seconds are counted with the stream's checks, on whichever thread they are spent).
+            self._replayed = parallel.soon(lambda: self._timed(s2.group_replays), own_thread=True)
         elif self.state == "S3":
             self._checks[COUNTS] = CountsCheck(ctx)
             self._checks[COUNT_EVENTS] = CountEventsCheck(ctx)
-        self._cpu_seconds += time.thread_time() - started
+        with self._lock:
+            self._cpu_seconds += time.thread_time() - started
         return {dataset_id: self._inspect(dataset_id) for dataset_id in self._checks}
+
+    def _timed(self, work):
+        """work(), its thread's CPU seconds counted with the stream's checks."""
+        started = time.thread_time()
+        try:
+            return work()
+        finally:
+            with self._lock:
+                self._cpu_seconds += time.thread_time() - started
 
     def _inspect(self, dataset_id: str) -> sink.Inspector:
         return lambda group: self._checks[dataset_id].inspect(group)
@@ -778,7 +803,8 @@ class StreamChecks:
         self._checks[REALISED] = RealisedCheck(self.ctx, factor if emitted else None)
         if emitted:
             self._checks[LATENT] = LatentCheck(self.ctx, factor)
-        self._cpu_seconds += time.thread_time() - started
+        with self._lock:
+            self._cpu_seconds += time.thread_time() - started
 
     def streamed(self) -> tuple[str, ...]:
         """The datasets checked in the stream (none when the state was verified, not streamed)."""
@@ -786,6 +812,8 @@ class StreamChecks:
 
     def results(self, dataset_id: str) -> dict[str, CheckResult]:
         """The outcomes of a dataset checked in the stream (the state has committed its files)."""
+        if self._replayed is not None:
+            self._replayed()  # its failure, if any, is the outcome's
         check = self._checks[dataset_id]
         if isinstance(check, CountEventsCheck):
             return check.results(self._checks[COUNTS].drawing())
