@@ -74,6 +74,7 @@ def check_time_grid(ctx: CheckContext) -> dict[str, CheckResult]:
 def check_grouping(ctx: CheckContext) -> dict[str, CheckResult]:
     results = scan_table(ctx, "s1_grouping_5B", pipeline.default_chunk_rows())
     domain = CheckResult()
+    _ = ctx.gate  # the sealed inputs, re-proved: the surface compared with is the one S0 sealed, policies unchanged
     entities = ctx.surface_entities
     grouped = ctx.grouping.select(ENTITY_KEYS)
     keys = list(ENTITY_KEYS)
