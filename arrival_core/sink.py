@@ -26,16 +26,13 @@ def parquet_options(schema: pa.Schema) -> dict:
     """The 5B file format, by column type: strings in dictionary pages (dictionary-coded arrays are written as their
     codes), integers delta-packed (bucket indexes and RNG counters shrink to almost nothing), floats plain (a
     dictionary of continuous values rarely pays for its hashing); statistics on the non-string columns, which
-    readers prune by; floats compressed with LZ4 (raw), every other column with zstd level 1 — continuous floats
-    barely compress, and LZ4 writes them in about 3/4 of zstd's time and reads them back in about 2/3, for files
-    about 7 % larger; pages cut by size only (a page per 20,000 rows, Arrow's default, costs a compression context
-    each and makes constant columns dear). No Arrow schema is embedded, so readers see plain strings."""
+    readers prune by; zstd level 1; pages cut by size only (a page per 20,000 rows, Arrow's default, costs a
+    compression context each and makes constant columns dear). No Arrow schema is embedded, so readers see plain
+    strings."""
     strings = [f.name for f in schema if _is_string(f.type)]
     encodings = {f.name: "DELTA_BINARY_PACKED" if pa.types.is_integer(f.type) else "PLAIN"
                  for f in schema if not _is_string(f.type) and not pa.types.is_boolean(f.type)}
-    floats = {f.name for f in schema if pa.types.is_floating(f.type)}
-    return {"compression": {f.name: "lz4" if f.name in floats else "zstd" for f in schema},
-            "compression_level": {f.name: 1 for f in schema if f.name not in floats}, "use_dictionary": strings,
+    return {"compression": "zstd", "compression_level": 1, "use_dictionary": strings,
             "write_statistics": [f.name for f in schema if f.name not in strings], "column_encoding": encodings,
             "max_rows_per_page": ROW_GROUP_ROWS, "store_schema": False}
 
