@@ -141,12 +141,18 @@ class RowGroupCheck:
 # ---- grid tables (entity × bucket) ---------------------------------------------------------------------------------
 
 @dataclass
-class GridFound:
-    """What one row group of a grid table showed: its rows, schema and placement problems, and (while it was
-    where grid × grouping puts it) the table's own rules."""
+class Found:
+    """What one row group showed: its rows and its schema problems (each table adds its own)."""
 
     rows: int
     schema: CheckResult = field(default_factory=CheckResult)
+
+
+@dataclass
+class GridFound(Found):
+    """What one row group of a grid table showed: placement problems and (while it was where grid × grouping puts
+    it) the table's own rules."""
+
     domain: CheckResult = field(default_factory=CheckResult)
     aligned: bool = True
     rules: dict[str, CheckResult] = field(default_factory=dict)
@@ -410,11 +416,9 @@ class CountsCheck(GridCheck):
 # ---- the count RNG log ---------------------------------------------------------------------------------------------
 
 @dataclass
-class EventFound:
+class EventFound(Found):
     """What one row group of the count event log showed."""
 
-    rows: int
-    schema: CheckResult = field(default_factory=CheckResult)
     key: CheckResult = field(default_factory=CheckResult)
     accounting: CheckResult = field(default_factory=CheckResult)
     totals: tuple[int, int] = (0, 0)  # draws, blocks
@@ -510,11 +514,9 @@ class CountEventsCheck(RowGroupCheck):
 # ---- the latent field ----------------------------------------------------------------------------------------------
 
 @dataclass
-class LatentFound:
+class LatentFound(Found):
     """What one row group of the latent field showed."""
 
-    rows: int
-    schema: CheckResult = field(default_factory=CheckResult)
     domain: CheckResult = field(default_factory=CheckResult)
     numeric: CheckResult = field(default_factory=CheckResult)
 
