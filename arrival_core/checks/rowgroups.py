@@ -97,12 +97,18 @@ class RowGroupCheck:
         self._found: dict[int, object] = {}
         self._lock = threading.Lock()
         self.cpu_seconds = 0.0  # spent by the threads that decoded and examined its row groups
+        self._failure: Exception | None = None
 
     def inspect(self, group: sink.RowGroupBytes) -> None:
-        """A row group as its state's worker encoded it: decoded from its bytes and checked (a `sink.Inspector`)."""
+        """A row group as its state's worker encoded it: decoded from its bytes and checked (a `sink.Inspector`).
+        A failure to check it is the checks' (raised by `found`), never the state's: its files still publish."""
         started = time.thread_time()
-        self.feed(Rows(group.index, group.start, group.decoded(self.strings),
-                       pipeline.integer_extremes(group.footer), group.companion), started)
+        try:
+            self.feed(Rows(group.index, group.start, group.decoded(self.strings),
+                           pipeline.integer_extremes(group.footer), group.companion), started)
+        except Exception as exc:  # noqa: BLE001 - reported as the dataset's outcome once the state has committed
+            with self._lock:
+                self._failure = self._failure or exc
 
     def feed(self, rows: Rows, started: float | None = None) -> None:
         started = time.thread_time() if started is None else started
@@ -112,7 +118,9 @@ class RowGroupCheck:
             self.cpu_seconds += time.thread_time() - started
 
     def found(self) -> list:
-        """Each row group's findings, in file order."""
+        """Each row group's findings, in file order (re-raising the failure to check one in the stream)."""
+        if self._failure is not None:
+            raise self._failure
         return [self._found[i] for i in sorted(self._found)]
 
     def examine(self, rows: Rows) -> object:

@@ -158,3 +158,20 @@ def test_the_events_replayed_are_every_stride_th_of_the_log(tiny_world_copy: Wor
     assert replay.passed and replay.metadata["events_replayed"] == len(range(0, events, stride)) <= 1000
     assert dataclasses.asdict(replay) == dataclasses.asdict(
         {o.name: o for o in checks.evaluate(st, ident, "rng_event_arrival_bucket_count")}[checks.RNG_REPLAY])
+
+
+def test_a_check_that_fails_in_the_stream_fails_its_outcomes_not_the_state(tiny_world_copy: WorldInfo, monkeypatch):
+    """The state publishes whatever its checks meet: a row group that cannot be checked fails every check of its
+    dataset, with the reason, once the state has committed."""
+    from arrival_core.checks import rowgroups
+
+    def unreadable(self, rows, found):
+        raise pa.ArrowInvalid("row group made unreadable by the test")
+
+    monkeypatch.setattr(rowgroups.CountsCheck, "rules", unreadable)
+    st = store(tiny_world_copy)
+    streamed, ident = _realise_with_stream_checks(st, PartitionKey(42, "baseline_v1"))
+    assert st.path("s3_bucket_counts_5B", **ident.tokens()).is_file()  # S3 committed
+    counted = streamed["s3_bucket_counts_5B"]
+    assert counted and all(not o.passed and "row group made unreadable by the test" in o.summary for o in counted)
+    assert all(o.passed for o in streamed["s2_realised_intensity_5B"])
