@@ -275,6 +275,12 @@ class RealisedCheck(GridCheck):
 
     def __init__(self, ctx: CheckContext, factors: np.ndarray | None) -> None:
         super().__init__(ctx)
+        d = self.ctx.domain
+        self.unmatched = None  # why the rows' ξ cannot be compared with the latent field's, if they cannot
+        if factors is not None and factors.shape != (len(d.group_ids), d.buckets):
+            self.unmatched = (f"s2_latent_field_5B holds {factors.size} values of ξ, not one per group and bucket "
+                              f"({len(d.group_ids)} × {d.buckets}): the rows' ξ cannot be compared with it")
+            factors = None
         self.factors = factors  # ξ per (group, bucket) of the published latent field (None: not published)
 
     @functools.cached_property
@@ -330,6 +336,8 @@ class RealisedCheck(GridCheck):
     def results(self) -> dict[str, CheckResult]:
         results, counted = self.grid_results()
         rules = self.rule_results(counted)
+        if self.unmatched is not None:
+            rules[NUMERIC_VALID].fail(self.unmatched)
         replays = self.replays
         rules[RNG_REPLAY].facts |= {"groups_replayed": max(len(chosen) for _, chosen, _ in replays),
                                     "groups_replayed_by_reference": len(replays[0][1]),
@@ -742,8 +750,8 @@ def _published_factors(ctx: CheckContext, buckets: int) -> np.ndarray | None:
     path = ctx.path(LATENT)
     if not path.is_file():
         return None
-    return pq.read_table(path, columns=["lambda_random_component"])["lambda_random_component"].to_numpy().reshape(
-        -1, buckets)
+    factors = pq.read_table(path, columns=["lambda_random_component"])["lambda_random_component"].to_numpy()
+    return factors.reshape(-1, buckets) if factors.size % buckets == 0 else factors.reshape(1, -1)
 
 
 # ---- in the stream -------------------------------------------------------------------------------------------------

@@ -153,3 +153,18 @@ def test_a_law_bug_in_the_engine_fails_the_replay_because_the_reference_shares_n
         outcomes = {o.name: o for o in checks.evaluate(st, ident, dataset)}
         assert not outcomes[checks.RNG_REPLAY].passed, dataset
         assert outcomes[checks.NUMERIC_VALID].passed, dataset
+
+
+def test_a_latent_field_of_another_shape_fails_the_realised_rows_comparison_not_the_evaluation(clean, tmp_path):
+    """The realised rows' ξ are compared with the published latent field only when it holds one ξ per group and
+    bucket; a field of another shape fails that rule, by name, and the realised rows' other rules still run."""
+    st, ident = clean
+    root = tmp_path / "w"
+    shutil.copytree(st.run_root, root)
+    edited = store(root)
+    file = path(edited, "s2_latent_field_5B", ident)
+    pl.read_parquet(file).head(-1).write_parquet(file)
+    outcomes = {o.name: o for o in checks.evaluate(edited, ident, "s2_realised_intensity_5B")}
+    assert not outcomes[checks.NUMERIC_VALID].passed
+    assert "not one per group and bucket" in outcomes[checks.NUMERIC_VALID].summary
+    assert outcomes[checks.SCHEMA_VALID].passed and outcomes[checks.RNG_REPLAY].passed
