@@ -535,12 +535,14 @@ class LatentFound(Found):
 
     domain: CheckResult = field(default_factory=CheckResult)
     numeric: CheckResult = field(default_factory=CheckResult)
+    factor_not_one: bool = False  # some ξ ≠ 1 (what latent_model_id none forbids)
 
 
 class LatentCheck(RowGroupCheck):
     """s2_latent_field_5B: one row per (group, bucket) in order with the policy's σ and L and ξ = clip(exp(Z − σ²/2));
     from the stream also ξ the one applied to λ_realised; then Z and ξ of the sampled groups replayed by the
-    reference and the latent corridor, over the whole field (Z and ξ kept as groups × buckets)."""
+    reference and the latent corridor, over the whole field (Z kept as groups × buckets, ξ for the replayed groups
+    only)."""
 
     dataset_id = LATENT
 
@@ -551,7 +553,11 @@ class LatentCheck(RowGroupCheck):
         self.applied = applied  # ξ per (group, bucket) applied to λ_realised (from the stream; None from files)
         self.sigma = np.zeros(g) if lgcp.latent_model_id == "none" else self.ctx.params["sigma"].to_numpy()
         self.length = self.ctx.params["length_scale_buckets"].to_numpy()
-        self.latent, self.factor = np.zeros((g, h)), np.zeros((g, h))
+        # ξ is kept only for the groups a replay compares (the reference's sample; every group under `full`).
+        kept = np.arange(g) if self.ctx.replay == "full" else self.ctx.sample(g, full=False)
+        self.slot = np.full(g, -1)
+        self.slot[kept] = np.arange(len(kept))
+        self.latent, self.factor = np.zeros((g, h)), np.zeros((len(kept), h))
 
     def examine(self, rows: Rows) -> LatentFound:
         d, lgcp, table, start = self.ctx.domain, self.ctx.lgcp, rows.rows, rows.start
@@ -589,7 +595,10 @@ class LatentCheck(RowGroupCheck):
                 found.numeric.fail(f"{int(bad.sum())} row(s): {label}",
                                    {"group_id": d.group_ids[group[i]], "bucket_index": int(bucket[i])})
         self.latent.ravel()[start:start + n] = z
-        self.factor.ravel()[start:start + n] = factor
+        found.factor_not_one = bool((factor != 1).any())
+        slot = self.slot[group]
+        kept = np.flatnonzero(slot >= 0)
+        self.factor[slot[kept], bucket[kept]] = factor[kept]
         return found
 
     def results(self) -> dict[str, CheckResult]:
@@ -614,7 +623,7 @@ class LatentCheck(RowGroupCheck):
         replay, corridor = CheckResult(), CheckResult()
         replays = ctx.group_replays()
         for by, chosen, fresh in replays:  # the reference's sample, and the engine's every group under `full`
-            bad = (latent_z[chosen] != fresh.latent) | (factor[chosen] != fresh.factor)
+            bad = (latent_z[chosen] != fresh.latent) | (factor[self.slot[chosen]] != fresh.factor)
             if bad.any():
                 gi, t = np.argwhere(bad)[0]
                 replay.fail(f"{int(bad.sum())} latent value(s) do not replay by the {by}",
@@ -623,7 +632,7 @@ class LatentCheck(RowGroupCheck):
                          "groups_replayed_by_reference": len(replays[0][1]), "mode": ctx.replay}
         if lgcp.latent_model_id == "none":
             corridor.facts["model"] = "none (ξ ≡ 1)"
-            if (latent_z != 0).any() or (factor != 1).any():
+            if (latent_z != 0).any() or any(f.factor_not_one for f in found):
                 corridor.fail("latent_model_id none but Z ≠ 0 or ξ ≠ 1")
         else:
             _latent_corridor_result(ctx, latent_z, self.sigma, corridor)
