@@ -4,12 +4,13 @@ with its outputs' checks in its own step."""
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 
 from arrival_core import checks as core_checks
-from arrival_core import contracts, pipeline
+from arrival_core import contracts, parallel, pipeline
 from arrival_core.bench import cpu_seconds
 from arrival_core.version import code_version
 
@@ -63,6 +64,15 @@ class PhaseClock:
         """Close `phase`: the time since the previous lap (or the clock's start)."""
         now = self._now()
         self.phases.append([phase, now[0] - self._mark[0], now[1] - self._mark[1]])
+        self._mark = now
+
+    def lap_beside(self, phase: str, beside: str, wall: float, cpu: float) -> None:
+        """Close `phase`, during which `beside` ran on a thread of its own for `wall` seconds and `cpu` CPU seconds
+        (counted for `beside`, not `phase`); `beside` is listed first."""
+        now = self._now()
+        self.phases.append([beside, wall, cpu])
+        self.phases.append([phase, now[0] - self._mark[0], now[1] - self._mark[1] - cpu])
+        self._notes[beside] = " beside the checks"
         self._mark = now
 
     def move_cpu(self, seconds: float, source: str, target: str, note: str) -> None:
@@ -132,16 +142,41 @@ def picture_metadata(diagnostics: Mapping[str, Any], partition: str) -> dict[str
     return out
 
 
-def drawn_pictures(context: dg.AssetExecutionContext, diagnostics: Mapping[str, Any],
-                   outputs: tuple[str, ...], partition: str) -> dict[str, dict[str, Any]]:
-    """The state's pictures (or the partition's previous ones). The state has committed when they are drawn, so
-    a picture that cannot be drawn (values no axis can hold, such as λ near the float maximum) is a warning in
-    the step's log and no picture: it never fails, or uncodes, a state whose files are published."""
+@dataclass
+class Drawn:
+    """The pictures a state's step drew on a thread of its own (beside its checks), what stopped them, and the
+    thread's wall and CPU seconds."""
+
+    pictures: dict[str, dict[str, Any]]
+    failure: Exception | None
+    wall: float
+    cpu: float
+
+
+def draw_pictures(diagnostics: Mapping[str, Any], partition: str) -> Drawn:
+    """The state's pictures, timed on the calling thread; a failure is kept, not raised (see `drawn_pictures`)."""
+    wall, cpu = time.perf_counter(), time.thread_time()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # overflow and degenerate-axis warnings of extreme values
-            return picture_metadata(diagnostics, partition) or previous_pictures(context, outputs)
+            pictures, failure = picture_metadata(diagnostics, partition), None
     except Exception as exc:  # noqa: BLE001 - any failure of a picture leaves the committed state as it is
+        pictures, failure = {}, exc
+    return Drawn(pictures, failure, time.perf_counter() - wall, time.thread_time() - cpu)
+
+
+def drawn_pictures(context: dg.AssetExecutionContext, drawn: Drawn, outputs: tuple[str, ...]
+                   ) -> dict[str, dict[str, Any]]:
+    """The state's pictures (or the partition's previous ones). The state has committed when they are drawn, so
+    a picture that cannot be drawn (values no axis can hold, such as λ near the float maximum) is a warning in
+    the step's log and no picture: it never fails, or uncodes, a state whose files are published."""
+    if drawn.failure is not None:
+        exc = drawn.failure
+        context.log.warning(f"no picture for {', '.join(outputs)}: {type(exc).__name__}: {exc}")
+        return {}
+    try:
+        return drawn.pictures or previous_pictures(context, outputs)
+    except Exception as exc:  # noqa: BLE001 - as above
         context.log.warning(f"no picture for {', '.join(outputs)}: {type(exc).__name__}: {exc}")
         return {}
 
@@ -229,8 +264,22 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
             plots.preload()
         result = call_core(context, step.runner, st, part, options)
         clock.lap("state")
-        pictures = drawn_pictures(context, result.diagnostics, step.outputs, str(context.partition_key))
-        clock.lap("pictures")
+        # The pictures are drawn on a thread of their own while the state's checks are made (the state has
+        # committed: its files are what both are about); the materialisations still come first, then the checks.
+        drawing = parallel.soon(lambda: draw_pictures(result.diagnostics, str(context.partition_key)),
+                                own_thread=True)
+        known = {k: v for k, v in result.diagnostics.items() if k in core_checks.KNOWN}
+        try:
+            checked = list(evaluate_state_checks(context, st, result.identity, step, recall=True,
+                                                 streamed=streamed, known=known))
+            stopped = None
+        except BaseException as exc:  # noqa: BLE001 - raised once the materialisations are yielded
+            checked, stopped = [], exc
+        drawn = drawing()
+        clock.lap_beside("checks", "pictures", drawn.wall, drawn.cpu)
+        if streamed is not None and streamed.cpu_seconds:
+            clock.move_cpu(streamed.cpu_seconds, "state", "checks", "in the state's stream")
+        pictures = drawn_pictures(context, drawn, step.outputs)
         by_id = {p.dataset_id: p for p in result.published}
         metrics = result.report.get("metrics") or {}
         tokens = result.identity.tokens()
@@ -247,13 +296,10 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
             yield materialize(out, by_id[out], identity_tokens=tokens, metrics=metrics, extra=extra)
         # The state's files were just computed or verified: its checks follow in the same step; a failed ERROR
         # check fails the step, so nothing downstream starts.
-        known = {k: v for k, v in result.diagnostics.items() if k in core_checks.KNOWN}
-        yield from evaluate_state_checks(context, st, result.identity, step, recall=True, streamed=streamed,
-                                         known=known)
-        clock.lap("checks")
-        if streamed is not None and streamed.cpu_seconds:
-            clock.move_cpu(streamed.cpu_seconds, "state", "checks", "in the state's stream")
         context.log.info(clock.line())
+        if stopped is not None:
+            raise stopped
+        yield from checked
 
     return _state
 
