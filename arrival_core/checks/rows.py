@@ -1,0 +1,119 @@
+"""What the row-group checks of the big tables share: a row group to check (`Rows`), the base of a table's
+checks, fed row group by row group from any thread, its findings merged in file order (`RowGroupCheck`), and the
+findings every table keeps (`Found`).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from .. import pipeline, sink, table_schema
+from ..errors import CONTRACT_INVALID, ArrivalError
+from .context import CheckContext, CheckResult
+from .intensity import (
+    merge_results,
+)
+
+REALISED, LATENT, COUNTS, COUNT_EVENTS = ("s2_realised_intensity_5B", "s2_latent_field_5B", "s3_bucket_counts_5B",
+                                          "rng_event_arrival_bucket_count")
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One row group to check: its ordinal and first row in the file, its rows decoded from the file's bytes, the
+    integer extremes its footer states, and the inputs of its rows (one per row; None where there are none)."""
+
+    index: int
+    start: int
+    rows: pa.Table
+    extremes: Mapping[str, tuple[int, int]]
+    inputs: pa.Table | None
+
+
+def _numbers(rows: pa.Table, name: str) -> np.ndarray:
+    """A numeric column of a row group (one chunk: a view, no copy)."""
+    column = rows[name]
+    return column.chunk(0).to_numpy(zero_copy_only=False) if column.num_chunks == 1 else column.to_numpy()
+
+
+def _string_columns(ctx: CheckContext, dataset_id: str) -> list[str]:
+    """The string columns of a dataset's contract (decoded dictionary-coded, so no per-row string is built)."""
+    dtypes = table_schema.polars_schema(ctx.store.entry(dataset_id).schema_ref, ctx.store.contracts_dir)
+    return [name for name, dtype in dtypes.items() if dtype == pl.String]
+
+
+class RowGroupCheck:
+    """The checks of one dataset fed row group by row group (from any thread), each row group's findings kept by
+    its ordinal; `results` merges them in file order."""
+
+    dataset_id: str
+
+    def __init__(self, ctx: CheckContext) -> None:
+        self.ctx = ctx.view(self.dataset_id)
+        self.strings = _string_columns(self.ctx, self.dataset_id)
+        path = self.ctx.path(self.dataset_id)
+        self.values = pipeline.ValueSets(ctx.store, self.dataset_id, path, CONTRACT_INVALID)
+        self._found: dict[int, object] = {}
+        self._lock = threading.Lock()
+        self.cpu_seconds = 0.0  # spent by the threads that decoded and examined its row groups
+        self._failure: Exception | None = None
+
+    def inspect(self, group: sink.RowGroupBytes) -> None:
+        """A row group as its state's worker encoded it: decoded from its bytes and checked (a `sink.Inspector`).
+        A failure to check it is the checks' (raised by `found`), never the state's: its files still publish."""
+        started = time.thread_time()
+        try:
+            self.feed(Rows(group.index, group.start, group.decoded(self.strings),
+                           pipeline.integer_extremes(group.footer), group.companion), started)
+        except Exception as exc:  # noqa: BLE001 - reported as the dataset's outcome once the state has committed
+            with self._lock:
+                self._failure = self._failure or exc
+
+    def feed(self, rows: Rows, started: float | None = None) -> None:
+        started = time.thread_time() if started is None else started
+        found = self.examine(rows)
+        with self._lock:
+            self._found[rows.index] = found
+            self.cpu_seconds += time.thread_time() - started
+
+    def found(self) -> list:
+        """Each row group's findings, in file order (re-raising the failure to check one in the stream)."""
+        if self._failure is not None:
+            raise self._failure
+        return [self._found[i] for i in sorted(self._found)]
+
+    def examine(self, rows: Rows) -> object:
+        raise NotImplementedError
+
+    def results(self) -> dict[str, CheckResult]:
+        raise NotImplementedError
+
+    def add_values(self, rows: Rows, schema: CheckResult) -> None:
+        """The row group's value sets (its column rules are checked on them at the end)."""
+        try:
+            self.values.add(rows.rows, rows.extremes)
+        except ArrivalError as err:
+            schema.fail(f"rows from {rows.start}: {err.message}")
+
+    def schema_result(self, rows: int, parts: list[CheckResult]) -> CheckResult:
+        result = merge_results(*parts)
+        try:
+            self.values.validate()
+        except ArrivalError as err:
+            result.fail(err.message)
+        result.facts["rows"] = rows
+        return result
+
+
+@dataclass
+class Found:
+    """What one row group showed: its rows and its schema problems (each table adds its own)."""
+
+    rows: int
+    schema: CheckResult = field(default_factory=CheckResult)
