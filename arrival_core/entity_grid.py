@@ -6,7 +6,7 @@ consecutive rows; chunks are checked against it and outputs are built from its d
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import grid_kernels
 from .errors import ArrivalError, error_code
 from .grouping import ENTITY_KEYS
 
@@ -68,11 +69,10 @@ def dictionary_codes(column: pa.ChunkedArray, dictionary: pa.Array) -> np.ndarra
     """Position in `dictionary` of each value of a string column (−1 where absent or null).
 
     Dictionary-encoded chunks map their own small dictionary once, so no per-row string is compared."""
-    lookup = _positions(dictionary)
     parts = []
     for chunk in column.chunks:
         if pa.types.is_dictionary(chunk.type):
-            mapping = _recoded(chunk, lookup)
+            mapping = _recoded(chunk, dictionary)
             indices = chunk.indices.fill_null(len(chunk.dictionary)) if chunk.null_count else chunk.indices
             parts.append(mapping[indices.to_numpy()])
         else:
@@ -80,15 +80,11 @@ def dictionary_codes(column: pa.ChunkedArray, dictionary: pa.Array) -> np.ndarra
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
 
 
-def _positions(dictionary: pa.Array) -> dict:
-    """Each value of a dictionary with its position."""
-    return {v: i for i, v in enumerate(dictionary.to_pylist())}
-
-
-def _recoded(chunk: pa.DictionaryArray, positions: dict) -> np.ndarray:
-    """The position in the target dictionary of each entry of a chunk's own dictionary (−1 where absent), with a
-    last −1 that null slots can index."""
-    return np.array([positions.get(v, -1) for v in chunk.dictionary.to_pylist()] + [-1], dtype=np.int32)
+def _recoded(chunk: pa.DictionaryArray, dictionary: pa.Array) -> np.ndarray:
+    """The position in `dictionary` (distinct values) of each entry of a chunk's own dictionary (−1 where absent),
+    with a last −1 that null slots can index."""
+    found = pc.index_in(chunk.dictionary, value_set=dictionary).fill_null(-1).to_numpy(zero_copy_only=False)
+    return np.append(found.astype(np.int32), np.int32(-1))
 
 
 def first_mismatch(column: pa.ChunkedArray, value: object) -> int | None:
@@ -116,56 +112,49 @@ def chunk_misaligned(chunk: pa.Table, domain: Domain, e0: int, e1: int, bucket_c
 def rows_misaligned(rows: pa.Table, domain: Domain, start: int, bucket_column: str,
                     *, group_column: str | None = None) -> tuple[int | None, int | None]:
     """First of consecutive rows, the first being row `start` of the grid, that is not where grid × grouping puts
-    it (entity keys and bucket), and first whose `group_column` differs from the entity's group (None when there
-    is none); the rows may begin and end inside an entity."""
+    it (entity keys and bucket; a null is never in place), and first whose `group_column` differs from the entity's
+    group (None when there is none); the rows may begin and end inside an entity. One compiled pass
+    (`grid_kernels.misaligned`)."""
     h = domain.buckets
     if start + rows.num_rows > domain.rows:
         return max(0, domain.rows - start), None
-    def per_entity(values: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        return lambda at: values[at // h]
-    firsts = [_first_off_grid(rows[bucket_column], h, lambda at: at % h, step=1, start=start),
-              _first_off_grid(rows["merchant_id"], h, per_entity(domain.merchant_id), start=start)]
-    firsts += [_first_off_grid(rows[c], h, per_entity(domain.codes[c]), domain.dictionaries[c], start=start)
-               for c in _STRING_KEYS]
-    if any(f is not None for f in firsts):
-        return min(f for f in firsts if f is not None), None
-    if group_column is not None:
-        return None, _first_off_grid(rows[group_column], h, per_entity(domain.entity_group),
-                                     domain.dictionaries["group_id"], start=start)
-    return None, None
+    if not rows.num_rows:
+        return None, None
+    e0, e1 = start // h, (start + rows.num_rows - 1) // h + 1
+    nulls: list[int] = []
+
+    def numbers(name: str) -> np.ndarray:
+        column = _one_chunk(rows[name])
+        if column.null_count:
+            nulls.append(int(np.argmax(~column.is_valid().to_numpy(zero_copy_only=False))))
+            column = column.fill_null(0)
+        return column.to_numpy(zero_copy_only=False)
+
+    def coded(name: str, per_entity: np.ndarray) -> grid_kernels.Coded:
+        column = _one_chunk(rows[name])
+        if not pa.types.is_dictionary(column.type):
+            column = column.dictionary_encode()  # plain strings: compared as codes like dictionary-coded ones
+        mapping = _recoded(column, domain.dictionaries[name])  # its last −1: where nulls point
+        indices = column.indices.fill_null(len(column.dictionary)) if column.null_count else column.indices
+        return indices.to_numpy(zero_copy_only=False), mapping, per_entity[e0:e1]
+
+    key_row, group_row = grid_kernels.misaligned(
+        start - e0 * h, h, numbers(bucket_column), numbers("merchant_id"), domain.merchant_id[e0:e1],
+        tuple(coded(c, domain.codes[c]) for c in _STRING_KEYS),
+        None if group_column is None else coded(group_column, domain.entity_group))
+    firsts = nulls + ([] if key_row is None else [key_row])
+    if firsts:
+        return min(firsts), None
+    return None, group_row
 
 
-def _first_off_grid(column: pa.ChunkedArray, h: int, expected: Callable[[np.ndarray], np.ndarray],
-                    dictionary: pa.Array | None = None, *, step: int = 0, start: int = 0) -> int | None:
-    """First row of a column of grid rows (H rows an entity; its first row is grid row `start`) whose value is not
-    `expected(grid row)`, given that the value moves by `step` from row to row inside an entity (0: a key, 1: the
-    bucket).
-
-    Only the rows where the value moves otherwise and each entity's (and each piece's) first row are compared
-    with the expectation: the first wrong row is always one of them, so no per-row expectation is built.
-    Strings are compared as codes into `dictionary`."""
-    positions = None if dictionary is None else _positions(dictionary)
-    offset = 0
-    for piece in column.chunks:
-        if dictionary is not None and not pa.types.is_dictionary(piece.type):
-            piece = piece.dictionary_encode()  # plain strings: compared as codes like dictionary-coded ones
-        values = piece.indices if pa.types.is_dictionary(piece.type) else piece
-        raw = (values.fill_null(0) if piece.null_count else values).to_numpy(zero_copy_only=False)  # nulls: hits
-        at = start + offset  # the grid row of the piece's first row
-        moved = np.flatnonzero((np.diff(raw) != step) if step else (raw[1:] != raw[:-1])) + 1
-        moved = moved[(at + moved) % h != 0]
-        probe = np.union1d([0], np.arange((-at) % h, len(raw), h)).astype(np.int64)[: len(raw)]
-        found = raw[probe]
-        if positions is not None:
-            found = _recoded(piece, positions)[found]
-        wrong = probe[found != expected(at + probe)]
-        hits = [int(x[0]) for x in (moved, wrong) if len(x)]
-        if piece.null_count:
-            hits.append(int(np.argmax(~piece.is_valid().to_numpy(zero_copy_only=False))))
-        if hits:
-            return offset + min(hits)
-        offset += len(raw)
-    return None
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    """A column as one array (its chunks joined, dictionaries unified, only when it has several)."""
+    if column.num_chunks == 1:
+        return column.chunk(0)
+    if pa.types.is_dictionary(column.type):
+        column = column.unify_dictionaries()
+    return column.combine_chunks() if column.num_chunks else pa.array([], column.type)
 
 
 def row_key(chunk: pa.Table, row: int, columns: tuple[str, ...]) -> dict:

@@ -1,28 +1,16 @@
-"""What the compiled check kernels share: one array type per argument, the tally of failing
+"""What the compiled check kernels share: one array type per argument (`jit.frozen` views), the tally of failing
 rows per rule, and the wait for a run's compiling child.
-
-numba compiles a kernel once per argument type, and whether an array is read-only is part of its type. A column
-taken from Arrow is read-only when it is one chunk and a writable copy when it is several, so each kernel is
-called through `frozen` views: one signature whatever the layout, the one the warm-up child compiles ahead.
 """
 from __future__ import annotations
 
 import numba
-import numpy as np
 
 from .. import warmup
-from ..jit import JIT
+from ..jit import JIT, frozen
 
 __all__ = ["PHASE", "frozen", "ready", "tally"]
 
 PHASE = "check kernels"  # the warm-up phase that compiles them (`evaluation.warmup_phases`)
-
-
-def frozen(array: np.ndarray) -> np.ndarray:
-    """A read-only view of an array (no copy)."""
-    view = np.asarray(array).view()
-    view.flags.writeable = False
-    return view
 
 
 def ready() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from .. import memory, parallel, pipeline, warmup
+from .. import grid_kernels, memory, parallel, pipeline, warmup
 from ..encoding import jsonable
 from ..errors import ArrivalError
 from ..identity import Identity
@@ -147,7 +147,8 @@ def evaluate_datasets(store: Store, identity: Identity, dataset_ids: Sequence[st
 
 def check_kernels() -> tuple:
     """The compiled kernels of the checks (the same for every law and model)."""
-    return count_kernels._moment_sums, event_kernels._event_mismatches, intensity_kernels._realised_mismatches
+    return (count_kernels._moment_sums, event_kernels._event_mismatches, intensity_kernels._realised_mismatches,
+            grid_kernels._misaligned)
 
 
 def compile_check_kernels() -> None:
@@ -159,6 +160,7 @@ def compile_check_kernels() -> None:
                                    codes, *(words,) * 5, index, index, draws=1)
     intensity_kernels.realised_mismatches(np.ones(2), np.ones(2), np.ones(2), np.ones(2), 0.0, 1.0, None, None,
                                           np.zeros(1, dtype=np.int32), 2, 0)
+    grid_kernels.compile_misaligned()
 
 
 def warmup_phases() -> tuple[warmup.Phase, ...]:

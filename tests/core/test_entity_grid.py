@@ -93,3 +93,27 @@ def test_a_null_key_is_misaligned_at_its_row() -> None:
     table = table.set_column(2, "tzid", pa.DictionaryArray.from_arrays(
         pa.array(tzid.indices.to_numpy(zero_copy_only=False), mask=mask), tzid.dictionary))
     assert entity_grid.chunk_misaligned(table, domain, 0, 2, "bucket_index") == (9, None)
+
+
+@pytest.mark.parametrize("trial", range(30))
+def test_rows_beginning_and_ending_inside_entities_equal_a_row_by_row_comparison(trial: int) -> None:
+    rng = np.random.default_rng(1000 + trial)  # fixed keys
+    domain = _domain()
+    every = _expected_rows(domain, 0, domain.size)
+    start = int(rng.integers(0, len(every) - 1))
+    stop = int(rng.integers(start + 1, len(every) + 1))
+    expected = every[start:stop]
+    rows = [list(r) for r in expected]
+    if rng.random() < 0.7:  # one edit: a key, the bucket or the group of one row
+        i, column = int(rng.integers(0, len(rows))), int(rng.integers(0, 6))
+        rows[i][column] = every[int(rng.integers(0, len(every)))][column]
+    rows = [tuple(r) for r in rows]
+    table = _chunk(rows, [], plain=trial % 2 == 0)
+    got = entity_grid.rows_misaligned(table, domain, start, "bucket_index", group_column="group_id")
+    assert got == _brute_force(rows, expected), (start, rows)
+
+
+def test_rows_past_the_grid_are_misaligned_where_the_grid_ends() -> None:
+    domain = _domain()
+    rows = _expected_rows(domain, domain.size - 1, domain.size)
+    assert entity_grid.rows_misaligned(_chunk(rows, []), domain, domain.rows - 3, "bucket_index") == (3, None)
