@@ -80,6 +80,16 @@ def dictionary_codes(column: pa.ChunkedArray, dictionary: pa.Array) -> np.ndarra
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
 
 
+def dictionary_indices(column: pa.ChunkedArray, dictionary: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A string column as (int32 index of each row into its own dictionary, int32 mapping of that dictionary into
+    `dictionary`, −1 where absent, with a last −1 that the rows of nulls index): the column's codes, unexpanded."""
+    chunk = _one_chunk(column)
+    if not pa.types.is_dictionary(chunk.type):
+        chunk = chunk.dictionary_encode()  # plain strings: coded like dictionary-coded ones
+    indices = chunk.indices.fill_null(len(chunk.dictionary)) if chunk.null_count else chunk.indices
+    return indices.to_numpy(zero_copy_only=False), _recoded(chunk, dictionary)
+
+
 def _recoded(chunk: pa.DictionaryArray, dictionary: pa.Array) -> np.ndarray:
     """The position in `dictionary` (distinct values) of each entry of a chunk's own dictionary (−1 where absent),
     with a last −1 that null slots can index."""
@@ -131,12 +141,7 @@ def rows_misaligned(rows: pa.Table, domain: Domain, start: int, bucket_column: s
         return column.to_numpy(zero_copy_only=False)
 
     def coded(name: str, per_entity: np.ndarray) -> grid_kernels.Coded:
-        column = _one_chunk(rows[name])
-        if not pa.types.is_dictionary(column.type):
-            column = column.dictionary_encode()  # plain strings: compared as codes like dictionary-coded ones
-        mapping = _recoded(column, domain.dictionaries[name])  # its last −1: where nulls point
-        indices = column.indices.fill_null(len(column.dictionary)) if column.null_count else column.indices
-        return indices.to_numpy(zero_copy_only=False), mapping, per_entity[e0:e1]
+        return (*dictionary_indices(rows[name], domain.dictionaries[name]), per_entity[e0:e1])
 
     key_row, group_row = grid_kernels.misaligned(
         start - e0 * h, h, numbers(bucket_column), numbers("merchant_id"), domain.merchant_id[e0:e1],

@@ -14,7 +14,7 @@ from ..grouping import ENTITY_KEYS
 from ..rng import ledger, streams
 from . import count_kernels, event_kernels, reference
 from .context import CheckContext, CheckResult, document_schema, first_true, key_of, require_file
-from .scanning import GRID_KEYS, column
+from .scanning import GRID_KEYS, numbers
 from .specs import (
     RNG_ACCOUNTING,
     SCHEMA_VALID,
@@ -161,12 +161,6 @@ def _reference_counts(ctx: CheckContext, mu: np.ndarray, entities: np.ndarray, b
     return out
 
 
-
-
-
-
-
-
 def _event_problems(ctx: CheckContext, events: pa.Table, e0: int, rows: np.ndarray, offset: int,
                     policy: counts.CountPolicy, extremes: Mapping[str, tuple[int, int]] | None = None
                     ) -> tuple[tuple[str, dict] | None, tuple[str, dict] | None]:
@@ -175,18 +169,17 @@ def _event_problems(ctx: CheckContext, events: pa.Table, e0: int, rows: np.ndarr
     policy's draws each; None where they hold."""
     d = ctx.domain
     h = d.buckets
-    local = rows // h  # each event's entity within the chunk (its bucket is rows % h)
     ident = ctx.identity
-    e1 = e0 + (int(local[-1]) + 1 if len(local) else 0)
-    key, hi, lo = streams.stream_bases(counts.FAMILY_ID, ident.manifest_fingerprint, ident.parameter_hash,
-                                       ident.seed, ident.scenario_id, counts.domain_keys(d.entities[e0:e1]),
-                                       domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
+    e1 = e0 + (int(rows[-1]) // h + 1 if len(rows) else 0)
+    bases = streams.stream_bases(counts.FAMILY_ID, ident.manifest_fingerprint, ident.parameter_hash,
+                                 ident.seed, ident.scenario_id, counts.domain_keys(d.entities[e0:e1]),
+                                 domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
     strings = event_kernels.KEY_COLUMNS[2:]
     found, first = event_kernels.event_mismatches(
-        local, rows % h, d.merchant_id[e0:e1], np.stack([d.codes[name][e0:e1] for name in strings]), key, hi, lo,
-        *(column(events, name) for name in event_kernels.KEY_COLUMNS[:2]),
-        np.stack([entity_grid.dictionary_codes(events[name], d.dictionaries[name]) for name in strings]),
-        *(column(events, name) for name in event_kernels.ENVELOPE_COLUMNS), draws=policy.draws_per_event)
+        rows, 0, h, d.merchant_id[e0:e1], tuple(d.codes[name][e0:e1] for name in strings), bases,
+        *(numbers(events, name) for name in event_kernels.KEY_COLUMNS[:2]),
+        tuple(entity_grid.dictionary_indices(events[name], d.dictionaries[name]) for name in strings),
+        tuple(numbers(events, name) for name in event_kernels.ENVELOPE_COLUMNS), draws=policy.draws_per_event)
     keyed = len(event_kernels.KEY_COLUMNS)
     firsts = [int(first[:keyed][found[:keyed] > 0].min())] if found[:keyed].any() else []
     firsts += [f for f in (entity_grid.first_mismatch(events[name], value) for name, value in

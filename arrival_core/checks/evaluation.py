@@ -155,9 +155,10 @@ def compile_check_kernels() -> None:
     """Call each of `check_kernels` through its wrapper (which fixes the argument types) on a few elements."""
     words = np.arange(1, 3, dtype=np.uint64)
     count_kernels.moment_sums(np.ones(2), np.ones(2), None)
-    index, codes = np.zeros(2, dtype=np.int64), np.zeros((3, 2), dtype=np.int32)
-    event_kernels.event_mismatches(index, index, words, codes, words, words, words, index.astype(np.int32), words,
-                                   codes, *(words,) * 5, index, index, draws=1)
+    index = np.zeros(2, dtype=np.int64)
+    coded = (np.zeros(2, dtype=np.int32),) * 2
+    event_kernels.event_mismatches(index, 0, 2, words, (index.astype(np.int32),) * 3, (words,) * 3,
+                                   index.astype(np.int32), words, (coded,) * 3, (*(words,) * 5, index, index), draws=1)
     intensity_kernels.realised_mismatches(np.ones(2), np.ones(2), np.ones(2), np.ones(2), 0.0, 1.0, None, None,
                                           np.zeros(1, dtype=np.int32), 2, 0)
     grid_kernels.compile_misaligned()

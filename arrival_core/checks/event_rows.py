@@ -19,7 +19,8 @@ from .intensity import (
     ledger_result,
     merge_results,
 )
-from .rows import COUNT_EVENTS, Found, RowGroupCheck, Rows, _numbers
+from .rows import COUNT_EVENTS, Found, RowGroupCheck, Rows
+from .scanning import numbers
 from .specs import (
     PRIMARY_KEY_UNIQUE,
     RNG_ACCOUNTING,
@@ -60,15 +61,15 @@ class CountEventsCheck(RowGroupCheck):
         h = d.buckets
         found = EventFound(table.num_rows)
         self.add_values(rows, found.schema)
-        found.totals = (int(_numbers(table, "draws").sum()), int(_numbers(table, "blocks").sum()))
+        found.totals = (int(numbers(table, "draws").sum()), int(numbers(table, "blocks").sum()))
         inputs = rows.inputs
         if inputs is None or inputs.num_rows != table.num_rows:
             got = 0 if inputs is None else inputs.num_rows
             found.key.fail(f"event rows from {start}: the counts imply {got} event(s) here, the log holds "
                            f"{table.num_rows}")
             return found
-        logged = _numbers(inputs, "count_row").astype(np.int64)
-        mu = _numbers(inputs, "mu")
+        logged = numbers(inputs, "count_row").astype(np.int64)
+        mu = numbers(inputs, "mu")
         found.first_row, found.last_row = int(logged[0]), int(logged[-1])
         if (np.diff(logged) <= 0).any() or (mu <= policy.lambda_zero_eps).any() or not 0 <= logged[0] <= logged[-1] < d.rows:
             found.key.fail(f"event rows from {start} do not log count rows with μ > lambda_zero_eps in order")
@@ -86,7 +87,7 @@ class CountEventsCheck(RowGroupCheck):
         if len(picked):
             events = pl.from_arrow(table.take(pa.array(picked))).with_columns(pl.col(pl.Categorical).cast(pl.String))
             found.chosen = events.with_columns(mu=pl.Series(mu[picked]),
-                                               count_N=pl.Series(_numbers(inputs, "count_N")[picked]),
+                                               count_N=pl.Series(numbers(inputs, "count_N")[picked]),
                                                entity=pl.Series(logged[picked] // h, dtype=pl.Int64))
         return found
 

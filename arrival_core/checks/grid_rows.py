@@ -21,8 +21,8 @@ from .counting import (
 from .intensity import (
     merge_results,
 )
-from .rows import COUNTS, REALISED, Found, RowGroupCheck, Rows, _numbers
-from .scanning import GRID_KEYS, grouping_order_problem
+from .rows import COUNTS, REALISED, Found, RowGroupCheck, Rows
+from .scanning import GRID_KEYS, grouping_order_problem, numbers
 from .specs import (
     COUNT_CORRIDOR,
     DOMAIN_COMPLETE,
@@ -179,12 +179,12 @@ class RealisedCheck(GridCheck):
     def rules(self, rows: Rows, found: GridFound) -> None:
         d, lgcp, start, table = self.ctx.domain, self.ctx.lgcp, rows.start, rows.rows
         h, n = d.buckets, table.num_rows
-        target, factor, realised = (_numbers(table, c) for c in ("lambda_baseline", "lambda_random_component",
+        target, factor, realised = (numbers(table, c) for c in ("lambda_baseline", "lambda_random_component",
                                                                   "lambda_realised"))
         e0, e1 = _touched(start, n, h)
         group = d.entity_group[e0:e1]
         counts_, first = intensity_kernels.realised_mismatches(
-            target, _numbers(rows.inputs, "lambda_target"), factor, realised, lgcp.min_factor, lgcp.max_factor,
+            target, numbers(rows.inputs, "lambda_target"), factor, realised, lgcp.min_factor, lgcp.max_factor,
             lgcp.lambda_max, self.factors, group, h, start - e0 * h)
         numeric, replay = found.rules[NUMERIC_VALID], found.rules[RNG_REPLAY]
         for label, count, i in zip(intensity_kernels.RULES, counts_, first):
@@ -240,10 +240,10 @@ class CountsCheck(GridCheck):
         ctx, start, table = self.ctx, rows.start, rows.rows
         d, policy = ctx.domain, ctx.count_policy
         h, n = d.buckets, table.num_rows
-        mu, count, capped = _numbers(table, "mu"), _numbers(table, "count_N"), _numbers(table, "count_capped")
-        realised = _numbers(table, "lambda_realised")
+        mu, count, capped = numbers(table, "mu"), numbers(table, "count_N"), numbers(table, "count_capped")
+        realised = numbers(table, "lambda_realised")
         checks = [
-            ("λ_realised differs from s2_realised_intensity_5B", realised != _numbers(rows.inputs, "lambda_input")),
+            ("λ_realised differs from s2_realised_intensity_5B", realised != numbers(rows.inputs, "lambda_input")),
             ("μ ≠ λ_realised", mu != realised),
             ("count_N > max_count_per_bucket", count > policy.max_count),
             ("count_N > 0 where μ ≤ lambda_zero_eps", (mu <= policy.lambda_zero_eps) & (count != 0)),
@@ -253,7 +253,7 @@ class CountsCheck(GridCheck):
         ]
         if "count_drawn" in rows.inputs.column_names:  # from the stream: the count its RNG event gave
             checks.append(("count_N decodes to another count than was drawn",
-                           count != _numbers(rows.inputs, "count_drawn")))
+                           count != numbers(rows.inputs, "count_drawn")))
         numeric, replay = found.rules[NUMERIC_VALID], found.rules[RNG_REPLAY]
         for label, bad in checks:
             if bad.any():

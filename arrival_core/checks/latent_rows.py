@@ -16,7 +16,8 @@ from .intensity import (
     spectral_corridor,
     stationary_projections,
 )
-from .rows import LATENT, Found, RowGroupCheck, Rows, _numbers
+from .rows import LATENT, Found, RowGroupCheck, Rows
+from .scanning import numbers
 from .specs import (
     DOMAIN_COMPLETE,
     LATENT_CORRIDOR,
@@ -66,7 +67,7 @@ class LatentCheck(RowGroupCheck):
         group, bucket = at // h, at % h
         if start + n > g * h or not np.array_equal(
                 entity_grid.dictionary_codes(table["group_id"], d.dictionaries["group_id"]), group) or \
-                not np.array_equal(_numbers(table, "bucket_index"), bucket):
+                not np.array_equal(numbers(table, "bucket_index"), bucket):
             found.domain.fail(f"rows from {start} are not one per (group_id, bucket) in writer order")
             return found
         for name, value in pipeline.identity_values(self.ctx.identity, table.column_names).items():
@@ -75,14 +76,14 @@ class LatentCheck(RowGroupCheck):
             if (row := entity_grid.first_mismatch(table[name], value)) is not None:
                 found.domain.fail(f"{name} is {table[name][row]} at row {start + row}, the partition's is {value!r}")
                 return found
-        z, factor = _numbers(table, "latent_value"), _numbers(table, "lambda_random_component")
+        z, factor = numbers(table, "latent_value"), numbers(table, "lambda_random_component")
         sigma = self.sigma[group]
         raw = variates.exp(z - 0.5 * (sigma * sigma))
         rules = [
-            ("latent_std differs from the policy's σ", _numbers(table, "latent_std") != sigma),
-            ("length_scale_buckets differs from the policy", _numbers(table, "length_scale_buckets") != self.length[group]),
+            ("latent_std differs from the policy's σ", numbers(table, "latent_std") != sigma),
+            ("length_scale_buckets differs from the policy", numbers(table, "length_scale_buckets") != self.length[group]),
             ("ξ ≠ clip(exp(Z − σ²/2))", factor != np.clip(raw, lgcp.min_factor, lgcp.max_factor)),
-            ("`clipped` does not mark the clipped factors", _numbers(table, "clipped") != (factor != raw)),
+            ("`clipped` does not mark the clipped factors", numbers(table, "clipped") != (factor != raw)),
         ]
         if self.applied is not None:
             rules.append(("ξ differs from the ξ applied to s2_realised_intensity_5B",

@@ -24,7 +24,8 @@ from .context import CheckContext, CheckResult, require_file
 from .event_rows import CountEventsCheck
 from .grid_rows import CountsCheck, RealisedCheck
 from .latent_rows import LatentCheck
-from .rows import COUNT_EVENTS, COUNTS, LATENT, REALISED, RowGroupCheck, Rows, _numbers
+from .rows import COUNT_EVENTS, COUNTS, LATENT, REALISED, RowGroupCheck, Rows
+from .scanning import numbers
 from .specs import (
     checks_for,
 )
@@ -80,10 +81,10 @@ def _drawing_rows(ctx: CheckContext) -> tuple[Iterator[pa.Table], list[int]]:
         start, drawing = 0, 0
         for i in range(file.num_row_groups):
             part = file.read_row_group(i, columns=["mu", "count_N"])
-            mu = _numbers(part, "mu")
+            mu = numbers(part, "mu")
             local = np.flatnonzero(mu > eps)
             drawing += len(local)
-            yield pa.table({"count_row": start + local, "mu": mu[local], "count_N": _numbers(part, "count_N")[local]})
+            yield pa.table({"count_row": start + local, "mu": mu[local], "count_N": numbers(part, "count_N")[local]})
             start += part.num_rows
         total.append(drawing)
 

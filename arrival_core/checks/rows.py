@@ -9,7 +9,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -34,12 +33,6 @@ class Rows:
     rows: pa.Table
     extremes: Mapping[str, tuple[int, int]]
     inputs: pa.Table | None
-
-
-def _numbers(rows: pa.Table, name: str) -> np.ndarray:
-    """A numeric column of a row group (one chunk: a view, no copy)."""
-    column = rows[name]
-    return column.chunk(0).to_numpy(zero_copy_only=False) if column.num_chunks == 1 else column.to_numpy()
 
 
 def _string_columns(ctx: CheckContext, dataset_id: str) -> list[str]:

@@ -31,6 +31,7 @@ def grouping_order_problem(ctx: CheckContext) -> str | None:
 
 
 
-def column(table: pa.Table, name: str) -> np.ndarray:
-    """A numeric column as a NumPy array."""
-    return table[name].to_numpy()
+def numbers(table: pa.Table, name: str) -> np.ndarray:
+    """A numeric column as a NumPy array (one chunk: a view, no copy)."""
+    column = table[name]
+    return column.chunk(0).to_numpy(zero_copy_only=False) if column.num_chunks == 1 else column.to_numpy()

@@ -189,21 +189,24 @@ def test_event_mismatches_counts_each_column_and_its_first_event():
     top = 2**64 - 1
     bases = [(11, 0, top), (12, 5, 7), (13, top - 1, top - 3)]  # carries into hi at bucket ≥ 1 and ≥ 3
     logged = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 9), (2, 3), (2, 4)]
+    h = 10
     entity = np.array([e for e, _ in logged])
     bucket = np.array([b for _, b in logged])
     merchant = np.array([100, 200, 300], dtype=np.uint64)
-    codes = np.array([[0, 1, 2], [3, 4, 5], [6, 7, 8]], dtype=np.int32)
-    key, hi, lo = (np.array(v, dtype=np.uint64) for v in zip(*bases))
+    codes = np.array([[0, 1, 2], [3, 4, 5], [6, 7, 8]], dtype=np.int32)  # per string key, per entity
+    bases_ = tuple(np.array(v, dtype=np.uint64) for v in zip(*bases))
+    mapping = np.array([8, 7, 6, 5, 4, 3, 2, 1, 0], dtype=np.int32)  # the events' dictionary into the domain's
 
-    def run(**edits):
+    def run(first_row=0, **edits):
         events = {"bucket_index": bucket.astype(np.int32), "merchant_id": merchant[entity],
-                  "codes": codes[:, entity].copy(), **_events_by_hand(bases, logged),
+                  "codes": (8 - codes[:, entity]).astype(np.int32), **_events_by_hand(bases, logged),
                   "draws": np.full(len(logged), 2, dtype=np.int64), "blocks": np.ones(len(logged), dtype=np.int64)}
         for name, (row, value) in edits.items():
-            events[name][row] = value
+            events[name][row] = value  # codes: (string key, [event, index])
         found, first = event_kernels.event_mismatches(
-            entity, bucket, merchant, codes, key, hi, lo, events["bucket_index"], events["merchant_id"],
-            events["codes"], *(events[n] for n in event_kernels.ENVELOPE_COLUMNS), draws=2)
+            first_row + entity * h + bucket, first_row, h, merchant, tuple(codes), bases_, events["bucket_index"],
+            events["merchant_id"], tuple((c, mapping) for c in events["codes"]),
+            tuple(events[n] for n in event_kernels.ENVELOPE_COLUMNS), draws=2)
         return dict(zip(event_kernels.KEY_COLUMNS + event_kernels.ENVELOPE_COLUMNS, zip(found, first)))
 
     assert all(v == (0, -1) for v in run().values())
@@ -214,6 +217,9 @@ def test_event_mismatches_counts_each_column_and_its_first_event():
     assert run(draws=(3, 1))["draws"] == (1, 3) and run(blocks=(5, 2))["blocks"] == (1, 5)
     changed = run(rng_key=(2, 12))
     assert changed["rng_key"] == (1, 2) and sum(n for n, _ in changed.values()) == 1
+    assert all(v == (0, -1) for v in run(first_row=70).values())  # rows counted from the first entity's row 0
+    assert run(codes=((1, 3), 0))["tzid"] == (1, 3)  # an index the mapping sends to another entity's code
+    assert run(codes=((0, 0), 9))["legal_country_iso"] == (1, 0)  # outside the mapping: a key the domain lacks
 
 
 @pytest.mark.parametrize("cap", [None, 3.0])
