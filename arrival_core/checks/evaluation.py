@@ -13,7 +13,7 @@ from ..encoding import jsonable
 from ..errors import ArrivalError
 from ..identity import Identity
 from ..store import Store
-from . import count_kernels, event_kernels, intensity_kernels
+from . import count_kernels, count_row_kernels, event_kernels, intensity_kernels
 from .compiled import PHASE
 from .context import CheckContext, CheckResult, to_outcome
 from .counting import check_audit_log
@@ -147,14 +147,16 @@ def evaluate_datasets(store: Store, identity: Identity, dataset_ids: Sequence[st
 
 def check_kernels() -> tuple:
     """The compiled kernels of the checks (the same for every law and model)."""
-    return (count_kernels._moment_sums, event_kernels._event_mismatches, intensity_kernels._realised_mismatches,
-            grid_kernels._misaligned)
+    return (count_kernels._moment_sums, count_row_kernels._count_mismatches, event_kernels._event_mismatches,
+            intensity_kernels._realised_mismatches, grid_kernels._misaligned)
 
 
 def compile_check_kernels() -> None:
     """Call each of `check_kernels` through its wrapper (which fixes the argument types) on a few elements."""
     words = np.arange(1, 3, dtype=np.uint64)
     count_kernels.moment_sums(np.ones(2), np.ones(2), None)
+    count_row_kernels.count_mismatches(np.ones(2), np.ones(2), np.ones(2), np.ones(2, dtype=np.int64),
+                                       np.zeros(2, dtype=bool), None, 1, 0.0)
     index = np.zeros(2, dtype=np.int64)
     coded = (np.zeros(2, dtype=np.int32),) * 2
     event_kernels.event_mismatches(index, 0, 2, words, (index.astype(np.int32),) * 3, (words,) * 3,

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import counts, entity_grid, pipeline
-from . import intensity_kernels
+from . import count_row_kernels, intensity_kernels
 from .context import CheckContext, CheckResult
 from .counting import (
     CountMoments,
@@ -241,24 +241,19 @@ class CountsCheck(GridCheck):
         d, policy = ctx.domain, ctx.count_policy
         h, n = d.buckets, table.num_rows
         mu, count, capped = numbers(table, "mu"), numbers(table, "count_N"), numbers(table, "count_capped")
-        realised = numbers(table, "lambda_realised")
-        checks = [
-            ("λ_realised differs from s2_realised_intensity_5B", realised != numbers(rows.inputs, "lambda_input")),
-            ("μ ≠ λ_realised", mu != realised),
-            ("count_N > max_count_per_bucket", count > policy.max_count),
-            ("count_N > 0 where μ ≤ lambda_zero_eps", (mu <= policy.lambda_zero_eps) & (count != 0)),
-            ("count_capped without count_N = max_count_per_bucket", capped & (count != policy.max_count)),
-            (f"count_law_id is not {policy.law}", entity_grid.dictionary_codes(
-                table["count_law_id"], pa.array([policy.law])) < 0),
-        ]
-        if "count_drawn" in rows.inputs.column_names:  # from the stream: the count its RNG event gave
-            checks.append(("count_N decodes to another count than was drawn",
-                           count != numbers(rows.inputs, "count_drawn")))
+        drawn = numbers(rows.inputs, "count_drawn") if "count_drawn" in rows.inputs.column_names else None  # stream
+        found_, first, drawing = count_row_kernels.count_mismatches(
+            numbers(table, "lambda_realised"), numbers(rows.inputs, "lambda_input"), mu, count, capped, drawn,
+            policy.max_count, policy.lambda_zero_eps)
+        failed = [(label, int(n), int(i)) for label, n, i in zip(count_row_kernels.RULES, found_, first)]
+        law = table["count_law_id"]
+        if entity_grid.first_mismatch(law, policy.law) is not None:  # its dictionary holds another value
+            bad = entity_grid.dictionary_codes(law, pa.array([policy.law])) < 0
+            failed.insert(5, (f"count_law_id is not {policy.law}", int(bad.sum()), int(np.argmax(bad))))
         numeric, replay = found.rules[NUMERIC_VALID], found.rules[RNG_REPLAY]
-        for label, bad in checks:
-            if bad.any():
-                i = int(np.argmax(bad))
-                numeric.fail(f"{int(bad.sum())} row(s): {label}", entity_grid.grid_key(d, 0, start + i, "bucket_index"))
+        for label, bad_rows, i in failed:
+            if bad_rows:
+                numeric.fail(f"{bad_rows} row(s): {label}", entity_grid.grid_key(d, 0, start + i, "bucket_index"))
         sample = self.sample
         picks = [(sample[np.searchsorted(sample, start):np.searchsorted(sample, start + n)] - start, "reference")]
         if ctx.replay == "full":  # the engine's own sampler replays every row
@@ -277,7 +272,7 @@ class CountsCheck(GridCheck):
                             entity_grid.grid_key(d, 0, int(at[i]), "bucket_index")
                             | {"count_N": int(count[local[i]]), "replayed": int(again[i])})
         use = mu > policy.lambda_zero_eps
-        found.facts["drawing"] = int(use.sum())
+        found.facts["drawing"] = drawing
         moments = CountMoments()
         e0, e1 = _touched(start, n, h)
         k = None if self.kappa is None else _per_row(self.kappa[e0:e1], start, n, h)[use]

@@ -247,3 +247,28 @@ def test_realised_mismatches_are_the_array_rules(cap):
     assert first.tolist() == [int(np.argmax(bad.ravel())) for bad in expected]
     found, _ = intensity_kernels.realised_mismatches(target, sealed, factor, realised, 0.4, 1.6, cap, None, groups, h)
     assert found[3] == 0  # no published field: its rule is not checked
+
+
+@pytest.mark.parametrize("drawn_known", [False, True])
+def test_count_mismatches_are_the_array_rules(drawn_known):
+    from arrival_core.checks import count_row_kernels
+
+    rng = np.random.default_rng(8)  # fixed key
+    eps, cap = 1e-9, 6
+    mu = np.where(rng.random(400) < 0.3, 0.0, rng.uniform(0.1, 5.0, 400))
+    count = np.where(mu > eps, np.minimum(rng.poisson(mu), cap), 0).astype(np.int64)
+    capped = count == cap
+    realised, sealed, drawn = mu.copy(), mu.copy(), count.copy()
+    sealed[17], realised[40], mu[41] = 1.5, np.nan, np.nan  # off S2's, NaN (equal to nothing) twice
+    count[60], count[np.flatnonzero(mu == 0)[3]] = cap + 2, 1  # over the cap; drawn where μ ≤ eps
+    capped[np.flatnonzero(count < cap)[5]] = True  # a flag without the cap
+    drawn[99] += 1  # a published count other than the one drawn
+    expected = [realised != sealed, mu != realised, count > cap, (mu <= eps) & (count != 0),
+                capped & (count != cap), count != drawn]
+    found, first, drawing = count_row_kernels.count_mismatches(realised, sealed, mu, count, capped,
+                                                               drawn if drawn_known else None, cap, eps)
+    if not drawn_known:
+        expected[-1] = np.zeros(len(mu), dtype=bool)
+    assert found.tolist() == [int(bad.sum()) for bad in expected]
+    assert first.tolist() == [int(np.argmax(bad)) if bad.any() else -1 for bad in expected]
+    assert all(found) == drawn_known and drawing == int((mu > eps).sum())
