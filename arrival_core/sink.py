@@ -8,7 +8,7 @@ import functools
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,10 +113,12 @@ class RowGroupBytes:
         """The footer of the row group's own bytes (its statistics describe exactly these rows)."""
         return pq.read_metadata(pa.BufferReader(self.data))
 
-    def decoded(self, read_dictionary: list[str] | None = None) -> pa.Table:
-        """The rows decoded from the bytes, as a reader of the published file decodes this row group."""
-        return pq.ParquetFile(pa.BufferReader(self.data), read_dictionary=read_dictionary).read_row_group(
-            0, use_threads=False)
+    def decoded(self, read_dictionary: list[str] | None = None, skip: Collection[str] = ()) -> pa.Table:
+        """The rows decoded from the bytes, as a reader of the published file decodes this row group (the columns
+        in `skip` left out: what the footer's statistics already state)."""
+        reader = pq.ParquetFile(pa.BufferReader(self.data), metadata=self.footer, read_dictionary=read_dictionary)
+        columns = [name for name in reader.schema_arrow.names if name not in skip] if skip else None
+        return reader.read_row_group(0, columns=columns, use_threads=False)
 
 
 Inspector = Callable[[RowGroupBytes], None]

@@ -62,8 +62,11 @@ class RowGroupCheck:
         A failure to check it is the checks' (raised by `found`), never the state's: its files still publish."""
         started = time.thread_time()
         try:
-            self.feed(Rows(group.index, group.start, group.decoded(self.strings),
-                           pipeline.integer_extremes(group.footer), group.companion), started)
+            extremes = pipeline.integer_extremes(group.footer)
+            proven = [name for name, value in pipeline.identity_values(self.ctx.identity, list(extremes)).items()
+                      if extremes[name] == (value, value)]  # the footer states every value: nothing to decode
+            self.feed(Rows(group.index, group.start, group.decoded(self.strings, skip=proven), extremes,
+                           group.companion), started)
         except Exception as exc:  # noqa: BLE001 - reported as the dataset's outcome once the state has committed
             with self._lock:
                 self._failure = self._failure or exc

@@ -63,7 +63,7 @@ class ValueSets:
     def add(self, table: pa.Table, extremes: Mapping[str, tuple[int, int]] | None = None) -> None:
         """Take a table's value sets (thread-safe: row groups are inspected on the workers that encode them); the
         integer columns in `extremes` (`integer_extremes` of the parquet bytes these rows are, or are part of when
-        every part is added) are not scanned."""
+        every part is added) are not scanned, and those the table leaves out (not decoded) are taken from them."""
         found: dict[str, set] = {}
         extremes = extremes or {}
         for name in table.column_names:
@@ -89,6 +89,8 @@ class ValueSets:
                     seen.update(np.unique(values[~np.isfinite(values)]).tolist())
                     low, high = (finite.min(), finite.max()) if len(finite) else (low, low)
                 seen.update((low.item(), high.item()))
+        for name in extremes.keys() - set(table.column_names):  # columns left undecoded: their footer's extremes
+            found.setdefault(name, set()).update(extremes[name])
         with self._lock:
             for name, seen in found.items():
                 self._values.setdefault(name, set()).update(seen)
