@@ -16,7 +16,7 @@ import math
 import numba
 import numpy as np
 
-from ..jit import JIT
+from ..jit import INLINE, JIT
 from .compiled import frozen, ready
 
 SUMS = ("mu", "n", "sq", "var", "mu2_kappa", "ratio_max", "outside", "outside_p", "outside_var",
@@ -65,58 +65,84 @@ def _log_cap_bound(k, mu, kappa):
     return -k * math.log(k * (kappa + mu) / (mu * (kappa + k))) - kappa * math.log((kappa + mu) / (kappa + k))
 
 
+@numba.njit(**INLINE)
+def _add_row(out, m, k, kap, flagged, cap, poisson):  # pragma: no cover - compiled into _moment_sums
+    """Add one drawing row (μ, N, κ, its count_capped flag) to the sums of `SUMS`."""
+    q = 0.0 if poisson else m / kap
+    var = m + m * q
+    bound = _log_cap_bound(cap + 1.0, m, kap)
+    if bound > CAPPABLE_LOG:  # cappable: only the cap indicator, against its exact probability
+        sd = math.sqrt(var)
+        lo = max(0.0, math.floor(m - 40.0 * sd - 40.0))
+        hi = math.ceil(m + 40.0 * sd + 800.0)
+        if cap + 1.0 > m:
+            p = _mass(max(cap + 1.0, lo), hi, m, kap)
+        else:
+            p = 1.0 - _mass(lo, cap, m, kap) if cap >= lo else 1.0
+        out[9] += 1.0
+        out[10] += 1.0 if flagged else 0.0
+        out[11] += p
+        out[12] += p * (1.0 - p)
+        return
+    out[13] += math.exp(bound)
+    r = k - m
+    out[0] += m
+    out[1] += k
+    out[2] += r * r
+    out[3] += var
+    if not poisson:
+        out[4] += m * q
+        out[5] = max(out[5], q)
+    sd = math.sqrt(var)
+    a = max(0.0, math.ceil(m - sd))
+    b = math.floor(m + sd)
+    inside = _mass(a, b, m, kap)
+    p_out = min(max(1.0 - inside, 0.0), 1.0)
+    out[6] += 1.0 if (k < a or k > b) else 0.0
+    out[7] += p_out
+    out[8] += p_out * (1.0 - p_out)
+
+
 @numba.njit(**JIT)
-def _moment_sums(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray, capped: np.ndarray, cap: float) -> np.ndarray:
-    """The sums of `SUMS` over rows; `kappa` empty means Poisson, else NB2 with κ per row; `capped` per row."""
+def _moment_sums(mu, n, kappa, capped, cap, eps, first_bucket, buckets):  # pragma: no cover - compiled
+    """(the sums of `SUMS`, rows added) over the rows with μ > eps (a NaN μ is not one); `kappa` empty means
+    Poisson, else NB2 with one κ per `buckets` consecutive rows, the first row `first_bucket` into its run."""
     out = np.zeros(len(SUMS))
     poisson = kappa.size == 0
+    added = 0
+    e = 0
+    b = first_bucket
     for i in range(mu.size):
-        m, k = mu[i], n[i]
-        kap = 0.0 if poisson else kappa[i]
-        q = 0.0 if poisson else m / kap
-        var = m + m * q
-        bound = _log_cap_bound(cap + 1.0, m, kap)
-        if bound > CAPPABLE_LOG:  # cappable: only the cap indicator, against its exact probability
-            sd = math.sqrt(var)
-            lo = max(0.0, math.floor(m - 40.0 * sd - 40.0))
-            hi = math.ceil(m + 40.0 * sd + 800.0)
-            if cap + 1.0 > m:
-                p = _mass(max(cap + 1.0, lo), hi, m, kap)
-            else:
-                p = 1.0 - _mass(lo, cap, m, kap) if cap >= lo else 1.0
-            out[9] += 1.0
-            out[10] += 1.0 if capped[i] else 0.0
-            out[11] += p
-            out[12] += p * (1.0 - p)
-            continue
-        out[13] += math.exp(bound)
-        r = k - m
-        out[0] += m
-        out[1] += k
-        out[2] += r * r
-        out[3] += var
-        if not poisson:
-            out[4] += m * q
-            out[5] = max(out[5], q)
-        sd = math.sqrt(var)
-        a = max(0.0, math.ceil(m - sd))
-        b = math.floor(m + sd)
-        inside = _mass(a, b, m, kap)
-        p_out = min(max(1.0 - inside, 0.0), 1.0)
-        out[6] += 1.0 if (k < a or k > b) else 0.0
-        out[7] += p_out
-        out[8] += p_out * (1.0 - p_out)
-    return out
+        m = mu[i]
+        if m > eps:
+            added += 1
+            _add_row(out, m, float(n[i]), 0.0 if poisson else kappa[e], capped[i], cap, poisson)
+        b += 1
+        if b == buckets:
+            b = 0
+            e += 1
+    return out, added
 
 
 def moment_sums(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None, capped: np.ndarray | None = None,
-                cap: float = 2.0**62) -> np.ndarray:
-    """`_moment_sums` of float64 read-only views (κ None under Poisson, `capped` None: no row capped): one compiled
-    signature."""
-    if len(mu) != len(n) or (kappa is not None and len(kappa) != len(mu)) or (capped is not None
-                                                                               and len(capped) != len(mu)):
-        raise ValueError("moment_sums needs μ, N (and κ, capped) of equal length")
-    floats = [frozen(np.ascontiguousarray(a, dtype=np.float64)) for a in (mu, n, np.empty(0) if kappa is None else kappa)]
-    flags = frozen(np.ascontiguousarray(np.zeros(len(mu), dtype=np.bool_) if capped is None else capped, dtype=np.bool_))
+                cap: float = 2.0**62, *, eps: float = -math.inf, first_bucket: int = 0, buckets: int = 1
+                ) -> tuple[np.ndarray, int]:
+    """`_moment_sums` on read-only float64 μ and κ, int64 N and bool flags (one compiled signature): κ None under
+    Poisson, else one per `buckets` rows (1: one per row); `capped` None: no row capped; rows with μ ≤ eps left
+    out. N must hold whole counts."""
+    rows = len(mu)
+    runs = -(-(first_bucket + rows) // buckets) if rows else 0
+    if len(n) != rows or not 0 <= first_bucket < buckets or (kappa is not None and len(kappa) < runs) or (
+            capped is not None and len(capped) != rows):
+        raise ValueError("moment_sums needs μ, N (and capped) of equal length and a κ for every row")
+    counts = np.asarray(n)
+    if counts.dtype != np.int64:
+        counts = counts.astype(np.int64)
+        if not np.array_equal(counts, n):
+            raise ValueError("moment_sums needs whole counts N")
+    floats = [frozen(np.ascontiguousarray(a, dtype=np.float64)) for a in (mu, np.empty(0) if kappa is None else kappa)]
+    flags = frozen(np.ascontiguousarray(np.zeros(rows, dtype=np.bool_) if capped is None else capped, dtype=np.bool_))
     ready()
-    return _moment_sums(*floats, flags, float(cap))
+    sums, added = _moment_sums(floats[0], frozen(np.ascontiguousarray(counts)), floats[1], flags, float(cap),
+                               float(eps), int(first_bucket), int(buckets))
+    return sums, int(added)

@@ -44,14 +44,17 @@ class CountMoments:
     cap_free_bound: float = 0.0  # Σ of the free rows' Chernoff bounds on P(N > cap): what their statistics ignore
 
     def add(self, mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None, capped: np.ndarray | None = None,
-            cap: float = 2.0**62) -> None:
-        """Add drawing rows (float64 μ and N; κ per row under NB2, None under Poisson; the count_capped flags)."""
-        sums = dict(zip(count_kernels.SUMS, count_kernels.moment_sums(mu, n, kappa, capped, cap).tolist()))
+            cap: float = 2.0**62, *, eps: float = -math.inf, first_bucket: int = 0, buckets: int = 1) -> None:
+        """Add the drawing rows (μ > eps) of μ and N; κ None under Poisson, else one per `buckets` rows (the first
+        row `first_bucket` into its run; 1: per row); the count_capped flags (None: none)."""
+        found, added = count_kernels.moment_sums(mu, n, kappa, capped, cap, eps=eps, first_bucket=first_bucket,
+                                                 buckets=buckets)
+        sums = dict(zip(count_kernels.SUMS, found.tolist()))
         self.ratio_max = max(self.ratio_max, sums.pop("ratio_max"))
         for name, value in sums.items():
             current = getattr(self, name)
             setattr(self, name, current + (int(value) if isinstance(current, int) else value))
-        self.rows += len(mu) - int(sums["cap_rows"])
+        self.rows += added - int(sums["cap_rows"])
 
     def merge(self, other: CountMoments) -> None:
         """Add the sums of other rows (merged in row order, so the sums do not depend on who made them)."""

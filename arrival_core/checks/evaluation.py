@@ -154,7 +154,7 @@ def check_kernels() -> tuple:
 def compile_check_kernels() -> None:
     """Call each of `check_kernels` through its wrapper (which fixes the argument types) on a few elements."""
     words = np.arange(1, 3, dtype=np.uint64)
-    count_kernels.moment_sums(np.ones(2), np.ones(2), None)
+    count_kernels.moment_sums(np.ones(2), np.ones(2, dtype=np.int64), None)
     count_row_kernels.count_mismatches(np.ones(2), np.ones(2), np.ones(2), np.ones(2, dtype=np.int64),
                                        np.zeros(2, dtype=bool), None, 1, 0.0)
     index = np.zeros(2, dtype=np.int64)

@@ -134,15 +134,6 @@ def _entity_spans(start: int, n: int, h: int) -> list[tuple[np.ndarray, int, int
     return spans
 
 
-def _per_row(values: np.ndarray, start: int, n: int, h: int) -> np.ndarray:
-    """A per-entity array (of the entities the rows touch) repeated for each of rows start..start+n."""
-    e0, e1 = _touched(start, n, h)
-    lengths = np.full(e1 - e0, h, dtype=np.int64)
-    lengths[0] -= start - e0 * h
-    lengths[-1] -= e1 * h - (start + n)
-    return np.repeat(values, lengths)
-
-
 class RealisedCheck(GridCheck):
     """s2_realised_intensity_5B: λ_baseline the sealed λ_target, ξ in bounds and the latent field's,
     λ_realised = min(λ_baseline·ξ, lambda_max); ξ of the sampled groups replayed by the reference."""
@@ -271,12 +262,11 @@ class CountsCheck(GridCheck):
                 replay.fail(f"{int(bad.sum())} of {len(local)} row(s) replayed by the {how} differ",
                             entity_grid.grid_key(d, 0, int(at[i]), "bucket_index")
                             | {"count_N": int(count[local[i]]), "replayed": int(again[i])})
-        use = mu > policy.lambda_zero_eps
         found.facts["drawing"] = drawing
         moments = CountMoments()
-        e0, e1 = _touched(start, n, h)
-        k = None if self.kappa is None else _per_row(self.kappa[e0:e1], start, n, h)[use]
-        moments.add(mu[use], count[use].astype(np.float64), k, capped[use], float(policy.max_count))
+        e0, _ = _touched(start, n, h)
+        moments.add(mu, count, None if self.kappa is None else self.kappa[e0:], capped, float(policy.max_count),
+                    eps=policy.lambda_zero_eps, first_bucket=start - e0 * h, buckets=h)
         found.facts["moments"] = moments
 
     def drawing(self) -> int:

@@ -74,6 +74,27 @@ def _moments(mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | None) -> checks.
     return m
 
 
+@pytest.mark.parametrize("law", ["poisson", "nb2"])
+def test_count_moments_of_grid_rows_are_those_of_their_drawing_rows(law):
+    """Rows of the grid (κ one per entity, the rows starting inside one, μ ≤ eps and NaN μ left out) give the sums
+    of the drawing rows listed one by one with their own κ."""
+    rng = np.random.default_rng(21)  # fixed key
+    h, first, rows, eps = 9, 4, 60, 1e-6
+    mu = np.where(rng.random(rows) < 0.25, 0.0, rng.uniform(0.05, 40.0, rows))
+    mu[7] = np.nan
+    n = rng.poisson(np.nan_to_num(mu)).astype(np.int64)
+    capped = rng.random(rows) < 0.05
+    kappa = rng.uniform(0.5, 8.0, -(-(first + rows) // h)) if law == "nb2" else None
+    grid = checks.CountMoments()
+    grid.add(mu, n, kappa, capped, 30.0, eps=eps, first_bucket=first, buckets=h)
+    use = mu > eps
+    listed = checks.CountMoments()
+    listed.add(mu[use], n[use].astype(float), None if kappa is None else np.repeat(kappa, h)[first:first + rows][use],
+               capped[use], 30.0)
+    assert vars(grid) == vars(listed)
+    assert grid.rows + grid.cap_rows == int(use.sum())
+
+
 def test_count_moments_are_the_stated_sums_by_hand():
     # Poisson μ = 1 (sd 1: central interval [0, 2]) and μ = 4 (sd 2: [2, 6]); NB2 μ = 4, κ = 2 (V = 12, sd 3.46:
     # [1, 7]); the outside probabilities from the pmf worked out here, not by the kernel's recurrence.
