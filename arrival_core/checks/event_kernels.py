@@ -32,10 +32,13 @@ def _event_mismatches(logged, first_row, buckets, merchant, w0, w1, w2, key, hi,
     first = np.full(width, -1, dtype=np.int64)
     one = np.uint64(1)
     n0, n1, n2 = m0.size, m1.size, m2.size
+    e = 0  # the entity of the last event: the next one mostly falls in it, so is placed without a division
     for j in range(logged.size):
         row = logged[j] - first_row
-        e = row // buckets
         at = row - e * buckets
+        if at < 0 or at >= buckets:
+            e = row // buckets
+            at = row - e * buckets
         b = np.uint64(at)
         j0, j1, j2 = c0[j], c1[j], c2[j]
         code0 = m0[j0] if (j0 >= 0) & (j0 < n0) else -1

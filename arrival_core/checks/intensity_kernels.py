@@ -28,16 +28,23 @@ def _realised_mismatches(target, sealed, factor, realised, low, high, cap, field
     first = np.full(len(RULES), -1, dtype=np.int64)
     capped = not np.isnan(cap)
     compare_field = field.size > 0
+    e = 0  # the row's entity among those the rows touch, and its bucket: counted, not divided out
+    b = first_bucket
     for i in range(target.size):
         t, f = target[i], factor[i]
         expected = t * f
         if capped and expected > cap:
             expected = cap
-        at = i + first_bucket
-        bad = ((t != sealed[i]) | ((f < low) | (f > high)) << 1 | (realised[i] != expected) << 2
-               | (compare_field and f != field[group[at // buckets], at % buckets]) << 3)
+        off_field = False
+        if compare_field:
+            off_field = f != field[group[e], b]
+        bad = ((t != sealed[i]) | ((f < low) | (f > high)) << 1 | (realised[i] != expected) << 2 | off_field << 3)
         if bad:
             tally(bad, i, counts, first)
+        b += 1
+        if b == buckets:
+            b = 0
+            e += 1
     return counts, first
 
 
