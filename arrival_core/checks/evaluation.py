@@ -13,7 +13,7 @@ from ..encoding import jsonable
 from ..errors import ArrivalError
 from ..identity import Identity
 from ..store import Store
-from . import count_kernels, count_row_kernels, event_kernels, intensity_kernels
+from . import count_kernels, count_row_kernels, event_kernels, intensity_kernels, latent_kernels
 from .compiled import PHASE
 from .context import CheckContext, CheckResult, to_outcome
 from .counting import check_audit_log
@@ -148,7 +148,7 @@ def evaluate_datasets(store: Store, identity: Identity, dataset_ids: Sequence[st
 def check_kernels() -> tuple:
     """The compiled kernels of the checks (the same for every law and model)."""
     return (count_kernels._moment_sums, count_row_kernels._count_mismatches, event_kernels._event_mismatches,
-            intensity_kernels._realised_mismatches, grid_kernels._misaligned)
+            intensity_kernels._realised_mismatches, latent_kernels._latent_mismatches, grid_kernels._misaligned)
 
 
 def compile_check_kernels() -> None:
@@ -163,6 +163,10 @@ def compile_check_kernels() -> None:
                                    index.astype(np.int32), words, (coded,) * 3, (*(words,) * 5, index, index), draws=1)
     intensity_kernels.realised_mismatches(np.ones(2), np.ones(2), np.ones(2), np.ones(2), 0.0, 1.0, None, None,
                                           np.zeros(1, dtype=np.int32), 2, 0)
+    two = np.ones(2)
+    latent_kernels.latent_mismatches(0, 2, 0, (np.zeros(2, dtype=np.int32),) * 2, np.zeros(2, dtype=np.int32),
+                                     *(two,) * 5, np.zeros(2, dtype=bool), None, np.ones(1), np.ones(1), 0.0, 1.0,
+                                     np.zeros(1, dtype=np.int64), np.zeros((1, 2)), np.zeros((1, 2)))
     grid_kernels.compile_misaligned()
 
 

@@ -270,6 +270,40 @@ def test_realised_mismatches_are_the_array_rules(cap):
     assert found[3] == 0  # no published field: its rule is not checked
 
 
+@pytest.mark.parametrize("applied_known", [False, True])
+def test_latent_mismatches_are_the_array_rules(applied_known):
+    from arrival_core.checks import latent_kernels
+
+    rng = np.random.default_rng(12)  # fixed key
+    groups, h, start, n = 5, 8, 11, 24  # rows 11..34 of a 5 × 8 field: from inside group 1 to inside group 4
+    sigma, length_of = rng.uniform(0.2, 0.9, groups), rng.uniform(2.0, 9.0, groups)
+    at = start + np.arange(n)
+    group, bucket = at // h, (at % h).astype(np.int32)
+    z = rng.normal(0.0, 1.0, n) * sigma[group]
+    raw = np.exp(z - 0.5 * sigma[group] ** 2)
+    factor = np.clip(raw, 0.6, 1.6)
+    std, length, clipped, applied = sigma[group].copy(), length_of[group].copy(), factor != raw, factor.copy()
+    std[3], length[5], factor[7], clipped[9], applied[12] = 0.5, 1.0, factor[7] * 1.01, ~clipped[9], 2.0
+    factor[14] = np.nan  # NaN equals nothing: off the clip, and marked clipped wrongly unless `clipped` says so
+    mapping = np.array([4, 3, 2, 1, 0], dtype=np.int32)  # the rows' dictionary is the group ids reversed
+    index = (4 - group).astype(np.int32)
+    index[20], bucket[21] = 0, 7  # a row of another group, a row in another bucket
+    expected = [(mapping[index] != group) | (bucket != at % h), std != sigma[group], length != length_of[group],
+                factor != np.clip(raw, 0.6, 1.6), clipped != (factor != raw),
+                factor != applied if applied_known else np.zeros(n, dtype=bool)]
+    slot = np.array([-1, 0, -1, 1, -1])
+    latent_out, factor_out = np.zeros((groups, h)), np.zeros((2, h))
+    found, first, not_one = latent_kernels.latent_mismatches(
+        start % h, h, start // h, (index, mapping), bucket, std, length, z, raw, factor, clipped,
+        applied if applied_known else None, sigma, length_of, 0.6, 1.6, slot, latent_out, factor_out)
+    assert found.tolist() == [int(bad.sum()) for bad in expected]
+    assert first.tolist() == [int(np.argmax(bad)) if bad.any() else -1 for bad in expected]
+    assert not_one == int((factor != 1).sum())
+    assert latent_out.ravel()[start:start + n].tolist() == z.tolist()
+    kept = np.flatnonzero(slot[group] >= 0)
+    np.testing.assert_array_equal(factor_out[slot[group[kept]], at[kept] % h], factor[kept])
+
+
 @pytest.mark.parametrize("drawn_known", [False, True])
 def test_count_mismatches_are_the_array_rules(drawn_known):
     from arrival_core.checks import count_row_kernels
