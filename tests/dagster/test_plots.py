@@ -234,3 +234,22 @@ def test_plot_markdown_is_the_picture_then_its_facts():
     image, table = text.split("\n\n")
     assert image == plots.markdown_image(png, "alt")
     assert table.splitlines()[2:] == ["| Σ N | 5 |", "| group | a\\|b |"]
+
+
+@pytest.mark.parametrize(("days", "minor", "day_lines"), [(7, 3 * 7, 0), (90, 0, 89)])
+def test_the_time_axis_marks_six_hours_on_short_grids_and_days_by_one_line_collection_on_long_ones(days, minor,
+                                                                                                    day_lines):
+    from matplotlib.collections import LineCollection
+
+    h = 24 * days  # hourly buckets
+    times = plots.Frame("s2_realised_intensity_5B", "baseline_v1|42",
+                        START + np.arange(h) * np.timedelta64(3600, "s")).times(h)
+    fig = plots.new_figure()
+    ax = fig.subplots()
+    ax.plot(times, np.ones(h))
+    plots._time_axis(ax, times, label=True)
+    fig.canvas.draw()
+    inside = [t for t in ax.xaxis.get_minorticklocs() if ax.get_xlim()[0] < t < ax.get_xlim()[1]]
+    assert len(inside) == minor  # 06:00, 12:00 and 18:00 of each day
+    lines = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert sum(len(c.get_segments()) for c in lines) == day_lines  # each day's start after the first
