@@ -113,12 +113,26 @@ class RowGroupBytes:
         """The footer of the row group's own bytes (its statistics describe exactly these rows)."""
         return pq.read_metadata(pa.BufferReader(self.data))
 
+    def column_chunk(self, name: str) -> pa.Buffer:
+        """The encoded bytes (pages) of one column chunk, as the published file holds them."""
+        return self.data.slice(*chunk_span(self.footer, 0, name))
+
     def decoded(self, read_dictionary: list[str] | None = None, skip: Collection[str] = ()) -> pa.Table:
         """The rows decoded from the bytes, as a reader of the published file decodes this row group (the columns
         in `skip` left out: what the footer's statistics already state)."""
         reader = pq.ParquetFile(pa.BufferReader(self.data), metadata=self.footer, read_dictionary=read_dictionary)
         columns = [name for name in reader.schema_arrow.names if name not in skip] if skip else None
         return reader.read_row_group(0, columns=columns, use_threads=False)
+
+
+def chunk_span(footer: pq.FileMetaData, row_group: int, name: str) -> tuple[int, int]:
+    """(offset, length) in its file of a column chunk's pages (its dictionary page first, when it has one)."""
+    names = footer.schema.names
+    if name not in names:
+        raise KeyError(name)
+    column = footer.row_group(row_group).column(names.index(name))
+    start = column.dictionary_page_offset if column.has_dictionary_page else column.data_page_offset
+    return start, column.total_compressed_size
 
 
 Inspector = Callable[[RowGroupBytes], None]

@@ -4,12 +4,15 @@ S2's realised intensity (`RealisedCheck`) and S3's counts (`CountsCheck`).
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from .. import counts, entity_grid, pipeline
+from .. import counts, entity_grid, pipeline, sink
 from . import count_row_kernels, intensity_kernels
 from .context import CheckContext, CheckResult
 from .counting import (
@@ -227,14 +230,43 @@ class CountsCheck(GridCheck):
         self.kappa = counts.entity_kappa(self.ctx.grouping, policy) if policy.law == "nb2" else None
         self.sample = self.ctx.sample(self.ctx.domain.rows, full=False)  # the reference's rows, in both modes
 
+    @functools.cached_property
+    def _realised_file(self) -> tuple[Path, pq.FileMetaData, np.ndarray]:
+        """S2's published λ_realised file, its footer and each row group's first row."""
+        path = self.ctx.path(REALISED)
+        footer = pq.read_metadata(path)
+        sizes = [footer.row_group(g).num_rows for g in range(footer.num_row_groups)]
+        return path, footer, np.concatenate([[0], np.cumsum(sizes)])
+
+    def known_by_bytes(self, group: sink.RowGroupBytes) -> dict[str, np.ndarray]:
+        """λ_realised and μ of a row group, undecoded, when their pages are byte for byte the pages of S2's
+        λ_realised for the same rows, which this state read (its companion `lambda_input`): the same bytes decode
+        to the same values, so both are those values (else both are decoded)."""
+        inputs = group.companion
+        if inputs is None or "lambda_input" not in inputs.column_names or inputs.num_rows != group.rows.num_rows:
+            return {}
+        path, footer, starts = self._realised_file
+        i = group.index
+        if i + 1 >= len(starts) or starts[i] != group.start or starts[i + 1] - starts[i] != group.rows.num_rows:
+            return {}
+        realised = group.column_chunk("lambda_realised")
+        offset, length = sink.chunk_span(footer, i, "lambda_realised")
+        if length != realised.size or not realised.equals(group.column_chunk("mu")):
+            return {}
+        with open(path, "rb") as published:
+            if os.pread(published.fileno(), length, offset) != realised.to_pybytes():
+                return {}
+        values = numbers(inputs, "lambda_input")
+        return {"lambda_realised": values, "mu": values}
+
     def rules(self, rows: Rows, found: GridFound) -> None:
         ctx, start, table = self.ctx, rows.start, rows.rows
         d, policy = ctx.domain, ctx.count_policy
         h, n = d.buckets, table.num_rows
-        mu, count, capped = numbers(table, "mu"), numbers(table, "count_N"), numbers(table, "count_capped")
+        mu, count, capped = rows.numbers("mu"), numbers(table, "count_N"), numbers(table, "count_capped")
         drawn = numbers(rows.inputs, "count_drawn") if "count_drawn" in rows.inputs.column_names else None  # stream
         found_, first, drawing = count_row_kernels.count_mismatches(
-            numbers(table, "lambda_realised"), numbers(rows.inputs, "lambda_input"), mu, count, capped, drawn,
+            rows.numbers("lambda_realised"), numbers(rows.inputs, "lambda_input"), mu, count, capped, drawn,
             policy.max_count, policy.lambda_zero_eps)
         failed = [(label, int(n), int(i)) for label, n, i in zip(count_row_kernels.RULES, found_, first)]
         law = table["count_law_id"]

@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -18,6 +19,7 @@ from .context import CheckContext, CheckResult
 from .intensity import (
     merge_results,
 )
+from .scanning import numbers
 
 REALISED, LATENT, COUNTS, COUNT_EVENTS = ("s2_realised_intensity_5B", "s2_latent_field_5B", "s3_bucket_counts_5B",
                                           "rng_event_arrival_bucket_count")
@@ -26,13 +28,19 @@ REALISED, LATENT, COUNTS, COUNT_EVENTS = ("s2_realised_intensity_5B", "s2_latent
 @dataclass(frozen=True)
 class Rows:
     """One row group to check: its ordinal and first row in the file, its rows decoded from the file's bytes, the
-    integer extremes its footer states, and the inputs of its rows (one per row; None where there are none)."""
+    integer extremes its footer states, the inputs of its rows (one per row; None where there are none), and the
+    columns not decoded because their bytes are proven to decode to known values."""
 
     index: int
     start: int
     rows: pa.Table
     extremes: Mapping[str, tuple[int, int]]
     inputs: pa.Table | None
+    known: Mapping[str, np.ndarray] = field(default_factory=dict)  # columns left undecoded: their proven values
+
+    def numbers(self, name: str) -> np.ndarray:
+        """A numeric column's values: decoded, or those its bytes were proven to decode to (`known`)."""
+        return self.known[name] if name in self.known else numbers(self.rows, name)
 
 
 def _string_columns(ctx: CheckContext, dataset_id: str) -> list[str]:
@@ -65,8 +73,9 @@ class RowGroupCheck:
             extremes = pipeline.integer_extremes(group.footer)
             proven = [name for name, value in pipeline.identity_values(self.ctx.identity, list(extremes)).items()
                       if extremes[name] == (value, value)]  # the footer states every value: nothing to decode
-            self.feed(Rows(group.index, group.start, group.decoded(self.strings, skip=proven), extremes,
-                           group.companion), started)
+            known = self.known_by_bytes(group)
+            self.feed(Rows(group.index, group.start, group.decoded(self.strings, skip=[*proven, *known]), extremes,
+                           group.companion, known), started)
         except Exception as exc:  # noqa: BLE001 - reported as the dataset's outcome once the state has committed
             with self._lock:
                 self._failure = self._failure or exc
@@ -84,6 +93,11 @@ class RowGroupCheck:
             raise self._failure
         return [self._found[i] for i in sorted(self._found)]
 
+    def known_by_bytes(self, group: sink.RowGroupBytes) -> dict[str, np.ndarray]:
+        """Columns of a row group whose encoded bytes equal bytes already decoded, with those values: they decode
+        to the same values, so need not be decoded again (none unless a table says so)."""
+        return {}
+
     def examine(self, rows: Rows) -> object:
         raise NotImplementedError
 
@@ -94,6 +108,8 @@ class RowGroupCheck:
         """The row group's value sets (its column rules are checked on them at the end)."""
         try:
             self.values.add(rows.rows, rows.extremes)
+            if rows.known:
+                self.values.add(pa.table(dict(rows.known)))
         except ArrivalError as err:
             schema.fail(f"rows from {rows.start}: {err.message}")
 

@@ -16,7 +16,7 @@ from arrival_core import checks, parallel, pipeline, sink
 from arrival_core.checks import evaluation
 from arrival_core.identity import PartitionKey
 from arrival_core.pipeline import realise
-from arrival_core.world import WorldInfo
+from arrival_core.world import WorldInfo, ensure_seed
 
 STREAMED = ("s2_realised_intensity_5B", "s2_latent_field_5B", "s3_bucket_counts_5B", "rng_event_arrival_bucket_count")
 
@@ -132,6 +132,46 @@ def test_a_count_that_decodes_to_another_than_was_drawn_fails_in_the_stream(tiny
     streamed, _ = _realise_with_stream_checks(store(tiny_world_copy), PartitionKey(42, "baseline_v1"))
     counted = _failed(streamed["s3_bucket_counts_5B"])
     assert "count_N decodes to another count than was drawn" in counted[checks.NUMERIC_VALID], counted
+
+
+def test_counts_whose_pages_are_s2s_are_not_decoded_and_others_are_judged_as_decoded(tiny_world_copy: WorldInfo,
+                                                                                      monkeypatch):
+    """λ_realised and μ of a count row group are left undecoded only when their pages are byte for byte S2's
+    λ_realised pages of the same rows; a count table whose μ (or λ_realised) differs from S2's in one row is
+    decoded and fails NUMERIC_VALID at that row."""
+    from arrival_core.checks import grid_rows
+
+    proved: list[bool] = []
+    known_by_bytes = grid_rows.CountsCheck.known_by_bytes
+
+    def counted(self, group):
+        known = known_by_bytes(self, group)
+        proved.append(bool(known))
+        return known
+
+    monkeypatch.setattr(grid_rows.CountsCheck, "known_by_bytes", counted)
+    streamed, _ = _realise_with_stream_checks(store(tiny_world_copy), PartitionKey(42, "baseline_v1"))
+    assert proved and all(proved) and _failed(streamed["s3_bucket_counts_5B"]) == {}
+
+    counts_table = realise._counts_table
+    rows_changed: list[int] = []
+
+    def bad_counts(domain, e0, e1, identity, policy, mu, draws):
+        table = counts_table(domain, e0, e1, identity, policy, mu, draws)
+        row = int(np.flatnonzero(mu > policy.lambda_zero_eps)[0])  # still drawing: the ledgers stay whole
+        rows_changed.append(row)
+        return _one_changed(table, "mu", row, float(mu[row]) * 1.5) if e0 == 0 else table
+
+    monkeypatch.setattr(realise, "_counts_table", bad_counts)
+    proved.clear()
+    ensure_seed(tiny_world_copy.root, 43)
+    streamed, _ = _realise_with_stream_checks(store(tiny_world_copy), PartitionKey(43, "baseline_v1"))
+    assert proved[0] is False and all(proved[1:])  # only the changed row group is decoded
+    failed = _failed(streamed["s3_bucket_counts_5B"])
+    assert "μ ≠ λ_realised" in failed[checks.NUMERIC_VALID], failed
+    key = next(o for o in streamed["s3_bucket_counts_5B"] if o.name == checks.NUMERIC_VALID).metadata[
+        "offending_keys"][0]
+    assert key["bucket_index"] == rows_changed[0]
 
 
 def test_checks_in_the_stream_leave_the_bytes_as_they_are(tiny_world: WorldInfo, tmp_path: Path):
