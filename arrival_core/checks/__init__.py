@@ -8,7 +8,7 @@ from .counting import CountMoments, count_corridor
 from .evaluation import evaluate, evaluate_datasets, evaluate_recorded, new_context, warmup_phases
 from .intensity import latent_corridor
 
-KNOWN = ("surface_entities",)  # what a state reads that its checks take from it (`new_context(known=...)`)
+KNOWN = ("surface_entities", "family_ledgers")  # what a state reads that its checks take (`new_context(known=...)`)
 from .rowgroups import StreamChecks
 from .specs import (
     CHECKS,

@@ -148,8 +148,10 @@ class CheckContext:
             self.gate, family_id, log=self.family_log(family_id)))
 
     def family_ledgers(self) -> tuple[pipeline.FamilyLedger, pipeline.FamilyLedger]:
-        """Both families' ledgers, S2's latent family then S3's count family (as `pipeline.read_ledgers`)."""
-        return self.family_ledger(latent.FAMILY_ID), self.family_ledger(counts.FAMILY_ID)
+        """Both families' ledgers, S2's latent family then S3's count family (as `pipeline.read_ledgers`; those
+        the audit read when its step knows them)."""
+        return self.derived.get("family_ledgers", lambda: (self.family_ledger(latent.FAMILY_ID),
+                                                           self.family_ledger(counts.FAMILY_ID)))
 
     @derived_once
     def rng(self) -> ledger.RngPolicy:

@@ -191,6 +191,7 @@ def _audit_body(run: StateRun) -> Sequence[Published]:
         identity, g = run.open_gate()
         rng = ledger.parse_rng_policy(g.policy("arrival_rng_policy_5B"))
         ledgers = read_ledgers(g)
+        run.diagnostics["family_ledgers"] = ledgers  # its check reconciles them again, unread
     with run.timed("reconcile"):
         for lg in ledgers:
             problems = ledger.reconcile(lg.events, lg.trace, lg.expected, append_events=rng.trace_append_events)

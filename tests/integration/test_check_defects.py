@@ -168,3 +168,33 @@ def test_a_latent_field_of_another_shape_fails_the_realised_rows_comparison_not_
     assert not outcomes[checks.NUMERIC_VALID].passed
     assert "not one per group and bucket" in outcomes[checks.NUMERIC_VALID].summary
     assert outcomes[checks.SCHEMA_VALID].passed and outcomes[checks.RNG_REPLAY].passed
+
+
+def test_the_audit_check_reconciles_the_ledgers_its_state_read(clean, tmp_path):
+    """The audit step's check takes the ledgers the audit read (`checks.KNOWN`) instead of reading the logs again:
+    with them its outcomes are those of a check that reads them itself, and ledgers other than the published
+    files' fail RNG_ACCOUNTING, so what is known is what is judged."""
+    import dataclasses
+
+    from arrival_core import pipeline
+    from arrival_core.identity import PartitionKey
+
+    st, ident = clean
+    root = tmp_path / "w"
+    shutil.copytree(st.run_root, root)
+    copy = store(root)
+    known = {k: v for k, v in pipeline.run_audit(copy, PartitionKey(42, "baseline_v1")).diagnostics.items()
+             if k in checks.KNOWN}
+    assert set(known) == {"family_ledgers"}
+
+    def outcomes(ledgers: object | None) -> dict:
+        shared = checks.new_context(copy, ident, known=None if ledgers is None else {"family_ledgers": ledgers})
+        return {o.name: (o.passed, o.summary) for o in checks.evaluate(copy, ident, "rng_audit_log_5B", shared=shared)}
+
+    assert outcomes(known["family_ledgers"]) == outcomes(None)
+    assert all(passed for passed, _ in outcomes(None).values())
+    latent_ledger, count_ledger = known["family_ledgers"]
+    off = dataclasses.replace(count_ledger, events=dataclasses.replace(count_ledger.events,
+                                                                       events=count_ledger.events.events + 1))
+    failed = outcomes((latent_ledger, off))
+    assert not failed[checks.RNG_ACCOUNTING][0], failed
