@@ -174,6 +174,24 @@ def test_counts_whose_pages_are_s2s_are_not_decoded_and_others_are_judged_as_dec
     assert key["bucket_index"] == rows_changed[0]
 
 
+def test_counts_whose_proof_cannot_be_made_are_decoded(tiny_world_copy: WorldInfo, monkeypatch):
+    """When S2's file cannot be read for the proof, the count row groups are decoded and judged as such: the
+    proof only ever saves a decode, it never fails a check."""
+    from arrival_core.checks import grid_rows
+
+    def unreadable(self):
+        raise OSError("S2's file is gone")
+
+    proved: list[bool] = []
+    known_by_bytes = grid_rows.CountsCheck.known_by_bytes
+    monkeypatch.setattr(grid_rows.CountsCheck, "_realised_file", property(unreadable))
+    monkeypatch.setattr(grid_rows.CountsCheck, "known_by_bytes",
+                        lambda self, group: proved.append(bool(known := known_by_bytes(self, group))) or known)
+    streamed, _ = _realise_with_stream_checks(store(tiny_world_copy), PartitionKey(42, "baseline_v1"))
+    assert proved and not any(proved)
+    assert _failed(streamed["s3_bucket_counts_5B"]) == {}
+
+
 def test_checks_in_the_stream_leave_the_bytes_as_they_are(tiny_world: WorldInfo, tmp_path: Path):
     """Observing the stream changes no published byte (the golden digests hold with or without it)."""
     digests = []
