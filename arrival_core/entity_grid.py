@@ -68,22 +68,19 @@ def _codes(values: pl.Series, dictionary: pl.Series) -> np.ndarray:
 def dictionary_codes(column: pa.ChunkedArray, dictionary: pa.Array) -> np.ndarray:
     """Position in `dictionary` of each value of a string column (−1 where absent or null).
 
-    Dictionary-encoded chunks map their own small dictionary once, so no per-row string is compared."""
-    parts = []
-    for chunk in column.chunks:
-        if pa.types.is_dictionary(chunk.type):
-            mapping = _recoded(chunk, dictionary)
-            indices = chunk.indices.fill_null(len(chunk.dictionary)) if chunk.null_count else chunk.indices
-            parts.append(mapping[indices.to_numpy()])
-        else:
-            parts.append(pc.index_in(chunk, value_set=dictionary).fill_null(-1).to_numpy().astype(np.int32))
+    Each chunk's own small dictionary is mapped once, so no per-row string is compared."""
+    parts = [mapping[indices] for indices, mapping in (_coded(chunk, dictionary) for chunk in column.chunks)]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
 
 
 def dictionary_indices(column: pa.ChunkedArray, dictionary: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """A string column as (int32 index of each row into its own dictionary, int32 mapping of that dictionary into
     `dictionary`, −1 where absent, with a last −1 that the rows of nulls index): the column's codes, unexpanded."""
-    chunk = _one_chunk(column)
+    return _coded(_one_chunk(column), dictionary)
+
+
+def _coded(chunk: pa.Array, dictionary: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """`dictionary_indices` of one array (plain strings dictionary-encoded first)."""
     if not pa.types.is_dictionary(chunk.type):
         chunk = chunk.dictionary_encode()  # plain strings: coded like dictionary-coded ones
     indices = chunk.indices.fill_null(len(chunk.dictionary)) if chunk.null_count else chunk.indices
