@@ -5,24 +5,42 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-
-import pyarrow as pa
+import os
 
 from . import contracts
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc mallopt parameters
+ARENA_ENV = "MALLOC_ARENA_MAX"  # glibc reads it when a process starts
+
+
+def _mallopt():
+    """glibc's mallopt, or None where the C library is not glibc."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+@functools.cache
+def share_heaps() -> bool:
+    """Have malloc keep every thread's blocks in config/runtime.yaml's `malloc_arena_max` heaps, in this process
+    and (through $MALLOC_ARENA_MAX, unless the user set it) in every process it starts; False where the C library
+    is not glibc. Only heaps made after it are bounded, so a command calls it before anything starts a thread
+    (NumPy's and Arrow's libraries start theirs when imported)."""
+    arenas = os.environ.get(ARENA_ENV) or str(contracts.runtime_settings()["malloc_arena_max"])
+    os.environ[ARENA_ENV] = arenas
+    mallopt = _mallopt()
+    return mallopt is not None and arenas.isdigit() and bool(mallopt(_M_ARENA_MAX, int(arenas)))
 
 
 @functools.cache
 def keep_freed_memory() -> bool:
     """Route Arrow's allocations through malloc and keep malloc's freed heap (glibc), once per process; False
     where the C library is not glibc (nothing is changed then). The thresholds are config/runtime.yaml's."""
+    import pyarrow as pa
+
     settings = contracts.runtime_settings()
     pa.set_memory_pool(pa.system_memory_pool())
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
-    return (bool(mallopt(_M_MMAP_THRESHOLD, settings["malloc_mmap_threshold_bytes"]))
+    mallopt = _mallopt()
+    return (mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, settings["malloc_mmap_threshold_bytes"]))
             and bool(mallopt(_M_TRIM_THRESHOLD, settings["malloc_trim_threshold_bytes"])))

@@ -1,0 +1,74 @@
+"""malloc's heaps: a process of the Dagster layer keeps every thread's blocks in config/runtime.yaml's
+`malloc_arena_max` heaps (glibc), and passes the bound to the processes it starts unless the user set one.
+
+Each case runs in a fresh interpreter: the bound only holds for heaps made after it, and pytest's own process
+made its heaps long ago. Heaps are counted from glibc's `malloc_stats` report ("Arena N:" per heap)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from arrival_core import contracts
+
+# Four threads each hold a fresh 1 MiB block at the same time, so glibc gives each thread a heap of its own unless
+# the number of heaps is bounded; then the report of every heap goes to stderr.
+_THREADS_ALLOCATE = """
+import ctypes, os, sys, threading
+{setup}
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+barrier = threading.Barrier(4)
+def hold():
+    barrier.wait()
+    block = libc.malloc(1 << 20)
+    barrier.wait()
+    libc.free(ctypes.c_void_p(block))
+threads = [threading.Thread(target=hold) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(os.environ.get("MALLOC_ARENA_MAX"))
+sys.stdout.flush()
+libc.malloc_stats()
+"""
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+
+
+def _run(setup: str, env: dict[str, str]) -> tuple[str, int]:
+    """(what the child printed as $MALLOC_ARENA_MAX, how many heaps its malloc reported)."""
+    done = subprocess.run([sys.executable, "-c", _THREADS_ALLOCATE.format(setup=setup)], env=env,
+                          capture_output=True, text=True, check=True)
+    return done.stdout.strip(), done.stderr.count("Arena ")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | extra
+
+
+def test_importing_the_dagster_layer_bounds_the_heaps_of_every_thread():
+    bound = contracts.runtime_settings()["malloc_arena_max"]
+    assert bound == 1
+    printed, heaps = _run("import arrival_assets", _env())
+    assert (printed, heaps) == (str(bound), bound)
+
+
+def test_without_the_bound_each_thread_gets_a_heap_of_its_own():
+    """The case above can fail: the same threads in a plain interpreter make more than one heap."""
+    printed, heaps = _run("", _env())
+    assert printed == "None" and heaps > 1
+
+
+def test_the_processes_it_starts_inherit_the_bound():
+    """A plain interpreter started by a process of the layer (as a run worker is by `arrival run`)."""
+    child = _THREADS_ALLOCATE.format(setup="")
+    parent = f"import arrival_assets, subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}], check=True)"
+    done = subprocess.run([sys.executable, "-c", parent], env=_env(), capture_output=True, text=True, check=True)
+    assert (done.stdout.strip(), done.stderr.count("Arena ")) == ("1", 1)
+
+
+def test_a_bound_the_user_set_is_kept():
+    printed, heaps = _run("import arrival_assets", _env(MALLOC_ARENA_MAX="3"))
+    assert printed == "3" and 1 < heaps <= 3
