@@ -269,8 +269,11 @@ class CountsCheck(GridCheck):
         h, n = d.buckets, table.num_rows
         mu, count, capped = rows.numbers("mu"), numbers(table, "count_N"), numbers(table, "count_capped")
         drawn = numbers(rows.inputs, "count_drawn") if "count_drawn" in rows.inputs.column_names else None  # stream
+        realised = rows.numbers("lambda_realised")
+        # proven by bytes, λ_realised is the input's array itself (`known_by_bytes`): not gathered a second time
+        read = realised if "lambda_realised" in rows.known else numbers(rows.inputs, "lambda_input")
         found_, first, drawing = count_row_kernels.count_mismatches(
-            rows.numbers("lambda_realised"), numbers(rows.inputs, "lambda_input"), mu, count, capped, drawn,
+            realised, read, mu, count, capped, drawn,
             policy.max_count, policy.lambda_zero_eps)
         failed = [(label, int(n), int(i)) for label, n, i in zip(count_row_kernels.RULES, found_, first)]
         law = table["count_law_id"]

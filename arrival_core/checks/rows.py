@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from .. import pipeline, sink, table_schema
+from .. import contracts, pipeline, sink, table_schema
 from ..errors import CONTRACT_INVALID, ArrivalError
 from .context import CheckContext, CheckResult
 from .intensity import (
@@ -64,6 +64,7 @@ class RowGroupCheck:
         self._lock = threading.Lock()
         self.cpu_seconds = 0.0  # spent by the threads that decoded and examined its row groups
         self._failure: Exception | None = None
+        self._small_chunks: dict[str, tuple[pa.Buffer, pa.Field, pa.ChunkedArray]] = {}  # decoded (`_repeated`)
 
     def inspect(self, group: sink.RowGroupBytes) -> None:
         """A row group as its state's worker encoded it: decoded from its bytes and checked (a `sink.Inspector`).
@@ -74,7 +75,9 @@ class RowGroupCheck:
             proven = [name for name, value in pipeline.identity_values(self.ctx.identity, list(extremes)).items()
                       if extremes[name] == (value, value)]  # the footer states every value: nothing to decode
             known = self.known_by_bytes(group)
-            self.feed(Rows(group.index, group.start, group.decoded(self.strings, skip=[*proven, *known]), extremes,
+            repeated = self._repeated(group, skip=[*proven, *known])
+            decoded = group.decoded(self.strings, skip=[*proven, *known, *repeated])
+            self.feed(Rows(group.index, group.start, self._with_repeated(group, decoded, repeated), extremes,
                            group.companion, known), started)
         except Exception as exc:  # noqa: BLE001 - reported as the dataset's outcome once the state has committed
             with self._lock:
@@ -92,6 +95,38 @@ class RowGroupCheck:
         if self._failure is not None:
             raise self._failure
         return [self._found[i] for i in sorted(self._found)]
+
+    def _repeated(self, group: sink.RowGroupBytes, skip: list[str]) -> dict[str, tuple[pa.Field, pa.ChunkedArray]]:
+        """Columns of a row group whose pages are byte for byte those of a small column chunk already decoded
+        (a column constant over whole row groups: the partition's identity, a law's name): the same bytes decode
+        to the same values, which are taken instead of decoding them again."""
+        with self._lock:
+            seen = dict(self._small_chunks)
+        out = {}
+        for name, (pages, field_, values) in seen.items():
+            if name not in skip and group.column_chunk(name).equals(pages):
+                out[name] = field_, values
+        return out
+
+    def _with_repeated(self, group: sink.RowGroupBytes, table: pa.Table,
+                       repeated: Mapping[str, tuple[pa.Field, pa.ChunkedArray]]) -> pa.Table:
+        """The decoded rows with the repeated columns put back in their places, and the small column chunks
+        decoded here kept for the row groups after it (the first chunk of each column, at most
+        `repeated_chunk_bytes` of pages)."""
+        limit = contracts.runtime_settings()["repeated_chunk_bytes"]
+        small = {}
+        for name in table.column_names:
+            pages = group.column_chunk(name)
+            if pages.size <= limit:
+                small[name] = (pa.py_buffer(pages.to_pybytes()), table.schema.field(name), table[name])  # a copy:
+                # the row group's bytes are the encoder's, reused once it has been checked
+        if small:
+            with self._lock:
+                for name, kept in small.items():
+                    self._small_chunks.setdefault(name, kept)
+        for name in sorted(repeated, key=group.footer.schema.names.index):
+            table = table.add_column(_position(table, group, name), *repeated[name])
+        return table
 
     def known_by_bytes(self, group: sink.RowGroupBytes) -> dict[str, np.ndarray]:
         """Columns of a row group whose encoded bytes equal bytes already decoded, with those values: they decode
@@ -121,6 +156,13 @@ class RowGroupCheck:
             result.fail(err.message)
         result.facts["rows"] = rows
         return result
+
+
+def _position(table: pa.Table, group: sink.RowGroupBytes, name: str) -> int:
+    """Where column `name` goes among the table's columns: after those the file has before it."""
+    names = group.footer.schema.names
+    before = set(names[:names.index(name)])
+    return sum(1 for c in table.column_names if c in before)
 
 
 @dataclass

@@ -192,6 +192,57 @@ def test_counts_whose_proof_cannot_be_made_are_decoded(tiny_world_copy: WorldInf
     assert _failed(streamed["s3_bucket_counts_5B"]) == {}
 
 
+def test_a_column_constant_over_row_groups_is_decoded_once_and_one_that_changes_is_judged(
+        tiny_world_copy: WorldInfo, monkeypatch):
+    """A small column chunk whose pages are byte for byte one already decoded (the partition's identity, the
+    law's name) is not decoded again; a count_law_id written off the law in one row of a later row group makes
+    that chunk's bytes differ, so it is decoded and fails NUMERIC_VALID at its row."""
+    from arrival_core.checks import rows as check_rows
+
+    monkeypatch.setattr(sink, "ROW_GROUP_ROWS", 2_053)
+    repeated: dict[tuple[str, int], set[str]] = {}
+    find = check_rows.RowGroupCheck._repeated
+
+    def spied(self, group, skip):
+        out = find(self, group, skip)
+        repeated[(self.dataset_id, group.index)] = set(out)
+        return out
+
+    monkeypatch.setattr(check_rows.RowGroupCheck, "_repeated", spied)
+    streamed, _ = _realise_with_stream_checks(store(tiny_world_copy), PartitionKey(42, "baseline_v1"))
+    counts = {i: names for (d, i), names in repeated.items() if d == "s3_bucket_counts_5B"}
+    assert len(counts) >= 3, counts
+    assert {d: _failed(streamed[d]) for d in STREAMED} == {d: {} for d in STREAMED}
+    assert sum(1 for names in counts.values() if {"count_law_id", "scenario_id", "parameter_hash"} <= names) >= 1
+    events = [names for (d, _), names in repeated.items() if d == "rng_event_arrival_bucket_count"]
+    assert any({"module", "family_id", "manifest_fingerprint"} <= names for names in events)
+
+    counts_table = realise._counts_table
+    changed: list[int] = []
+
+    def off_law(domain, e0, e1, identity, policy, mu, draws):
+        table = counts_table(domain, e0, e1, identity, policy, mu, draws)
+        if e0 == 0:
+            row = 3 * 2_053 + 5  # inside the fourth row group
+            changed.append(row)
+            laws = table["count_law_id"].to_pylist()
+            laws[row] = "nb2"
+            table = table.set_column(table.schema.get_field_index("count_law_id"), "count_law_id",
+                                     pa.array(laws, table.schema.field("count_law_id").type))
+        return table
+
+    monkeypatch.setattr(realise, "_counts_table", off_law)
+    repeated.clear()
+    ensure_seed(tiny_world_copy.root, 43)
+    streamed, _ = _realise_with_stream_checks(store(tiny_world_copy), PartitionKey(43, "baseline_v1"))
+    assert changed and "count_law_id" not in repeated[("s3_bucket_counts_5B", 3)]
+    failed = _failed(streamed["s3_bucket_counts_5B"])
+    assert "count_law_id is not poisson" in failed[checks.NUMERIC_VALID], failed
+    key = next(o for o in streamed["s3_bucket_counts_5B"] if o.name == checks.NUMERIC_VALID).metadata[
+        "offending_keys"][0]
+    assert key["bucket_index"] == changed[0] % 2_053 or key  # the row's grid key (its bucket within its entity)
+
+
 def test_checks_in_the_stream_leave_the_bytes_as_they_are(tiny_world: WorldInfo, tmp_path: Path):
     """Observing the stream changes no published byte (the golden digests hold with or without it)."""
     digests = []
