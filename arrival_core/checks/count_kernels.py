@@ -22,6 +22,7 @@ from .compiled import frozen, ready
 SUMS = ("mu", "n", "sq", "var", "mu2_kappa", "ratio_max", "outside", "outside_p", "outside_var",
         "cap_rows", "capped", "cap_p", "cap_var", "cap_free_bound")  # the order `moment_sums` returns
 CAPPABLE_LOG = math.log(1e-40)  # a row is cappable when its Chernoff bound on ln P(N > cap) exceeds this
+NO_TAIL_LOG = -746.0  # e^x is 0.0 in binary64 below about −745.13: a bound under this adds exactly nothing
 
 
 @numba.njit(**JIT)
@@ -70,7 +71,11 @@ def _add_row(out, m, k, kap, flagged, cap, poisson):  # pragma: no cover - compi
     """Add one drawing row (μ, N, κ, its count_capped flag) to the sums of `SUMS`."""
     q = 0.0 if poisson else m / kap
     var = m + m * q
-    bound = _log_cap_bound(cap + 1.0, m, kap)
+    if poisson and cap + 1.0 >= -NO_TAIL_LOG and 7.5 * m <= cap + 1.0:
+        # ln(k/μ) ≥ ln 7.5 > 2, so k − μ − k ln(k/μ) < −k ≤ NO_TAIL_LOG: free, and its bound's exp is 0.0
+        bound = NO_TAIL_LOG
+    else:
+        bound = _log_cap_bound(cap + 1.0, m, kap)
     if bound > CAPPABLE_LOG:  # cappable: only the cap indicator, against its exact probability
         sd = math.sqrt(var)
         lo = max(0.0, math.floor(m - 40.0 * sd - 40.0))
@@ -84,7 +89,7 @@ def _add_row(out, m, k, kap, flagged, cap, poisson):  # pragma: no cover - compi
         out[11] += p
         out[12] += p * (1.0 - p)
         return
-    out[13] += math.exp(bound)
+    out[13] += math.exp(bound) if bound > NO_TAIL_LOG else 0.0
     r = k - m
     out[0] += m
     out[1] += k

@@ -27,6 +27,12 @@ from .specs import (
 
 
 
+def _per_phi(phi: np.ndarray, term) -> np.ndarray:
+    """term(φ) of each group's φ, computed once per distinct φ (groups of one stratum share theirs)."""
+    distinct, index = np.unique(phi, return_inverse=True)
+    return np.array([term(p) for p in distinct], dtype=np.float64)[index]  # over distinct φ
+
+
 def latent_corridor(z: np.ndarray, sigma: np.ndarray, phi: np.ndarray, alpha: float) -> dict:
     """Rigorous corridors for G stationary AR(1) paths Z (G×H) with known σ_g, φ_g; false alarm ≤ alpha in total.
 
@@ -39,7 +45,7 @@ def latent_corridor(z: np.ndarray, sigma: np.ndarray, phi: np.ndarray, alpha: fl
     g, h = z.shape
     w = z / sigma[:, None]
     k = np.arange(1, h)
-    trace_r2 = h + 2.0 * np.array([np.sum((h - k) * p ** (2 * k)) for p in phi])
+    trace_r2 = h + 2.0 * _per_phi(phi, lambda p: np.sum((h - k) * p ** (2 * k)))
     x = math.log(4.0 / alpha)
     sum_sq = float((w * w).sum())
     v, m = float(trace_r2.sum()), float(np.max((1 + phi) / (1 - phi)))
@@ -48,7 +54,7 @@ def latent_corridor(z: np.ndarray, sigma: np.ndarray, phi: np.ndarray, alpha: fl
     lag_stat = float((head * (w[:, 1:] - phi[:, None] * head)).sum())
     weight = 1.0 - phi * phi
     k1 = np.arange(1, h - 1)
-    trace_r2_head = (h - 1) + 2.0 * np.array([np.sum((h - 1 - k1) * p ** (2 * k1)) for p in phi])
+    trace_r2_head = (h - 1) + 2.0 * _per_phi(phi, lambda p: np.sum((h - 1 - k1) * p ** (2 * k1)))
     v_mean = float((weight * (h - 1)).sum())
     v_bound = v_mean + 2 * math.sqrt(float((weight * weight * trace_r2_head).sum()) * x) + \
         2 * float(np.max(weight * (1 + phi) / (1 - phi))) * x

@@ -177,6 +177,21 @@ def test_capped_rows_enter_by_their_exact_tail_and_200_rows_at_the_cap_do_not_al
     assert not checks.count_corridor(every, "poisson", 1e-6)["cap_ok"]
 
 
+def test_free_rows_add_their_chernoff_bound_and_far_ones_exactly_nothing():
+    """cap_free_bound sums e^{k − μ − k ln(k/μ)} (k = cap + 1) over the free rows, worked out here: μ = 9.8e5 adds
+    about e^−203; μ = 1e5 and μ = 3 lie so far below the cap that their terms are 0.0 in binary64."""
+    cap, k = 1e6, 1e6 + 1.0
+    near = k - 9.8e5 - k * math.log(k / 9.8e5)
+    assert -746 < near < math.log(1e-40)  # free, with a term binary64 still holds
+    m = checks.CountMoments()
+    m.add(np.array([9.8e5, 1e5, 3.0]), np.array([980_123.0, 100_001.0, 2.0]), None, None, cap)
+    assert (m.rows, m.cap_rows) == (3, 0)
+    assert m.cap_free_bound == pytest.approx(math.exp(near), rel=1e-9) and m.cap_free_bound > 0
+    far = checks.CountMoments()
+    far.add(np.array([1e5, 3.0]), np.array([100_001.0, 2.0]), None, None, cap)
+    assert far.cap_free_bound == 0.0 and far.rows == 2
+
+
 @pytest.mark.parametrize("events, draws", [(0, 1), (1, 2), (65_536, 1), (200_001, 2)])
 def test_streamed_trace_is_full_batches_with_running_totals(events, draws):
     from arrival_core.rng import ledger
