@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # matplotlib is imported when a picture is drawn, not when a 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGSIZE = (10.0, 6.0)  # inches: 1000 x 600 px at 100 dpi, the width the UI's Markdown dialog shows unscaled
 DPIS = (100, 90, 72, 60, 48)  # tried in turn until the PNG fits MAX_PNG_BYTES
-MAX_PNG_BYTES = 250_000
+MAX_PNG_BYTES = 300_000  # the reference world's S2 picture is 263 kB at 100 dpi: drawn once, not again at 90
 FONT = {"title": 13, "label": 11, "tick": 10, "legend": 10}  # points: 14-18 px at 100 dpi
 Z_BAND = 3.0  # the band drawn around the expected totals, in standard deviations
 
