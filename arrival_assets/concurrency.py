@@ -41,3 +41,14 @@ def concurrent_runs(env: Mapping[str, str] | None = None, *, cores: int | None =
     by_cores = cores // threads_per_run(env)
     by_memory = memory_bytes // contracts.runtime_settings()["run_memory_bytes"]
     return max(1, min(by_cores, by_memory))
+
+
+def threads_each(at_once: int, env: Mapping[str, str] | None = None, *, cores: int | None = None) -> int | None:
+    """The engine threads each of `at_once` runs started together gets: their share of the cores (at least one),
+    so that together they keep every core busy without more threads than cores; None when the user set a run's
+    threads ($ARRIVAL_THREADS, $NUMBA_NUM_THREADS or `--threads`), which every run then keeps."""
+    env = os.environ if env is None else env
+    if any((env.get(name) or "").strip() for name in THREADS_ENV):
+        return None
+    cores = machine_cores() if cores is None else cores
+    return max(1, cores // max(1, at_once))

@@ -40,7 +40,7 @@ from arrival_assets.cluster import (
     worker_command,
     worker_environment,
 )
-from arrival_assets.concurrency import concurrent_runs
+from arrival_assets.concurrency import concurrent_runs, threads_each
 from arrival_core import contracts
 
 PG = {"ARRIVAL_PG_URL": "postgresql://ar%40user:p%3Ass@db.example:6543/runs?sslmode=require"}
@@ -210,6 +210,42 @@ def test_concurrent_runs_are_cores_over_threads_bounded_by_memory():
     assert concurrent_runs({"ARRIVAL_THREADS": "1"}, cores=16, memory_bytes=3 * run + 1) == 3  # memory bounds it
     assert concurrent_runs({"NUMBA_NUM_THREADS": "2"}, cores=2, memory_bytes=64 * gib) == 1
     assert concurrent_runs({"ARRIVAL_THREADS": "8"}, cores=2, memory_bytes=run // 2) == 1  # never below one
+
+
+def test_runs_started_together_share_the_cores_unless_the_user_set_their_threads():
+    assert threads_each(2, {}, cores=2) == 1
+    assert threads_each(4, {}, cores=16) == 4
+    assert threads_each(3, {}, cores=16) == 5
+    assert threads_each(8, {}, cores=2) == 1  # never below one
+    assert threads_each(1, {}, cores=16) == 16
+    assert threads_each(2, {"ARRIVAL_THREADS": "2"}, cores=2) is None
+    assert threads_each(2, {"NUMBA_NUM_THREADS": "1"}, cores=16) is None
+
+
+def test_arrival_run_at_once_gives_each_partition_process_its_share(monkeypatch):
+    """`arrival run --seed … --parallel 2` on 16 cores: each `arrival run` child is started with 8 threads, or
+    with the user's $ARRIVAL_THREADS when set."""
+    from arrival_assets import parallel_runs
+
+    started: list[str | None] = []
+
+    def child(command, **kwargs):
+        started.append(kwargs["env"].get("ARRIVAL_THREADS"))
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(parallel_runs, "partitions_to_run", lambda **_: [(1, "baseline_v1"), (2, "baseline_v1"),
+                                                                         (3, "baseline_v1")])
+    monkeypatch.setattr(parallel_runs, "threads_each", lambda at_once: threads_each(at_once, {}, cores=16))
+    monkeypatch.setattr(parallel_runs.subprocess, "run", child)
+    monkeypatch.delenv("ARRIVAL_THREADS", raising=False)
+    common = {"root": None, "scenario": None, "quiet": True, "debug": False, "create": False, "err": print}
+    assert parallel_runs.run_in_processes(seeds=["1", "2", "3"], parallel=2, **common) == 0
+    assert started == ["8", "8", "8"]
+    started.clear()
+    monkeypatch.setenv("ARRIVAL_THREADS", "3")
+    monkeypatch.setattr(parallel_runs, "threads_each", lambda at_once: threads_each(at_once, cores=16))
+    assert parallel_runs.run_in_processes(seeds=["1", "2", "3"], parallel=2, **common) == 0
+    assert started == ["3", "3", "3"]
 
 
 def test_the_instance_written_for_a_machine_sets_its_concurrency(tmp_path):
