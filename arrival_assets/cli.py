@@ -171,20 +171,21 @@ def partitions_remove(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Materialise the whole graph for each (scenario, seed) partition and print a summary per partition: in
     this process one after the other, or with `--parallel K` > 1 as up to K `arrival run` processes at once."""
-    from arrival_core import checks, contracts, pipeline, warmup
-
     from .concurrency import concurrent_runs
-    from .executors import celery_settings
 
     use_threads(args.threads)
     parallel = concurrent_runs() if args.parallel is None else args.parallel
     if parallel < 1:
         raise ArrivalError(USAGE_INVALID, f"--parallel must be at least 1, got {parallel}")
-    if parallel > 1 and len(args.seed) > 1:
+    if parallel > 1 and len(args.seed) > 1:  # Dagster and the kernels are loaded by each partition's process
         from .parallel_runs import run_in_processes
 
         return run_in_processes(root=args.root, seeds=args.seed, scenario=args.scenario, parallel=parallel,
                                 quiet=args.quiet, debug=args.debug, create=_may_create(args), err=_err)
+
+    from arrival_core import checks, contracts, pipeline, warmup
+
+    from .executors import celery_settings
 
     if celery_settings() is None:  # steps run in this process: a child compiles their kernels while Dagster loads
         config_dir = Path(os.environ.get("ARRIVAL_CONFIG_DIR") or contracts.DEFAULT_CONFIG_DIR)
@@ -245,7 +246,7 @@ def compare(args: argparse.Namespace) -> int:
     from arrival_core.identity import PartitionKey
     from arrival_core.store import Store
 
-    from .resources import resolve_run_root
+    from .run_roots import resolve_run_root
     from .verify import relative, require_materialised
 
     if len(args.scenario) != 2:

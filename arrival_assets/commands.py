@@ -26,7 +26,14 @@ from .cluster import install_instance_config, launch_partition_run
 from .executors import celery_settings
 from .jobs import JOB_NAME
 from .partitions import partition_key, register_partitions
-from .resources import StoreResource, ensure_seed, ensure_world, resolve_config_dir, resolve_run_root
+from .resources import StoreResource
+from .run_roots import (
+    ensure_seed,
+    ensure_world,
+    resolve_config_dir,
+    resolve_run_root,
+    scenarios_for,
+)
 
 AUDIT_DATASET = "rng_audit_log_5B"
 # The summary is the command's output; the step-by-step event log stays in the instance (and the UI).
@@ -76,34 +83,6 @@ def opening_instance(early: bool) -> Iterator[Callable[[], dg.DagsterInstance]]:
                 opened[0].result().dispose()
 
 
-def _scenarios_for(store: Store, requested: Sequence[str] | None) -> list[str]:
-    known = pipeline.world_scenarios(store)
-    if requested is None:
-        return known
-    chosen = [validate_scenario_id(s) for s in requested]
-    unknown = [s for s in chosen if s not in known]
-    if unknown:
-        raise ArrivalError(
-            IDENTITY_INVALID,
-            f"scenario(s) {unknown} are not in scenario_manifest_5A (known: {known})",
-            field="scenario_id",
-            value=repr(unknown),
-        )
-    return chosen
-
-
-def partitions_to_run(*, root: str | None, seeds: Sequence[int], scenario: str | None, create: bool,
-                      say: Printer | None) -> list[tuple[int, str]]:
-    """Ensure the world (an absent or empty root gets the demo world only when `create`) and each seed's files,
-    then the (seed, scenario) partitions to realise, seed by seed."""
-    requested = [validate_scenario_id(scenario)] if scenario is not None else None
-    store = ensure_world(resolve_run_root(root), say=say, create=create)
-    scenarios = _scenarios_for(store, requested)
-    for seed in seeds:
-        ensure_seed(store, seed)
-    return [(seed, sid) for seed in seeds for sid in scenarios]
-
-
 def add_partitions(
     *, root: str | None, seeds: Sequence[str], scenarios: Sequence[str] | None, out: Printer = print,
     create: bool = True,
@@ -112,7 +91,7 @@ def add_partitions(
     absent or empty root gets the demo world only when `create`."""
     seed_keys = [str(validate_seed(s)) for s in seeds]
     store = ensure_world(resolve_run_root(root), create=create)
-    scenario_list = _scenarios_for(store, scenarios)
+    scenario_list = scenarios_for(store, scenarios)
     with open_instance(prepare_dagster_home()) as instance:
         added = register_partitions(instance, seed_keys, scenario_list)
     out(f"seeds: {', '.join(seed_keys)} (added: {', '.join(added['seed']) or 'none'})")
@@ -317,7 +296,7 @@ def run_partitions(
     failures: list[PartitionRun] = []
     with opening_instance(early=creating_world) as opened:
         store = ensure_world(run_root, say=None if quiet else err, create=create)
-        scenario_list = _scenarios_for(store, requested)  # every identity value is valid before the world is extended
+        scenario_list = scenarios_for(store, requested)  # every identity value is valid before the world is extended
         ensure_seed(store, seed_value)
         resource = StoreResource(run_root=str(run_root))
         job = build_definitions(resource).resolve_job_def(JOB_NAME)

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from arrival_core.identity import validate_seed
 
 from . import interrupts
-from .commands import partitions_to_run
 from .concurrency import THREADS_ENV, threads_each
+from .run_roots import partitions_to_run
 
 
 def partition_command(seed: int, scenario: str, *, root: str | None, quiet: bool, debug: bool,

@@ -13,7 +13,8 @@ from .partitions import (
     seeds,
     unknown_scenarios,
 )
-from .resources import StoreResource, default_seeds
+from .resources import StoreResource
+from .run_roots import default_seeds
 
 
 @dg.sensor(

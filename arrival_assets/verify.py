@@ -16,7 +16,7 @@ from arrival_core.identity import PartitionKey
 from arrival_core.store import Store
 
 from . import interrupts
-from .resources import resolve_run_root
+from .run_roots import resolve_run_root
 
 Printer = Callable[[str], None]
 

@@ -76,7 +76,7 @@ def _check_requirements() -> None:
 
 def _prepare(base: Path, run_root: str | os.PathLike | None) -> tuple[ClusterInfo, str, int, int]:
     """The cluster folder, its password (kept across restarts), two free ports and the environment."""
-    from ..resources import resolve_run_root
+    from ..run_roots import resolve_run_root
 
     base.mkdir(parents=True, exist_ok=True)
     (base / "logs").mkdir(exist_ok=True)

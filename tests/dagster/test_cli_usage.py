@@ -61,7 +61,7 @@ def test_a_typed_root_without_a_world_is_refused_unless_create(tmp_path, capsys,
 def test_partitions_add_with_create_makes_the_demo_world(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     root = tmp_path / "fresh"
-    monkeypatch.setattr("arrival_assets.resources.DEFAULT_PROFILE", "tiny")  # the demo world, smaller
+    monkeypatch.setattr("arrival_assets.run_roots.DEFAULT_PROFILE", "tiny")  # the demo world, smaller
     assert cli.main(["partitions", "add", "--seed", "42", "--root", str(root), "--create"]) == 0
     assert (root / "run_receipt.json").is_file()
     assert "scenarios: baseline_v1, stress_v1" in capsys.readouterr().out

@@ -6,7 +6,8 @@ import json
 
 import dagster as dg
 
-from arrival_assets.resources import RUN_ROOT_ENV, StoreResource, ensure_world, resolve_run_root
+from arrival_assets.resources import StoreResource
+from arrival_assets.run_roots import RUN_ROOT_ENV, ensure_world, resolve_run_root
 from arrival_core import pipeline
 
 

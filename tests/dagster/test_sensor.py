@@ -5,7 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from arrival_assets.partitions import SCENARIO_DIMENSION, SEED_DIMENSION
-from arrival_assets.resources import StoreResource, default_seeds
+from arrival_assets.resources import StoreResource
+from arrival_assets.run_roots import default_seeds
 from arrival_assets.sensors import register_partitions
 
 
