@@ -32,6 +32,9 @@ def grouping_order_problem(ctx: CheckContext) -> str | None:
 
 
 def numbers(table: pa.Table, name: str) -> np.ndarray:
-    """A numeric column as a NumPy array (one chunk: a view, no copy)."""
+    """A numeric column as a NumPy array (one chunk: a view, no copy; several: their views joined once)."""
     column = table[name]
-    return column.chunk(0).to_numpy(zero_copy_only=False) if column.num_chunks == 1 else column.to_numpy()
+    if column.num_chunks == 0:
+        return column.to_numpy()
+    parts = [chunk.to_numpy(zero_copy_only=False) for chunk in column.chunks]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
