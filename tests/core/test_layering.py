@@ -17,7 +17,7 @@ PACKAGES = ("arrival_core", "arrival_assets")
 # Lowest first; a module belongs to the first layer one of whose prefixes names it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("arrival_core.errors", "arrival_core.encoding", "arrival_core.identity", "arrival_core.contracts",
-              "arrival_core.jit", "arrival_core.warmup", "arrival_core.parallel")),
+              "arrival_core.jit", "arrival_core.warmup", "arrival_core.parallel", "arrival_core.memory")),
     ("rng", ("arrival_core.rng",)),
     ("core", ("arrival_core.world", "arrival_core.bundle_tables")),
     ("pipeline", ("arrival_core.pipeline",)),
@@ -122,7 +122,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def layer_of(module: str) -> int:
-    """The index in `LAYERS` of a module's layer (the packages themselves, with nothing in them, at the bottom)."""
+    """The index in `LAYERS` of a module's layer (the packages themselves at the bottom: they import nothing but
+    `memory`, which bounds malloc's heaps before anything else loads)."""
     if module in PACKAGES:
         return 0
     for i, (_, prefixes) in enumerate(LAYERS):
