@@ -1,7 +1,7 @@
 """What `arrival run` shows while it works: a line as each step (the sealed inputs, a state with its checks)
 starts and ends (with elapsed seconds), where a state's step spent its time (the state, its pictures, its checks),
 and the rows S2 and S3 have streamed — a tqdm bar when stderr is a
-terminal, else a line per chunk.
+terminal, else a line per progress event (about one a second).
 
 It is a Dagster logger: the step log carries the same events and progress lines (see `assets.states`), so the
 UI shows what the terminal shows. tqdm comes with Dagster, and draws a clean bar on a terminal while degrading

@@ -88,9 +88,18 @@ class PhaseClock:
 
 
 def progress_logger(context: dg.AssetExecutionContext) -> Callable[[str, int, int], None]:
-    """Progress of a streaming state in the step's log: a line per chunk, `<state>: <done> / <total> rows`."""
+    """Progress of a streaming state in the step's log, `<state>: <done> / <total> rows`: the first chunk, then
+    at most one line every `progress_seconds` (config/runtime.yaml), and the last. Each line is an event the
+    instance stores (about 10 ms on SQLite, on the stream's critical path): a line per chunk cost a reference
+    partition 0.7 s."""
+    every = contracts.runtime_settings()["progress_seconds"]
+    last: list[float] = []
 
     def log(state: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if last and done < total and now - last[0] < every:
+            return
+        last[:] = [now]
         context.log.info(f"{PROGRESS_PREFIX}{state}: {done:,} / {total:,} rows")
 
     return log
