@@ -4,8 +4,9 @@ Dagster's `SqliteEventLogStorage` creates and disposes a SQLAlchemy engine (and 
 every event it stores, and opens yet another engine to check that the partitions table exists before every
 partition lookup. A partition's run stores ~250 events and looks partitions up ~300 times: seconds of every
 run. This subclass keeps one engine per database file open (the few most recently used) and remembers the
-tables it has seen. Files, journaling, locking, tables and rows are exactly Dagster's: `dagster dev`, the
-daemon and any process reading the instance see no difference.
+tables it has seen, and its connections commit with SQLite's `synchronous` of config/runtime.yaml (NORMAL: WAL
+commits not synced one by one). Files, journaling, locking, tables and rows are exactly Dagster's: `dagster
+dev`, the daemon and any process reading the instance see no difference.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
@@ -27,6 +29,12 @@ def open_engines() -> int:
     """How many files' engines stay open (`event_log_open_engines` of config/runtime.yaml): the index and the runs
     in progress; older runs' files are reopened when read again."""
     return contracts.runtime_settings()["event_log_open_engines"]
+
+
+def _commit_as_configured(connection, _record) -> None:
+    """Set a new connection's `synchronous` (a setting of the connection, not of the file)."""
+    mode = contracts.runtime_settings()["event_log_synchronous"]
+    connection.execute(f"PRAGMA synchronous={mode}")  # one of the schema's enum, never user text
 
 
 class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
@@ -52,6 +60,7 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
             poolclass=StaticPool,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
         )
+        event.listen(engine, "connect", _commit_as_configured)
         self._engines[shard] = engine
         while len(self._engines) > open_engines():
             self._engines.popitem(last=False)[1].dispose()

@@ -77,3 +77,24 @@ def test_it_closes_the_least_recently_used_engines(home, monkeypatch):
         runs = [_materialise(instance, str(seed)) for seed in (1, 2, 3)]
         assert len(storage._engines) == 2 and runs[0].run_id not in storage._engines
         assert instance.all_logs(runs[0].run_id)[-1].dagster_event_type == dg.DagsterEventType.RUN_SUCCESS
+
+
+def test_its_connections_commit_without_a_sync_each_and_the_files_stay_in_wal(home):
+    """synchronous=NORMAL (1) on the storage's own connections, as config/runtime.yaml says; the files keep the
+    WAL journal Dagster gives them, and stock Dagster's connections keep their FULL (2)."""
+    import sqlite3
+
+    from arrival_core import contracts
+
+    assert contracts.runtime_settings()["event_log_synchronous"] == "NORMAL"
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run = _materialise(instance, "5")
+        storage = instance.event_log_storage
+        with storage._connect(run.run_id) as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        with storage._connect("index") as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+    files = sorted(home.rglob(f"{run.run_id}.db"))
+    assert files and sqlite3.connect(files[0]).execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert sqlite3.connect(files[0]).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
