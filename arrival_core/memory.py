@@ -8,6 +8,7 @@ import functools
 import os
 
 from . import contracts
+from .errors import ArrivalError
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc mallopt parameters
 ARENA_ENV = "MALLOC_ARENA_MAX"  # glibc reads it when a process starts
@@ -27,7 +28,10 @@ def share_heaps() -> bool:
     and (through $MALLOC_ARENA_MAX, unless the user set it) in every process it starts; False where the C library
     is not glibc. Only heaps made after it are bounded, so a command calls it before anything starts a thread
     (NumPy's and Arrow's libraries start theirs when imported)."""
-    arenas = os.environ.get(ARENA_ENV) or str(contracts.runtime_settings()["malloc_arena_max"])
+    try:
+        arenas = os.environ.get(ARENA_ENV) or str(contracts.runtime_settings()["malloc_arena_max"])
+    except ArrivalError:  # a broken config/runtime.yaml: the command that reads it says so, coded
+        return False
     os.environ[ARENA_ENV] = arenas
     mallopt = _mallopt()
     return mallopt is not None and arenas.isdigit() and bool(mallopt(_M_ARENA_MAX, int(arenas)))

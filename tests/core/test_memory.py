@@ -72,3 +72,19 @@ def test_the_processes_it_starts_inherit_the_bound():
 def test_a_bound_the_user_set_is_kept():
     printed, heaps = _run("import arrival_assets", _env(MALLOC_ARENA_MAX="3"))
     assert printed == "3" and 1 < heaps <= 3
+
+
+def test_a_broken_runtime_config_leaves_the_heaps_to_the_command_that_reports_it(tmp_path):
+    """Importing the layer never fails on config/runtime.yaml: it bounds nothing, and the command reading the
+    file then fails with its code (5B.CONTRACT_INVALID naming the file), not a traceback at import."""
+    import shutil
+
+    config = tmp_path / "config"
+    shutil.copytree(contracts.DEFAULT_CONFIG_DIR, config)
+    (config / "runtime.yaml").write_text("chunk_rows: many\n")
+    code = (f"import pathlib, arrival_core.contracts as c; c.DEFAULT_CONFIG_DIR = pathlib.Path({str(config)!r}); "
+            "import os, arrival_assets; print(os.environ.get('MALLOC_ARENA_MAX')); "
+            "from arrival_core.errors import ArrivalError\n"
+            "try:\n    c.runtime_settings()\nexcept ArrivalError as e:\n    print(e.code)")
+    done = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["None", "5B.CONTRACT_INVALID"], done.stdout + done.stderr
