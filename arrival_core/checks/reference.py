@@ -28,23 +28,43 @@ _CACHED_WORDS = 1 << 16  # words per batch of the replay: its temporaries stay i
 
 # ---- §7: Philox2x64-10, streams, uniforms, normals --------------------------------------------------------------
 
-def _mulhi(a: np.ndarray) -> np.ndarray:
-    """High 64 bits of M · a by 32-bit limbs (uint64 products of 32-bit halves never overflow)."""
-    a_lo, a_hi = a & _LOW32, a >> _32
-    m_lo, m_hi = _M & _LOW32, _M >> _32
-    ll, lh, hl, hh = a_lo * m_lo, a_lo * m_hi, a_hi * m_lo, a_hi * m_hi
-    mid = (ll >> _32) + (lh & _LOW32) + (hl & _LOW32)
-    return hh + (lh >> _32) + (hl >> _32) + (mid >> _32)
+_M_LO, _M_HI = _M & _LOW32, _M >> _32
+
+
+def _mulhi_into(a: np.ndarray, out: np.ndarray, scratch: tuple[np.ndarray, ...]) -> np.ndarray:
+    """High 64 bits of M · a into `out`, by 32-bit limbs (uint64 products of 32-bit halves never overflow): the
+    limbs' sum mid = (ll >> 32) + (lh & low) + (hl & low) carries into hh + (lh >> 32) + (hl >> 32). `scratch`:
+    three arrays shaped like `a`, so that no round allocates."""
+    a_lo, a_hi, t = scratch
+    np.bitwise_and(a, _LOW32, out=a_lo)
+    np.right_shift(a, _32, out=a_hi)
+    mid = np.right_shift(np.multiply(a_lo, _M_LO, out=t), _32)
+    np.multiply(a_lo, _M_HI, out=t)
+    np.right_shift(t, _32, out=out)
+    mid += t & _LOW32
+    np.multiply(a_hi, _M_LO, out=t)
+    out += t >> _32
+    mid += t & _LOW32
+    out += np.multiply(a_hi, _M_HI, out=t)
+    out += mid >> _32
+    return out
 
 
 def philox(c0: np.ndarray, c1: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Philox2x64-10 output words (x0, x1) of counters (c0, c1) under key (laws §7.1), elementwise."""
+    """Philox2x64-10 output words (x0, x1) of counters (c0, c1) under key (laws §7.1), elementwise: each round
+    (c0, c1) ← (mulhi(M, c0) ⊕ k ⊕ c1, M · c0 mod 2^64), the key bumped by W between rounds."""
     c0, c1, k = (np.array(a, dtype=np.uint64, copy=True) for a in np.broadcast_arrays(c0, c1, key))
+    scratch = tuple(np.empty_like(c0) for _ in range(3))
+    spare = np.empty_like(c0)
     with np.errstate(over="ignore"):
         for r in range(10):  # the ten rounds
             if r:
-                k = k + _W
-            c0, c1 = _mulhi(c0) ^ k ^ c1, c0 * _M
+                k += _W
+            high = _mulhi_into(c0, spare, scratch)
+            high ^= k
+            high ^= c1
+            np.multiply(c0, _M, out=c1)
+            c0, spare = high, c0
     return c0, c1
 
 
@@ -86,15 +106,9 @@ def u01(x: np.ndarray) -> np.ndarray:
     return ((np.asarray(x, dtype=np.uint64) >> np.uint64(11)) | _ONE).astype(np.float64) * 2.0**-53
 
 
-_LN = np.frompyfunc(math.log, 1, 1)
-_COS = np.frompyfunc(math.cos, 1, 1)
-
-
 def normals(x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
     """√(−2 · ln u(x0)) · cos(2π · u(x1)) with the C library's ln and cos (laws §7.5)."""
-    ln = _LN(u01(x0)).astype(np.float64)
-    cos = _COS((2.0 * math.pi) * u01(x1)).astype(np.float64)
-    return np.sqrt(-2.0 * ln) * cos
+    return np.sqrt(-2.0 * _libm(math.log, u01(x0))) * _libm(math.cos, (2.0 * math.pi) * u01(x1))
 
 
 # ---- §8: the latent field ---------------------------------------------------------------------------------------
@@ -128,7 +142,8 @@ def _stationary(lgcp: Mapping) -> dict:
 
 
 def _libm(fn, x: np.ndarray) -> np.ndarray:
-    """fn (the C library's, through `math`) of every element: the laws' exp and sin, whatever SIMD NumPy has."""
+    """fn (the C library's, through `math`) of every element: the laws' ln, cos, exp and sin, whatever SIMD NumPy
+    has."""
     x = np.asarray(x, dtype=np.float64)
     return np.fromiter(map(fn, x.ravel().tolist()), dtype=np.float64, count=x.size).reshape(x.shape)
 
@@ -237,12 +252,12 @@ def latent_groups(lgcp: Mapping, strata: Sequence[Mapping[str, str]], buckets: i
     if model == "log_gaussian_iid_v1":
         return sigma * z, blocks
     phi = np.array([math.exp(-1.0 / group_sigma_length(lgcp, row)[1]) for row in strata])
-    innovation = (sigma[:, 0] * np.sqrt(1.0 - phi * phi))[:, None] * z
-    out = np.empty_like(z)
-    out[:, 0] = sigma[:, 0] * z[:, 0]
+    innovation = ((sigma[:, 0] * np.sqrt(1.0 - phi * phi))[:, None] * z).T.copy()  # buckets × groups: rows contiguous
+    out = np.empty_like(innovation)
+    out[0] = sigma[:, 0] * z[:, 0]
     for t in range(1, buckets):  # the AR(1) recursion over buckets, every group at once
-        out[:, t] = phi * out[:, t - 1] + innovation[:, t]
-    return out, blocks
+        np.add(phi * out[t - 1], innovation[t], out=out[t])
+    return out.T.copy(), blocks
 
 
 def factors(latent: np.ndarray, sigma: float | np.ndarray, lgcp: Mapping) -> np.ndarray:
