@@ -98,3 +98,35 @@ def test_its_connections_commit_without_a_sync_each_and_the_files_stay_in_wal(ho
     files = sorted(home.rglob(f"{run.run_id}.db"))
     assert files and sqlite3.connect(files[0]).execute("PRAGMA synchronous").fetchone()[0] == 2
     assert sqlite3.connect(files[0]).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_partition_found_is_not_asked_about_again_for_its_seen_seconds(home, monkeypatch):
+    """A run asks about its own partition at nearly every event: within `dynamic_partition_seen_seconds` the index
+    is asked once. A partition not found is never remembered (another writer's addition is seen at once), one this
+    process deletes is forgotten at once, and one another process deletes is seen once the seconds have passed."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    asked = []
+    real = SqliteEventLogStorage.has_dynamic_partition
+    monkeypatch.setattr(SqliteEventLogStorage, "has_dynamic_partition",
+                        lambda self, name, key: asked.append(key) or real(self, name, key))
+    clock = [1000.0]
+    monkeypatch.setattr(event_log.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(event_log, "partition_seen_seconds", lambda: 2.0)
+    with dg.DagsterInstance.from_config(str(home)) as instance, _plain_instance(home) as plain:
+        assert not instance.has_dynamic_partition("seed", "4") and not instance.has_dynamic_partition("seed", "4")
+        assert asked == ["4", "4"]  # not found: asked every time
+        plain.add_dynamic_partitions("seed", ["4"])  # another writer adds it: seen at the next question
+        assert instance.has_dynamic_partition("seed", "4")
+        asked.clear()
+        assert _materialise(instance, "4").success
+        assert len(asked) == 0  # the whole run, within the seconds: not one question to the index
+        plain.delete_dynamic_partition("seed", "4")  # another writer deletes it: still taken as there ...
+        clock[0] += 1.9
+        assert instance.has_dynamic_partition("seed", "4") and asked == []
+        clock[0] += 0.2  # ... until the seconds have passed
+        assert not instance.has_dynamic_partition("seed", "4") and asked == ["4"]
+        instance.add_dynamic_partitions("seed", ["4"])
+        assert instance.has_dynamic_partition("seed", "4")
+        instance.delete_dynamic_partition("seed", "4")  # this process deletes it: forgotten at once
+        assert not instance.has_dynamic_partition("seed", "4")
