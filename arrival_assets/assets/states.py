@@ -1,6 +1,7 @@
 """The state assets: thin multi-assets calling `arrival_core.pipeline` for one (scenario, seed) partition, each
 with its outputs' checks in its own step."""
 
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -75,12 +76,17 @@ class PhaseClock:
         self._notes[beside] = " beside the checks"
         self._mark = now
 
-    def move_cpu(self, seconds: float, source: str, target: str, note: str) -> None:
-        """Count CPU seconds spent inside one phase for another (the checks made while the state streamed)."""
+    def move_cpu(self, seconds: float, source: str, target: str, note: str | None = None) -> None:
+        """Count CPU seconds spent inside one phase for another (the checks made while the state streamed, the
+        pictures drawn while it published); `note` says so in the line."""
         by_name = {p[0]: p for p in self.phases}
         by_name[source][2] -= seconds
         by_name[target][2] += seconds
-        self._notes[target] = f" of which {seconds:.2f} CPU s {note}"
+        if note is not None:
+            self._notes[target] = f" of which {seconds:.2f} CPU s {note}"
+
+    def note(self, phase: str, text: str) -> None:
+        self._notes[phase] = text
 
     def line(self) -> str:
         return TIMES_PREFIX + ", ".join(f"{phase} {wall:.2f} s ({cpu:.2f} CPU s){self._notes.get(phase, '')}"
@@ -172,6 +178,52 @@ def draw_pictures(diagnostics: Mapping[str, Any], partition: str) -> Drawn:
     except Exception as exc:  # noqa: BLE001 - any failure of a picture leaves the committed state as it is
         pictures, failure = {}, exc
     return Drawn(pictures, failure, time.perf_counter() - wall, time.thread_time() - cpu)
+
+
+class Pictures:
+    """A state's pictures, drawn on a thread of their own: from the moment a streamed state's diagnostics are
+    complete (`start`, its `RunOptions.diagnosed`), while its outputs finish and publish, else once it returned;
+    with the CPU seconds the drawing has taken so far, so the step's phase line counts them for neither."""
+
+    def __init__(self, partition: str) -> None:
+        self._partition = partition
+        self._lock = threading.Lock()
+        self._result: Callable[[], Drawn] | None = None
+        self._clock: tuple[int, float] | None = None  # the drawing thread's CPU clock and its reading at the start
+        self._spent = 0.0  # the drawing's CPU seconds once it has ended
+
+    def start(self, diagnostics: Mapping[str, Any]) -> None:
+        """Start drawing from these diagnostics (the first call only)."""
+        with self._lock:
+            if self._result is None:
+                self._result = parallel.soon(lambda: self._draw(diagnostics), own_thread=True)
+
+    def _draw(self, diagnostics: Mapping[str, Any]) -> Drawn:
+        clock = time.pthread_getcpuclockid(threading.get_ident())
+        with self._lock:
+            self._clock = (clock, time.clock_gettime(clock))
+        drawn = draw_pictures(diagnostics, self._partition)
+        with self._lock:
+            self._clock, self._spent = None, drawn.cpu
+        return drawn
+
+    def cpu_so_far(self) -> float:
+        """CPU seconds the drawing has taken until now (all of them once it has ended; 0 before it starts)."""
+        with self._lock:  # the drawing thread is alive while its clock is kept: reading it is valid
+            if self._clock is not None:
+                return time.clock_gettime(self._clock[0]) - self._clock[1]
+            return self._spent
+
+    def drawn(self, diagnostics: Mapping[str, Any]) -> Drawn:
+        """The pictures, started from `diagnostics` now if they were not before (a state verified, not streamed)."""
+        self.start(diagnostics)
+        return self._result()
+
+
+def early_pictures() -> bool:
+    """Whether a streamed state's pictures can start before it returns: the drawing thread's CPU clock must be
+    readable to keep the state's CPU seconds apart from the pictures' (Linux; elsewhere they start after)."""
+    return hasattr(time, "pthread_getcpuclockid")
 
 
 def drawn_pictures(context: dg.AssetExecutionContext, drawn: Drawn, outputs: tuple[str, ...]
@@ -266,17 +318,20 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
         # sealed in this run (S0 itself seals one from the live policies and ignores it).
         # S2's and S3's big outputs are checked as they stream, each row group on the worker that encoded it.
         streamed = core_checks.StreamChecks(st) if step.streams else None
+        # The pictures are drawn on a thread of their own from the moment a streamed state's diagnostics are
+        # complete: while its outputs finish and publish, and then beside its checks. They enter the metadata only
+        # once the state has committed; the materialisations still come first, then the checks.
+        pictures = Pictures(str(context.partition_key))
         options = pipeline.RunOptions(run_id=context.run.run_id, parameter_hash=sealed_parameter_hash(context),
-                                      progress=progress_logger(context), reuse=True, observe=streamed)
+                                      progress=progress_logger(context), reuse=True, observe=streamed,
+                                      diagnosed=pictures.start if step.streams and early_pictures() else None)
         clock = PhaseClock()
         if step.streams:
             plots.preload()
         result = call_core(context, step.runner, st, part, options)
+        drawn_before = pictures.cpu_so_far()
         clock.lap("state")
-        # The pictures are drawn on a thread of their own while the state's checks are made (the state has
-        # committed: its files are what both are about); the materialisations still come first, then the checks.
-        drawing = parallel.soon(lambda: draw_pictures(result.diagnostics, str(context.partition_key)),
-                                own_thread=True)
+        pictures.start(result.diagnostics)
         known = {k: v for k, v in result.diagnostics.items() if k in core_checks.KNOWN}
         try:
             checked = list(evaluate_state_checks(context, st, result.identity, step, recall=True,
@@ -284,8 +339,11 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
             stopped = None
         except BaseException as exc:  # noqa: BLE001 - raised once the materialisations are yielded
             checked, stopped = [], exc
-        drawn = drawing()
-        clock.lap_beside("checks", "pictures", drawn.wall, drawn.cpu)
+        drawn = pictures.drawn(result.diagnostics)
+        clock.lap_beside("checks", "pictures", drawn.wall, drawn.cpu - drawn_before)
+        if drawn_before:
+            clock.move_cpu(drawn_before, "state", "pictures")
+            clock.note("pictures", " beside the state's last writes and the checks")
         if streamed is not None and streamed.cpu_seconds:
             clock.move_cpu(streamed.cpu_seconds, "state", "checks", "in the state's stream")
         pictures = drawn_pictures(context, drawn, step.outputs)

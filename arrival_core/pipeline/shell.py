@@ -29,6 +29,7 @@ from ..store import Published, Store, read_json, sweep_stale_subfolders
 from . import records
 
 Progress = Callable[[str, int, int], None]  # (state, rows done, rows in all), called as a state streams
+Diagnosed = Callable[[Mapping[str, object]], None]  # a streamed state's diagnostics, once its last chunk is taken
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class StateRun:
     metrics: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     progress: Progress | None = None
+    diagnosed: Diagnosed | None = None
     diagnostics: dict = field(default_factory=dict)
     gate: Gate | None = None  # opened once per execution (a verify attempt and the body share it)
     rows_done: int = 0
@@ -102,6 +104,8 @@ class RunOptions:
     progress: Progress | None = None  # told the rows done as S2 and S3 stream
     reuse: bool = False  # verify a partition whose commit record matches its files instead of recomputing it
     observe: object | None = None  # S2 and S3: a `stream_state.StreamObserver` inspecting their outputs' row groups
+    diagnosed: Diagnosed | None = None  # S2 and S3: told their diagnostics (what the pictures show) once the last
+    # chunk is taken, while the outputs still finish and publish; it must return at once and never raise
 
 
 DEFAULT_OPTIONS = RunOptions()  # a runner's default: a fresh run id, live policies, computed, silent
@@ -120,7 +124,8 @@ def execute_state(store: Store, state: str, key: PartitionKey, options: RunOptio
     seed_value, sid, reuse = key.seed, key.scenario_id, options.reuse
     run_id = options.run_id or uuid.uuid4().hex
     report_path = store.path("run_report_5B", state=state, seed=seed_value, scenario_id=sid, run_id=run_id)
-    run = StateRun(store, state, key, run_id, options.parameter_hash, progress=options.progress)
+    run = StateRun(store, state, key, run_id, options.parameter_hash, progress=options.progress,
+                   diagnosed=options.diagnosed)
     started, clock = reports.utc_now(), time.perf_counter()
     failure: Exception | None = None
     published: tuple[Published, ...] = ()

@@ -253,3 +253,39 @@ def test_the_time_axis_marks_six_hours_on_short_grids_and_days_by_one_line_colle
     assert len(inside) == minor  # 06:00, 12:00 and 18:00 of each day
     lines = [c for c in ax.collections if isinstance(c, LineCollection)]
     assert sum(len(c.get_segments()) for c in lines) == day_lines  # each day's start after the first
+
+
+def test_pictures_started_while_the_state_publishes_count_the_cpu_they_took_so_far(monkeypatch):
+    """A state's pictures may start before it returns (`Pictures.start` as its `diagnosed`): the CPU seconds they
+    took until the state returned are read from their thread's clock, so the step's line counts them apart from
+    the state's; the first diagnostics given are drawn, later starts are ignored."""
+    import threading
+    import time
+
+    from arrival_assets.assets import states
+
+    if not states.early_pictures():
+        pytest.skip("no per-thread CPU clock here: the pictures start once the state returned")
+    release = threading.Event()
+
+    def draw(diagnostics, partition):
+        started = time.thread_time()
+        while time.thread_time() - started < 0.05:  # 50 ms of CPU, then a wait that takes none
+            pass
+        release.wait(10)
+        return states.Drawn({partition: dict(diagnostics)}, None, 0.0, time.thread_time() - started)
+
+    monkeypatch.setattr(states, "draw_pictures", draw)
+    pictures = states.Pictures("baseline_v1|42")
+    assert pictures.cpu_so_far() == 0.0
+    pictures.start({"drawn": "first"})
+    deadline = time.monotonic() + 10
+    while pictures.cpu_so_far() < 0.05 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    so_far = pictures.cpu_so_far()
+    assert 0.05 <= so_far < 1.0
+    pictures.start({"drawn": "second"})
+    release.set()
+    drawn = pictures.drawn({"drawn": "third"})
+    assert drawn.pictures == {"baseline_v1|42": {"drawn": "first"}}
+    assert pictures.cpu_so_far() == drawn.cpu >= so_far

@@ -278,3 +278,26 @@ def test_demo_rerun_and_chunk_sizes_change_no_byte(demo_run, demo_world: WorldIn
         got = {k: v for k, v in outputs(root).items() if "seed=42" in k and "baseline_v1" in k}
         assert got.keys() == reference.keys() and all(got[k] == reference[k] for k in got)
     assert {k: v for k, v in outputs(st.run_root).items() if k in reference} == reference
+
+
+def test_s2_and_s3_tell_their_diagnostics_before_their_outputs_publish(tiny_world: WorldInfo, tmp_path: Path):
+    """`RunOptions.diagnosed` is told a streamed state's diagnostics once, when its last chunk is taken: the
+    pictures' values are complete (those the state returns) while its outputs are not yet published."""
+    root = tmp_path / "world"
+    shutil.copytree(tiny_world.root, root)
+    st = store(root)
+    ident = run_all(st, seed=42, upto="run_s1")
+    key = PartitionKey(42, "baseline_v1")
+    for runner, main, shown in ((pipeline.run_s2, "s2_realised_intensity_5B",
+                                 ("lambda_target_per_bucket", "lambda_realised_per_bucket", "top_group_factors")),
+                                (pipeline.run_s3, "s3_bucket_counts_5B",
+                                 ("counts_per_bucket", "mu_per_bucket", "variance_per_bucket", "count_histogram"))):
+        told: list[tuple[dict, bool]] = []
+        result = runner(st, key, pipeline.RunOptions(
+            diagnosed=lambda d, main=main, told=told: told.append((d, path(st, main, ident).exists()))))
+        assert len(told) == 1
+        diagnostics, published = told[0]
+        assert not published and path(st, main, ident).exists()
+        for name in (*shown, "bucket_start_utc"):
+            want, got = result.diagnostics[name], diagnostics[name]
+            assert got is want or np.array_equal(got, want) or got == want, name
