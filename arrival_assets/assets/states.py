@@ -67,26 +67,24 @@ class PhaseClock:
         self.phases.append([phase, now[0] - self._mark[0], now[1] - self._mark[1]])
         self._mark = now
 
-    def lap_beside(self, phase: str, beside: str, wall: float, cpu: float) -> None:
-        """Close `phase`, during which `beside` ran on a thread of its own for `wall` seconds and `cpu` CPU seconds
-        (counted for `beside`, not `phase`); `beside` is listed first."""
+    def lap_beside(self, phase: str, beside: str, wall: float, cpu: float, earlier: float = 0.0) -> None:
+        """Close `phase`, during which `beside` ran on a thread of its own for `wall` seconds and `cpu` CPU seconds,
+        `earlier` of them before the previous lap (counted for `beside`, not for either phase); `beside` is listed
+        first."""
         now = self._now()
+        if earlier:
+            self.phases[-1][2] -= earlier
         self.phases.append([beside, wall, cpu])
-        self.phases.append([phase, now[0] - self._mark[0], now[1] - self._mark[1] - cpu])
-        self._notes[beside] = " beside the checks"
+        self.phases.append([phase, now[0] - self._mark[0], now[1] - self._mark[1] - (cpu - earlier)])
+        self._notes[beside] = " beside the state's last writes and the checks" if earlier else " beside the checks"
         self._mark = now
 
-    def move_cpu(self, seconds: float, source: str, target: str, note: str | None = None) -> None:
-        """Count CPU seconds spent inside one phase for another (the checks made while the state streamed, the
-        pictures drawn while it published); `note` says so in the line."""
+    def move_cpu(self, seconds: float, source: str, target: str, note: str) -> None:
+        """Count CPU seconds spent inside one phase for another (the checks made while the state streamed)."""
         by_name = {p[0]: p for p in self.phases}
         by_name[source][2] -= seconds
         by_name[target][2] += seconds
-        if note is not None:
-            self._notes[target] = f" of which {seconds:.2f} CPU s {note}"
-
-    def note(self, phase: str, text: str) -> None:
-        self._notes[phase] = text
+        self._notes[target] = f" of which {seconds:.2f} CPU s {note}"
 
     def line(self) -> str:
         return TIMES_PREFIX + ", ".join(f"{phase} {wall:.2f} s ({cpu:.2f} CPU s){self._notes.get(phase, '')}"
@@ -321,17 +319,17 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
         # The pictures are drawn on a thread of their own from the moment a streamed state's diagnostics are
         # complete: while its outputs finish and publish, and then beside its checks. They enter the metadata only
         # once the state has committed; the materialisations still come first, then the checks.
-        pictures = Pictures(str(context.partition_key))
+        drawing = Pictures(str(context.partition_key))
         options = pipeline.RunOptions(run_id=context.run.run_id, parameter_hash=sealed_parameter_hash(context),
                                       progress=progress_logger(context), reuse=True, observe=streamed,
-                                      diagnosed=pictures.start if step.streams and early_pictures() else None)
+                                      diagnosed=drawing.start if step.streams and early_pictures() else None)
         clock = PhaseClock()
         if step.streams:
             plots.preload()
         result = call_core(context, step.runner, st, part, options)
-        drawn_before = pictures.cpu_so_far()
+        drawn_before = drawing.cpu_so_far()
         clock.lap("state")
-        pictures.start(result.diagnostics)
+        drawing.start(result.diagnostics)
         known = {k: v for k, v in result.diagnostics.items() if k in core_checks.KNOWN}
         try:
             checked = list(evaluate_state_checks(context, st, result.identity, step, recall=True,
@@ -339,11 +337,8 @@ def build_state_asset(step: pipeline.State, sealed_input_keys: tuple[str, ...]) 
             stopped = None
         except BaseException as exc:  # noqa: BLE001 - raised once the materialisations are yielded
             checked, stopped = [], exc
-        drawn = pictures.drawn(result.diagnostics)
-        clock.lap_beside("checks", "pictures", drawn.wall, drawn.cpu - drawn_before)
-        if drawn_before:
-            clock.move_cpu(drawn_before, "state", "pictures")
-            clock.note("pictures", " beside the state's last writes and the checks")
+        drawn = drawing.drawn(result.diagnostics)
+        clock.lap_beside("checks", "pictures", drawn.wall, drawn.cpu, earlier=drawn_before)
         if streamed is not None and streamed.cpu_seconds:
             clock.move_cpu(streamed.cpu_seconds, "state", "checks", "in the state's stream")
         pictures = drawn_pictures(context, drawn, step.outputs)

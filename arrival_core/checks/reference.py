@@ -28,43 +28,23 @@ _CACHED_WORDS = 1 << 16  # words per batch of the replay: its temporaries stay i
 
 # ---- §7: Philox2x64-10, streams, uniforms, normals --------------------------------------------------------------
 
-_M_LO, _M_HI = _M & _LOW32, _M >> _32
-
-
-def _mulhi_into(a: np.ndarray, out: np.ndarray, scratch: tuple[np.ndarray, ...]) -> np.ndarray:
-    """High 64 bits of M · a into `out`, by 32-bit limbs (uint64 products of 32-bit halves never overflow): the
-    limbs' sum mid = (ll >> 32) + (lh & low) + (hl & low) carries into hh + (lh >> 32) + (hl >> 32). `scratch`:
-    three arrays shaped like `a`, so that no round allocates."""
-    a_lo, a_hi, t = scratch
-    np.bitwise_and(a, _LOW32, out=a_lo)
-    np.right_shift(a, _32, out=a_hi)
-    mid = np.right_shift(np.multiply(a_lo, _M_LO, out=t), _32)
-    np.multiply(a_lo, _M_HI, out=t)
-    np.right_shift(t, _32, out=out)
-    mid += t & _LOW32
-    np.multiply(a_hi, _M_LO, out=t)
-    out += t >> _32
-    mid += t & _LOW32
-    out += np.multiply(a_hi, _M_HI, out=t)
-    out += mid >> _32
-    return out
+def _mulhi(a: np.ndarray) -> np.ndarray:
+    """High 64 bits of M · a by 32-bit limbs (uint64 products of 32-bit halves never overflow)."""
+    a_lo, a_hi = a & _LOW32, a >> _32
+    m_lo, m_hi = _M & _LOW32, _M >> _32
+    ll, lh, hl, hh = a_lo * m_lo, a_lo * m_hi, a_hi * m_lo, a_hi * m_hi
+    mid = (ll >> _32) + (lh & _LOW32) + (hl & _LOW32)
+    return hh + (lh >> _32) + (hl >> _32) + (mid >> _32)
 
 
 def philox(c0: np.ndarray, c1: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Philox2x64-10 output words (x0, x1) of counters (c0, c1) under key (laws §7.1), elementwise: each round
-    (c0, c1) ← (mulhi(M, c0) ⊕ k ⊕ c1, M · c0 mod 2^64), the key bumped by W between rounds."""
+    """Philox2x64-10 output words (x0, x1) of counters (c0, c1) under key (laws §7.1), elementwise."""
     c0, c1, k = (np.array(a, dtype=np.uint64, copy=True) for a in np.broadcast_arrays(c0, c1, key))
-    scratch = tuple(np.empty_like(c0) for _ in range(3))
-    spare = np.empty_like(c0)
     with np.errstate(over="ignore"):
         for r in range(10):  # the ten rounds
             if r:
-                k += _W
-            high = _mulhi_into(c0, spare, scratch)
-            high ^= k
-            high ^= c1
-            np.multiply(c0, _M, out=c1)
-            c0, spare = high, c0
+                k = k + _W
+            c0, c1 = _mulhi(c0) ^ k ^ c1, c0 * _M
     return c0, c1
 
 
