@@ -18,7 +18,7 @@ from ..identity import Identity
 from ..reports import markdown_table
 from ..rng import ledger
 from ..store import Store
-from . import reference
+from . import compiled, reference
 from .specs import PRIMARY_KEY_UNIQUE, SCHEMA_VALID, CheckOutcome, CheckSpec
 
 # ---- results -------------------------------------------------------------------------------------------------------
@@ -225,6 +225,7 @@ class CheckContext:
                                                 "*" if coupled else ident.scenario_id,
                                                 reference.group_domain_key(rng_doc, row["group_id"]))
                           for row in strata], dtype=np.uint64).reshape(-1, 3)  # over the replayed groups
+        compiled.ready()  # the reference's loops load from numba's cache
         z, blocks = reference.latent_groups(lgcp_doc, strata, h, bases, coupled)
         sigma = np.array([reference.group_sigma_length(lgcp_doc, row)[0] for row in strata])
         return ReplayedGroups(z, reference.factors(z, sigma, lgcp_doc), blocks, bases)

@@ -12,7 +12,7 @@ import pyarrow as pa
 from .. import counts, entity_grid, pipeline
 from ..grouping import ENTITY_KEYS
 from ..rng import ledger, streams
-from . import count_kernels, event_kernels, reference
+from . import compiled, count_kernels, event_kernels, reference
 from .context import CheckContext, CheckResult, document_schema, first_true, key_of, require_file
 from .scanning import GRID_KEYS, numbers
 from .specs import (
@@ -145,6 +145,7 @@ def _reference_blocks(ctx: CheckContext, entities: np.ndarray, buckets: np.ndarr
                                            "*" if coupled else ident.scenario_id,
                                            reference.entity_domain_key(rng_doc, row))
                      for row in rows], dtype=np.uint64).reshape(-1, 3)  # over the replayed sample
+    compiled.ready()  # the reference's loops load from numba's cache
     x0, x1 = reference.blocks_of(base[:, 0], base[:, 1], base[:, 2], buckets)
     return base, x0, x1
 

@@ -13,7 +13,14 @@ from ..encoding import jsonable
 from ..errors import ArrivalError
 from ..identity import Identity
 from ..store import Store
-from . import count_kernels, count_row_kernels, event_kernels, intensity_kernels, latent_kernels
+from . import (
+    count_kernels,
+    count_row_kernels,
+    event_kernels,
+    intensity_kernels,
+    latent_kernels,
+    reference_loops,
+)
 from .compiled import PHASE
 from .context import CheckContext, CheckResult, to_outcome
 from .counting import check_audit_log
@@ -148,7 +155,8 @@ def evaluate_datasets(store: Store, identity: Identity, dataset_ids: Sequence[st
 def check_kernels() -> tuple:
     """The compiled kernels of the checks (the same for every law and model)."""
     return (count_kernels._moment_sums, count_row_kernels._count_mismatches, event_kernels._event_mismatches,
-            intensity_kernels._realised_mismatches, latent_kernels._latent_mismatches, grid_kernels._misaligned)
+            intensity_kernels._realised_mismatches, latent_kernels._latent_mismatches, grid_kernels._misaligned,
+            reference_loops.philox_each, reference_loops.libm_each)
 
 
 def compile_check_kernels() -> None:
@@ -168,6 +176,7 @@ def compile_check_kernels() -> None:
                                      *(two,) * 5, np.zeros(2, dtype=bool), None, np.ones(1), np.ones(1), 0.0, 1.0,
                                      np.zeros(1, dtype=np.int64), np.zeros((1, 2)), np.zeros((1, 2)))
     grid_kernels.compile_misaligned()
+    reference_loops.compile_loops()
 
 
 def warmup_phases() -> tuple[warmup.Phase, ...]:

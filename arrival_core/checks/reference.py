@@ -1,8 +1,8 @@
 """An independent reference of the RNG law for the replay checks, written from docs/laws.md §7–§10 alone.
 
 It shares no code with the engine (`arrival_core.rng`, `latent`, `kernels`, `counts`; an AST test keeps it so):
-its own Philox2x64-10 in NumPy uint64 arithmetic, its own stream derivation, uniforms and Box–Muller normals, the
-latent laws (OU, iid, the four stationary kernels by circulant embedding, the coupled size M_c), σ, L and κ from the
+its own Philox2x64-10 and calls of the C library's ln, cos, sin and exp element by element (compiled, in
+`reference_loops`), its own stream derivation, uniforms and Box–Muller normals, the latent laws (OU, iid, the four stationary kernels by circulant embedding, the coupled size M_c), σ, L and κ from the
 policy documents, and slow but simple exact inverses: PoissonInv by summing the pmf over the whole ±40 sd range
 and searching, GammaInv by bisection on the regularised incomplete gamma. A law bug the engine and this module do
 not share shows as a replay mismatch. It is slow: the checks use it on their sample (and `arrival verify` on every
@@ -17,10 +17,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-_M = np.uint64(0xD2B74407B1CE6E93)
-_W = np.uint64(0x9E3779B97F4A7C15)
-_LOW32 = np.uint64(0xFFFFFFFF)
-_32 = np.uint64(32)
+from . import reference_loops as loops
+
 _ONE = np.uint64(1)
 _TOP = 2**64 - 1
 _CACHED_WORDS = 1 << 16  # words per batch of the replay: its temporaries stay in cache (the values do not depend on it)
@@ -28,24 +26,12 @@ _CACHED_WORDS = 1 << 16  # words per batch of the replay: its temporaries stay i
 
 # ---- §7: Philox2x64-10, streams, uniforms, normals --------------------------------------------------------------
 
-def _mulhi(a: np.ndarray) -> np.ndarray:
-    """High 64 bits of M · a by 32-bit limbs (uint64 products of 32-bit halves never overflow)."""
-    a_lo, a_hi = a & _LOW32, a >> _32
-    m_lo, m_hi = _M & _LOW32, _M >> _32
-    ll, lh, hl, hh = a_lo * m_lo, a_lo * m_hi, a_hi * m_lo, a_hi * m_hi
-    mid = (ll >> _32) + (lh & _LOW32) + (hl & _LOW32)
-    return hh + (lh >> _32) + (hl >> _32) + (mid >> _32)
-
-
 def philox(c0: np.ndarray, c1: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Philox2x64-10 output words (x0, x1) of counters (c0, c1) under key (laws §7.1), elementwise."""
     c0, c1, k = (np.array(a, dtype=np.uint64, copy=True) for a in np.broadcast_arrays(c0, c1, key))
-    with np.errstate(over="ignore"):
-        for r in range(10):  # the ten rounds
-            if r:
-                k = k + _W
-            c0, c1 = _mulhi(c0) ^ k ^ c1, c0 * _M
-    return c0, c1
+    x0, x1 = np.empty_like(c0), np.empty_like(c0)
+    loops.philox_each(c0.ravel(), c1.ravel(), k.ravel(), x0.ravel(), x1.ravel())
+    return x0, x1
 
 
 def uer(text: str) -> bytes:
@@ -88,7 +74,7 @@ def u01(x: np.ndarray) -> np.ndarray:
 
 def normals(x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
     """√(−2 · ln u(x0)) · cos(2π · u(x1)) with the C library's ln and cos (laws §7.5)."""
-    return np.sqrt(-2.0 * _libm(math.log, u01(x0))) * _libm(math.cos, (2.0 * math.pi) * u01(x1))
+    return np.sqrt(-2.0 * _libm(loops.LN, u01(x0))) * _libm(loops.COS, (2.0 * math.pi) * u01(x1))
 
 
 # ---- §8: the latent field ---------------------------------------------------------------------------------------
@@ -121,15 +107,17 @@ def _stationary(lgcp: Mapping) -> dict:
     return {k: float(block.get(k, v)) for k, v in defaults.items()}
 
 
-def _libm(fn, x: np.ndarray) -> np.ndarray:
-    """fn (the C library's, through `math`) of every element: the laws' ln, cos, exp and sin, whatever SIMD NumPy
-    has."""
-    x = np.asarray(x, dtype=np.float64)
-    return np.fromiter(map(fn, x.ravel().tolist()), dtype=np.float64, count=x.size).reshape(x.shape)
+def _libm(which: int, x: np.ndarray) -> np.ndarray:
+    """The C library's ln, cos, sin or exp (`reference_loops`) of every element: the laws' functions, whatever SIMD
+    NumPy has."""
+    x = np.require(x, dtype=np.float64, requirements=["C", "W"])
+    out = np.empty_like(x)
+    loops.libm_each(which, x.ravel(), out.ravel())
+    return out
 
 
 def _exp(x: np.ndarray) -> np.ndarray:
-    return _libm(math.exp, x)
+    return _libm(loops.EXP, x)
 
 
 def rho(kernel_id: str, tau: np.ndarray, length: float, period: float, ell: float) -> np.ndarray:
@@ -144,7 +132,7 @@ def rho(kernel_id: str, tau: np.ndarray, length: float, period: float, ell: floa
     if kernel_id == "squared_exponential_v1":
         return _exp(-0.5 * d * d)
     if kernel_id == "quasi_periodic_v1":
-        s = _libm(math.sin, np.pi * tau / period)
+        s = _libm(loops.SIN, np.pi * tau / period)
         return _exp(-2.0 * s * s / (ell * ell) - d)
     raise ValueError(f"unknown kernel {kernel_id!r}")
 

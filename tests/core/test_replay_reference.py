@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from arrival_core import contracts, latent
-from arrival_core.checks import reference
+from arrival_core.checks import reference, reference_loops
 from arrival_core.rng import streams, variates
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -22,17 +23,37 @@ KERNELS = ("matern32_v1", "matern52_v1", "squared_exponential_v1", "quasi_period
 
 
 def test_the_reference_imports_nothing_of_the_engine():
-    """Only the standard library and NumPy: no arrival_core module (rng, latent, kernels, counts or any other)."""
-    tree = ast.parse(Path(reference.__file__).read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, f"relative import from {node.module!r}"
-            imported.add(node.module)
-    assert imported <= {"__future__", "hashlib", "math", "struct", "collections.abc", "numpy"}, imported
-    assert not [n for n in imported if n.startswith("arrival_core")]
+    """Only the standard library, NumPy and numba (its compiled loops): no other arrival_core module (rng, latent,
+    kernels, counts or any other)."""
+    allowed = {"__future__", "hashlib", "math", "struct", "collections.abc", "numpy", "numba"}
+    for module, siblings in ((reference, {"reference_loops"}), (reference_loops, set())):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level:
+                assert node.level == 1 and node.module is None, f"relative import from {node.module!r}"
+                assert {a.name for a in node.names} <= siblings, [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                imported.add(node.module)
+        assert imported <= allowed, imported
+        assert not [n for n in imported if n.startswith("arrival_core")]
+
+
+def test_the_reference_loops_call_the_c_librarys_functions():
+    """The compiled ln, cos, sin and exp give, bit for bit, what CPython's `math` (the C library) gives, over the
+    ranges the laws feed them: uniforms in (0, 1) near both ends, angles in [0, 2π), the kernels' and factors'
+    exponents."""
+    rng = np.random.default_rng(20260311)
+    u = np.concatenate([rng.random(100_000), 2.0**-53 * np.arange(1, 2000), 1.0 - 2.0**-53 * np.arange(1, 2000)])
+    for which, fn, x in ((reference_loops.LN, math.log, u), (reference_loops.COS, math.cos, 2.0 * math.pi * u),
+                         (reference_loops.SIN, math.sin, math.pi * rng.random(50_000) * 40.0),
+                         (reference_loops.EXP, math.exp, rng.normal(size=100_000) * 8.0)):
+        out = np.empty_like(x)
+        reference_loops.libm_each(which, x, out)
+        want = np.array([fn(v) for v in x.tolist()])
+        assert (out.view(np.uint64) == want.view(np.uint64)).all(), fn.__name__
 
 
 def test_philox_matches_the_known_answer_file():
