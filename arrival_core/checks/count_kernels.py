@@ -99,9 +99,13 @@ def _add_row(out, m, k, kap, flagged, cap, poisson):  # pragma: no cover - compi
         out[4] += m * q
         out[5] = max(out[5], q)
     sd = math.sqrt(var)
-    a = max(0.0, math.ceil(m - sd))
-    b = math.floor(m + sd)
-    inside = _mass(a, b, m, kap)
+    if poisson and m < 1.0:  # most rows: a = 0 and b ≤ 1, `_mass`'s sum e^-μ (+ e^-μ · μ) without its loop
+        a, b = 0.0, 1.0 if m + sd >= 1.0 else 0.0
+        e = math.exp(-m)
+        inside = e + (e * m if b else 0.0)
+    else:
+        a, b = max(0.0, math.ceil(m - sd)), math.floor(m + sd)
+        inside = _mass(a, b, m, kap)
     p_out = min(max(1.0 - inside, 0.0), 1.0)
     out[6] += 1.0 if (k < a or k > b) else 0.0
     out[7] += p_out

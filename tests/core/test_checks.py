@@ -107,6 +107,13 @@ def test_count_moments_are_the_stated_sums_by_hand():
     assert m.outside == 1.0  # N = 7 lies outside [2, 6]
     assert m.outside_p == pytest.approx(p1 + p4, rel=1e-13)
     assert m.outside_var == pytest.approx(p1 * (1 - p1) + p4 * (1 - p4), rel=1e-13)
+    # Below μ = 1 the interval starts at 0 and ends at 0 (μ + √μ < 1) or at 1: μ = 0.25 gives [0, 0], μ = 0.5 [0, 1]
+    small = checks.CountMoments()
+    small.add(np.array([0.25, 0.5, 0.5]), np.array([1.0, 1.0, 2.0]), None)
+    q1, q2 = 1 - e(-0.25), 1 - e(-0.5) * 1.5
+    assert small.outside == 2.0  # N = 1 outside [0, 0], N = 1 inside [0, 1], N = 2 outside it
+    assert small.outside_p == pytest.approx(q1 + 2 * q2, rel=1e-13)
+    assert small.outside_var == pytest.approx(q1 * (1 - q1) + 2 * q2 * (1 - q2), rel=1e-13)
     nb2 = checks.CountMoments()
     nb2.add(np.array([4.0]), np.array([3.0]), np.array([2.0]))
     assert (nb2.var, nb2.mu2_kappa, nb2.ratio_max) == (12.0, 8.0, 2.0)
