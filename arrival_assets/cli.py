@@ -171,8 +171,11 @@ def partitions_remove(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Materialise the whole graph for each (scenario, seed) partition and print a summary per partition: in
     this process one after the other, or with `--parallel K` > 1 as up to K `arrival run` processes at once."""
+    from arrival_core import memory
+
     from .concurrency import concurrent_runs
 
+    memory.collect_rarely()  # before Dagster is imported: its loading makes most of a run's full collections
     use_threads(args.threads)
     parallel = concurrent_runs() if args.parallel is None else args.parallel
     if parallel < 1:

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from arrival_core import checks as core_checks
-from arrival_core import pipeline
+from arrival_core import memory, pipeline
 from arrival_core.errors import IDENTITY_INVALID, ArrivalError
 from arrival_core.identity import PartitionKey, validate_scenario_id, validate_seed
 from arrival_core.store import Store, read_json
@@ -307,6 +307,7 @@ def run_partitions(
         for run_id in liveness.fail_dead_runs(instance):
             err(f"marked run {run_id} failed: the process that executed it is gone")
         register_partitions(instance, [str(seed_value)], scenario_list)
+        memory.freeze_loaded_objects()  # Dagster, the job and the instance are loaded: the collector leaves them be
         for sid in scenario_list:
             part = PartitionKey(seed_value, sid)
             key = partition_key(part)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 import os
 
 from . import contracts
@@ -48,3 +49,23 @@ def keep_freed_memory() -> bool:
     mallopt = _mallopt()
     return (mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, settings["malloc_mmap_threshold_bytes"]))
             and bool(mallopt(_M_TRIM_THRESHOLD, settings["malloc_trim_threshold_bytes"])))
+
+
+@functools.cache
+def collect_rarely() -> tuple[int, int, int]:
+    """Set Python's collector thresholds to config/runtime.yaml's `gc_thresholds`, once per process, at the start of
+    a command that loads Dagster and runs partitions: full collections, which walk every object alive (a million once
+    Dagster is loaded), then come every 100 middle collections instead of 10. Returns the thresholds set."""
+    thresholds = tuple(contracts.runtime_settings()["gc_thresholds"])
+    gc.set_threshold(*thresholds)
+    return thresholds
+
+
+@functools.cache
+def freeze_loaded_objects() -> int:
+    """Once per process, when a command has loaded what it runs with (Dagster, the definitions, the instance): move
+    every object then alive out of the collector's generations (`gc.freeze`), so the full collections a run still
+    makes skip them. Returns how many objects were frozen."""
+    gc.collect()  # what loading left unreachable is freed, not frozen
+    gc.freeze()
+    return gc.get_freeze_count()

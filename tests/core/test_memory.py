@@ -88,3 +88,18 @@ def test_a_broken_runtime_config_leaves_the_heaps_to_the_command_that_reports_it
             "try:\n    c.runtime_settings()\nexcept ArrivalError as e:\n    print(e.code)")
     done = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["None", "5B.CONTRACT_INVALID"], done.stdout + done.stderr
+
+
+def test_a_run_process_collects_rarely_and_freezes_what_it_loaded():
+    """`collect_rarely` sets config/runtime.yaml's collector thresholds, not Python's defaults; `freeze_loaded_objects`
+    takes the objects alive when it is called out of the collector's generations (a full collection no longer walks
+    them). Each once per process; in a fresh interpreter, as a run's process calls them."""
+    code = ("import gc; from arrival_core import memory; got = memory.collect_rarely(); "
+            "loaded = [[i] for i in range(50000)]; before = gc.get_freeze_count(); frozen = memory.freeze_loaded_objects(); "
+            "print(*gc.get_threshold(), *got, before, frozen - len(loaded), gc.get_freeze_count() == frozen, "
+            "memory.collect_rarely() is got, memory.freeze_loaded_objects() == frozen)")
+    words = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    want = [str(v) for v in contracts.runtime_settings()["gc_thresholds"]]
+    assert words[0:3] == want and words[3:6] == want and want != ["700", "10", "10"], words
+    assert words[6] == "0" and int(words[7]) > 0, words  # the 50,000 lists and more were frozen
+    assert words[8:] == ["True", "True", "True"], words
