@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from .. import counts, entity_grid, pipeline, sink
 from ..errors import ArrivalError
-from . import count_row_kernels, intensity_kernels
+from . import count_row_kernels, intensity_kernels, placed
 from .context import CheckContext, CheckResult
 from .counting import (
     CountMoments,
@@ -59,7 +59,9 @@ class GridCheck(RowGroupCheck):
         d, table, start = self.ctx.domain, rows.rows, rows.start
         found = GridFound(table.num_rows, rules={name: CheckResult() for name in self.rule_names})
         self.add_values(rows, found.schema)
-        bad_key, bad_group = entity_grid.rows_misaligned(table, d, start, "bucket_index", group_column="group_id")
+        in_place = rows.placed is not None and set(placed.KEYS) <= rows.placed.keys()
+        bad_key, bad_group = (None, None) if in_place else entity_grid.rows_misaligned(
+            table, d, start, "bucket_index", group_column="group_id")
         if bad_key is not None or bad_group is not None:
             row = bad_key if bad_key is not None else bad_group
             key = entity_grid.row_key(table, row, GRID_KEYS) if row < table.num_rows else None
@@ -155,6 +157,11 @@ class RealisedCheck(GridCheck):
             factors = None
         self.factors = factors  # ξ per (group, bucket) of the published latent field (None: not published)
 
+    def examined(self, group: sink.RowGroupBytes, rows: Rows, found: GridFound) -> None:
+        """A row group found where grid × grouping puts it: its key columns' bytes are kept (`placed.remember`)."""
+        if found.aligned and not found.domain.problems:
+            placed.remember(self.ctx.identity, group, rows.rows)
+
     @functools.cached_property
     def replays(self) -> list:
         """The reference's sample, and the engine's every group under `full` (asked for by the first row group,
@@ -238,6 +245,11 @@ class CountsCheck(GridCheck):
         footer = pq.read_metadata(path)
         sizes = [footer.row_group(g).num_rows for g in range(footer.num_row_groups)]
         return path, footer, np.concatenate([[0], np.cumsum(sizes)])
+
+    def placed_by_bytes(self, group: sink.RowGroupBytes) -> dict[str, pa.Array | None] | None:
+        """The key columns of a row group, undecoded, when their bytes are those of S2's realised row group of the
+        same rows that this process decoded and found in place (`placed.proven`)."""
+        return placed.proven(self.ctx.identity, group)
 
     def known_by_bytes(self, group: sink.RowGroupBytes) -> dict[str, np.ndarray]:
         """λ_realised and μ of a row group, undecoded, when their pages are byte for byte the pages of S2's

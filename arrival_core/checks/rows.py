@@ -37,6 +37,7 @@ class Rows:
     extremes: Mapping[str, tuple[int, int]]
     inputs: pa.Table | None
     known: Mapping[str, np.ndarray] = field(default_factory=dict)  # columns left undecoded: their proven values
+    placed: Mapping[str, pa.Array | None] | None = None  # key columns left undecoded, proven in place (`placed`)
 
     def numbers(self, name: str) -> np.ndarray:
         """A numeric column's values: decoded, or those its bytes were proven to decode to (`known`)."""
@@ -75,10 +76,17 @@ class RowGroupCheck:
             proven = [name for name, value in pipeline.identity_values(self.ctx.identity, list(extremes)).items()
                       if extremes[name] == (value, value)]  # the footer states every value: nothing to decode
             known = self.known_by_bytes(group)
-            repeated = self._repeated(group, skip=[*proven, *known])
-            decoded = group.decoded(self.strings, skip=[*proven, *known, *repeated])
-            self.feed(Rows(group.index, group.start, self._with_repeated(group, decoded, repeated), extremes,
-                           group.companion, known), started)
+            placed = self.placed_by_bytes(group)
+            skip = [*proven, *known, *(placed or ())]
+            repeated = self._repeated(group, skip=skip)
+            decoded = group.decoded(self.strings, skip=[*skip, *repeated])
+            rows = Rows(group.index, group.start, self._with_repeated(group, decoded, repeated), extremes,
+                        group.companion, known, placed)
+            found = self.feed(rows, started)
+            started = time.thread_time()
+            self.examined(group, rows, found)
+            with self._lock:
+                self.cpu_seconds += time.thread_time() - started
         except Exception as exc:  # noqa: BLE001 - reported as the dataset's outcome once the state has committed
             with self._lock:
                 self._failure = self._failure or exc
@@ -89,6 +97,7 @@ class RowGroupCheck:
         with self._lock:
             self._found[rows.index] = found
             self.cpu_seconds += time.thread_time() - started
+        return found
 
     def found(self) -> list:
         """Each row group's findings, in file order (re-raising the failure to check one in the stream)."""
@@ -133,6 +142,14 @@ class RowGroupCheck:
         to the same values, so need not be decoded again (none unless a table says so)."""
         return {}
 
+    def placed_by_bytes(self, group: sink.RowGroupBytes) -> Mapping[str, pa.Array | None] | None:
+        """The key columns of a row group whose bytes are bytes this process found in place, with their dictionaries:
+        neither decoded nor placed again (None unless a table says so)."""
+        return None
+
+    def examined(self, group: sink.RowGroupBytes, rows: Rows, found: object) -> None:
+        """After a row group from the stream is examined (nothing unless a table keeps something of it)."""
+
     def examine(self, rows: Rows) -> object:
         raise NotImplementedError
 
@@ -145,6 +162,10 @@ class RowGroupCheck:
             self.values.add(rows.rows, rows.extremes)
             if rows.known:
                 self.values.add(pa.table(dict(rows.known)))
+            for name, dictionary in (rows.placed or {}).items():  # an integer key's extremes are the footer's
+                if dictionary is not None and len(dictionary):  # every entry is a domain value, used or not
+                    self.values.add(pa.table({name: pa.DictionaryArray.from_arrays(pa.array([0], pa.int32()),
+                                                                                   dictionary)}))
         except ArrivalError as err:
             schema.fail(f"rows from {rows.start}: {err.message}")
 

@@ -174,6 +174,51 @@ def test_counts_whose_pages_are_s2s_are_not_decoded_and_others_are_judged_as_dec
     assert key["bucket_index"] == rows_changed[0]
 
 
+def test_count_keys_whose_pages_are_s2s_placed_rows_are_not_decoded_and_misplaced_keys_fail_either_way(
+        tiny_world_copy: WorldInfo, monkeypatch):
+    """A count row group's key columns are left undecoded only when their pages are byte for byte those of S2's row
+    group of the same rows that this process decoded and found in place. Keys misplaced by the engine in both
+    tables alike (the same wrong bytes) are not taken as placed: S2's row group was not in place, so S3's is
+    decoded and both fail DOMAIN_COMPLETE at the row; keys misplaced in the counts alone make their pages differ,
+    so they are decoded and fail there."""
+    from arrival_core import entity_grid
+    from arrival_core.checks import grid_rows
+
+    placed: list[bool] = []
+    placed_by_bytes = grid_rows.CountsCheck.placed_by_bytes
+    monkeypatch.setattr(grid_rows.CountsCheck, "placed_by_bytes",
+                        lambda self, group: placed.append((got := placed_by_bytes(self, group)) is not None) or got)
+    streamed, _ = _realise_with_stream_checks(store(tiny_world_copy), PartitionKey(42, "baseline_v1"))
+    assert placed and all(placed) and _failed(streamed["s3_bucket_counts_5B"]) == {}
+
+    entity_columns, counts_table = entity_grid.entity_columns, realise._counts_table
+
+    def swapped(domain, e0, e1, *, with_group, rows=None):  # buckets 0 and 1 of the first entity change places
+        cols = entity_columns(domain, e0, e1, with_group=with_group, rows=rows)
+        if rows is None and e0 == 0:
+            bucket = cols["bucket_index"].to_numpy().copy()
+            bucket[[0, 1]] = bucket[[1, 0]]
+            cols["bucket_index"] = pa.array(bucket)
+        return cols
+
+    def bad_counts(domain, e0, e1, identity, policy, mu, draws):  # the counts alone
+        table = counts_table(domain, e0, e1, identity, policy, mu, draws)
+        return _one_changed(table, "bucket_index", 0, 1) if e0 == 0 else table
+
+    for seed, planted, both in ((43, (entity_grid, "entity_columns", swapped), True),
+                                (44, (realise, "_counts_table", bad_counts), False)):
+        with monkeypatch.context() as planting:
+            planting.setattr(*planted)
+            placed.clear()
+            ensure_seed(tiny_world_copy.root, seed)
+            streamed, _ = _realise_with_stream_checks(store(tiny_world_copy), PartitionKey(seed, "baseline_v1"))
+        assert placed[0] is False and all(placed[1:]), (seed, placed)  # only the first row group is decoded
+        failed = _failed(streamed["s3_bucket_counts_5B"])
+        assert "row 0 is not where grid × grouping puts it" in failed[checks.DOMAIN_COMPLETE], (seed, failed)
+        realised_failed = _failed(streamed["s2_realised_intensity_5B"])
+        assert (checks.DOMAIN_COMPLETE in realised_failed) == both, (seed, realised_failed)
+
+
 def test_counts_whose_proof_cannot_be_made_are_decoded(tiny_world_copy: WorldInfo, monkeypatch):
     """When S2's file cannot be read for the proof, the count row groups are decoded and judged as such: the
     proof only ever saves a decode, it never fails a check."""
