@@ -33,8 +33,10 @@ def remember(identity: Identity, group: sink.RowGroupBytes, rows: pa.Table) -> N
         if column.num_chunks != 1:
             return
         dictionary = column.chunk(0).dictionary if pa.types.is_dictionary(column.type) else None
-        kept[name] = (pa.py_buffer(group.column_chunk(name).to_pybytes()), dictionary)  # a copy: the encoder's
-        # buffer is reused once the row group has been checked
+        # copies, both: the pages are the encoder's buffer, and a decoded dictionary may hold on to the whole row
+        # group's bytes
+        kept[name] = (pa.py_buffer(group.column_chunk(name).to_pybytes()),
+                      None if dictionary is None else pa.array(dictionary.to_pylist(), dictionary.type))
     with _lock:
         if _kept["partition"] != _partition(identity):
             _kept["partition"], _kept["chunks"] = _partition(identity), {}
