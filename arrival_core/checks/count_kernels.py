@@ -67,69 +67,79 @@ def _log_cap_bound(k, mu, kappa):
 
 
 @numba.njit(**INLINE)
-def _add_row(out, m, k, kap, flagged, cap, poisson):  # pragma: no cover - compiled into _moment_sums
-    """Add one drawing row (μ, N, κ, its count_capped flag) to the sums of `SUMS`."""
-    q = 0.0 if poisson else m / kap
-    var = m + m * q
-    if poisson and cap + 1.0 >= -NO_TAIL_LOG and 7.5 * m <= cap + 1.0:
-        # ln(k/μ) ≥ ln 7.5 > 2, so k − μ − k ln(k/μ) < −k ≤ NO_TAIL_LOG: free, and its bound's exp is 0.0
-        bound = NO_TAIL_LOG
-    else:
-        bound = _log_cap_bound(cap + 1.0, m, kap)
-    if bound > CAPPABLE_LOG:  # cappable: only the cap indicator, against its exact probability
-        sd = math.sqrt(var)
-        lo = max(0.0, math.floor(m - 40.0 * sd - 40.0))
-        hi = math.ceil(m + 40.0 * sd + 800.0)
-        if cap + 1.0 > m:
-            p = _mass(max(cap + 1.0, lo), hi, m, kap)
-        else:
-            p = 1.0 - _mass(lo, cap, m, kap) if cap >= lo else 1.0
-        out[9] += 1.0
-        out[10] += 1.0 if flagged else 0.0
-        out[11] += p
-        out[12] += p * (1.0 - p)
-        return
-    out[13] += math.exp(bound) if bound > NO_TAIL_LOG else 0.0
-    r = k - m
-    out[0] += m
-    out[1] += k
-    out[2] += r * r
-    out[3] += var
-    if not poisson:
-        out[4] += m * q
-        out[5] = max(out[5], q)
+def _cap_probability(m, var, kap, cap):  # pragma: no cover - compiled into _moment_sums
+    """A cappable row's exact P(N > cap), its pmf summed over μ ± 40 sd (+ 800)."""
+    sd = math.sqrt(var)
+    lo = max(0.0, math.floor(m - 40.0 * sd - 40.0))
+    hi = math.ceil(m + 40.0 * sd + 800.0)
+    if cap + 1.0 > m:
+        return _mass(max(cap + 1.0, lo), hi, m, kap)
+    return 1.0 - _mass(lo, cap, m, kap) if cap >= lo else 1.0
+
+
+@numba.njit(**INLINE)
+def _central(m, var, kap, poisson):  # pragma: no cover - compiled into _moment_sums
+    """A free row's central interval [a, b] = [⌈μ − √V⌉, ⌊μ + √V⌋] and P(a ≤ N ≤ b)."""
     sd = math.sqrt(var)
     if poisson and m < 1.0:  # most rows: a = 0 and b ≤ 1, `_mass`'s sum e^-μ (+ e^-μ · μ) without its loop
-        a, b = 0.0, 1.0 if m + sd >= 1.0 else 0.0
+        b = 1.0 if m + sd >= 1.0 else 0.0
         e = math.exp(-m)
-        inside = e + (e * m if b else 0.0)
-    else:
-        a, b = max(0.0, math.ceil(m - sd)), math.floor(m + sd)
-        inside = _mass(a, b, m, kap)
-    p_out = min(max(1.0 - inside, 0.0), 1.0)
-    out[6] += 1.0 if (k < a or k > b) else 0.0
-    out[7] += p_out
-    out[8] += p_out * (1.0 - p_out)
+        return 0.0, b, e + (e * m if b else 0.0)
+    a, b = max(0.0, math.ceil(m - sd)), math.floor(m + sd)
+    return a, b, _mass(a, b, m, kap)
 
 
 @numba.njit(**JIT)
 def _moment_sums(mu, n, kappa, capped, cap, eps, first_bucket, buckets):  # pragma: no cover - compiled
     """(the sums of `SUMS`, rows added) over the rows with μ > eps (a NaN μ is not one); `kappa` empty means
-    Poisson, else NB2 with one κ per `buckets` consecutive rows, the first row `first_bucket` into its run."""
-    out = np.zeros(len(SUMS))
+    Poisson, else NB2 with one κ per `buckets` consecutive rows, the first row `first_bucket` into its run. The
+    sums are kept in locals, not in the output array, so that each stays in a register over the rows."""
     poisson = kappa.size == 0
+    s_mu = s_n = s_sq = s_var = s_mu2k = ratio_max = 0.0
+    outside = outside_p = outside_var = cap_rows = flagged = cap_p = cap_var = free_bound = 0.0
     added = 0
     e = 0
-    b = first_bucket
+    bucket = first_bucket
     for i in range(mu.size):
         m = mu[i]
         if m > eps:
             added += 1
-            _add_row(out, m, float(n[i]), 0.0 if poisson else kappa[e], capped[i], cap, poisson)
-        b += 1
-        if b == buckets:
-            b = 0
+            k = float(n[i])
+            kap = 0.0 if poisson else kappa[e]
+            q = 0.0 if poisson else m / kap
+            var = m + m * q
+            if poisson and cap + 1.0 >= -NO_TAIL_LOG and 7.5 * m <= cap + 1.0:
+                # ln(k/μ) ≥ ln 7.5 > 2, so k − μ − k ln(k/μ) < −k ≤ NO_TAIL_LOG: free, and its bound's exp is 0.0
+                bound = NO_TAIL_LOG
+            else:
+                bound = _log_cap_bound(cap + 1.0, m, kap)
+            if bound > CAPPABLE_LOG:  # cappable: only the cap indicator, against its exact probability
+                p = _cap_probability(m, var, kap, cap)
+                cap_rows += 1.0
+                flagged += 1.0 if capped[i] else 0.0
+                cap_p += p
+                cap_var += p * (1.0 - p)
+            else:
+                free_bound += math.exp(bound) if bound > NO_TAIL_LOG else 0.0
+                r = k - m
+                s_mu += m
+                s_n += k
+                s_sq += r * r
+                s_var += var
+                if not poisson:
+                    s_mu2k += m * q
+                    ratio_max = max(ratio_max, q)
+                a, b, inside = _central(m, var, kap, poisson)
+                p_out = min(max(1.0 - inside, 0.0), 1.0)
+                outside += 1.0 if (k < a or k > b) else 0.0
+                outside_p += p_out
+                outside_var += p_out * (1.0 - p_out)
+        bucket += 1
+        if bucket == buckets:
+            bucket = 0
             e += 1
+    out = np.array([s_mu, s_n, s_sq, s_var, s_mu2k, ratio_max, outside, outside_p, outside_var, cap_rows, flagged,
+                    cap_p, cap_var, free_bound])
     return out, added
 
 
