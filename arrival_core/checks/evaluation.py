@@ -173,7 +173,7 @@ def compile_check_kernels() -> None:
                                           np.zeros(1, dtype=np.int32), 2, 0)
     two = np.ones(2)
     latent_kernels.latent_mismatches(0, 2, 0, (np.zeros(2, dtype=np.int32),) * 2, np.zeros(2, dtype=np.int32),
-                                     *(two,) * 5, np.zeros(2, dtype=bool), None, np.ones(1), np.ones(1), 0.0, 1.0,
+                                     *(two,) * 4, np.zeros(2, dtype=bool), None, np.ones(1), np.ones(1), 0.0, 1.0,
                                      np.zeros(1, dtype=np.int64), np.zeros((1, 2)), np.zeros((1, 2)))
     grid_kernels.compile_misaligned()
     reference_loops.compile_loops()

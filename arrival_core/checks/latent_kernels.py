@@ -7,6 +7,8 @@ bound), so the outcomes are those of the array expressions they replace. The sam
 """
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -19,14 +21,13 @@ RULES = ("rows not one per (group_id, bucket) in writer order", "latent_std diff
 
 
 @numba.njit(**JIT)
-def _latent_mismatches(first_bucket, buckets, first_group, group_index, group_map, bucket, std, length, z, raw,
-                       factor, clipped, applied, sigma, length_of, low, high, slot, latent_out,
+def _latent_mismatches(first_bucket, buckets, first_group, group_index, group_map, bucket, std, length, z, factor, clipped, applied, sigma, length_of, low, high, slot, latent_out,
                        factor_out):  # pragma: no cover - compiled
     """(failing rows, first failing row or −1) per rule of RULES, and the rows whose ξ ≠ 1.
 
     Row i is bucket b of group first_group + e, counted from bucket `first_bucket`; its group_id arrives as an
-    index into its dictionary with the mapping into the sorted group ids. `raw` is exp(Z − σ²/2) per row;
-    `applied` (empty: not known) the ξ applied to λ_realised per row. Writes Z into `latent_out` (groups × buckets)
+    index into its dictionary with the mapping into the sorted group ids; its unclipped factor is exp(Z − σ²/2) by
+    the C library's exp, as the engine takes it (`variates.exp`). `applied` (empty: not known) the ξ applied to λ_realised per row. Writes Z into `latent_out` (groups × buckets)
     and ξ into row slot[group] of `factor_out` where that slot is not −1."""
     counts = np.zeros(len(RULES), dtype=np.int64)
     first = np.full(len(RULES), -1, dtype=np.int64)
@@ -39,7 +40,8 @@ def _latent_mismatches(first_bucket, buckets, first_group, group_index, group_ma
         g = first_group + e
         j = group_index[i]
         code = group_map[j] if (j >= 0) & (j < n_map) else -1
-        s, f, r = sigma[g], factor[i], raw[i]
+        s, f = sigma[g], factor[i]
+        r = math.exp(z[i] - 0.5 * (s * s))
         c = r  # clip as np.clip does: a NaN stays NaN (min/max here might not keep it)
         if c < low:  # noqa: PLR1730
             c = low
@@ -65,7 +67,7 @@ def _latent_mismatches(first_bucket, buckets, first_group, group_index, group_ma
 
 
 def latent_mismatches(first_bucket: int, buckets: int, first_group: int, group: tuple[np.ndarray, np.ndarray],
-                      bucket: np.ndarray, std: np.ndarray, length: np.ndarray, z: np.ndarray, raw: np.ndarray,
+                      bucket: np.ndarray, std: np.ndarray, length: np.ndarray, z: np.ndarray,
                       factor: np.ndarray, clipped: np.ndarray, applied: np.ndarray | None, sigma: np.ndarray,
                       length_of: np.ndarray, low: float, high: float, slot: np.ndarray, latent_out: np.ndarray,
                       factor_out: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -73,14 +75,14 @@ def latent_mismatches(first_bucket: int, buckets: int, first_group: int, group: 
     the rows lie inside the field, one value per row, σ, L and slot per group, `applied` None when not known."""
     n = len(z)
     groups, h = latent_out.shape
-    per_row = (group[0], bucket, std, length, raw, factor, clipped) + (() if applied is None else (applied,))
+    per_row = (group[0], bucket, std, length, z, factor, clipped) + (() if applied is None else (applied,))
     if (h != buckets or not 0 <= first_bucket < buckets or first_group < 0
             or first_group * buckets + first_bucket + n > groups * buckets or any(len(a) != n for a in per_row)
             or not len(sigma) == len(length_of) == len(slot) == groups or factor_out.shape[1:] != (buckets,)
             or (len(slot) and slot.max() >= len(factor_out))):
         raise ValueError("latent_mismatches needs rows inside the field, one value per row and one σ, L, slot "
                          "per group")
-    floats = [frozen(np.asarray(a, dtype=np.float64)) for a in (std, length, z, raw, factor)]
+    floats = [frozen(np.asarray(a, dtype=np.float64)) for a in (std, length, z, factor)]
     ready()
     found, first, not_one = _latent_mismatches(
         int(first_bucket), int(buckets), int(first_group), frozen(np.asarray(group[0], dtype=np.int32)),

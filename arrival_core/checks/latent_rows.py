@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import entity_grid, latent, pipeline
-from ..rng import variates
 from . import latent_kernels
 from .context import CheckContext, CheckResult
 from .intensity import (
@@ -69,16 +68,10 @@ class LatentCheck(RowGroupCheck):
             found.domain.fail(misplaced)
             return found
         g0, b0 = divmod(start, h)
-        z, factor = numbers(table, "latent_value"), numbers(table, "lambda_random_component")
-        lengths = np.full(-(-(b0 + n) // h), h)  # rows per group touched, the first and last maybe cut
-        lengths[0] -= b0
-        lengths[-1] -= lengths.sum() - n
-        sigma = np.repeat(self.sigma[g0:g0 + len(lengths)], lengths)
-        raw = variates.exp(z - 0.5 * (sigma * sigma))
         bad, first, not_one = latent_kernels.latent_mismatches(
             b0, h, g0, entity_grid.dictionary_indices(table["group_id"], d.dictionaries["group_id"]),
-            numbers(table, "bucket_index"), numbers(table, "latent_std"), numbers(table, "length_scale_buckets"), z,
-            raw, factor, numbers(table, "clipped"),
+            numbers(table, "bucket_index"), numbers(table, "latent_std"), numbers(table, "length_scale_buckets"),
+            numbers(table, "latent_value"), numbers(table, "lambda_random_component"), numbers(table, "clipped"),
             None if self.applied is None else self.applied.ravel()[start:start + n], self.sigma, self.length,
             lgcp.min_factor, lgcp.max_factor, self.slot, self.latent, self.factor)
         if bad[0]:
