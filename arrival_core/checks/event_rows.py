@@ -68,7 +68,7 @@ class CountEventsCheck(RowGroupCheck):
             found.key.fail(f"event rows from {start}: the counts imply {got} event(s) here, the log holds "
                            f"{table.num_rows}")
             return found
-        logged = numbers(inputs, "count_row").astype(np.int64)
+        logged = np.asarray(numbers(inputs, "count_row"), dtype=np.int64)
         mu = numbers(inputs, "mu")
         found.first_row, found.last_row = int(logged[0]), int(logged[-1])
         if (np.diff(logged) <= 0).any() or (mu <= policy.lambda_zero_eps).any() or not 0 <= logged[0] <= logged[-1] < d.rows:

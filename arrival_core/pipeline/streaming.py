@@ -66,6 +66,8 @@ class ValueSets:
         every part is added) are not scanned, and those the table leaves out (not decoded) are taken from them."""
         found: dict[str, set] = {}
         extremes = extremes or {}
+        scanned: dict[tuple, tuple[np.ndarray, set]] = {}  # a numeric column's data (held, so that its address is
+        # not reused while this runs) → its values and value set: columns over one buffer are scanned once
         for name in table.column_names:
             column = table[name]
             if column.null_count:
@@ -83,12 +85,17 @@ class ValueSets:
                 seen.update(pc.unique(column).to_pylist())
             elif len(column):
                 values = column.to_numpy()
+                data = (values.__array_interface__["data"][0], values.size, values.dtype.str)
+                if data in scanned:
+                    seen.update(scanned[data][1])
+                    continue
                 low, high = values.min(), values.max()  # NaN propagates: then the non-finite values are added
                 if pa.types.is_floating(column.type) and not (math.isfinite(low) and math.isfinite(high)):
                     finite = values[np.isfinite(values)]
                     seen.update(np.unique(values[~np.isfinite(values)]).tolist())
                     low, high = (finite.min(), finite.max()) if len(finite) else (low, low)
                 seen.update((low.item(), high.item()))
+                scanned[data] = values, seen
         for name in extremes.keys() - set(table.column_names):  # columns left undecoded: their footer's extremes
             found.setdefault(name, set()).update(extremes[name])
         with self._lock:

@@ -257,6 +257,25 @@ def test_streamed_value_sets_refuse_nulls_nonfinite_and_off_contract_values(tmp_
     assert err.value.context["column"] == "mu"
 
 
+def test_columns_over_one_buffer_are_scanned_once_and_each_keeps_its_value_set(tmp_path: Path):
+    """λ_realised and μ proven to be one array are one buffer: scanned once, both value sets are its extremes (an
+    empty set would fail the validation as a null); a column over another buffer of the same length is its own."""
+    import pyarrow as pa
+
+    def value_sets() -> pipeline.ValueSets:
+        return pipeline.ValueSets(store(tmp_path), "s3_bucket_counts_5B", tmp_path / "f", "5B.S3.COUNTS_SCHEMA_INVALID")
+
+    shared = pa.array([0.0, 1.5, 2.0])
+    sets = value_sets()
+    sets.add(_counts_rows(lambda_realised=shared, mu=shared))
+    sets.validate()
+    sets = value_sets()
+    sets.add(_counts_rows(lambda_realised=shared, mu=pa.array([0.0, float("nan"), 2.0])))
+    with pytest.raises(ArrivalError) as err:
+        sets.validate()
+    assert "column 'mu': nonfinite" in err.value.message
+
+
 def test_integer_extremes_come_from_the_footers_statistics_and_still_refuse_an_off_contract_value(tmp_path: Path):
     """A parquet footer's statistics give an integer column's extremes without decoding it: the same value sets
     as the decoded values, so a count below its range is refused either way; without statistics, the values."""
