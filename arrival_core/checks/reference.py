@@ -28,9 +28,9 @@ _CACHED_WORDS = 1 << 16  # words per batch of the replay: its temporaries stay i
 
 def philox(c0: np.ndarray, c1: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Philox2x64-10 output words (x0, x1) of counters (c0, c1) under key (laws §7.1), elementwise."""
-    c0, c1, k = (np.array(a, dtype=np.uint64, copy=True) for a in np.broadcast_arrays(c0, c1, key))
-    x0, x1 = np.empty_like(c0), np.empty_like(c0)
-    loops.philox_each(c0.ravel(), c1.ravel(), k.ravel(), x0.ravel(), x1.ravel())
+    c0, c1, k = (np.array(a, dtype=np.uint64, order="C", copy=True) for a in np.broadcast_arrays(c0, c1, key))
+    x0, x1 = np.empty(c0.shape, dtype=np.uint64), np.empty(c0.shape, dtype=np.uint64)
+    loops.philox_each(c0.reshape(-1), c1.reshape(-1), k.reshape(-1), x0.reshape(-1), x1.reshape(-1))  # C order: views
     return x0, x1
 
 
@@ -264,7 +264,10 @@ def _bd0(x: np.ndarray, m: float) -> np.ndarray:
         v2 = v * v
         for j in range(1, 200):  # the series converges geometrically in v² < 1/121
             ej = ej * v2
-            s = s + ej / (2 * j + 1)
+            added = s + ej / (2 * j + 1)
+            if np.array_equal(added, s):  # later terms are smaller, of the same sign: rounding keeps s as it is
+                break
+            s = added
         out[near] = s
     return out
 

@@ -62,6 +62,10 @@ def test_philox_matches_the_known_answer_file():
     c0, c1, key, o0, o1 = (np.array(col, dtype=np.uint64) for col in zip(*rows, strict=True))
     x0, x1 = reference.philox(c0, c1, key)
     assert len(rows) >= 3 and (x0 == o0).all() and (x1 == o1).all()
+    grid = np.asfortranarray(np.stack([c0, c0 + np.uint64(1)]))  # any memory order, elementwise
+    f0, f1 = reference.philox(grid, np.asfortranarray(np.stack([c1, c1])), np.asfortranarray(np.stack([key, key])))
+    assert (f0[0] == o0).all() and (f1[0] == o1).all()
+    assert (f0[1] == reference.philox(c0 + np.uint64(1), c1, key)[0]).all()
 
 
 def test_streams_blocks_and_normals_agree_with_the_engine():
