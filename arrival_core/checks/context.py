@@ -16,7 +16,7 @@ from ..errors import CONTRACT_INVALID, ArrivalError
 from ..gate import Gate
 from ..identity import Identity
 from ..reports import markdown_table
-from ..rng import ledger
+from ..rng import ledger, streams
 from ..store import Store
 from . import compiled, reference
 from .specs import PRIMARY_KEY_UNIQUE, SCHEMA_VALID, CheckOutcome, CheckSpec
@@ -177,6 +177,15 @@ class CheckContext:
     def domain(self) -> entity_grid.Domain:
         buckets = pipeline.table_rows(self.path("s1_time_grid_5B"))
         return entity_grid.build_domain(self.grouping, buckets, tuple(self.params["group_id"].to_list()))
+
+    @derived_once
+    def count_stream_bases(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(key, counter_hi, counter_lo) of every entity's S3 count stream, in writer order, by the engine's
+        derivation (the envelopes the count events must log; the reference derives its sample's on its own)."""
+        ident = self.identity
+        return streams.stream_bases(counts.FAMILY_ID, ident.manifest_fingerprint, ident.parameter_hash, ident.seed,
+                                    ident.scenario_id, counts.domain_keys(self.domain.entities),
+                                    domain_sep=self.rng.domain_sep, coupled=self.rng.coupled)
 
     def sample(self, total: int, *, full: bool | None = None) -> np.ndarray:
         """Deterministic replay positions: all under `full`, else replay_sample_events evenly spaced ones."""

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from .. import counts, entity_grid, pipeline
 from ..grouping import ENTITY_KEYS
-from ..rng import ledger, streams
+from ..rng import ledger
 from . import compiled, count_kernels, event_kernels, reference
 from .context import CheckContext, CheckResult, document_schema, first_true, key_of, require_file
 from .scanning import GRID_KEYS, numbers
@@ -124,10 +124,7 @@ def _replay_counts(ctx: CheckContext, mu: np.ndarray, rows: np.ndarray, kappa: n
     replay; the sample is replayed by `_reference_counts`)."""
     h = ctx.domain.buckets
     entities, index = np.unique(rows // h, return_inverse=True)
-    keys = counts.domain_keys(ctx.domain.entities[entities])
-    ident = ctx.identity
-    bases = streams.stream_bases(counts.FAMILY_ID, ident.manifest_fingerprint, ident.parameter_hash, ident.seed,
-                                 ident.scenario_id, keys, domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
+    bases = tuple(words[entities] for words in ctx.count_stream_bases)
     draws = counts.draw_counts(mu, index, (rows % h).astype(np.int32), bases,
                                None if kappa is None else kappa[entities], ctx.count_policy)
     return draws.count
@@ -175,9 +172,7 @@ def _event_problems(ctx: CheckContext, events: pa.Table, e0: int, rows: np.ndarr
     h = d.buckets
     ident = ctx.identity
     e1 = e0 + (int(rows[-1]) // h + 1 if len(rows) else 0)
-    bases = streams.stream_bases(counts.FAMILY_ID, ident.manifest_fingerprint, ident.parameter_hash,
-                                 ident.seed, ident.scenario_id, counts.domain_keys(d.entities[e0:e1]),
-                                 domain_sep=ctx.rng.domain_sep, coupled=ctx.rng.coupled)
+    bases = tuple(words[e0:e1] for words in ctx.count_stream_bases)
     strings = event_kernels.KEY_COLUMNS[2:]
     found, first = event_kernels.event_mismatches(
         rows, 0, h, d.merchant_id[e0:e1], tuple(d.codes[name][e0:e1] for name in strings), bases,

@@ -38,7 +38,7 @@ class EventFound(Found):
     totals: tuple[int, int] = (0, 0)  # draws, blocks
     first_row: int = -1  # the count rows its first and last events log
     last_row: int = -1
-    chosen: pl.DataFrame | None = None
+    chosen: pa.Table | None = None  # the events the reference replays, with their count rows' μ, N and entity
 
 
 class CountEventsCheck(RowGroupCheck):
@@ -84,11 +84,10 @@ class CountEventsCheck(RowGroupCheck):
         if envelope_problem is not None:
             found.accounting.fail(*envelope_problem)
         picked = np.arange((-start) % self.stride, table.num_rows, self.stride) if self.stride else np.zeros(0, int)
-        if len(picked):
-            events = pl.from_arrow(table.take(pa.array(picked))).with_columns(pl.col(pl.Categorical).cast(pl.String))
-            found.chosen = events.with_columns(mu=pl.Series(mu[picked]),
-                                               count_N=pl.Series(numbers(inputs, "count_N")[picked]),
-                                               entity=pl.Series(logged[picked] // h, dtype=pl.Int64))
+        if len(picked):  # kept as Arrow: made one frame for the replay once every row group is in
+            found.chosen = table.take(pa.array(picked)).append_column("mu", pa.array(mu[picked])).append_column(
+                "count_N", pa.array(numbers(inputs, "count_N")[picked])).append_column(
+                "entity", pa.array(logged[picked] // h, pa.int64()))
         return found
 
     def results(self, drawing: int) -> dict[str, CheckResult]:
@@ -98,7 +97,7 @@ class CountEventsCheck(RowGroupCheck):
         logged = sum(f.rows for f in found)
         key, accounting = CheckResult(facts={"by": "the count rows"}), CheckResult()
         replay = CheckResult(facts={"mode": ctx.replay})
-        chosen: list[pl.DataFrame] = []
+        chosen: list[pa.Table] = []
         previous = -1
         for index, f in enumerate(found):
             if key.problems:
@@ -118,7 +117,8 @@ class CountEventsCheck(RowGroupCheck):
         expected = ledger.FamilyTotals(drawing, drawing * policy.draws_per_event, drawing)
         accounting = merge_results(accounting, ledger_result(ctx, counts.FAMILY_ID, totals, expected, trace))
         if chosen:
-            _replay_count_events(ctx, pl.concat(chosen), policy, replay)
+            events = pl.from_arrow(pa.concat_tables(chosen, promote_options="permissive"))
+            _replay_count_events(ctx, events.with_columns(pl.col(pl.Categorical).cast(pl.String)), policy, replay)
         else:
             replay.facts["events_replayed"] = 0
         return {SCHEMA_VALID: self.schema_result(logged, [f.schema for f in found]), PRIMARY_KEY_UNIQUE: key,
