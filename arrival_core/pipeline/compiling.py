@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import counts, grid_kernels, latent, warmup
+from .. import counts, extreme_kernels, grid_kernels, latent, warmup
 from ..contracts import parse_yaml  # within the document limits: a policy is a user's file
 from ..rng import gamma_kernels, normal_kernels, poisson_kernels, streams, variates
 from ..strata import StratumLaw
@@ -26,7 +26,7 @@ def rng_kernels(count_law: str, latent_model: str) -> tuple:
     """The kernels a run of this law and model calls from Python (S2, S3 and the replays; callees compile into
     them)."""
     used = [streams._blocks_slice, counts._count_blocks_slice, poisson_kernels._poisson_inv_slice,
-            grid_kernels._misaligned]
+            grid_kernels._misaligned, extreme_kernels._extremes]
     if latent_model != "none":
         used += [normal_kernels._box_muller_slice, normal_kernels._exp_slice]
     if count_law == "nb2":
@@ -39,6 +39,7 @@ def compile_rng_kernels(count_law: str, latent_model: str) -> None:
     signatures."""
     words = np.arange(1, 3, dtype=np.uint64)
     grid_kernels.compile_misaligned()  # the alignment of the λ surface's chunks
+    extreme_kernels.compile_extremes()  # the value sets of the streamed outputs (and of their checks)
     x0, x1 = streams.blocks(words, words, words, words)
     if latent_model != "none":
         variates.box_muller(x0, x1)

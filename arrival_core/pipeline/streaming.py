@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .. import contracts, entity_grid, gate, grouping, sink, table_schema, tables
+from .. import contracts, entity_grid, extreme_kernels, gate, grouping, sink, table_schema, tables
 from ..encoding import sha256_file
 from ..errors import ArrivalError, error_code
 from ..gate import Gate
@@ -80,8 +80,11 @@ class ValueSets:
                 for chunk in column.chunks:
                     if len(chunk):
                         seen.update(chunk.dictionary.to_pylist())
-            elif pa.types.is_boolean(column.type) or pa.types.is_string(column.type) or \
-                    pa.types.is_large_string(column.type):
+            elif pa.types.is_boolean(column.type):  # its extremes are its distinct values
+                if len(column):
+                    extreme = pc.min_max(column)
+                    seen.update((extreme["min"].as_py(), extreme["max"].as_py()))
+            elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
                 seen.update(pc.unique(column).to_pylist())
             elif len(column):
                 values = column.to_numpy()
@@ -89,12 +92,15 @@ class ValueSets:
                 if data in scanned:
                     seen.update(scanned[data][1])
                     continue
-                low, high = values.min(), values.max()  # NaN propagates: then the non-finite values are added
-                if pa.types.is_floating(column.type) and not (math.isfinite(low) and math.isfinite(high)):
-                    finite = values[np.isfinite(values)]
-                    seen.update(np.unique(values[~np.isfinite(values)]).tolist())
-                    low, high = (finite.min(), finite.max()) if len(finite) else (low, low)
-                seen.update((low.item(), high.item()))
+                bounds = extreme_kernels.extremes(values) if values.dtype == np.float64 else None  # one pass
+                if bounds is None:  # not float64, or not all finite: NaN propagates, then the non-finite are added
+                    low, high = values.min(), values.max()
+                    if pa.types.is_floating(column.type) and not (math.isfinite(low) and math.isfinite(high)):
+                        finite = values[np.isfinite(values)]
+                        seen.update(np.unique(values[~np.isfinite(values)]).tolist())
+                        low, high = (finite.min(), finite.max()) if len(finite) else (low, low)
+                    bounds = low.item(), high.item()
+                seen.update(bounds)
                 scanned[data] = values, seen
         for name in extremes.keys() - set(table.column_names):  # columns left undecoded: their footer's extremes
             found.setdefault(name, set()).update(extremes[name])
