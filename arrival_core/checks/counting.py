@@ -162,20 +162,20 @@ def _reference_counts(ctx: CheckContext, mu: np.ndarray, entities: np.ndarray, b
     return out
 
 
-def _event_problems(ctx: CheckContext, events: pa.Table, e0: int, rows: np.ndarray, offset: int,
+def _event_problems(ctx: CheckContext, events: pa.Table, logged: np.ndarray, offset: int,
                     policy: counts.CountPolicy, extremes: Mapping[str, tuple[int, int]] | None = None
                     ) -> tuple[tuple[str, dict] | None, tuple[str, dict] | None]:
-    """(keys problem, envelope problem) of a chunk's events against its drawing count rows: the keys must be theirs
-    (same order, this partition), and only then the envelopes the stream base + bucket_index, one block of the
-    policy's draws each; None where they hold."""
+    """(keys problem, envelope problem) of a chunk's events against the drawing count rows they log (grid rows,
+    increasing): the keys must be theirs (same order, this partition), and only then the envelopes the stream base
+    + bucket_index, one block of the policy's draws each; None where they hold."""
     d = ctx.domain
     h = d.buckets
     ident = ctx.identity
-    e1 = e0 + (int(rows[-1]) // h + 1 if len(rows) else 0)
+    e0, e1 = (int(logged[0]) // h, int(logged[-1]) // h + 1) if len(logged) else (0, 0)
     bases = tuple(words[e0:e1] for words in ctx.count_stream_bases)
     strings = event_kernels.KEY_COLUMNS[2:]
     found, first = event_kernels.event_mismatches(
-        rows, 0, h, d.merchant_id[e0:e1], tuple(d.codes[name][e0:e1] for name in strings), bases,
+        logged, e0 * h, h, d.merchant_id[e0:e1], tuple(d.codes[name][e0:e1] for name in strings), bases,
         *(numbers(events, name) for name in event_kernels.KEY_COLUMNS[:2]),
         tuple(entity_grid.dictionary_indices(events[name], d.dictionaries[name]) for name in strings),
         tuple(numbers(events, name) for name in event_kernels.ENVELOPE_COLUMNS), draws=policy.draws_per_event)
@@ -194,7 +194,7 @@ def _event_problems(ctx: CheckContext, events: pa.Table, e0: int, rows: np.ndarr
                                 found[keyed:], first[keyed:]):
         if n:
             return None, (f"{int(n)} event(s): {name} is not {want}",
-                          entity_grid.grid_key(d, e0, int(rows[i]), "bucket_index"))
+                          entity_grid.grid_key(d, 0, int(logged[i]), "bucket_index"))
     return None, None
 
 

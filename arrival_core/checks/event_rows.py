@@ -20,7 +20,7 @@ from .intensity import (
     merge_results,
 )
 from .rows import COUNT_EVENTS, Found, RowGroupCheck, Rows
-from .scanning import numbers
+from .scanning import numbers, pieces
 from .specs import (
     PRIMARY_KEY_UNIQUE,
     RNG_ACCOUNTING,
@@ -69,14 +69,12 @@ class CountEventsCheck(RowGroupCheck):
                            f"{table.num_rows}")
             return found
         logged = np.asarray(numbers(inputs, "count_row"), dtype=np.int64)
-        mu = numbers(inputs, "mu")
         found.first_row, found.last_row = int(logged[0]), int(logged[-1])
-        if (np.diff(logged) <= 0).any() or (mu <= policy.lambda_zero_eps).any() or not 0 <= logged[0] <= logged[-1] < d.rows:
+        quiet = any((mu <= policy.lambda_zero_eps).any() for _, mu in pieces(inputs["mu"]))  # μ: its chunks, unjoined
+        if (np.diff(logged) <= 0).any() or quiet or not 0 <= logged[0] <= logged[-1] < d.rows:
             found.key.fail(f"event rows from {start} do not log count rows with μ > lambda_zero_eps in order")
             return found
-        e0 = int(logged[0]) // h
-        keys_problem, envelope_problem = _event_problems(ctx, table, e0, logged - e0 * h, start, policy,
-                                                         rows.extremes)
+        keys_problem, envelope_problem = _event_problems(ctx, table, logged, start, policy, rows.extremes)
         if keys_problem is not None:
             found.key.fail(*keys_problem)
             found.accounting.fail(*keys_problem)
@@ -85,9 +83,9 @@ class CountEventsCheck(RowGroupCheck):
             found.accounting.fail(*envelope_problem)
         picked = np.arange((-start) % self.stride, table.num_rows, self.stride) if self.stride else np.zeros(0, int)
         if len(picked):  # kept as Arrow: made one frame for the replay once every row group is in
-            found.chosen = table.take(pa.array(picked)).append_column("mu", pa.array(mu[picked])).append_column(
-                "count_N", pa.array(numbers(inputs, "count_N")[picked])).append_column(
-                "entity", pa.array(logged[picked] // h, pa.int64()))
+            at = pa.array(picked)
+            found.chosen = table.take(at).append_column("mu", inputs["mu"].take(at)).append_column(
+                "count_N", inputs["count_N"].take(at)).append_column("entity", pa.array(logged[picked] // h, pa.int64()))
         return found
 
     def results(self, drawing: int) -> dict[str, CheckResult]:

@@ -26,7 +26,7 @@ from .intensity import (
     merge_results,
 )
 from .rows import COUNTS, REALISED, Found, RowGroupCheck, Rows
-from .scanning import GRID_KEYS, grouping_order_problem, numbers
+from .scanning import GRID_KEYS, grouping_order_problem, numbers, pieces
 from .specs import (
     COUNT_CORRIDOR,
     DOMAIN_COMPLETE,
@@ -183,11 +183,15 @@ class RealisedCheck(GridCheck):
         h, n = d.buckets, table.num_rows
         target, factor, realised = (numbers(table, c) for c in ("lambda_baseline", "lambda_random_component",
                                                                   "lambda_realised"))
-        e0, e1 = _touched(start, n, h)
-        group = d.entity_group[e0:e1]
-        counts_, first = intensity_kernels.realised_mismatches(
-            target, numbers(rows.inputs, "lambda_target"), factor, realised, lgcp.min_factor, lgcp.max_factor,
-            lgcp.lambda_max, self.factors, group, h, start - e0 * h)
+        counts_, first = np.zeros(len(intensity_kernels.RULES), dtype=np.int64), np.full(len(intensity_kernels.RULES), -1)
+        for a, sealed in pieces(rows.inputs["lambda_target"]):  # the sealed λ as its chunks came: none joined
+            b, at = a + len(sealed), start + a
+            e0, e1 = _touched(at, len(sealed), h)
+            found_, first_ = intensity_kernels.realised_mismatches(
+                target[a:b], sealed, factor[a:b], realised[a:b], lgcp.min_factor, lgcp.max_factor, lgcp.lambda_max,
+                self.factors, d.entity_group[e0:e1], h, at - e0 * h)
+            counts_ += found_
+            first = np.where(first >= 0, first, np.where(first_ >= 0, first_ + a, -1))  # the pieces are in row order
         numeric, replay = found.rules[NUMERIC_VALID], found.rules[RNG_REPLAY]
         for label, count, i in zip(intensity_kernels.RULES, counts_, first):
             if count:

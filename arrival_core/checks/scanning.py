@@ -6,6 +6,8 @@ its key check follows from the alignment and the grouping's order, with no per-r
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pyarrow as pa
 
@@ -13,8 +15,6 @@ from ..grouping import ENTITY_KEYS
 from .context import CheckContext
 
 GRID_KEYS = (*ENTITY_KEYS, "bucket_index")
-
-
 
 
 def grouping_order_problem(ctx: CheckContext) -> str | None:
@@ -27,8 +27,13 @@ def grouping_order_problem(ctx: CheckContext) -> str | None:
     return None
 
 
-
-
+def pieces(column: pa.ChunkedArray) -> Iterator[tuple[int, np.ndarray]]:
+    """A numeric column's chunks as (first row, NumPy view): its values without joining them into one array."""
+    at = 0
+    for chunk in column.chunks:
+        if len(chunk):
+            yield at, chunk.to_numpy(zero_copy_only=False)
+            at += len(chunk)
 
 
 def numbers(table: pa.Table, name: str) -> np.ndarray:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from s2s3lib import edited_config, store
 
@@ -115,6 +116,34 @@ def test_defects_the_engine_writes_fail_the_stream_checks_at_their_row(tiny_worl
     assert set(events) == {checks.PRIMARY_KEY_UNIQUE, checks.RNG_ACCOUNTING}, events
     assert "event row 2 is not the count row" in events[checks.PRIMARY_KEY_UNIQUE]
     assert _failed(streamed["s3_bucket_counts_5B"]) == {}
+
+
+def test_a_realised_defect_in_a_later_chunk_of_a_row_group_is_named_at_its_own_row(tiny_world_copy: WorldInfo,
+                                                                                    monkeypatch):
+    """A row group joins several chunks of the sealed λ: its rows are judged chunk by chunk, so a defect in the
+    third chunk must still be counted once and named at its own row of the file."""
+    realised_table = realise._realised_table
+    chunk, h = 3, None
+
+    def bad_realised(domain, e0, e1, identity, lgcp, target, factor, realised):
+        nonlocal h
+        h = domain.buckets
+        table = realised_table(domain, e0, e1, identity, lgcp, target, factor, realised)
+        return _one_changed(table, "lambda_realised", h + 5, float(realised[h + 5]) * 2 + 1) if e0 == 2 * chunk \
+            else table
+
+    monkeypatch.setattr(realise, "_realised_table", bad_realised)
+    st = store(tiny_world_copy)
+    streamed, identity = _realise_with_stream_checks(st, PartitionKey(42, "baseline_v1"), chunk=chunk)
+    failed = next(o for o in streamed["s2_realised_intensity_5B"] if not o.passed)
+    assert failed.name == checks.NUMERIC_VALID and "1 row(s): λ_realised ≠ min(λ_baseline·ξ, lambda_max)" in \
+        failed.summary, failed.summary
+    row = (2 * chunk + 1) * h + 5  # entity 7 of the grid, bucket 5
+    assert row < sink.ROW_GROUP_ROWS  # inside the first row group, which also holds the chunks before it
+    published = pq.read_table(pipeline.output_path(st, "s2_realised_intensity_5B", identity)).slice(row, 1)
+    key = failed.metadata["offending_keys"][0]
+    assert {k: key[k] for k in ("merchant_id", "bucket_index")} == \
+        {k: published[k][0].as_py() for k in ("merchant_id", "bucket_index")}
 
 
 def test_a_count_that_decodes_to_another_than_was_drawn_fails_in_the_stream(tiny_world_copy: WorldInfo,
