@@ -26,7 +26,7 @@ from .intensity import (
     merge_results,
 )
 from .rows import COUNTS, REALISED, Found, RowGroupCheck, Rows
-from .scanning import GRID_KEYS, grouping_order_problem, numbers, pieces
+from .scanning import GRID_KEYS, earliest, grouping_order_problem, numbers, pieces
 from .specs import (
     COUNT_CORRIDOR,
     DOMAIN_COMPLETE,
@@ -191,7 +191,7 @@ class RealisedCheck(GridCheck):
                 target[a:b], sealed, factor[a:b], realised[a:b], lgcp.min_factor, lgcp.max_factor, lgcp.lambda_max,
                 self.factors, d.entity_group[e0:e1], h, at - e0 * h)
             counts_ += found_
-            first = np.where(first >= 0, first, np.where(first_ >= 0, first_ + a, -1))  # the pieces are in row order
+            first = earliest(first, first_, a)
         numeric, replay = found.rules[NUMERIC_VALID], found.rules[RNG_REPLAY]
         for label, count, i in zip(intensity_kernels.RULES, counts_, first):
             if count:
@@ -284,13 +284,21 @@ class CountsCheck(GridCheck):
         d, policy = ctx.domain, ctx.count_policy
         h, n = d.buckets, table.num_rows
         mu, count, capped = rows.numbers("mu"), numbers(table, "count_N"), numbers(table, "count_capped")
-        drawn = numbers(rows.inputs, "count_drawn") if "count_drawn" in rows.inputs.column_names else None  # stream
         realised = rows.numbers("lambda_realised")
         # proven by bytes, λ_realised is the input's array itself (`known_by_bytes`): not gathered a second time
         read = realised if "lambda_realised" in rows.known else numbers(rows.inputs, "lambda_input")
-        found_, first, drawing = count_row_kernels.count_mismatches(
-            realised, read, mu, count, capped, drawn,
-            policy.max_count, policy.lambda_zero_eps)
+        found_, first, drawing = np.zeros(len(count_row_kernels.RULES), dtype=np.int64), np.full(
+            len(count_row_kernels.RULES), -1), 0
+        # the counts drawn travel beside the rows from the stream only: judged chunk by chunk of them, none joined
+        drawn_pieces = pieces(rows.inputs["count_drawn"]) if "count_drawn" in rows.inputs.column_names else [(0, None)]
+        for a, drawn in drawn_pieces:
+            b = n if drawn is None else a + len(drawn)
+            piece_found, piece_first, piece_drawing = count_row_kernels.count_mismatches(
+                realised[a:b], read[a:b], mu[a:b], count[a:b], capped[a:b], drawn, policy.max_count,
+                policy.lambda_zero_eps)
+            found_ += piece_found
+            first = earliest(first, piece_first, a)
+            drawing += piece_drawing
         failed = [(label, int(n), int(i)) for label, n, i in zip(count_row_kernels.RULES, found_, first)]
         law = table["count_law_id"]
         if entity_grid.first_mismatch(law, policy.law) is not None:  # its dictionary holds another value

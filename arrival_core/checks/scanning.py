@@ -36,6 +36,12 @@ def pieces(column: pa.ChunkedArray) -> Iterator[tuple[int, np.ndarray]]:
             at += len(chunk)
 
 
+def earliest(first: np.ndarray, found: np.ndarray, offset: int) -> np.ndarray:
+    """Each rule's first failing row so far, else the one a later piece of the rows found (its row + `offset`, the
+    piece's first row; −1: none yet): rules judged piece by piece, in row order, name the rows the whole would."""
+    return np.where(first >= 0, first, np.where(found >= 0, found + offset, -1))
+
+
 def numbers(table: pa.Table, name: str) -> np.ndarray:
     """A numeric column as a NumPy array (one chunk: a view, no copy; several: their views joined once)."""
     column = table[name]

@@ -146,21 +146,33 @@ def test_a_realised_defect_in_a_later_chunk_of_a_row_group_is_named_at_its_own_r
         {k: published[k][0].as_py() for k in ("merchant_id", "bucket_index")}
 
 
+@pytest.mark.parametrize("chunk,planted_in", [(None, 0), (3, 6)])
 def test_a_count_that_decodes_to_another_than_was_drawn_fails_in_the_stream(tiny_world_copy: WorldInfo,
-                                                                            monkeypatch):
+                                                                            monkeypatch, chunk, planted_in):
     """The counts the RNG events were drawn for travel beside the count rows: a published count_N that differs
-    from its draw (the law's replay may not sample that row) fails NUMERIC_VALID there."""
+    from its draw (the law's replay may not sample that row) fails NUMERIC_VALID there, named at its row also when
+    it lies in a later chunk of its row group (the rows are judged chunk by chunk of the draws)."""
     counts_table = realise._counts_table
+    planted: list[int] = []
 
     def bad_counts(domain, e0, e1, identity, policy, mu, draws):
         table = counts_table(domain, e0, e1, identity, policy, mu, draws)
+        if e0 != planted_in:
+            return table
         drawing = int(np.flatnonzero(mu > policy.lambda_zero_eps)[0])
-        return _one_changed(table, "count_N", drawing, int(draws.count[drawing]) + 1) if e0 == 0 else table
+        planted.append(e0 * domain.buckets + drawing)
+        return _one_changed(table, "count_N", drawing, int(draws.count[drawing]) + 1)
 
     monkeypatch.setattr(realise, "_counts_table", bad_counts)
-    streamed, _ = _realise_with_stream_checks(store(tiny_world_copy), PartitionKey(42, "baseline_v1"))
+    st = store(tiny_world_copy)
+    streamed, identity = _realise_with_stream_checks(st, PartitionKey(42, "baseline_v1"), chunk=chunk)
     counted = _failed(streamed["s3_bucket_counts_5B"])
-    assert "count_N decodes to another count than was drawn" in counted[checks.NUMERIC_VALID], counted
+    assert "1 row(s): count_N decodes to another count than was drawn" in counted[checks.NUMERIC_VALID], counted
+    failed = next(o for o in streamed["s3_bucket_counts_5B"] if o.name == checks.NUMERIC_VALID)
+    published = pq.read_table(pipeline.output_path(st, "s3_bucket_counts_5B", identity)).slice(planted[0], 1)
+    key = failed.metadata["offending_keys"][0]
+    assert {k: key[k] for k in ("merchant_id", "bucket_index")} == \
+        {k: published[k][0].as_py() for k in ("merchant_id", "bucket_index")}
 
 
 def test_counts_whose_pages_are_s2s_are_not_decoded_and_others_are_judged_as_decoded(tiny_world_copy: WorldInfo,
