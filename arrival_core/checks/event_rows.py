@@ -115,7 +115,7 @@ class CountEventsCheck(RowGroupCheck):
         expected = ledger.FamilyTotals(drawing, drawing * policy.draws_per_event, drawing)
         accounting = merge_results(accounting, ledger_result(ctx, counts.FAMILY_ID, totals, expected, trace))
         if chosen:
-            events = pl.from_arrow(pa.concat_tables(chosen, promote_options="permissive"))
+            events = pl.from_arrow(pa.concat_tables(chosen))
             _replay_count_events(ctx, events.with_columns(pl.col(pl.Categorical).cast(pl.String)), policy, replay)
         else:
             replay.facts["events_replayed"] = 0
