@@ -98,13 +98,13 @@ class DigestingFile:
 
 @dataclass(frozen=True)
 class RowGroupBytes:
-    """One row group as its worker encoded it: its first row in the file, the rows it was encoded from, its bytes
-    (a one-row-group parquet file whose column chunks the file holds unchanged) and the rows' companion columns
-    (what the writer gave beside them, cut at the same rows; None when it gave none)."""
+    """One row group as its worker encoded it: its first row in the file, its number of rows, its bytes (a
+    one-row-group parquet file whose column chunks the file holds unchanged) and the rows' companion columns (what
+    the writer gave beside them, cut at the same rows; None when it gave none)."""
 
     index: int
     start: int
-    rows: pa.Table
+    num_rows: int
     data: pa.Buffer
     companion: pa.Table | None = None
 
@@ -136,6 +136,7 @@ def chunk_span(footer: pq.FileMetaData, row_group: int, name: str) -> tuple[int,
 
 
 Inspector = Callable[[RowGroupBytes], None]
+RowInspector = Callable[[pa.Table, RowGroupBytes], None]  # also given the rows the row group was encoded from
 
 
 class ParquetSink:
@@ -153,6 +154,7 @@ class ParquetSink:
         self._options = options or parquet_options(schema)
         self._required = [f.name for f in schema if not f.nullable]
         self._inspectors: list[Inspector] = []
+        self._row_inspectors: list[RowInspector] = []
         self._pending: list[tuple[pa.Table, pa.Table | None]] = []
         self._pending_rows = 0
         self._encoding: collections.deque[Future] = collections.deque()
@@ -172,8 +174,15 @@ class ParquetSink:
 
     def inspect_row_groups(self, inspect: Inspector) -> None:
         """Also run `inspect(row_group)` on every row group, on the worker that encoded it, after the inspections
-        given before it; one that raises fails the file."""
+        given before it and those of its rows (`inspect_rows`); one that raises fails the file."""
         self._inspectors.append(inspect)
+
+    def inspect_rows(self, inspect: RowInspector) -> None:
+        """Also run `inspect(rows, row_group)` on every row group with the rows it was encoded from, on the worker
+        that encoded it, before the inspections of its bytes alone: the rows are let go before those, so that their
+        memory serves the decoding there instead of the heap growing by a row group per worker. One that raises
+        fails the file."""
+        self._row_inspectors.append(inspect)
 
     def write(self, frame: pl.DataFrame | pa.Table, companion: pa.Table | None = None) -> None:
         """Append rows (already in writer order) to the staged file, with `companion` columns of the same rows
@@ -221,25 +230,28 @@ class ParquetSink:
         self._submitted_rows += table.num_rows
         executor = parallel.pool()
         if executor is None:
-            self._append(self._encode(table, companion, index, start))
+            self._append(self._encode([table], companion, index, start))
             return
-        self._encoding.append(executor.submit(self._encode, table, companion, index, start))
+        self._encoding.append(executor.submit(self._encode, [table], companion, index, start))
         while len(self._encoding) > parallel.in_flight() or self._encoding[0].done():
             self._append(self._encoding.popleft().result())
             if not self._encoding:
                 break
 
-    def _encode(self, table: pa.Table, companion: pa.Table | None, index: int, start: int) -> _Encoded:
-        table = table.combine_chunks()
+    def _encode(self, held: list[pa.Table], companion: pa.Table | None, index: int, start: int) -> _Encoded:
+        """Encode the row group `held` holds (taken out of it, so that its pieces go once joined), then inspect it."""
+        table = held.pop().combine_chunks()
         encoded = _encode_pooled(table, self._schema, self._options)
-        if self._inspectors:
-            group = RowGroupBytes(index, start, table, encoded.data, companion)
-            try:
-                for inspect in self._inspectors:
-                    inspect(group)
-            except BaseException:
-                _BUFFERS.give(encoded.buffer)
-                raise
+        group = RowGroupBytes(index, start, table.num_rows, encoded.data, companion)
+        try:
+            for inspect_rows in self._row_inspectors:
+                inspect_rows(table, group)
+            del table  # before the bytes' inspections, which decode them
+            for inspect in self._inspectors:
+                inspect(group)
+        except BaseException:
+            _BUFFERS.give(encoded.buffer)
+            raise
         return encoded
 
     def _append(self, encoded: _Encoded) -> None:

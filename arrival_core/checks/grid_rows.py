@@ -260,12 +260,12 @@ class CountsCheck(GridCheck):
         λ_realised for the same rows, which this state read (its companion `lambda_input`): the same bytes decode
         to the same values, so both are those values (else both are decoded)."""
         inputs = group.companion
-        if inputs is None or "lambda_input" not in inputs.column_names or inputs.num_rows != group.rows.num_rows:
+        if inputs is None or "lambda_input" not in inputs.column_names or inputs.num_rows != group.num_rows:
             return {}
         try:  # anything that stops the proof leaves the columns to be decoded
             path, footer, starts = self._realised_file
             i = group.index
-            if i + 1 >= len(starts) or starts[i] != group.start or starts[i + 1] - starts[i] != group.rows.num_rows:
+            if i + 1 >= len(starts) or starts[i] != group.start or starts[i + 1] - starts[i] != group.num_rows:
                 return {}
             realised = group.column_chunk("lambda_realised")
             offset, length = sink.chunk_span(footer, i, "lambda_realised")

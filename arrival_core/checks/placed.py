@@ -40,7 +40,7 @@ def remember(identity: Identity, group: sink.RowGroupBytes, rows: pa.Table) -> N
     with _lock:
         if _kept["partition"] != _partition(identity):
             _kept["partition"], _kept["chunks"] = _partition(identity), {}
-        _kept["chunks"][(group.start, group.rows.num_rows)] = kept
+        _kept["chunks"][(group.start, group.num_rows)] = kept
 
 
 def proven(identity: Identity, group: sink.RowGroupBytes) -> dict[str, pa.Array | None] | None:
@@ -48,7 +48,7 @@ def proven(identity: Identity, group: sink.RowGroupBytes) -> dict[str, pa.Array 
     byte, the chunk of a row group of the same partition and rows found in place here; else None."""
     with _lock:
         same = _kept["partition"] == _partition(identity)
-        kept = _kept["chunks"].get((group.start, group.rows.num_rows)) if same else None
+        kept = _kept["chunks"].get((group.start, group.num_rows)) if same else None
     if kept is None:
         return None
     try:

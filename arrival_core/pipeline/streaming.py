@@ -149,7 +149,7 @@ class _Output:
         self._schema = _sink_schema(store, dataset_id)
         self._sink = tx.parquet(dataset_id, path, self._schema)
         self.values = ValueSets(store, dataset_id, path, code)
-        self._sink.inspect_row_groups(lambda group: self.values.add(group.rows, integer_extremes(group.footer)))
+        self._sink.inspect_rows(lambda rows, group: self.values.add(rows, integer_extremes(group.footer)))
         self.dataset_id = dataset_id
         self._offset = 0
         self._queue: queue.Queue = queue.Queue(maxsize=1)

@@ -3,6 +3,7 @@ Arrow's serial writer, whatever the thread count and however the writer is fed; 
 from __future__ import annotations
 
 import threading
+import weakref
 
 import numpy as np
 import polars as pl
@@ -118,16 +119,16 @@ def test_the_first_failing_row_group_in_file_order_fails_the_file(threads, monke
     table = _table(2_000, seed=1)
     refused = {table["counter"][700].as_py(): "row group 7", table["counter"][1200].as_py(): "row group 12"}
 
-    def inspect(group: sink.RowGroupBytes) -> None:
-        part, footer = group.rows, group.footer
-        assert footer.num_rows == part.num_rows and footer.num_row_groups == 1  # the row group's own bytes
+    def inspect(part: pa.Table, group: sink.RowGroupBytes) -> None:
+        footer = group.footer
+        assert footer.num_rows == part.num_rows == group.num_rows and footer.num_row_groups == 1  # its own bytes
         assert group.start == 100 * group.index
         if (name := refused.get(part["counter"][0].as_py())) is not None:
             raise ValueError(f"{name} refused")
 
     for _ in range(3):
         writer = sink.ParquetSink(pa.BufferOutputStream(), _schema(table))
-        writer.inspect_row_groups(inspect)
+        writer.inspect_rows(inspect)
         with pytest.raises(ValueError, match="row group 7 refused"):
             for start in range(0, table.num_rows, 150):
                 writer.write(table.slice(start, 150))
@@ -144,7 +145,7 @@ def test_each_row_group_is_inspected_with_its_decoded_bytes_and_its_rows_compani
     lock = threading.Lock()
 
     def inspect(group: sink.RowGroupBytes) -> None:
-        rows = np.arange(group.start, group.start + group.rows.num_rows)
+        rows = np.arange(group.start, group.start + group.num_rows)
         assert np.array_equal(group.companion["row"].to_numpy(), rows)  # cut at the same rows as the table
         decoded = group.decoded(read_dictionary=["key", "constant"])
         assert decoded["counter"].equals(table["counter"].slice(group.start, len(rows)))
@@ -159,6 +160,29 @@ def test_each_row_group_is_inspected_with_its_decoded_bytes_and_its_rows_compani
         writer.write(table.slice(start, 150), companion.slice(start, 150))
     writer.close()
     assert sorted(seen.items()) == [(i, (100 * i, min(100, 1_234 - 100 * i))) for i in range(13)]
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_row_groups_rows_are_inspected_first_and_let_go_before_its_bytes_are(count, threads, monkeypatch):
+    monkeypatch.setattr(sink, "ROW_GROUP_ROWS", 100)
+    threads(count)
+    table = _table(1_000, seed=3)
+    joined: dict[int, weakref.ref] = {}
+
+    def inspect_rows(rows: pa.Table, group: sink.RowGroupBytes) -> None:
+        assert rows["counter"].equals(table["counter"].slice(group.start, group.num_rows))
+        joined[group.index] = weakref.ref(rows)
+
+    def inspect(group: sink.RowGroupBytes) -> None:
+        assert joined[group.index]() is None  # the rows the row group was joined into are gone before its decoding
+
+    writer = sink.ParquetSink(pa.BufferOutputStream(), _schema(table))
+    writer.inspect_row_groups(inspect)  # given first, inspected after the rows
+    writer.inspect_rows(inspect_rows)
+    for start in range(0, table.num_rows, 150):  # pieces that straddle row groups: each row group's are joined
+        writer.write(table.slice(start, 150))
+    writer.close()
+    assert sorted(joined) == list(range(10))
 
 
 def test_a_pooled_buffer_too_small_for_a_row_group_is_doubled_until_it_fits():
