@@ -194,8 +194,12 @@ def run(args: argparse.Namespace) -> int:
         config_dir = Path(os.environ.get("ARRIVAL_CONFIG_DIR") or contracts.DEFAULT_CONFIG_DIR)
         warmup.start(pipeline.warmup_phases(config_dir) + checks.warmup_phases())
     try:
+        from . import definitions  # noqa: F401 - Dagster and the job: loaded while a parent ensures the world
         from .commands import run_partitions
+        from .parallel_runs import wait_for_world
 
+        if not wait_for_world():
+            return 0  # the parent found the world wanting and says why
         statuses = [run_partitions(root=args.root, seed=seed, scenario=args.scenario, err=_err, quiet=args.quiet,
                                    debug=args.debug, create=_may_create(args)) for seed in args.seed]
         return interrupts.worst_status(statuses)

@@ -225,7 +225,7 @@ def test_runs_started_together_share_the_cores_unless_the_user_set_their_threads
 def test_arrival_run_at_once_gives_each_partition_process_its_share(monkeypatch):
     """`arrival run --seed … --parallel 2` on 16 cores: each `arrival run` child is started with 8 threads, or
     with the user's $ARRIVAL_THREADS when set."""
-    from arrival_assets import parallel_runs
+    from arrival_assets import parallel_runs, run_roots
 
     started: list[str | None] = []
 
@@ -233,7 +233,7 @@ def test_arrival_run_at_once_gives_each_partition_process_its_share(monkeypatch)
         started.append(kwargs["env"].get("ARRIVAL_THREADS"))
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    monkeypatch.setattr(parallel_runs, "partitions_to_run", lambda **_: [(1, "baseline_v1"), (2, "baseline_v1"),
+    monkeypatch.setattr(run_roots, "partitions_to_run", lambda **_: [(1, "baseline_v1"), (2, "baseline_v1"),
                                                                          (3, "baseline_v1")])
     monkeypatch.setattr(parallel_runs, "threads_each", lambda at_once: threads_each(at_once, {}, cores=16))
     monkeypatch.setattr(parallel_runs.subprocess, "run", child)
@@ -246,6 +246,23 @@ def test_arrival_run_at_once_gives_each_partition_process_its_share(monkeypatch)
     monkeypatch.setattr(parallel_runs, "threads_each", lambda at_once: threads_each(at_once, cores=16))
     assert parallel_runs.run_in_processes(seeds=["1", "2", "3"], parallel=2, **common) == 0
     assert started == ["3", "3", "3"]
+
+
+@pytest.mark.parametrize(("waits", "given", "goes", "left"), [
+    (False, "go\nrest", True, "go\nrest"),  # not started early: its stdin is not read
+    (True, "go\nrest", True, "rest"),
+    (True, "stop\nrest", False, "rest"),
+    (True, "", False, ""),  # the parent ended without a word
+])
+def test_a_partition_process_started_early_goes_on_only_on_its_parents_word(waits, given, goes, left):
+    """A partition's process started before its parent ensured the world waits for "go" on its stdin (a parent that
+    stopped or ended says no); one not started so never reads its stdin."""
+    probe = ("import sys; from arrival_assets.parallel_runs import wait_for_world; "
+             "print(wait_for_world(), repr(sys.stdin.read()))")
+    env = {k: v for k, v in os.environ.items() if k != "ARRIVAL_WAIT_FOR_WORLD"}
+    done = subprocess.run([sys.executable, "-c", probe], input=given, capture_output=True, text=True,
+                          env=env | ({"ARRIVAL_WAIT_FOR_WORLD": "1"} if waits else {}), check=True, timeout=60)
+    assert done.stdout.split(" ", 1) == [str(goes), repr(left) + "\n"]
 
 
 def test_the_instance_written_for_a_machine_sets_its_concurrency(tmp_path):

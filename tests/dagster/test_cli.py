@@ -144,6 +144,17 @@ def test_unknown_scenario_is_refused_before_anything_runs(tiny_world_copy, tmp_p
     assert not (tmp_path / "home").exists()
 
 
+def test_an_unknown_scenario_for_several_seeds_at_once_is_refused_once_and_nothing_runs(tiny_world_copy, tmp_path):
+    """The partitions' processes start while the parent reads the world; told to stop, they end without a word."""
+    root = tiny_world_copy.root
+    result = _run([str(BIN / "arrival"), "run", "--root", str(root), "--seed", "1", "--seed", "2", "--scenario",
+                   "nope_v9", "--parallel", "2"], _env(root, tmp_path / "home"))
+    assert result.returncode == 2
+    assert result.stderr.count("5B.IDENTITY_INVALID") == 1 and "nope_v9" in result.stderr
+    assert "==" not in result.stdout
+    assert not (tmp_path / "home").exists()
+
+
 def test_verify_of_an_unknown_scenario_fails_fast_in_one_line(cli_world):
     root, home, _ = cli_world
     result = _run([str(BIN / "arrival"), "verify", "--root", str(root), "--seed", "1", "--scenario", "nope"],
@@ -201,10 +212,11 @@ def test_arrival_run_several_seeds_at_once_writes_what_one_at_a_time_writes(tiny
     """`--seed 1 --seed 42 --parallel 2`: four partitions, two runs at once, each recorded in the instance, and
     the same bytes as partitions run one at a time (seed 1 on a copy, alone)."""
     roots = {}
-    for name, seeds, parallel in (("together", ["1", "42"], "2"), ("alone", ["1"], "1")):
+    for name, seeds, parallel, named in (("together", ["1", "42"], "2", []), ("alone", ["1"], "1", []),
+                                         ("named", ["42", "1"], "2", ["--scenario", "stress_v1"])):
         root, home = tmp_path / name / "world", tmp_path / name / "home"
         shutil.copytree(tiny_world.root, root)
-        args = [str(BIN / "arrival"), "run", "--root", str(root), "--quiet", "--parallel", parallel]
+        args = [str(BIN / "arrival"), "run", "--root", str(root), "--quiet", "--parallel", parallel, *named]
         result = _run([*args, *(a for s in seeds for a in ("--seed", s))], _env(root, home))
         assert result.returncode == 0, result.stdout + result.stderr
         roots[name] = root, home, result.stdout
@@ -219,3 +231,10 @@ def test_arrival_run_several_seeds_at_once_writes_what_one_at_a_time_writes(tiny
     for scenario in ("baseline_v1", "stress_v1"):
         together = [p.read_bytes() for p in _outputs(root, 1, scenario)]
         assert together == [p.read_bytes() for p in _outputs(roots["alone"][0], 1, scenario)]
+    # one scenario named: the partitions' processes started while the world was read write the same bytes
+    named_root, _, named_out = roots["named"]
+    assert sorted(line.split()[1] for line in named_out.splitlines() if line.startswith("== ")) == [
+        "stress_v1|1", "stress_v1|42"]
+    for seed in (1, 42):
+        assert [p.read_bytes() for p in _outputs(named_root, seed, "stress_v1")] == [
+            p.read_bytes() for p in _outputs(root, seed, "stress_v1")]
