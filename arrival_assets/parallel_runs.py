@@ -93,7 +93,7 @@ def _tell(proc: subprocess.Popen, word: str) -> None:
     try:
         proc.stdin.write(word + "\n")
         proc.stdin.flush()
-    except (BrokenPipeError, OSError):
+    except OSError:  # a broken pipe: it has ended
         pass
 
 
